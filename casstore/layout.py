@@ -1,0 +1,130 @@
+"""The only place object keys are built, and the validation of every name that enters one.
+
+Store layout (keys are '/'-separated, relative to the store root)::
+
+    config                                  store format version + chunking settings (JSON)
+    chunks/<2 hex>/<64 hex>                 chunk objects: encoding header + payload
+    manifests/<64 hex>                      immutable version manifests (msgpack)
+    models/<model>/versions/<semver>        version index entry -> manifest digest
+    models/<model>/tags/<tag>/<semver>      tag markers (empty objects)
+    models/<model>/refs/<ref>               the only mutable objects (compare-and-swap)
+    models/<model>/reflog/<ref>/<seq>       append-only history of ref moves
+    policies/<model or _default>            retention policies (JSON)
+    followers/<model>/<ref>/<id>            serving acknowledgements
+"""
+
+from __future__ import annotations
+
+import re
+
+from casstore.digest import Digest
+from casstore.errors import InvalidInputError
+
+CONFIG = "config"
+CHUNKS = "chunks/"
+MANIFESTS = "manifests/"
+MODELS = "models/"
+POLICIES = "policies/"
+FOLLOWERS = "followers/"
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
+_SEMVER = re.compile(r"(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})")
+
+
+def check_name(kind: str, name: object) -> str:
+    """Validate a model, ref or tag name: one path component, no tricks.
+
+    Allowed: letters, digits, ``.``, ``_``, ``-``, ``+``; starts with a letter or digit; at most
+    128 characters. So ``/``, ``..``, empty names and control characters are all refused.
+    """
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise InvalidInputError(
+            f"invalid {kind} name {name!r}: use 1-128 letters, digits, '.', '_', '-' or '+', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def check_semver(text: object) -> str:
+    if not isinstance(text, str) or not _SEMVER.fullmatch(text):
+        raise InvalidInputError(f"invalid semantic version {text!r}: expected MAJOR.MINOR.PATCH")
+    return text
+
+
+def chunk_key(digest: Digest) -> str:
+    h = digest.hex()
+    return f"{CHUNKS}{h[:2]}/{h}"
+
+
+def digest_from_chunk_key(key: str) -> Digest | None:
+    """The digest a chunk key names, or None for anything else (temp files, strays)."""
+    if not key.startswith(CHUNKS):
+        return None
+    name = key.rsplit("/", 1)[-1]
+    try:
+        d = Digest.parse(name)
+    except InvalidInputError:
+        return None
+    return d if key == chunk_key(d) else None
+
+
+def manifest_key(digest: Digest) -> str:
+    return f"{MANIFESTS}{digest.hex()}"
+
+
+def digest_from_manifest_key(key: str) -> Digest | None:
+    if not key.startswith(MANIFESTS):
+        return None
+    try:
+        return Digest.parse(key[len(MANIFESTS) :])
+    except InvalidInputError:
+        return None
+
+
+def model_prefix(model: str) -> str:
+    return f"{MODELS}{check_name('model', model)}/"
+
+
+def versions_prefix(model: str) -> str:
+    return f"{model_prefix(model)}versions/"
+
+
+def version_key(model: str, semver: str) -> str:
+    return f"{versions_prefix(model)}{check_semver(semver)}"
+
+
+def tags_prefix(model: str) -> str:
+    return f"{model_prefix(model)}tags/"
+
+
+def tag_key(model: str, tag: str, semver: str) -> str:
+    return f"{tags_prefix(model)}{check_name('tag', tag)}/{check_semver(semver)}"
+
+
+def refs_prefix(model: str) -> str:
+    return f"{model_prefix(model)}refs/"
+
+
+def ref_key(model: str, ref: str) -> str:
+    return f"{refs_prefix(model)}{check_name('ref', ref)}"
+
+
+def reflog_prefix(model: str, ref: str) -> str:
+    return f"{model_prefix(model)}reflog/{check_name('ref', ref)}/"
+
+
+def reflog_key(model: str, ref: str, seq: int) -> str:
+    if seq < 0:
+        raise InvalidInputError(f"reflog sequence must be >= 0, got {seq}")
+    return f"{reflog_prefix(model, ref)}{seq:012d}"
+
+
+def policy_key(model: str | None) -> str:
+    return f"{POLICIES}{'_default' if model is None else check_name('model', model)}"
+
+
+def follower_key(model: str, ref: str, follower_id: str) -> str:
+    return (
+        f"{FOLLOWERS}{check_name('model', model)}/{check_name('ref', ref)}/"
+        f"{check_name('follower', follower_id)}"
+    )

@@ -1,0 +1,137 @@
+"""The ObjectStore interface every backend implements, and the guarantees it must give.
+
+A store is a flat namespace of keys ('/'-separated, built only by :mod:`casstore.layout`)
+holding immutable-or-CAS byte objects. The interface is small and synchronous; concurrency
+lives one layer up (thread pools, or a backend's own batch calls behind ``get_many`` /
+``exists_many`` / ``put_many``).
+
+Guarantees every backend must give (the conformance suite in
+:mod:`casstore.testing.store_suite` checks them):
+
+* ``put`` and ``put_if_absent`` are atomic: a reader sees either no object or the whole
+  object, never a prefix. A crash mid-write leaves no visible partial object under the key
+  (temporary files may remain under ``tmp/``; GC reclaims them).
+* ``put_if_absent`` creates the object only if the key is absent. With
+  ``capabilities.atomic_create`` this holds against concurrent writers in other processes and
+  machines; without it, it is best effort (check, then write).
+* ``replace_if_match(key, data, token)`` is compare-and-swap: it writes only if the object's
+  current token equals ``token`` (``None``: the key must be absent) and returns the new token;
+  otherwise it raises :class:`~casstore.errors.ConflictError`. Atomic across processes only with
+  ``capabilities.conditional_replace``.
+* ``get`` of a missing key raises :class:`~casstore.errors.NotFoundError`; every other backend
+  failure is translated into :class:`~casstore.errors.BackendError` (or a subclass). An error is
+  never reported as an empty listing or a missing object.
+* ``delete`` of a missing key is not an error (deletes are idempotent).
+* ``sync=False`` on a write lets a backend defer durability (e.g. fsync) until ``flush()``;
+  the object is already visible and complete to readers. ``flush()`` makes every earlier write
+  durable. Writes with ``sync=True`` (the default) are durable when the call returns.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from casstore.errors import NotFoundError
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What a listing or ``stat`` tells about one object."""
+
+    key: str
+    size: int
+    mtime: float  # seconds since the epoch (UTC)
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can promise beyond the basic interface."""
+
+    atomic_create: bool  # put_if_absent is atomic across processes and machines
+    conditional_replace: bool  # replace_if_match is atomic across processes and machines
+    ranged_reads: bool = True  # get(start, end) reads only that range
+    concurrent_io: int = 8  # a good number of parallel requests for this backend
+
+
+class ObjectStore(abc.ABC):
+    """A flat key -> bytes store. See the module docstring for the guarantees."""
+
+    url: str
+    capabilities: Capabilities
+
+    # -- reads ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    def get(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
+        """The object's bytes, or the half-open range [start, end) of them."""
+
+    @abc.abstractmethod
+    def get_with_token(self, key: str) -> tuple[bytes, str]:
+        """The object's bytes and its current CAS token (for ``replace_if_match``)."""
+
+    @abc.abstractmethod
+    def stat(self, key: str) -> ObjectInfo:
+        """Size and modification time; NotFoundError if absent."""
+
+    @abc.abstractmethod
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        """Every object whose key starts with ``prefix``, in no particular order."""
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.stat(key)
+        except NotFoundError:
+            return False
+        return True
+
+    def exists_many(self, keys: Iterable[str]) -> set[str]:
+        """The subset of ``keys`` that exist. Backends may batch this."""
+        keys = list(keys)
+        if len(keys) <= 1:
+            return {k for k in keys if self.exists(k)}
+        with ThreadPoolExecutor(self.capabilities.concurrent_io) as pool:
+            found = pool.map(self.exists, keys)
+            return {k for k, ok in zip(keys, found) if ok}
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, bytes]:
+        """Whole objects for many keys; NotFoundError if any is missing. May be batched."""
+        keys = list(keys)
+        if len(keys) <= 1:
+            return {k: self.get(k) for k in keys}
+        with ThreadPoolExecutor(self.capabilities.concurrent_io) as pool:
+            return dict(zip(keys, pool.map(self.get, keys)))
+
+    # -- writes --------------------------------------------------------------------------
+    @abc.abstractmethod
+    def put(self, key: str, data: bytes | memoryview, *, sync: bool = True) -> None:
+        """Create or overwrite ``key`` atomically."""
+
+    @abc.abstractmethod
+    def put_if_absent(self, key: str, data: bytes | memoryview, *, sync: bool = True) -> bool:
+        """Create ``key`` only if absent. True if this call created it, False if it existed."""
+
+    @abc.abstractmethod
+    def replace_if_match(self, key: str, data: bytes, token: str | None) -> str:
+        """Compare-and-swap. ``token=None`` means the key must not exist. Returns the new
+        token; raises ConflictError if the current token differs."""
+
+    @abc.abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove ``key``; no error if it is already gone."""
+
+    def flush(self) -> None:  # noqa: B027 - optional hook, default is a no-op
+        """Make every earlier write durable (for writes made with ``sync=False``)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections and file handles."""
+
+    def __enter__(self) -> ObjectStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"
