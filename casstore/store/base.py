@@ -30,7 +30,7 @@ Guarantees every backend must give (the conformance suite in
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -120,6 +120,21 @@ class ObjectStore(abc.ABC):
     @abc.abstractmethod
     def delete(self, key: str) -> None:
         """Remove ``key``; no error if it is already gone."""
+
+    def put_many(self, items: Mapping[str, bytes | memoryview], *, sync: bool = True) -> None:
+        """``put`` every item (each one atomic; the batch is not). Backends may batch this."""
+        items = dict(items)
+        if len(items) <= 1:
+            for k, v in items.items():
+                self.put(k, v, sync=sync)
+            return
+        with ThreadPoolExecutor(self.capabilities.concurrent_io) as pool:
+            list(pool.map(lambda kv: self.put(kv[0], kv[1], sync=sync), items.items()))
+
+    def delete_many(self, keys: Iterable[str]) -> None:
+        """``delete`` every key (idempotent). Backends may batch this."""
+        for k in keys:
+            self.delete(k)
 
     def flush(self) -> None:  # noqa: B027 - optional hook, default is a no-op
         """Make every earlier write durable (for writes made with ``sync=False``)."""

@@ -1,0 +1,469 @@
+"""Wrapper stores: cross-cutting behaviour around any ObjectStore, never inside a backend.
+
+* :class:`RetryingStore` retries transient failures with exponential backoff and jitter, and
+  confirms uncertain conditional writes by reading back.
+* :class:`CountingStore` counts requests and bytes per operation (tests, benchmarks).
+* :class:`FaultInjectingStore` fails, delays or "loses the response of" a seeded fraction of
+  calls with :class:`~casstore.errors.TransientBackendError`.
+* :class:`ReadOnlyStore` refuses every write with :class:`~casstore.errors.PermissionDeniedError`
+  (a read-only view is a permission, like ``EROFS``; it is not worth retrying).
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
+
+from casstore.errors import (
+    ConflictError,
+    NotFoundError,
+    PermissionDeniedError,
+    TransientBackendError,
+)
+from casstore.store.base import Capabilities, ObjectInfo, ObjectStore
+
+T = TypeVar("T")
+
+
+class WrappingStore(ObjectStore):
+    """Delegates every call to ``inner``; subclasses override what they change.
+    Attributes the interface does not define (``root``, ``fs``, ...) are forwarded too."""
+
+    def __init__(self, inner: ObjectStore) -> None:
+        self.inner = inner
+
+    @property  # type: ignore[override]
+    def url(self) -> str:
+        return self.inner.url
+
+    @property  # type: ignore[override]
+    def capabilities(self) -> Capabilities:
+        return self.inner.capabilities
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def get(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
+        return self.inner.get(key, start, end)
+
+    def get_with_token(self, key: str) -> tuple[bytes, str]:
+        return self.inner.get_with_token(key)
+
+    def stat(self, key: str) -> ObjectInfo:
+        return self.inner.stat(key)
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        return self.inner.list(prefix)
+
+    def exists(self, key: str) -> bool:
+        return self.inner.exists(key)
+
+    def exists_many(self, keys: Iterable[str]) -> set[str]:
+        return self.inner.exists_many(keys)
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, bytes]:
+        return self.inner.get_many(keys)
+
+    def put(self, key: str, data: bytes | memoryview, *, sync: bool = True) -> None:
+        self.inner.put(key, data, sync=sync)
+
+    def put_many(self, items: Mapping[str, bytes | memoryview], *, sync: bool = True) -> None:
+        self.inner.put_many(items, sync=sync)
+
+    def put_if_absent(self, key: str, data: bytes | memoryview, *, sync: bool = True) -> bool:
+        return self.inner.put_if_absent(key, data, sync=sync)
+
+    def replace_if_match(self, key: str, data: bytes, token: str | None) -> str:
+        return self.inner.replace_if_match(key, data, token)
+
+    def delete(self, key: str) -> None:
+        self.inner.delete(key)
+
+    def delete_many(self, keys: Iterable[str]) -> None:
+        self.inner.delete_many(keys)
+
+    def flush(self) -> None:
+        self.inner.flush()
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.inner!r})"
+
+
+class RetryingStore(WrappingStore):
+    """Retry :class:`TransientBackendError` up to ``attempts`` times in all, sleeping
+    ``min(max_delay, base_delay * 2**n)`` scaled by a random factor in [0.5, 1).
+
+    Conditional writes after an uncertain failure (the first try may have landed and only
+    its response been lost) are confirmed by content: ``put_if_absent`` answering "exists",
+    or ``replace_if_match`` answering ConflictError, counts as our own success when the stored
+    bytes equal ours. This cannot tell our write from another writer's identical bytes; for
+    content-addressed objects the two are the same, and for refs it means the state we wanted.
+    """
+
+    def __init__(
+        self,
+        inner: ObjectStore,
+        *,
+        attempts: int = 5,
+        base_delay: float = 0.05,
+        max_delay: float = 2.0,
+        seed: int | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        super().__init__(inner)
+        self.attempts = max(1, attempts)
+        self.base_delay, self.max_delay = base_delay, max_delay
+        self._rng = random.Random(seed)
+        self._sleep = sleep
+        self.retries = 0  # how many retries were made (tests read it)
+
+    def _backoff(self, attempt: int) -> None:
+        self.retries += 1
+        delay = min(self.max_delay, self.base_delay * 2**attempt)
+        self._sleep(delay * (0.5 + self._rng.random() / 2))
+
+    def _retry(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        for attempt in range(self.attempts):
+            try:
+                return fn(*args, **kwargs)
+            except TransientBackendError:
+                if attempt == self.attempts - 1:
+                    raise
+                self._backoff(attempt)
+        raise AssertionError("unreachable")
+
+    def get(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
+        return self._retry(self.inner.get, key, start, end)
+
+    def get_with_token(self, key: str) -> tuple[bytes, str]:
+        return self._retry(self.inner.get_with_token, key)
+
+    def stat(self, key: str) -> ObjectInfo:
+        return self._retry(self.inner.stat, key)
+
+    def exists(self, key: str) -> bool:
+        return self._retry(self.inner.exists, key)
+
+    def exists_many(self, keys: Iterable[str]) -> set[str]:
+        return self._retry(self.inner.exists_many, list(keys))
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, bytes]:
+        return self._retry(self.inner.get_many, list(keys))
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        """Restart a failed listing, skipping keys already yielded."""
+        seen: set[str] = set()
+        for attempt in range(self.attempts):
+            try:
+                for info in self.inner.list(prefix):
+                    if info.key not in seen:
+                        seen.add(info.key)
+                        yield info
+                return
+            except TransientBackendError:
+                if attempt == self.attempts - 1:
+                    raise
+                self._backoff(attempt)
+
+    def put(self, key: str, data: bytes | memoryview, *, sync: bool = True) -> None:
+        self._retry(self.inner.put, key, data, sync=sync)
+
+    def put_many(self, items: Mapping[str, bytes | memoryview], *, sync: bool = True) -> None:
+        self._retry(self.inner.put_many, dict(items), sync=sync)
+
+    def put_if_absent(self, key: str, data: bytes | memoryview, *, sync: bool = True) -> bool:
+        uncertain = False
+        for attempt in range(self.attempts):
+            try:
+                created = self.inner.put_if_absent(key, data, sync=sync)
+            except TransientBackendError:
+                if attempt == self.attempts - 1:
+                    raise
+                uncertain = True
+                self._backoff(attempt)
+                continue
+            if created or not uncertain:
+                return created
+            try:  # "exists" after a lost response: was it our first try?
+                return self._retry(self.inner.get, key) == bytes(data)
+            except NotFoundError:
+                return False
+        raise AssertionError("unreachable")
+
+    def replace_if_match(self, key: str, data: bytes, token: str | None) -> str:
+        uncertain = False
+        for attempt in range(self.attempts):
+            try:
+                return self.inner.replace_if_match(key, data, token)
+            except TransientBackendError:
+                if attempt == self.attempts - 1:
+                    raise
+                uncertain = True
+                self._backoff(attempt)
+            except ConflictError:
+                if uncertain:
+                    try:
+                        current, new_token = self._retry(self.inner.get_with_token, key)
+                    except NotFoundError:
+                        current, new_token = None, ""
+                    if current == bytes(data):
+                        return new_token
+                raise
+        raise AssertionError("unreachable")
+
+    def delete(self, key: str) -> None:
+        self._retry(self.inner.delete, key)
+
+    def delete_many(self, keys: Iterable[str]) -> None:
+        self._retry(self.inner.delete_many, list(keys))
+
+    def flush(self) -> None:
+        self._retry(self.inner.flush)
+
+
+@dataclass(frozen=True)
+class OpCount:
+    """Requests and bytes for one operation name."""
+
+    requests: int = 0
+    bytes_read: int = 0
+    bytes_written: int = 0
+
+
+class CountingStore(WrappingStore):
+    """Counts requests and bytes per operation. Batch calls count one request per key.
+    Conditional writes count their bytes as written even when refused (they are sent)."""
+
+    def __init__(self, inner: ObjectStore) -> None:
+        super().__init__(inner)
+        self._lock = threading.Lock()
+        self._counts: dict[str, OpCount] = {}
+
+    def _add(self, op: str, requests: int = 1, read: int = 0, written: int = 0) -> None:
+        with self._lock:
+            c = self._counts.get(op, OpCount())
+            self._counts[op] = replace(
+                c,
+                requests=c.requests + requests,
+                bytes_read=c.bytes_read + read,
+                bytes_written=c.bytes_written + written,
+            )
+
+    def counts(self) -> dict[str, OpCount]:
+        """A snapshot: operation name -> OpCount."""
+        with self._lock:
+            return dict(self._counts)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._counts.clear()
+
+    @property
+    def requests(self) -> int:
+        return sum(c.requests for c in self.counts().values())
+
+    @property
+    def bytes_read(self) -> int:
+        return sum(c.bytes_read for c in self.counts().values())
+
+    @property
+    def bytes_written(self) -> int:
+        return sum(c.bytes_written for c in self.counts().values())
+
+    def get(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
+        self._add("get")
+        data = self.inner.get(key, start, end)
+        self._add("get", 0, read=len(data))
+        return data
+
+    def get_with_token(self, key: str) -> tuple[bytes, str]:
+        self._add("get_with_token")
+        data, token = self.inner.get_with_token(key)
+        self._add("get_with_token", 0, read=len(data))
+        return data, token
+
+    def stat(self, key: str) -> ObjectInfo:
+        self._add("stat")
+        return self.inner.stat(key)
+
+    def exists(self, key: str) -> bool:
+        self._add("exists")
+        return self.inner.exists(key)
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        self._add("list")
+        return self.inner.list(prefix)
+
+    def exists_many(self, keys: Iterable[str]) -> set[str]:
+        keys = list(keys)
+        self._add("exists_many", len(keys))
+        return self.inner.exists_many(keys)
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, bytes]:
+        keys = list(keys)
+        self._add("get_many", len(keys))
+        out = self.inner.get_many(keys)
+        self._add("get_many", 0, read=sum(len(v) for v in out.values()))
+        return out
+
+    def put(self, key: str, data: bytes | memoryview, *, sync: bool = True) -> None:
+        self._add("put", written=len(data))
+        self.inner.put(key, data, sync=sync)
+
+    def put_many(self, items: Mapping[str, bytes | memoryview], *, sync: bool = True) -> None:
+        items = dict(items)
+        self._add("put_many", len(items), written=sum(len(v) for v in items.values()))
+        self.inner.put_many(items, sync=sync)
+
+    def put_if_absent(self, key: str, data: bytes | memoryview, *, sync: bool = True) -> bool:
+        self._add("put_if_absent", written=len(data))
+        return self.inner.put_if_absent(key, data, sync=sync)
+
+    def replace_if_match(self, key: str, data: bytes, token: str | None) -> str:
+        self._add("replace_if_match", written=len(data))
+        return self.inner.replace_if_match(key, data, token)
+
+    def delete(self, key: str) -> None:
+        self._add("delete")
+        self.inner.delete(key)
+
+    def delete_many(self, keys: Iterable[str]) -> None:
+        keys = list(keys)
+        self._add("delete_many", len(keys))
+        self.inner.delete_many(keys)
+
+
+_WRITES = frozenset(
+    {"put", "put_many", "put_if_absent", "replace_if_match", "delete", "delete_many"}
+)
+
+
+class FaultInjectingStore(WrappingStore):
+    """Injects TransientBackendError into a seeded fraction of calls.
+
+    For each call to an operation in ``ops`` (default: all) one draw decides: with probability
+    ``fail_rate`` fail before doing anything; else (writes only) with ``lost_response_rate``
+    do the write and then fail, as if the response were lost; else with ``delay_rate`` sleep
+    ``delay`` seconds first. ``injected`` counts what was done; set ``active = False`` to pause.
+    """
+
+    def __init__(
+        self,
+        inner: ObjectStore,
+        *,
+        seed: int = 0,
+        fail_rate: float = 0.0,
+        lost_response_rate: float = 0.0,
+        delay_rate: float = 0.0,
+        delay: float = 0.01,
+        ops: Iterable[str] | None = None,
+    ) -> None:
+        super().__init__(inner)
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+        self.fail_rate, self.lost_response_rate = fail_rate, lost_response_rate
+        self.delay_rate, self.delay = delay_rate, delay
+        self.ops = None if ops is None else frozenset(ops)
+        self.active = True
+        self.injected: Counter[str] = Counter()
+
+    def _call(self, op: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        action = None
+        if self.active and (self.ops is None or op in self.ops):
+            with self._lock:
+                r = self._rng.random()
+            lost = self.lost_response_rate if op in _WRITES else 0.0
+            if r < self.fail_rate:
+                action = "fail"
+            elif r < self.fail_rate + lost:
+                action = "lost"
+            elif r < self.fail_rate + lost + self.delay_rate:
+                action = "delay"
+        if action is not None:
+            with self._lock:
+                self.injected[action] += 1
+        if action == "fail":
+            raise TransientBackendError(f"injected fault: {op} {self.url} failed")
+        if action == "delay":
+            time.sleep(self.delay)
+        result = fn(*args, **kwargs)
+        if action == "lost":
+            raise TransientBackendError(f"injected fault: {op} {self.url} response lost")
+        return result
+
+    def get(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
+        return self._call("get", self.inner.get, key, start, end)
+
+    def get_with_token(self, key: str) -> tuple[bytes, str]:
+        return self._call("get_with_token", self.inner.get_with_token, key)
+
+    def stat(self, key: str) -> ObjectInfo:
+        return self._call("stat", self.inner.stat, key)
+
+    def exists(self, key: str) -> bool:
+        return self._call("exists", self.inner.exists, key)
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        return self._call("list", self.inner.list, prefix)
+
+    def exists_many(self, keys: Iterable[str]) -> set[str]:
+        return self._call("exists_many", self.inner.exists_many, list(keys))
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, bytes]:
+        return self._call("get_many", self.inner.get_many, list(keys))
+
+    def put(self, key: str, data: bytes | memoryview, *, sync: bool = True) -> None:
+        self._call("put", self.inner.put, key, data, sync=sync)
+
+    def put_many(self, items: Mapping[str, bytes | memoryview], *, sync: bool = True) -> None:
+        self._call("put_many", self.inner.put_many, dict(items), sync=sync)
+
+    def put_if_absent(self, key: str, data: bytes | memoryview, *, sync: bool = True) -> bool:
+        return self._call("put_if_absent", self.inner.put_if_absent, key, data, sync=sync)
+
+    def replace_if_match(self, key: str, data: bytes, token: str | None) -> str:
+        return self._call("replace_if_match", self.inner.replace_if_match, key, data, token)
+
+    def delete(self, key: str) -> None:
+        self._call("delete", self.inner.delete, key)
+
+    def delete_many(self, keys: Iterable[str]) -> None:
+        self._call("delete_many", self.inner.delete_many, list(keys))
+
+
+class ReadOnlyStore(WrappingStore):
+    """Reads pass through; every write raises PermissionDeniedError."""
+
+    def _refuse(self, op: str) -> PermissionDeniedError:
+        return PermissionDeniedError(f"{op} refused: {self.url} is opened read-only")
+
+    def put(self, key: str, data: bytes | memoryview, *, sync: bool = True) -> None:
+        raise self._refuse("put")
+
+    def put_many(self, items: Mapping[str, bytes | memoryview], *, sync: bool = True) -> None:
+        raise self._refuse("put_many")
+
+    def put_if_absent(self, key: str, data: bytes | memoryview, *, sync: bool = True) -> bool:
+        raise self._refuse("put_if_absent")
+
+    def replace_if_match(self, key: str, data: bytes, token: str | None) -> str:
+        raise self._refuse("replace_if_match")
+
+    def delete(self, key: str) -> None:
+        raise self._refuse("delete")
+
+    def delete_many(self, keys: Iterable[str]) -> None:
+        raise self._refuse("delete_many")
+
+    def flush(self) -> None:
+        pass  # nothing was written through this view

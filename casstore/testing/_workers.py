@@ -1,0 +1,88 @@
+"""Child-process bodies for the conformance suite (spawned, so they must be importable).
+
+Kept apart from :mod:`casstore.testing.store_suite` so a child imports neither pytest nor the
+test module: each child opens the store again from ``(url, storage_options)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+import traceback
+from typing import Any
+
+from casstore.errors import ConflictError, NotFoundError
+
+StoreSpec = tuple[str, dict[str, Any]]
+
+
+def _open(spec: StoreSpec) -> Any:
+    from casstore.store import open_store
+
+    url, options = spec
+    return open_store(url, **options)
+
+
+def race_put_if_absent(spec: StoreSpec, key: str, payload: bytes, barrier: Any, out: Any) -> None:
+    """Wait for every racer, then try to create ``key``; report (payload, created)."""
+    try:
+        store = _open(spec)
+        store.exists("warm-up")  # connect before the race starts
+        barrier.wait(timeout=60)
+        out.put((payload, store.put_if_absent(key, payload)))
+        store.close()
+    except BaseException:
+        out.put(("error", traceback.format_exc()))
+
+
+def cas_increment(store: Any, key: str) -> int:
+    """Add one to the decimal counter at ``key`` by compare-and-swap; retry lost races."""
+    while True:
+        try:
+            data, token = store.get_with_token(key)
+        except NotFoundError:
+            data, token = b"0", None
+        try:
+            store.replace_if_match(key, b"%d" % (int(data) + 1), token)
+            return int(data) + 1
+        except ConflictError:
+            continue
+
+
+def race_cas_increments(spec: StoreSpec, key: str, count: int, barrier: Any, out: Any) -> None:
+    try:
+        store = _open(spec)
+        store.exists("warm-up")
+        barrier.wait(timeout=60)
+        for _ in range(count):
+            cas_increment(store, key)
+        out.put(("ok", count))
+        store.close()
+    except BaseException:
+        out.put(("error", traceback.format_exc()))
+
+
+def framed(seed: int, size: int) -> bytes:
+    """A self-checking payload: length + blake2b of the body, then the body."""
+    body = hashlib.shake_256(b"%d" % seed).digest(size)
+    return struct.pack(">Q", size) + hashlib.blake2b(body).digest() + body
+
+
+def is_whole_frame(data: bytes) -> bool:
+    if len(data) < 72:
+        return False
+    (size,) = struct.unpack(">Q", data[:8])
+    body = data[72:]
+    return len(body) == size and hashlib.blake2b(body).digest() == data[8:72]
+
+
+def write_forever(spec: StoreSpec, keys: list[str], size: int, started: Any, sync: bool) -> None:
+    """Overwrite ``keys`` with large framed objects until killed."""
+    store = _open(spec)
+    payloads = [framed(i, size) for i in range(4)]
+    started.set()
+    i = 0
+    while True:
+        key = keys[i % len(keys)]
+        store.put(key, payloads[i % len(payloads)], sync=sync)
+        i += 1

@@ -1,0 +1,94 @@
+"""A real-HTTP S3 for tests: moto's threaded server on 127.0.0.1 and a fresh bucket.
+
+moto checks ``If-None-Match`` / ``If-Match`` and then writes without holding a lock, so two
+concurrent conditional PUTs can both pass the check. Real S3 decides them atomically. To make
+moto behave like S3 under concurrency, :class:`AtomicMotoServer` serialises every mutating
+request (PUT, POST, DELETE); reads stay concurrent.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+BUCKET = "casstore-test"
+REGION = "us-east-1"
+_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": REGION,
+}
+_UNSET = ("AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _serialise_writes(app: Callable[..., Any]) -> Callable[..., Any]:
+    lock = threading.Lock()
+
+    def wrapped(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        if environ.get("REQUEST_METHOD") in ("PUT", "POST", "DELETE"):
+            with lock:
+                return list(app(environ, start_response))
+        return app(environ, start_response)
+
+    return wrapped
+
+
+def _atomic_server_class() -> type:
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+    from moto.server import ThreadedMotoServer
+    from werkzeug.serving import make_server
+
+    class AtomicMotoServer(ThreadedMotoServer):
+        """ThreadedMotoServer whose mutating requests are decided one at a time."""
+
+        def _server_entry(self) -> None:
+            app = _serialise_writes(DomainDispatcherApplication(create_backend_app))
+            self._server = make_server(self._ip_address, self._port, app, True)
+            self._server_ready_event.set()
+            self._server.serve_forever()
+
+    return AtomicMotoServer
+
+
+@contextmanager
+def moto_s3_server(bucket: str = BUCKET, *, serialise_writes: bool = True) -> Iterator[str]:
+    """Start moto's S3 server on a free port, create ``bucket``, yield the endpoint URL.
+
+    Sets dummy ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` / ``AWS_DEFAULT_REGION`` in
+    ``os.environ`` (so subprocesses inherit them) and restores the old values afterwards.
+    """
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    saved = {k: os.environ.get(k) for k in (*_ENV, *_UNSET)}
+    os.environ.update(_ENV)
+    for k in _UNSET:
+        os.environ.pop(k, None)
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
+    cls = _atomic_server_class() if serialise_writes else ThreadedMotoServer
+    server = cls(ip_address="127.0.0.1", port=free_port(), verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    try:
+        client = boto3.client("s3", endpoint_url=endpoint, region_name=REGION)
+        client.create_bucket(Bucket=bucket)
+        yield endpoint
+    finally:
+        server.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -1,0 +1,151 @@
+"""FsspecStore on S3 (moto's server over real HTTP): the suite, error translation, probing."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from casstore.errors import (
+    BackendError,
+    ConflictError,
+    NotFoundError,
+    PermissionDeniedError,
+    TransientBackendError,
+    UnsupportedError,
+)
+from casstore.store import FsspecStore, open_store
+from casstore.store._translate import translate_error
+from casstore.testing.s3 import BUCKET
+from casstore.testing.store_suite import StoreConformance
+
+pytestmark = pytest.mark.s3
+
+
+class TestS3Store(StoreConformance):
+    cross_process = True
+
+    @pytest.fixture
+    def store(self, s3_url: str) -> Iterator[FsspecStore]:
+        store = open_store(s3_url)
+        assert isinstance(store, FsspecStore)
+        with store:
+            yield store
+
+
+def test_s3_capabilities_and_probe(s3_url: str) -> None:
+    store = open_store(s3_url)
+    assert store.capabilities.atomic_create and store.capabilities.conditional_replace
+    assert store.probe_conditional_writes() is True
+    assert store.capabilities.conditional_replace  # still trusted after the probe
+
+
+def test_endpoint_from_storage_options(moto_s3: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("CASSTORE_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(var, raising=False)
+    url = f"s3://{BUCKET}/{uuid.uuid4().hex}"
+    open_store(url, endpoint_url=moto_s3).put("k", b"v")
+    assert open_store(url, client_kwargs={"endpoint_url": moto_s3}).get("k") == b"v"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_s3)
+    assert open_store(url).get("k") == b"v"
+
+
+def test_missing_bucket(moto_s3: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CASSTORE_S3_ENDPOINT_URL", moto_s3)
+    store = open_store(f"s3://no-such-bucket-{uuid.uuid4().hex[:8]}/prefix")
+    for call in (
+        lambda: store.get("k"),
+        lambda: store.stat("k"),
+        lambda: store.exists("k"),
+        lambda: list(store.list("")),
+        lambda: store.put("k", b"v"),
+        lambda: store.put_if_absent("k", b"v"),
+    ):
+        with pytest.raises(NotFoundError, match="bucket does not exist"):
+            call()
+
+
+def test_wrong_credentials_are_access_denied(s3_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from moto.core.authorization import enable_iam_authentication
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAWRONGWRONGWRONG0")
+    store = open_store(s3_url, skip_instance_cache=True)
+    with enable_iam_authentication():
+        for call in (
+            lambda: store.get("k"),
+            lambda: list(store.list("")),
+            lambda: store.put("k", b""),
+        ):
+            with pytest.raises(PermissionDeniedError, match="access denied"):
+                call()
+
+
+def test_no_credentials(s3_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    store = open_store(s3_url, skip_instance_cache=True)
+    with pytest.raises(PermissionDeniedError, match="no credentials"):
+        store.get("k")
+
+
+def test_unreachable_endpoint_is_transient(monkeypatch: pytest.MonkeyPatch) -> None:
+    from casstore.testing.s3 import free_port
+
+    url = f"s3://{BUCKET}/x"
+    store = open_store(
+        url,
+        endpoint_url=f"http://127.0.0.1:{free_port()}",
+        skip_instance_cache=True,
+        config_kwargs={"retries": {"max_attempts": 1}, "connect_timeout": 1},
+    )
+    store.fs.retries = 1  # s3fs's own retry loop
+    with pytest.raises(TransientBackendError):
+        store.get("k")
+
+
+class _ClientError(Exception):
+    def __init__(self, code: str, status: int) -> None:
+        super().__init__(code)
+        self.response = {
+            "Error": {"Code": code, "Message": f"{code} message"},
+            "ResponseMetadata": {"HTTPStatusCode": status},
+        }
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "expected"),
+    [
+        ("NoSuchKey", 404, NotFoundError),
+        ("NoSuchBucket", 404, NotFoundError),
+        ("AccessDenied", 403, PermissionDeniedError),
+        ("InvalidAccessKeyId", 403, PermissionDeniedError),
+        ("PreconditionFailed", 412, ConflictError),
+        ("ConditionalRequestConflict", 409, TransientBackendError),
+        ("SlowDown", 503, TransientBackendError),
+        ("InternalError", 500, TransientBackendError),
+        ("InvalidArgument", 400, BackendError),
+    ],
+)
+def test_client_errors_are_translated(code: str, status: int, expected: type) -> None:
+    # s3fs raises builtin errors with the botocore ClientError as the cause
+    try:
+        try:
+            raise _ClientError(code, status)
+        except _ClientError as e:
+            raise OSError(5, "translated by s3fs") from e
+    except OSError as outer:
+        err = translate_error(outer, op="get", where="s3://b/k")
+    assert type(err) is expected
+    assert "s3://b/k" in str(err)
+
+
+def test_missing_s3fs_is_explained(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "s3fs", None)
+    with pytest.raises(UnsupportedError, match=r"pip install casstore\[s3\]"):
+        open_store("s3://bucket/prefix")
