@@ -9,6 +9,9 @@ Store layout (keys are '/'-separated, relative to the store root)::
     models/<model>/tags/<tag>/<semver>      tag markers (empty objects)
     models/<model>/refs/<ref>               the only mutable objects (compare-and-swap)
     models/<model>/reflog/<ref>/<seq>       append-only history of ref moves
+    models/<model>/expired/<semver>         markers of versions GC expired
+    sessions/<id>, gc/lock                  write sessions and the GC sweep lease
+    tmp/                                    temporary files of in-progress writes
     policies/<model or _default>            retention policies (JSON)
     followers/<model>/<ref>/<id>            serving acknowledgements
 """
@@ -101,6 +104,11 @@ def tag_key(model: str, tag: str, semver: str) -> str:
     return f"{tags_prefix(model)}{check_name('tag', tag)}/{check_semver(semver)}"
 
 
+def expired_key(model: str, semver: str) -> str:
+    """Marker left by GC when it expires a version (so verify can tell expired from lost)."""
+    return f"{model_prefix(model)}expired/{check_semver(semver)}"
+
+
 def refs_prefix(model: str) -> str:
     return f"{model_prefix(model)}refs/"
 
@@ -109,8 +117,12 @@ def ref_key(model: str, ref: str) -> str:
     return f"{refs_prefix(model)}{check_name('ref', ref)}"
 
 
+def reflog_root(model: str) -> str:
+    return f"{model_prefix(model)}reflog/"
+
+
 def reflog_prefix(model: str, ref: str) -> str:
-    return f"{model_prefix(model)}reflog/{check_name('ref', ref)}/"
+    return f"{reflog_root(model)}{check_name('ref', ref)}/"
 
 
 def reflog_key(model: str, ref: str, seq: int) -> str:

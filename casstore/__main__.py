@@ -1,0 +1,5 @@
+import sys
+
+from casstore.cli import main
+
+sys.exit(main())

@@ -1,0 +1,278 @@
+"""CLI commands that read or move refs: refs, reflog, promote, rollback, advance, abort, check."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+from casstore.render import emit_json, table
+
+
+def _repo(args: argparse.Namespace) -> Any:
+    from casstore.cli import open_repo
+
+    repo = open_repo(args)
+    for cmd in getattr(args, "notify", None) or []:
+        repo.notify_commands.append(cmd)
+    return repo
+
+
+def _steps(text: str | None) -> tuple[float, ...] | None:
+    from casstore.errors import InvalidInputError
+
+    if not text:
+        return None
+    try:
+        vals = [float(x.strip().rstrip("%")) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise InvalidInputError(f"bad --steps {text!r}: e.g. 10,50,100") from None
+    return tuple(v / 100 if any(x > 1 for x in vals) else v for v in vals)
+
+
+def _print_move(args: argparse.Namespace, res: Any) -> int:
+    if args.json:
+        emit_json(res.to_dict())
+    else:
+        print(("ok: " if res.ok else "FAILED: ") + res.message)
+    return 0 if res.ok else 1
+
+
+def cmd_refs(args: argparse.Namespace) -> int:
+    repo = _repo(args)
+    repo.versions(args.model)  # unknown model -> clear error
+    refs = repo.refs.list(args.model)
+    if args.json:
+        emit_json(
+            {
+                "model": args.model,
+                "refs": {
+                    k: {
+                        "value": r.value.model_dump(mode="json"),
+                        "describe": r.value.describe(),
+                        "seq": r.seq,
+                        "updated_at": r.entry.time.isoformat(),
+                        "by": r.entry.actor,
+                    }
+                    for k, r in refs.items()
+                },
+            }
+        )
+        return 0
+    table(
+        [
+            [k, r.value.describe(), r.seq, f"{r.entry.time:%Y-%m-%d %H:%M:%S}", r.entry.actor]
+            for k, r in refs.items()
+        ],
+        ["ref", "points at", "moves", "updated (UTC)", "by"],
+    )
+    return 0
+
+
+def cmd_reflog(args: argparse.Namespace) -> int:
+    from casstore.query import parse_when
+
+    repo = _repo(args)
+    entries = repo.refs.reflog(args.model, args.ref)
+    if args.at:
+        when = parse_when(args.at, end=True)
+        latest: dict[str, Any] = {}
+        for e in entries:
+            if e.time <= when:
+                latest[e.ref] = e
+        entries = list(latest.values())
+    if args.json:
+        emit_json({"model": args.model, "entries": [e.model_dump(mode="json") for e in entries]})
+        return 0
+    table(
+        [
+            [
+                f"{e.time:%Y-%m-%d %H:%M:%S}",
+                e.ref,
+                e.seq,
+                e.op,
+                e.trigger,
+                e.old.describe() if e.old else "-",
+                e.new.describe() if e.new else "-",
+                e.actor,
+                e.reason,
+            ]
+            for e in entries
+        ],
+        ["time (UTC)", "ref", "#", "op", "trigger", "old", "new", "actor", "reason"],
+    )
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    repo = _repo(args)
+    if args.steps:
+        res = repo.start_split(
+            args.model,
+            args.version,
+            ref=args.ref,
+            steps=_steps(args.steps),
+            reason=args.reason or "",
+            op="rollout",
+            verify_data=args.verify_data,
+        )
+    else:
+        res = repo.promote(
+            args.model,
+            args.version,
+            ref=args.ref,
+            reason=args.reason or "",
+            verify_data=args.verify_data,
+            health_check=args.health_check,
+        )
+    return _print_move(args, res)
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from casstore.errors import InvalidInputError
+
+    repo = _repo(args)
+    if args.to is None and not args.previous_stable:
+        raise InvalidInputError("say where to: --previous-stable or --to VERSION")
+    if args.to is not None and args.previous_stable:
+        raise InvalidInputError("--to and --previous-stable exclude each other")
+    if args.steps:
+        target = args.to or repo.previous_stable(args.model, args.ref).version
+        res = repo.start_split(
+            args.model,
+            target,
+            ref=args.ref,
+            steps=_steps(args.steps),
+            reason=args.reason or "",
+            op="rollback",
+            verify_data=args.verify_data,
+        )
+    else:
+        res = repo.rollback(
+            args.model,
+            to=args.to,
+            ref=args.ref,
+            reason=args.reason or "",
+            verify_data=args.verify_data,
+            health_check=args.health_check,
+        )
+    return _print_move(args, res)
+
+
+def cmd_advance(args: argparse.Namespace) -> int:
+    repo = _repo(args)
+    weight = _steps(args.weight)[0] if args.weight else None  # type: ignore[index]
+    return _print_move(
+        args, repo.advance(args.model, ref=args.ref, weight=weight, reason=args.reason or "")
+    )
+
+
+def cmd_abort(args: argparse.Namespace) -> int:
+    repo = _repo(args)
+    return _print_move(args, repo.abort(args.model, ref=args.ref, reason=args.reason or ""))
+
+
+def cmd_resolve(args: argparse.Namespace) -> int:
+    repo = _repo(args)
+    t = repo.resolve(args.model, args.ref, args.key)
+    if args.json:
+        emit_json({"model": args.model, "ref": args.ref, "key": args.key, **t.model_dump()})
+    else:
+        print(t.version)
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from casstore.cli import _parse_kv_floats
+    from casstore.policy import RegressionPolicy
+
+    repo = _repo(args)
+    policy = RegressionPolicy.load(args.policy)
+    out = repo.check_regression(
+        args.model,
+        policy,
+        ref=args.ref,
+        candidate=args.candidate,
+        metrics=_parse_kv_floats(args.metric),
+        act=not args.dry_run,
+        reason=args.reason or "",
+    )
+    if args.json:
+        emit_json(out)
+    else:
+        print(
+            f"{args.model}@{args.ref}: candidate {out['candidate']} vs baseline "
+            f"{out['baseline']}: {len(out['violations'])} violation(s); action {out['action']}"
+        )
+        for v in out["violations"]:
+            print(f"  - {v}")
+    return 3 if out["violations"] else 0
+
+
+def add_ref_commands(add: Callable[..., Any]) -> None:
+    def ref_opts(sp: Any, reason: bool = True) -> None:
+        sp.add_argument("--ref", default="current", help="ref to move (default: current)")
+        if reason:
+            sp.add_argument("--reason", help="why (recorded in the reflog)")
+        sp.add_argument(
+            "--notify",
+            action="append",
+            default=[],
+            help="shell command that receives the JSON event on stdin",
+        )
+
+    sp = add("refs", cmd_refs, "list refs and where they point")
+    sp.add_argument("model")
+
+    sp = add("reflog", cmd_reflog, "history of ref moves")
+    sp.add_argument("model")
+    sp.add_argument("--ref", help="only this ref")
+    sp.add_argument("--at", help="what each ref pointed at on this date/time")
+
+    for name, fn, helptext in (
+        ("promote", cmd_promote, "point a ref at a version (progressive with --steps)"),
+        ("rollback", cmd_rollback, "roll a ref back: --previous-stable or --to VERSION"),
+    ):
+        sp = add(name, fn, helptext)
+        sp.add_argument("model")
+        if name == "promote":
+            sp.add_argument("version")
+        else:
+            sp.add_argument("--to", help="target version (targeted rollback)")
+            sp.add_argument(
+                "--previous-stable",
+                action="store_true",
+                help="newest release or stable-tagged version before the current",
+            )
+        ref_opts(sp)
+        sp.add_argument("--verify-data", action="store_true", help="re-hash every chunk first")
+        sp.add_argument("--health-check", help="shell command; non-zero exit reverts the move")
+        sp.add_argument("--steps", help="progressive: traffic steps, e.g. 10,50,100")
+
+    sp = add("advance", cmd_advance, "move a progressive split to its next step")
+    sp.add_argument("model")
+    sp.add_argument("--weight", help="explicit next weight, e.g. 50 or 0.5")
+    ref_opts(sp)
+
+    sp = add("abort", cmd_abort, "end a progressive split, back to its base version")
+    sp.add_argument("model")
+    ref_opts(sp)
+
+    sp = add("resolve", cmd_resolve, "which version a ref sends a request key to")
+    sp.add_argument("model")
+    sp.add_argument("--ref", default="current")
+    sp.add_argument("--key", help="request key (sticky within a split)")
+
+    sp = add("check", cmd_check, "apply a regression policy; roll back or refuse on violation")
+    sp.add_argument("model")
+    sp.add_argument("--policy", required=True, help="policy JSON file")
+    sp.add_argument("--candidate", help="version to judge (default: what the ref points at)")
+    sp.add_argument(
+        "--metric",
+        "-m",
+        action="append",
+        default=[],
+        help="observed metric NAME=NUMBER overriding the recorded one",
+    )
+    sp.add_argument("--dry-run", action="store_true", help="judge only, move nothing")
+    ref_opts(sp)

@@ -1,0 +1,152 @@
+"""``casstore demo``: commit a small model series, show the savings, roll back, collect garbage.
+
+Builds safetensors files by hand (no torch needed): a base model, a fine-tune of its last
+third of layers, the same weights with a longer header, and a regressed release, then walks
+through the rollback flow on the chosen store.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import struct
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from casstore.render import human_bytes
+
+MODEL = "demo-llm"
+
+
+def write_safetensors(path: Path, tensors: dict[str, bytes], metadata: dict[str, str]) -> None:
+    """A valid safetensors file of F32 vectors (the format is a JSON header + raw payloads)."""
+    header: dict[str, Any] = {"__metadata__": metadata} if metadata else {}
+    offset = 0
+    for name, data in tensors.items():
+        header[name] = {
+            "dtype": "F32",
+            "shape": [len(data) // 4],
+            "data_offsets": [offset, offset + len(data)],
+        }
+        offset += len(data)
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(raw)))
+        f.write(raw)
+        for data in tensors.values():
+            f.write(data)
+
+
+def make_series(folder: Path, size_mb: int, seed: int = 0) -> list[Path]:
+    rng = random.Random(seed)
+    layers = 12
+    per_tensor = max(4096, (size_mb << 20) // (layers * 2)) // 4 * 4
+    base = {}
+    for i in range(layers):
+        base[f"layers.{i}.attn.weight"] = rng.randbytes(per_tensor)
+        base[f"layers.{i}.mlp.weight"] = rng.randbytes(per_tensor)
+    tuned = dict(base)
+    for name in list(base)[-(len(base) // 3) :]:
+        tuned[name] = rng.randbytes(per_tensor)
+    regressed = dict(tuned)
+    for name in list(base)[: len(base) // 6]:
+        regressed[name] = rng.randbytes(per_tensor)
+    paths = []
+    for i, (tensors, meta) in enumerate(
+        [
+            (base, {"stage": "base"}),
+            (tuned, {"stage": "fine-tune"}),
+            (tuned, {"stage": "fine-tune", "notes": "same weights, longer header " + "x" * 200}),
+            (regressed, {"stage": "regressed"}),
+        ]
+    ):
+        p = folder / f"v{i}" / "model.safetensors"
+        p.parent.mkdir(parents=True)
+        write_safetensors(p, tensors, meta)
+        paths.append(p)
+    return paths
+
+
+def run_demo(store: str, *, size_mb: int = 64, as_json: bool = False) -> int:
+    from casstore.repository import Repository
+
+    repo = Repository(store)
+    out: dict[str, Any] = {"store": repo.store.url, "model": MODEL, "steps": []}
+
+    def say(text: str) -> None:
+        out["steps"].append(text)
+        if not as_json:
+            print(text)
+
+    with tempfile.TemporaryDirectory(prefix="casstore-demo-") as tmp:
+        paths = make_series(Path(tmp), size_mb)
+        say(f"casstore demo on {repo.store.url}: {len(paths)} checkpoints of ~{size_mb} MiB")
+        plan = [
+            ("release", {"accuracy": 0.90, "loss": 0.40}, ["stable"], "base model"),
+            ("release", {"accuracy": 0.93, "loss": 0.31}, [], "fine-tune last third of layers"),
+            ("beta", {"accuracy": 0.93, "loss": 0.31}, [], "same weights, new metadata"),
+            ("release", {"accuracy": 0.81, "loss": 0.55}, [], "new data mix (regressed)"),
+        ]
+        committed = []
+        for path, (vtype, metrics, tags, log) in zip(paths, plan, strict=True):
+            res = repo.commit(
+                MODEL,
+                [path],
+                version_type=vtype,
+                metrics=metrics,
+                tags=tags,
+                change_log=log,
+                ref="current" if vtype == "release" else None,
+            )
+            committed.append(res.version)
+            say(
+                f"commit {res.version.name} [{vtype}] {human_bytes(res.logical_bytes)}: "
+                f"{human_bytes(res.new_bytes)} new ({res.new_chunks}/{res.chunks} chunks)"
+            )
+        first, tuned = committed[0], committed[1]
+        c = repo.compare(MODEL, first.version, tuned.version)
+        tdiff = c.files[0].tensors
+        say(
+            f"diff {first.version} -> {tuned.version}: {len(tdiff.changed)} tensors changed, "
+            f"{tdiff.unchanged} unchanged; {human_bytes(c.bytes_new)} new"
+        )
+        st = repo.stats(MODEL).to_dict()
+        pm = st["per_model"][MODEL]
+        say(
+            f"savings: {human_bytes(pm['logical_bytes'])} logical stored as "
+            f"{human_bytes(pm['unique_bytes'])} ({pm['dedup_ratio']:.2f}x dedup)"
+        )
+        say(f"current -> {repo.resolve(MODEL).version} (accuracy 0.81: a regression)")
+        res = repo.rollback(MODEL, reason="accuracy regression in demo")
+        say(f"rollback --previous-stable: {res.message}")
+        out["rollback"] = res.to_dict()
+        gc_summary = _collect_garbage(repo)
+        if gc_summary:
+            say(gc_summary)
+        for e in repo.refs.reflog(MODEL, "current")[-3:]:
+            say(
+                f"reflog current #{e.seq}: {e.old.describe() if e.old else '-'} -> "
+                f"{e.new.describe() if e.new else '-'} ({e.trigger}: {e.reason})"
+            )
+    out["stats"] = st
+    if as_json:
+        print(json.dumps(out, indent=2, default=str))
+    return 0
+
+
+def _collect_garbage(repo: Any) -> str | None:
+    """Expire the superseded beta with a retention policy and reclaim its unique chunks."""
+    try:
+        from casstore.gc import GarbageCollector, RetentionPolicy
+    except ImportError:  # pragma: no cover - GC ships with the package
+        return None
+    policy = RetentionPolicy(keep_types=("release",), keep_reflog_seconds=0)
+    gc = GarbageCollector(repo, grace_seconds=0)
+    plan = gc.plan(policy, models=[MODEL])
+    report = gc.execute(plan)
+    return (
+        f"gc (keep releases and ref targets): expired {len(plan.expire)} versions, "
+        f"reclaimed {report.objects_deleted} objects / {human_bytes(report.bytes_freed)}"
+    )

@@ -1,0 +1,203 @@
+"""Version manifests: frozen pydantic models and their one msgpack encode/decode pair.
+
+A manifest is the immutable record of one model version: its files (each an ordered list of
+chunk digests and sizes, plus the tensors found in it) and the version metadata from the seed
+requirements. It is named by the blake3 digest of its encoded bytes. Changing the encoding is
+a deliberate ``FORMAT_VERSION`` bump (a golden-bytes test pins it).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any, Literal
+
+import msgpack
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from casstore.digest import DIGEST_SIZE, Digest
+from casstore.errors import CorruptObjectError, InvalidInputError
+from casstore.layout import check_name, check_semver
+
+FORMAT_VERSION = 1
+VersionType = Literal["release", "beta", "alpha"]
+VERSION_TYPES: tuple[str, ...] = ("release", "beta", "alpha")
+
+_CTRL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def check_relpath(path: str) -> str:
+    """A file path inside a version: relative, '/'-separated, no '..', '.', empty or control."""
+    if not isinstance(path, str) or not path or _CTRL.search(path) or "\\" in path:
+        raise InvalidInputError(f"invalid file path in version: {path!r}")
+    parts = path.split("/")
+    if path.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise InvalidInputError(f"file path must be relative without '.' or '..': {path!r}")
+    return path
+
+
+class TensorEntry(_Frozen):
+    """One tensor inside a file: where its payload sits, for per-tensor diff and lazy load."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    offset: int = Field(ge=0)
+    length: int = Field(ge=0)
+
+
+class FileEntry(_Frozen):
+    """One file of a version, as the ordered chunks that make it up."""
+
+    path: str
+    size: int = Field(ge=0)
+    format: str = "raw"
+    chunker: str
+    chunks: tuple[tuple[bytes, int], ...]  # (32-byte blake3 digest, size) in file order
+    tensors: tuple[TensorEntry, ...] = ()
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        return check_relpath(v)
+
+    @field_validator("chunks")
+    @classmethod
+    def _chunks(cls, v: tuple[tuple[bytes, int], ...]) -> tuple[tuple[bytes, int], ...]:
+        for d, n in v:
+            if len(d) != DIGEST_SIZE or n < 0:
+                raise ValueError("chunk entries are (32-byte digest, size >= 0)")
+        return v
+
+    def chunk_digests(self) -> list[Digest]:
+        return [Digest(d) for d, _ in self.chunks]
+
+    def chunk_offsets(self) -> list[tuple[Digest, int, int]]:
+        """(digest, offset in file, size) for every chunk, in order."""
+        out, pos = [], 0
+        for d, n in self.chunks:
+            out.append((Digest(d), pos, n))
+            pos += n
+        return out
+
+
+class TrainingData(BaseModel):
+    """What the version was trained on (seed schema; extra keys are kept)."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+    data_count: int | None = None
+    data_types: tuple[str, ...] = ()
+    data_quality_score: float | None = None
+
+
+class Manifest(_Frozen):
+    """An immutable model version."""
+
+    format_version: int = FORMAT_VERSION
+    model: str
+    version: str  # MAJOR.MINOR.PATCH
+    name: str  # {model}_v{version}_{YYYYMMDD_HHMMSS}
+    created_at: dt.datetime
+    created_by: str = ""
+    version_type: VersionType = "release"
+    performance_metrics: dict[str, float] = Field(default_factory=dict)
+    training_data: TrainingData = Field(default_factory=TrainingData)
+    change_log: str = ""
+    tags: tuple[str, ...] = ()  # tags given at commit time; live tags are separate objects
+    dependencies: tuple[str, ...] = ()
+    parent: str | None = None  # semver of the version this one derives from
+    files: tuple[FileEntry, ...]
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, v: str) -> str:
+        return check_name("model", v)
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, v: str) -> str:
+        return check_semver(v)
+
+    @field_validator("parent")
+    @classmethod
+    def _parent(cls, v: str | None) -> str | None:
+        return None if v is None else check_semver(v)
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(check_name("tag", t) for t in v)
+
+    @field_validator("created_at")
+    @classmethod
+    def _utc(cls, v: dt.datetime) -> dt.datetime:
+        if v.tzinfo is None:
+            raise ValueError("created_at must be timezone-aware")
+        return v.astimezone(dt.timezone.utc)
+
+    @field_validator("files")
+    @classmethod
+    def _files(cls, v: tuple[FileEntry, ...]) -> tuple[FileEntry, ...]:
+        paths = [f.path for f in v]
+        if len(set(paths)) != len(paths):
+            raise ValueError("duplicate file paths in version")
+        return v
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+    def file(self, path: str) -> FileEntry:
+        for f in self.files:
+            if f.path == path:
+                return f
+        from casstore.errors import NotFoundError
+
+        raise NotFoundError(f"version {self.name} has no file {path!r}")
+
+    def chunk_set(self) -> set[Digest]:
+        return {Digest(d) for f in self.files for d, _ in f.chunks}
+
+
+def version_name(model: str, semver: str, when: dt.datetime) -> str:
+    return f"{model}_v{semver}_{when.astimezone(dt.timezone.utc):%Y%m%d_%H%M%S}"
+
+
+def _default(obj: object) -> object:
+    if isinstance(obj, dt.datetime):
+        return obj.isoformat()
+    raise TypeError(f"cannot encode {type(obj).__name__}")
+
+
+def encode(manifest: Manifest) -> bytes:
+    """Deterministic msgpack bytes of a manifest (field order is the model's)."""
+    return msgpack.packb(manifest.model_dump(mode="python"), default=_default, use_bin_type=True)
+
+
+def decode(raw: bytes, expected: Digest | None = None) -> Manifest:
+    """Decode and validate; with ``expected``, verify the bytes' digest first."""
+    if expected is not None and Digest.of(raw) != expected:
+        raise CorruptObjectError(f"manifest {expected.short()} does not match its digest")
+    try:
+        data = msgpack.unpackb(raw, raw=False, strict_map_key=True)
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as e:
+        raise CorruptObjectError(f"manifest is not valid msgpack: {e}") from e
+    if not isinstance(data, dict):
+        raise CorruptObjectError("manifest is not a map")
+    fv = data.get("format_version")
+    if fv != FORMAT_VERSION:
+        from casstore.errors import StoreFormatError
+
+        raise StoreFormatError(
+            f"manifest format {fv!r} is not supported (this casstore reads {FORMAT_VERSION})"
+        )
+    try:
+        return Manifest.model_validate(data)
+    except ValidationError as e:
+        raise CorruptObjectError(f"manifest does not validate: {e}") from e

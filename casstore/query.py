@@ -1,0 +1,84 @@
+"""Filtering versions: by tag, type, metric conditions such as ``accuracy>=0.9``, and dates."""
+
+from __future__ import annotations
+
+import datetime as dt
+import operator
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from casstore.errors import InvalidInputError
+
+_OPS: dict[str, Callable[[float, float], bool]] = {
+    ">=": operator.ge,
+    "<=": operator.le,
+    "!=": operator.ne,
+    "==": operator.eq,
+    ">": operator.gt,
+    "<": operator.lt,
+    "=": operator.eq,
+}
+_COND = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_.\-]*)\s*(>=|<=|!=|==|>|<|=)\s*(\S+)\s*")
+
+
+@dataclass(frozen=True)
+class MetricCondition:
+    metric: str
+    op: str
+    value: float
+
+    def __call__(self, metrics: dict[str, float]) -> bool:
+        v = metrics.get(self.metric)
+        return v is not None and _OPS[self.op](v, self.value)
+
+    def __str__(self) -> str:
+        return f"{self.metric}{self.op}{self.value:g}"
+
+
+def parse_condition(text: str) -> MetricCondition:
+    m = _COND.fullmatch(text)
+    if not m:
+        raise InvalidInputError(f"bad metric condition {text!r}: expected e.g. accuracy>=0.9")
+    try:
+        value = float(m[3])
+    except ValueError:
+        raise InvalidInputError(f"bad number in metric condition {text!r}") from None
+    return MetricCondition(m[1], m[2], value)
+
+
+def parse_when(text: str, *, end: bool = False) -> dt.datetime:
+    """A date or ISO datetime; naive values are UTC. A bare date as an end covers that day."""
+    try:
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+            d = dt.datetime.fromisoformat(text).replace(tzinfo=dt.timezone.utc)
+            return d + dt.timedelta(days=1) - dt.timedelta(microseconds=1) if end else d
+        d = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidInputError(f"bad date {text!r}: use YYYY-MM-DD or an ISO datetime") from None
+    return d if d.tzinfo else d.replace(tzinfo=dt.timezone.utc)
+
+
+@dataclass(frozen=True)
+class Query:
+    """What to look for. Every given criterion must hold."""
+
+    tags: Sequence[str] = ()
+    version_type: str | None = None
+    where: Sequence[MetricCondition] = ()
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+
+    def matches(self, version: object) -> bool:
+        m = version.manifest  # type: ignore[attr-defined]
+        tags = set(version.tags)  # type: ignore[attr-defined]
+        return (
+            all(t in tags for t in self.tags)
+            and (self.version_type is None or m.version_type == self.version_type)
+            and all(c(m.performance_metrics) for c in self.where)
+            and (self.since is None or m.created_at >= self.since)
+            and (self.until is None or m.created_at <= self.until)
+        )
+
+    def filter(self, versions: Iterable[object]) -> list[object]:
+        return [v for v in versions if self.matches(v)]

@@ -1,0 +1,287 @@
+"""Refs: the only mutable objects, moved by compare-and-swap, each move kept in a reflog.
+
+A ref (``current``, ``production``, ``canary`` ...) points at one version, or holds a weighted
+split between two versions during a progressive rollout or rollback. Each ref object embeds
+the reflog entry of the move that wrote it, so the ref and its history entry land in one
+atomic write; the entry is then copied to ``reflog/<ref>/<seq>`` (create-if-absent), and the
+next mover repairs that copy if a crash lost it. Hence the reflog holds exactly one entry per
+landed update, and a ref is never torn: readers see the old or the new object.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import json
+import os
+import socket
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from casstore.digest import hasher
+from casstore.errors import ConflictError, CorruptObjectError, NotFoundError, UnsupportedError
+from casstore.layout import (
+    check_name,
+    ref_key,
+    reflog_key,
+    reflog_prefix,
+    reflog_root,
+    refs_prefix,
+)
+from casstore.store.base import ObjectStore
+
+Trigger = Literal[
+    "user",
+    "commit",
+    "promote",
+    "rollback",
+    "health-check",
+    "metric-regression",
+    "progressive-step",
+    "auto-revert",
+    "replicate",
+]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Target(_Frozen):
+    """One version, by semantic version and manifest digest (hex)."""
+
+    version: str
+    manifest: str
+
+
+class Split(_Frozen):
+    """A weighted split: ``weight`` of the traffic goes to ``candidate``, the rest to ``base``."""
+
+    base: Target
+    candidate: Target
+    weight: float = Field(gt=0.0, lt=1.0)
+    steps: tuple[float, ...] = ()  # the planned weights, for ``advance``
+
+
+class RefValue(_Frozen):
+    """Where a ref points: exactly one of a single target or a split."""
+
+    target: Target | None = None
+    split: Split | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> RefValue:
+        if (self.target is None) == (self.split is None):
+            raise ValueError("a ref value is either a target or a split")
+        return self
+
+    @classmethod
+    def of(cls, target: Target) -> RefValue:
+        return cls(target=target)
+
+    def versions(self) -> list[Target]:
+        """Every version this value keeps alive (both sides of a split)."""
+        if self.target is not None:
+            return [self.target]
+        assert self.split is not None
+        return [self.split.base, self.split.candidate]
+
+    def describe(self) -> str:
+        if self.target is not None:
+            return self.target.version
+        assert self.split is not None
+        s = self.split
+        return f"{s.base.version} ({1 - s.weight:.0%}) / {s.candidate.version} ({s.weight:.0%})"
+
+
+class ReflogEntry(_Frozen):
+    """One ref move: old, new, when, who, why, and what triggered it."""
+
+    model: str
+    ref: str
+    seq: int
+    old: RefValue | None
+    new: RefValue | None  # None: the ref was deleted
+    time: dt.datetime
+    actor: str
+    reason: str = ""
+    trigger: Trigger = "user"
+    op: str = "move"
+
+
+class RefRecord(_Frozen):
+    """What a ref object holds: its value and the entry of the move that wrote it."""
+
+    format_version: int = 1
+    value: RefValue | None
+    entry: ReflogEntry
+
+    @property
+    def seq(self) -> int:
+        return self.entry.seq
+
+
+def default_actor() -> str:
+    user = os.environ.get("CASSTORE_ACTOR")
+    if user:
+        return user
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def split_fraction(model: str, ref: str, request_key: str) -> float:
+    """A stable number in [0, 1) for a request key: the sticky position in a split."""
+    h = hasher()
+    h.update(f"{model}\0{ref}\0{request_key}".encode())
+    return int.from_bytes(h.digest()[:8], "big") / 2.0**64
+
+
+def _dump(model: BaseModel) -> bytes:
+    return json.dumps(model.model_dump(mode="json"), sort_keys=True).encode()
+
+
+class RefStore:
+    """Compare-and-swap refs and their reflog on an ObjectStore."""
+
+    def __init__(self, store: ObjectStore, *, single_writer: bool = False) -> None:
+        self.store = store
+        self.single_writer = single_writer
+
+    # -- reading -------------------------------------------------------------------------
+    def read(self, model: str, ref: str) -> tuple[RefRecord | None, str | None]:
+        """The ref's record and CAS token, or (None, None) if it never existed."""
+        try:
+            raw, token = self.store.get_with_token(ref_key(model, ref))
+        except NotFoundError:
+            return None, None
+        return self._parse(raw, model, ref), token
+
+    def get(self, model: str, ref: str) -> RefValue:
+        rec, _ = self.read(model, ref)
+        if rec is None or rec.value is None:
+            raise NotFoundError(f"model {model!r} has no ref {ref!r}")
+        return rec.value
+
+    def list(self, model: str) -> dict[str, RefRecord]:
+        prefix = refs_prefix(model)
+        out = {}
+        for info in self.store.list(prefix):
+            name = info.key[len(prefix) :]
+            rec, _ = self.read(model, name)
+            if rec is not None and rec.value is not None:
+                out[name] = rec
+        return dict(sorted(out.items()))
+
+    def resolve(self, model: str, ref: str, request_key: str | None = None) -> Target:
+        """The version a ref sends ``request_key`` to (the base of a split without a key)."""
+        value = self.get(model, ref)
+        if value.target is not None:
+            return value.target
+        assert value.split is not None
+        if request_key is None:
+            return value.split.base
+        frac = split_fraction(model, ref, request_key)
+        return value.split.candidate if frac < value.split.weight else value.split.base
+
+    def reflog(self, model: str, ref: str | None = None) -> list[ReflogEntry]:
+        """Every recorded move, oldest first (of one ref, or of all refs of the model)."""
+        names = [ref] if ref is not None else self._reflog_refs(model)
+        entries: dict[tuple[str, int], ReflogEntry] = {}
+        for name in names:
+            prefix = reflog_prefix(model, name)
+            keys = [i.key for i in self.store.list(prefix)]
+            for key, raw in self.store.get_many(keys).items():
+                e = self._parse_entry(raw, key)
+                entries[(e.ref, e.seq)] = e
+            rec, _ = self.read(model, name)
+            if rec is not None:  # the newest entry may not be copied out yet
+                entries[(name, rec.seq)] = rec.entry
+        return sorted(entries.values(), key=lambda e: (e.time, e.ref, e.seq))
+
+    def _reflog_refs(self, model: str) -> list[str]:
+        names = set(self.list_all_names(model))
+        prefix = reflog_root(model)
+        for info in self.store.list(prefix):
+            names.add(info.key[len(prefix) :].split("/", 1)[0])
+        return sorted(names)
+
+    def list_all_names(self, model: str) -> list[str]:
+        prefix = refs_prefix(model)
+        return [i.key[len(prefix) :] for i in self.store.list(prefix)]
+
+    # -- writing -------------------------------------------------------------------------
+    def move(
+        self,
+        model: str,
+        ref: str,
+        new: RefValue | None,
+        *,
+        expected_seq: int | Literal["any"] | None = "any",
+        actor: str | None = None,
+        reason: str = "",
+        trigger: Trigger = "user",
+        op: str = "move",
+    ) -> ReflogEntry:
+        """Move ``ref`` to ``new`` by compare-and-swap.
+
+        ``expected_seq`` is the sequence number the caller read (``None``: the ref must not
+        exist yet); if the ref moved since, ConflictError. With "any" the move applies on top
+        of whatever is there now (still atomic: a concurrent move makes this one fail).
+        """
+        check_name("ref", ref)
+        if not (self.store.capabilities.conditional_replace or self.single_writer):
+            raise UnsupportedError(
+                f"{self.store.url} cannot do conditional writes, so refs could be lost when "
+                "several writers move them at once; re-initialise the store with "
+                "--single-writer if only one process ever writes to it"
+            )
+        rec, token = self.read(model, ref)
+        seq = -1 if rec is None else rec.seq
+        if expected_seq != "any" and (
+            (expected_seq is None and rec is not None)
+            or (expected_seq is not None and expected_seq != seq)
+        ):
+            raise ConflictError(f"ref {model}@{ref} moved (now at #{seq}); re-read and retry")
+        if rec is not None:
+            self._copy_entry(rec.entry)
+        entry = ReflogEntry(
+            model=model,
+            ref=ref,
+            seq=seq + 1,
+            old=None if rec is None else rec.value,
+            new=new,
+            time=dt.datetime.now(dt.timezone.utc),
+            actor=actor or default_actor(),
+            reason=reason,
+            trigger=trigger,
+            op=op,
+        )
+        record = RefRecord(value=new, entry=entry)
+        self.store.replace_if_match(ref_key(model, ref), _dump(record), token)
+        self._copy_entry(entry)
+        return entry
+
+    def _copy_entry(self, entry: ReflogEntry) -> None:
+        self.store.put_if_absent(reflog_key(entry.model, entry.ref, entry.seq), _dump(entry))
+
+    # -- parsing -------------------------------------------------------------------------
+    @staticmethod
+    def _parse(raw: bytes, model: str, ref: str) -> RefRecord:
+        try:
+            rec = RefRecord.model_validate_json(raw)
+        except ValidationError as e:
+            raise CorruptObjectError(f"ref {model}@{ref} is unreadable: {e}") from e
+        if rec.entry.model != model or rec.entry.ref != ref:
+            raise CorruptObjectError(f"ref {model}@{ref} holds another ref's record")
+        return rec
+
+    @staticmethod
+    def _parse_entry(raw: bytes, key: str) -> ReflogEntry:
+        try:
+            return ReflogEntry.model_validate_json(raw)
+        except ValidationError as e:
+            raise CorruptObjectError(f"reflog entry {key} is unreadable: {e}") from e

@@ -1,0 +1,208 @@
+"""Refs, reflog and the rollback flow (local store and S3 via moto)."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+from pathlib import Path
+
+import pytest
+
+from casstore import (
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    RefValue,
+    RegressionPolicy,
+    Repository,
+)
+from tests import series
+
+
+@pytest.fixture
+def three(repo: Repository, tmp_path: Path) -> Repository:
+    base = series.tensors(n=3)
+    for i, (acc, vtype) in enumerate([(0.90, "release"), (0.93, "beta"), (0.95, "release")]):
+        f = series.save(tmp_path / f"v{i}" / "m.safetensors", series.finetune(base, seed=i))
+        repo.commit("m", [f], metrics={"accuracy": acc, "loss": 1 - acc}, version_type=vtype)
+    return repo
+
+
+def test_promote_and_reflog(three: Repository):
+    r = three.promote("m", "1.0.2", reason="ship it")
+    assert r.ok and three.resolve("m").version == "1.0.2"
+    three.promote("m", "1.0.1", ref="staging")
+    refs = three.refs.list("m")
+    assert {k: v.value.describe() for k, v in refs.items()} == {"current": "1.0.2",
+                                                                "staging": "1.0.1"}
+    log = three.refs.reflog("m", "current")
+    assert [(e.seq, e.old and e.old.describe(), e.new.describe()) for e in log] == [
+        (0, None, "1.0.0"), (1, "1.0.0", "1.0.2")]
+    assert log[1].reason == "ship it" and log[1].actor
+
+
+def test_quick_and_targeted_rollback(three: Repository):
+    three.promote("m", "1.0.2")
+    r = three.rollback("m", reason="bad")
+    assert r.ok and three.resolve("m").version == "1.0.0"  # 1.0.1 is a beta, not stable
+    three.tag("m", "1.0.1", "stable")
+    three.promote("m", "1.0.2")
+    assert three.rollback("m").new.describe() == "1.0.1"
+    r = three.rollback("m", to="v1.0.2")
+    assert r.ok and three.resolve("m").version == "1.0.2"
+    entry = three.refs.reflog("m", "current")[-1]
+    assert entry.trigger == "rollback" and entry.op == "rollback"
+    with pytest.raises(NotFoundError):
+        three.rollback("m", to="7.7.7")
+
+
+def test_failing_health_check_reverts(three: Repository):
+    three.promote("m", "1.0.2")
+    r = three.rollback("m", to="1.0.0", health_check=lambda v: False)
+    assert not r.ok and r.reverted
+    assert three.resolve("m").version == "1.0.2"
+    log = three.refs.reflog("m", "current")
+    assert [e.new.describe() for e in log[-2:]] == ["1.0.0", "1.0.2"]
+    assert log[-1].trigger == "health-check"
+    r = three.rollback("m", to="1.0.0", health_check="exit 3")
+    assert not r.ok and "exited 3" in r.message
+    r = three.rollback("m", to="1.0.0", health_check='test "$CASSTORE_VERSION" = 1.0.0')
+    assert r.ok and three.resolve("m").version == "1.0.0"
+
+
+def test_incomplete_target_refused(three: Repository):
+    from casstore.layout import chunk_key
+
+    v = three.get_version("m", "1.0.2")
+    three.store.delete(chunk_key(v.manifest.files[0].chunk_digests()[0]))
+    r = three.promote("m", "1.0.2")
+    assert not r.ok and "missing" in r.message
+    assert three.resolve("m").version == "1.0.0"
+
+
+def test_progressive_split_sticky(three: Repository):
+    three.promote("m", "1.0.2")
+    three.start_split("m", "1.0.0", steps=(0.1, 0.5, 1.0), op="rollback")
+    keys = [f"user-{i}" for i in range(2000)]
+    at10 = {k for k in keys if three.resolve("m", "current", k).version == "1.0.0"}
+    assert 100 < len(at10) < 320
+    three.advance("m")
+    at50 = {k for k in keys if three.resolve("m", "current", k).version == "1.0.0"}
+    assert at10 <= at50 and 850 < len(at50) < 1150  # sticky: nobody flips back
+    assert three.resolve("m").version == "1.0.2"  # no key: the base
+    three.advance("m")
+    assert three.refs.get("m", "current").target.version == "1.0.0"
+    ops = [e.op for e in three.refs.reflog("m", "current")]
+    assert ops[-3:] == ["rollback", "advance", "advance"]
+    with pytest.raises(InvalidInputError):
+        three.advance("m")
+    three.start_split("m", "1.0.2", steps=(0.25, 1.0))
+    three.abort("m", reason="errors up")
+    assert three.refs.get("m", "current").target.version == "1.0.0"
+
+
+def test_regression_policy(three: Repository):
+    policy = RegressionPolicy.parse(json.dumps({"rules": [
+        {"metric": "accuracy", "direction": "higher", "threshold": 0.01},
+        {"metric": "loss", "direction": "lower", "threshold": 0.1, "relative": True}]}))
+    three.promote("m", "1.0.2")
+    out = three.check_regression("m", policy, metrics={"accuracy": 0.80})
+    assert out["action"] == "rolled-back" and out["violations"]
+    assert three.resolve("m").version == "1.0.0"
+    assert three.refs.reflog("m", "current")[-1].trigger == "metric-regression"
+    out = three.check_regression("m", policy, candidate="1.0.2")
+    assert out["action"] == "promoted" and three.resolve("m").version == "1.0.2"
+    out = three.check_regression("m", policy, candidate="1.0.0", act=True)
+    assert out["action"] == "refused-promotion"
+
+
+def test_notify_hooks(three: Repository, tmp_path: Path):
+    events = []
+    three.on_ref_move(events.append)
+    sink = tmp_path / "events.jsonl"
+    three.notify_commands.append(f"cat >> {sink}")
+    three.promote("m", "1.0.1")
+    assert events[-1]["new"]["target"]["version"] == "1.0.1"
+    assert json.loads(sink.read_text().strip())["event"] == "ref-moved"
+
+
+def test_stale_cas_conflicts(three: Repository):
+    rec, _ = three.refs.read("m", "current")
+    three.promote("m", "1.0.1")
+    with pytest.raises(ConflictError):
+        three.refs.move("m", "current", rec.value, expected_seq=rec.seq)
+
+
+def _racer(url: str, n: int, versions: list[str], out) -> None:
+    repo = Repository(url)
+    landed = conflicts = 0
+    for i in range(n):
+        spec = versions[i % len(versions)]
+        try:
+            rec, _ = repo.refs.read("m", "race")
+            target = repo.get_version("m", spec).target
+            repo.refs.move("m", "race", RefValue.of(target),
+                           expected_seq=None if rec is None else rec.seq)
+            landed += 1
+        except ConflictError:
+            conflicts += 1
+    out.put((landed, conflicts))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("procs", [2, 8])
+def test_racing_processes(three: Repository, procs: int):
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    url = three.store.url
+    ps = [ctx.Process(target=_racer, args=(url, 12, ["1.0.0", "1.0.1", "1.0.2"], q))
+          for _ in range(procs)]
+    for p in ps:
+        p.start()
+    results = [q.get(timeout=300) for _ in ps]
+    for p in ps:
+        p.join(60)
+        assert p.exitcode == 0
+    landed = sum(r[0] for r in results)
+    assert landed >= 1
+    log = three.refs.reflog("m", "race")
+    assert len(log) == landed
+    assert [e.seq for e in sorted(log, key=lambda e: e.seq)] == list(range(landed))
+    for prev, nxt in zip(sorted(log, key=lambda e: e.seq), sorted(log, key=lambda e: e.seq)[1:]):
+        assert nxt.old == prev.new  # a chain: no update was lost or torn
+    rec, _ = three.refs.read("m", "race")
+    assert rec.seq == landed - 1
+
+
+@pytest.mark.slow
+def test_sigkill_during_rollbacks(three: Repository):
+    import os
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    url = three.store.url
+    script = (
+        "import sys; from casstore import Repository\n"
+        "r = Repository(sys.argv[1])\n"
+        "i = 0\n"
+        "while True:\n"
+        "    r.rollback('m', to=['1.0.0', '1.0.1', '1.0.2'][i % 3]); i += 1\n"
+    )
+    rng = random.Random(7)
+    valid = {"1.0.0", "1.0.1", "1.0.2"}
+    for _ in range(5):
+        p = subprocess.Popen([sys.executable, "-c", script, url], env=dict(os.environ),
+                             stderr=subprocess.PIPE)
+        time.sleep(rng.uniform(0.3, 1.2))
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        rec, _ = three.refs.read("m", "current")  # parses: never torn
+        assert rec.value.target.version in valid
+        log = sorted(three.refs.reflog("m", "current"), key=lambda e: e.seq)
+        assert [e.seq for e in log] == list(range(len(log)))
+        assert log[-1].new == rec.value
+    three.rollback("m", to="1.0.1")  # the next mover carries on
+    assert three.resolve("m").version == "1.0.1"
