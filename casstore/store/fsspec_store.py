@@ -66,12 +66,18 @@ def s3_storage_options(options: Mapping[str, Any]) -> dict[str, Any]:
     if client_kwargs:
         opts["client_kwargs"] = client_kwargs
     opts.setdefault("use_listings_cache", False)
+    config = dict(opts.get("config_kwargs") or {})
+    config.setdefault("max_pool_connections", 32)  # matches capabilities.concurrent_io
+    opts["config_kwargs"] = config
     return opts
 
 
+def _protocols(fs: Any) -> tuple[str, ...]:
+    return tuple(fs.protocol) if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
+
+
 def _is_s3(fs: Any) -> bool:
-    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
-    return "s3" in protocols and hasattr(fs, "_call_s3")
+    return "s3" in _protocols(fs) and hasattr(fs, "_call_s3")
 
 
 def _mtime(info: Mapping[str, Any]) -> float:
@@ -350,7 +356,7 @@ class FsspecStore(ObjectStore):
 
     # -- writes --------------------------------------------------------------------------
     def _generic_put(self, path: str, data: bytes) -> None:
-        if "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else ()):
+        if "file" in _protocols(self.fs):
             self.fs.makedirs(self.fs._parent(path), exist_ok=True)
         self.fs.pipe_file(path, data)
 
@@ -368,8 +374,10 @@ class FsspecStore(ObjectStore):
         with self._errors("put_many"):
             if self._s3:
                 self._run(self._gather, self._s3_put, list(batch.items()))
-            else:
+            elif "file" in _protocols(self.fs):
                 super().put_many(batch, sync=sync)
+            else:
+                self.fs.pipe({self._path(k): v for k, v in batch.items()})
         for k in batch:
             self._invalidate(k)
 

@@ -318,14 +318,16 @@ class LocalStore(ObjectStore):
         with self._pending_lock:
             files, dirs = self._pending_files, self._pending_dirs
             self._pending_files, self._pending_dirs = set(), set()
+            if (files or dirs) and self._pool is None:
+                self._pool = ThreadPoolExecutor(8, thread_name_prefix="casstore-fsync")
+            pool = self._pool
         if not files and not dirs:
             return
+        assert pool is not None
         dirs |= {os.path.dirname(f) for f in files}
         try:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(8, thread_name_prefix="casstore-fsync")
-            list(self._pool.map(lambda f: _fsync_path(f, directory=False), files))
-            list(self._pool.map(lambda d: _fsync_path(d, directory=True), dirs))
+            list(pool.map(lambda f: _fsync_path(f, directory=False), files))
+            list(pool.map(lambda d: _fsync_path(d, directory=True), dirs))
         except OSError as e:
             with self._pending_lock:  # keep them pending so a later flush tries again
                 self._pending_files |= files
@@ -334,6 +336,7 @@ class LocalStore(ObjectStore):
 
     def close(self) -> None:
         self.flush()
-        if self._pool is not None:
-            self._pool.shutdown()
-            self._pool = None
+        with self._pending_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown()

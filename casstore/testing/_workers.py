@@ -7,6 +7,7 @@ test module: each child opens the store again from ``(url, storage_options)``.
 from __future__ import annotations
 
 import hashlib
+import os
 import struct
 import traceback
 from typing import Any
@@ -76,13 +77,16 @@ def is_whole_frame(data: bytes) -> bool:
     return len(body) == size and hashlib.blake2b(body).digest() == data[8:72]
 
 
-def write_forever(spec: StoreSpec, keys: list[str], size: int, started: Any, sync: bool) -> None:
-    """Overwrite ``keys`` with large framed objects until killed."""
+def write_forever(spec: StoreSpec, prefix: str, size: int, started: Any, sync: bool) -> None:
+    """Until killed: overwrite a few keys with large framed objects (``put``), create fresh
+    ones (``put_if_absent``) and move a small ref by compare-and-swap, all under ``prefix``."""
     store = _open(spec)
     payloads = [framed(i, size) for i in range(4)]
     started.set()
     i = 0
     while True:
-        key = keys[i % len(keys)]
-        store.put(key, payloads[i % len(payloads)], sync=sync)
+        payload = payloads[i % len(payloads)]
+        store.put(f"{prefix}put-{i % 3}", payload, sync=sync)
+        store.put_if_absent(f"{prefix}fresh-{os.getpid()}-{i}", payload, sync=sync)
+        cas_increment(store, f"{prefix}ref")
         i += 1

@@ -149,3 +149,76 @@ def test_missing_s3fs_is_explained(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "s3fs", None)
     with pytest.raises(UnsupportedError, match=r"pip install casstore\[s3\]"):
         open_store("s3://bucket/prefix")
+
+
+class _FlakyClient:
+    """Wraps the real aiobotocore client: conditional PUTs first fail as scripted."""
+
+    def __init__(self, real: object, script: list[str]) -> None:
+        self.real, self.script = real, script
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.real, name)
+
+    async def put_object(self, **kwargs: object) -> object:
+        from botocore.exceptions import ClientError
+
+        step = self.script.pop(0) if self.script else "pass"
+        if step == "conflict":
+            error = {"Code": "ConditionalRequestConflict", "Message": "try again"}
+            raise ClientError(
+                {"Error": error, "ResponseMetadata": {"HTTPStatusCode": 409}}, "PutObject"
+            )
+        out = await self.real.put_object(**kwargs)  # type: ignore[attr-defined]
+        if step == "landed-then-412":  # botocore retried after a lost response: the retry got 412
+            meta = {"HTTPStatusCode": 412, "RetryAttempts": 1}
+            error = {"Code": "PreconditionFailed", "Message": "At least one of the pre-conditions"}
+            raise ClientError({"Error": error, "ResponseMetadata": meta}, "PutObject")
+        return out
+
+
+@pytest.fixture
+def flaky_s3(s3_url: str, monkeypatch: pytest.MonkeyPatch) -> tuple[FsspecStore, list[str]]:
+    store = open_store(s3_url, skip_instance_cache=True)
+    script: list[str] = []
+    real_get_s3 = store.fs.get_s3
+
+    async def get_s3(bucket: str | None = None) -> _FlakyClient:
+        return _FlakyClient(await real_get_s3(bucket), script)
+
+    monkeypatch.setattr(store.fs, "get_s3", get_s3)
+    return store, script
+
+
+def test_s3_retried_conditional_put_is_confirmed_by_content(flaky_s3) -> None:
+    store, script = flaky_s3
+    script.append("landed-then-412")
+    assert store.put_if_absent("k", b"mine") is True
+    script.append("landed-then-412")
+    _, token = store.get_with_token("k")
+    new = store.replace_if_match("k", b"next", token)
+    assert store.get_with_token("k") == (b"next", new)
+    store.put("other", b"theirs")
+    assert store.put_if_absent("other", b"mine") is False  # a plain 412: really existed
+
+
+def test_s3_409_conflicts_are_retried(flaky_s3) -> None:
+    store, script = flaky_s3
+    script.extend(["conflict", "conflict"])
+    assert store.put_if_absent("k", b"v") is True
+    script.extend(["conflict"] * 10)
+    with pytest.raises(TransientBackendError, match="409"):
+        store.replace_if_match("k", b"w", None)
+
+
+def test_s3_lost_responses_with_retrying_store(s3_url: str) -> None:
+    from casstore.store import FaultInjectingStore, RetryingStore
+
+    flaky = FaultInjectingStore(open_store(s3_url), seed=3, lost_response_rate=0.5)
+    store = RetryingStore(flaky, base_delay=0, sleep=lambda _: None)
+    assert all(store.put_if_absent(f"c/{i}", b"chunk %d" % i) for i in range(10))
+    token = None
+    for i in range(10):
+        token = store.replace_if_match("ref", b"v%d" % i, token)
+    assert store.get_with_token("ref") == (b"v9", token)
+    assert flaky.injected["lost"] > 3
