@@ -14,7 +14,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from casstore.chunking.base import ReadAt, describe
+from casstore.chunking.base import MAX_WINDOW, ReadAt, describe
 from casstore.errors import InvalidInputError, UnsafePickleError
 
 MAX_PICKLE = 256 << 20
@@ -93,6 +93,13 @@ class _Source:
         self.pos += n
         return data
 
+    def byte(self) -> int:
+        if self.pos >= len(self.buf):
+            self._fill(1)
+        value = self.buf[self.pos]
+        self.pos += 1
+        return value
+
     def line(self) -> bytes:
         while True:
             i = self.buf.find(b"\n", self.pos)
@@ -106,7 +113,8 @@ class _Source:
 
     def _fill(self, need: int) -> None:
         have = len(self.buf) - self.pos
-        want = max(need - have, _REFILL)
+        rest = self.end - self.next_offset
+        want = rest if rest <= MAX_WINDOW else max(need - have, _REFILL)
         if self.consumed + need > MAX_PICKLE:
             raise InvalidInputError(f"pickle stream larger than {MAX_PICKLE} bytes")
         if self.read_at is None or self.next_offset + need - have > self.end:
@@ -119,10 +127,6 @@ class _Source:
         self.consumed_before += self.pos
         self.buf = self.buf[self.pos :] + bytes(more)
         self.pos = 0
-
-
-class _Mark:
-    __slots__ = ()
 
 
 def load_at(
@@ -189,15 +193,16 @@ class _Machine:
         self.result: Any = None
 
     def run(self) -> Any:
-        take, dispatch = self.src.take, _DISPATCH
+        src, table = self.src, _TABLE
         while not self.done:
-            op = take(1)
-            handler = dispatch.get(op)
+            if src.pos >= len(src.buf):
+                src._fill(1)
+            op = src.buf[src.pos]
+            src.pos += 1
+            handler = table[op]
             if handler is None:
-                name = _UNSAFE_OPCODES.get(op)
-                if name is not None:
-                    raise UnsafePickleError(f"pickle opcode {name} is not allowed")
-                raise UnsafePickleError(f"unsupported pickle opcode {op!r}")
+                name = _UNSAFE_OPCODES.get(bytes([op]), f"{bytes([op])!r}")
+                raise UnsafePickleError(f"pickle opcode {name} is not allowed")
             handler(self)
         return self.result
 
@@ -220,7 +225,7 @@ class _Machine:
 
     # -- opcodes ---------------------------------------------------------------------------
     def proto(self) -> None:
-        version = self.src.take(1)[0]
+        version = self.src.byte()
         if not 2 <= version <= 5:
             raise InvalidInputError(f"unsupported pickle protocol {version}")
 
@@ -372,7 +377,7 @@ _DISPATCH: dict[bytes, Callable[[_Machine], None]] = {
     _op(0x88): lambda m: m.push(True),
     _op(0x89): lambda m: m.push(False),
     _op("J"): lambda m: m.push(m.u("<i", 4)),
-    _op("K"): lambda m: m.push(m.src.take(1)[0]),
+    _op("K"): lambda m: m.push(m.src.byte()),
     _op("M"): lambda m: m.push(m.u("<H", 2)),
     _op("I"): _M.int_text,
     _op(0x8A): lambda m: m.long_n(1),
@@ -406,11 +411,11 @@ _DISPATCH: dict[bytes, Callable[[_Machine], None]] = {
     _op("u"): lambda m: m.setitems(m.pop_mark()),
     _op(0x90): _M.additems,
     # memo
-    _op("q"): lambda m: m.put(m.src.take(1)[0]),
+    _op("q"): lambda m: m.put(m.src.byte()),
     _op("r"): lambda m: m.put(m.u("<I", 4)),
     _op("p"): lambda m: m.put(int(m.src.line())),
     _op(0x94): lambda m: m.put(len(m.memo)),
-    _op("h"): lambda m: m.get(m.src.take(1)[0]),
+    _op("h"): lambda m: m.get(m.src.byte()),
     _op("j"): lambda m: m.get(m.u("<I", 4)),
     _op("g"): lambda m: m.get(int(m.src.line())),
     # globals, calls, persistent ids
@@ -422,6 +427,8 @@ _DISPATCH: dict[bytes, Callable[[_Machine], None]] = {
     _op("b"): _M.build,
     _op("Q"): _M.binpersid,
 }
+
+_TABLE: list[Callable[[_Machine], None] | None] = [_DISPATCH.get(bytes([i])) for i in range(256)]
 
 _UNSAFE_OPCODES = {
     _op(0x82): "EXT1",

@@ -82,14 +82,14 @@ def parse_torch_zip(read_at: ReadAt, size: int, filename: str = "") -> FileLayou
 
 
 def _tensor_info(name: str, stub: TensorStub, entry: _Entry, where: str) -> TensorInfo | None:
+    if not entry.stored:
+        raise InvalidInputError(f"{where}: storage {entry.name} is compressed; it must be stored")
     storage_dtype = TORCH_DTYPES.get(stub.storage.dtype)
     if storage_dtype is None or stub.storage.numel * storage_dtype[1] != entry.size:
         raise InvalidInputError(
             f"{where}: storage {entry.name} holds {entry.size} bytes, not "
             f"{stub.storage.numel} x {stub.storage.dtype}"
         )
-    if not entry.stored:
-        raise InvalidInputError(f"{where}: storage {entry.name} is compressed; it must be stored")
     dtype = tensor_dtype(stub)
     if dtype is None or not stub.is_contiguous():
         return None  # not one contiguous byte range of a known element size: not listed
@@ -107,7 +107,16 @@ def _directory(read_at: ReadAt, size: int, filename: str) -> tuple[list[zipfile.
             infos, start = zf.infolist(), zf.start_dir
     except InvalidInputError:
         raise
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, struct.error) as e:
+    except (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        NotImplementedError,  # "zip file version 12.7"
+        EOFError,
+        ValueError,
+        struct.error,
+        OverflowError,
+        LookupError,
+    ) as e:  # not OSError: a failing read_at is not a corrupt file
         raise UnreadableZip(f"{where}: corrupt zip archive: {e}") from None
     if not infos:
         raise UnreadableZip(f"{where}: zip archive has no entries")
