@@ -6,7 +6,9 @@ name, so there is no check-then-write window), and ``os.replace`` under a per-ke
 ``replace_if_match``. A process killed at any moment leaves either no object or a whole one
 (stray temp files remain under ``tmp/`` for GC).
 
-Conditional writes are atomic across processes on LOCAL filesystems only: ``flock`` is
+The CAS token is a blake2b digest of the object's bytes (like an S3 ETag: writing the same
+bytes again gives the same token). Conditional writes are atomic across processes on LOCAL
+filesystems only: ``flock`` is
 unreliable on NFS and some network filesystems, so do not share a LocalStore root between
 machines. POSIX only (``fcntl``).
 """

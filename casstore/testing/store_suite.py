@@ -306,6 +306,11 @@ class StoreConformance:
         sizes = {i.key: i.size for i in store.list("")}
         assert sizes == {k: i for i, k in enumerate(keys)}
 
+    @pytest.mark.parametrize("prefix", ["/abs", "../", "a/../b", "a//", "a\\b"])
+    def test_bad_prefixes_are_refused(self, store: ObjectStore, prefix: str) -> None:
+        with pytest.raises(InvalidInputError):
+            list(store.list(prefix))
+
     def test_list_hides_reserved_folders(self, store: ObjectStore) -> None:
         store.put("tmp/scratch", b"t")
         store.put("data", b"d")

@@ -64,18 +64,39 @@ def test_os_errors_are_translated(tmp_path: Path) -> None:
     assert not isinstance(info.value, NotFoundError)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores permissions")
-def test_permission_denied(tmp_path: Path) -> None:
+def test_permission_denied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store = LocalStore(tmp_path)
     store.put("locked/x", b"x")
-    (tmp_path / "locked").chmod(0)
-    try:
-        with pytest.raises(PermissionDeniedError):
-            store.get("locked/x")
-        with pytest.raises(PermissionDeniedError):
-            list(store.list("locked/"))
-    finally:
-        (tmp_path / "locked").chmod(0o755)
+    real_open, real_scandir = os.open, os.scandir
+
+    def denied(path: str, *args: object, **kwargs: object) -> object:
+        if "locked" in os.fspath(path):
+            raise PermissionError(13, "Permission denied", path)
+        return (real_open if args else real_scandir)(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", denied)
+    monkeypatch.setattr(os, "scandir", denied)
+    with pytest.raises(PermissionDeniedError, match="locked"):
+        store.get("locked/x")
+    with pytest.raises(PermissionDeniedError, match="locked"):
+        list(store.list("locked/"))
+
+
+def test_disk_full_is_a_backend_error_and_leaves_no_temp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = LocalStore(tmp_path)
+    store.put("warm", b"x")
+
+    def full(fd: int, data: object) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full)
+    with pytest.raises(BackendError, match="No space") as info:
+        store.put("chunks/ab/new", b"data")
+    assert "chunks" in str(info.value) and info.value.errno == 28
+    assert os.listdir(tmp_path / "tmp") == []
+    assert not store.exists("chunks/ab/new")
 
 
 def test_listing_errors_are_not_empty_listings(tmp_path: Path) -> None:
