@@ -29,7 +29,7 @@ def _state_dict(size_mb: float, layers: int = 12, seed: int = 0) -> dict:
     import torch
 
     g = torch.Generator().manual_seed(seed)
-    d = max(16, int(math.sqrt(size_mb * (1 << 20) / 4 / (12 * layers + 2 * 256)) // 16 * 16))
+    d = max(16, int(math.sqrt(size_mb * (1 << 20) / 4 / (12 * layers)) // 16 * 16))
     sd = {"embed.weight": torch.randn(256 * 2, d, generator=g)}
     for i in range(layers):
         p = f"layers.{i}."

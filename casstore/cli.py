@@ -452,9 +452,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("demo", cmd_demo, "commit versions, show savings, roll back, collect garbage")
     sp.add_argument("--size-mb", type=int, default=64, help="size of the demo model")
 
+    from casstore.cli_maint import add_maintenance_commands
     from casstore.cli_refs import add_ref_commands
 
     add_ref_commands(add)
+    add_maintenance_commands(add)
     return p
 
 
@@ -476,6 +478,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if isinstance(e, cls):
                 return code
         return 1  # pragma: no cover
+    except OSError as e:
+        print(f"casstore: error: {e}", file=sys.stderr)
+        return 7
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -9,7 +9,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-from collections.abc import Callable, Iterable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,7 @@ from casstore.layout import (
     tag_key,
     version_key,
 )
+from casstore.leases import Leases, Session
 from casstore.manifest import (
     FileEntry,
     Manifest,
@@ -113,9 +116,25 @@ class Repository(RefOperations):
         self._config: StoreConfig | None = load_config(self.store)
         self.chunks = ChunkReader(self.store)
         self.catalog = Catalog(self.store)
+        self.leases = Leases(self.store)
+        self._local = threading.local()
         self.notifiers: list[Notifier] = []
         cmd = os.environ.get("CASSTORE_NOTIFY")
         self.notify_commands: list[str] = [cmd] if cmd else []
+
+    @contextmanager
+    def _writing(self, kind: str) -> Iterator[Session]:
+        """Hold a write session (re-entrant per thread) so GC never sweeps under a writer."""
+        current = getattr(self._local, "session", None)
+        if current is not None:
+            yield current
+            return
+        with self.leases.session(kind) as s:
+            self._local.session = s
+            try:
+                yield s
+            finally:
+                self._local.session = None
 
     def on_ref_move(self, fn: Notifier) -> None:
         """Call ``fn(event)`` after every ref move (the event is a JSON-able dict)."""
@@ -174,7 +193,7 @@ class Repository(RefOperations):
         files = collect(paths)
         sources = [(rel, FileSource(p)) for rel, p in files]
         try:
-            return self._commit_sources(
+            return self.commit_sources(
                 model,
                 [(rel, s.size, s.read_at) for rel, s in sources],
                 version=version,
@@ -197,27 +216,46 @@ class Repository(RefOperations):
             for _, s in sources:
                 s.close()
 
-    def _commit_sources(
+    def commit_sources(
         self,
         model: str,
         sources: Sequence[tuple[str, int, Callable[[int, int], bytes]]],
         *,
-        version: str | None,
-        bump_part: Bump,
-        version_type: VersionType,
-        metrics: dict[str, float] | None,
-        training_data: dict[str, Any] | TrainingData | None,
-        change_log: str,
-        tags: tuple[str, ...],
-        dependencies: Iterable[str],
-        parent: str | None,
-        created_by: str | None,
-        ref: str | None,
-        reason: str,
-        chunker: str | None,
-        progress: Progress | None,
-        extra: dict[str, Any] | None,
+        version: str | None = None,
+        bump_part: Bump = "patch",
+        version_type: VersionType = "release",
+        metrics: dict[str, float] | None = None,
+        training_data: dict[str, Any] | TrainingData | None = None,
+        change_log: str = "",
+        tags: Iterable[str] = (),
+        dependencies: Iterable[str] = (),
+        parent: str | None = None,
+        created_by: str | None = None,
+        ref: str | None = None,
+        reason: str = "",
+        chunker: str | None = None,
+        progress: Progress | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> CommitResult:
+        """Commit in-memory or virtual files: ``(relative path, size, read_at(offset, n))``.
+
+        ``read_at`` must return exactly ``n`` bytes; it is called from one thread at a time
+        per source, with bounded read sizes. Same options and guarantees as :meth:`commit`.
+        """
+        check_name("model", model)
+        tags = tuple(check_name("tag", t) for t in tags)
+        if ref is not None:
+            check_name("ref", ref)
+        if not sources:
+            raise InvalidInputError("nothing to commit")
+        from casstore.manifest import check_relpath
+
+        seen = set()
+        for rel, _, _ in sources:
+            check_relpath(rel)
+            if rel in seen:
+                raise InvalidInputError(f"duplicate path {rel!r}")
+            seen.add(rel)
         import time
 
         t0 = time.perf_counter()
@@ -228,93 +266,99 @@ class Repository(RefOperations):
                 raise InvalidInputError("an explicit version must be MAJOR.MINOR.PATCH")
             if version in existing:
                 raise AlreadyExistsError(f"{model} v{version} already exists")
-        parent_v = self._default_parent(model, existing) if parent is None else parent
-        parent_version = self.get_version(model, parent_v) if parent_v else None
-        td = (
-            training_data
-            if isinstance(training_data, TrainingData)
-            else TrainingData(**(training_data or {}))
-        )
         chunk_impl: Chunker = get_chunker(chunker or self.config.chunker)
         for rel, size, read_at in sources:  # refuse hostile files before storing anything
             detect_layout(read_at, size, rel)
-        if self._config is None:
-            self.init()
-        known = parent_version.manifest.chunk_set() if parent_version else set()
-        writer = ChunkWriter(self.store, known=known, progress=progress)
-        entries: list[FileEntry] = []
-        try:
-            for rel, size, read_at in sources:
-                layout, chunks = writer.add_file(chunk_impl, read_at, size, rel)
-                entries.append(
-                    FileEntry(
-                        path=rel,
-                        size=size,
-                        format=layout.format,
-                        chunker=chunk_impl.name,
-                        chunks=tuple((bytes(d), n) for d, n in chunks),
-                        tensors=tuple(
-                            TensorEntry(
-                                name=t.name,
-                                dtype=t.dtype,
-                                shape=t.shape,
-                                offset=t.offset,
-                                length=t.length,
-                            )
-                            for t in layout.tensors
-                        ),
-                        metadata=dict(layout.metadata),
-                    )
-                )
-            writer.close()
-        except BaseException:
-            writer.abort()
-            raise
-        for _attempt in range(20):
-            semver = version or bump(max(existing, key=semver_key) if existing else None, bump_part)
-            now = dt.datetime.now(dt.timezone.utc)
-            manifest = Manifest(
-                model=model,
-                version=semver,
-                name=version_name(model, semver, now),
-                created_at=now,
-                created_by=created_by or default_actor(),
-                version_type=version_type,
-                performance_metrics=dict(metrics or {}),
-                training_data=td,
-                change_log=change_log,
-                tags=tags,
-                dependencies=tuple(dependencies),
-                parent=parent_version.version if parent_version else None,
-                files=tuple(entries),
-                extra=dict(extra or {}),
+        with self._writing("commit") as session:
+            parent_v = self._default_parent(model, existing) if parent is None else parent
+            parent_version = self.get_version(model, parent_v) if parent_v else None
+            td = (
+                training_data
+                if isinstance(training_data, TrainingData)
+                else TrainingData(**(training_data or {}))
             )
-            raw = encode(manifest)
-            mid = Digest.of(raw)
-            self.store.put_if_absent(manifest_key(mid), raw)
-            index = json.dumps({"manifest": mid.hex(), "name": manifest.name}).encode()
-            if self.store.put_if_absent(version_key(model, semver), index):
-                break
-            if version is not None:
-                raise AlreadyExistsError(f"{model} v{semver} already exists")
-            existing = self.catalog.version_index(model)  # lost a race for the next number: retry
-        else:  # pragma: no cover - twenty concurrent committers in a row
-            raise AlreadyExistsError(f"could not allocate a new version of {model}")
-        self.catalog.remember(mid, manifest)
-        for t in tags:
-            self.store.put_if_absent(tag_key(model, t, semver), b"")
-        v = Version(manifest, mid, tags)
-        moved = self._after_commit_ref(v, ref, reason)
-        st = writer.stats
-        return CommitResult(
-            v,
-            st.logical_bytes,
-            st.new_bytes,
-            st.chunks,
-            st.new_chunks,
-            time.perf_counter() - t0,
-            moved,
-        )
+            if self._config is None:
+                self.init()
+            known = parent_version.manifest.chunk_set() if parent_version else set()
+            writer = ChunkWriter(self.store, known=known, progress=progress)
+            entries: list[FileEntry] = []
+            try:
+                for rel, size, read_at in sources:
+                    layout, chunks = writer.add_file(chunk_impl, read_at, size, rel)
+                    entries.append(
+                        FileEntry(
+                            path=rel,
+                            size=size,
+                            format=layout.format,
+                            chunker=chunk_impl.name,
+                            chunks=tuple((bytes(d), n) for d, n in chunks),
+                            tensors=tuple(
+                                TensorEntry(
+                                    name=t.name,
+                                    dtype=t.dtype,
+                                    shape=t.shape,
+                                    offset=t.offset,
+                                    length=t.length,
+                                )
+                                for t in layout.tensors
+                            ),
+                            metadata=dict(layout.metadata),
+                        )
+                    )
+                writer.close()
+            except BaseException:
+                writer.abort()
+                raise
+            session.check()  # a reaped (stale) session must not publish
+            for _attempt in range(20):
+                semver = version or bump(
+                    max(existing, key=semver_key) if existing else None, bump_part
+                )
+                now = dt.datetime.now(dt.timezone.utc)
+                manifest = Manifest(
+                    model=model,
+                    version=semver,
+                    name=version_name(model, semver, now),
+                    created_at=now,
+                    created_by=created_by or default_actor(),
+                    version_type=version_type,
+                    performance_metrics=dict(metrics or {}),
+                    training_data=td,
+                    change_log=change_log,
+                    tags=tags,
+                    dependencies=tuple(dependencies),
+                    parent=parent_version.version if parent_version else None,
+                    files=tuple(entries),
+                    extra=dict(extra or {}),
+                )
+                raw = encode(manifest)
+                mid = Digest.of(raw)
+                self.store.put_if_absent(manifest_key(mid), raw)
+                index = json.dumps({"manifest": mid.hex(), "name": manifest.name}).encode()
+                if self.store.put_if_absent(version_key(model, semver), index):
+                    break
+                if version is not None:
+                    raise AlreadyExistsError(f"{model} v{semver} already exists")
+                existing = self.catalog.version_index(
+                    model
+                )  # lost a race for the next number: retry
+            else:  # pragma: no cover - twenty concurrent committers in a row
+                raise AlreadyExistsError(f"could not allocate a new version of {model}")
+            self.catalog.remember(mid, manifest)
+            for t in tags:
+                self.store.put_if_absent(tag_key(model, t, semver), b"")
+            v = Version(manifest, mid, tags)
+            moved = self._after_commit_ref(v, ref, reason)
+            st = writer.stats
+            return CommitResult(
+                v,
+                st.logical_bytes,
+                st.new_bytes,
+                st.chunks,
+                st.new_chunks,
+                time.perf_counter() - t0,
+                moved,
+            )
 
     def _default_parent(self, model: str, existing: dict[str, Digest]) -> str | None:
         if not existing:
@@ -392,9 +436,10 @@ class Repository(RefOperations):
 
     # -- tags ----------------------------------------------------------------------------
     def tag(self, model: str, spec: str, *tags: str) -> Version:
-        v = self.get_version(model, spec)
-        for t in tags:
-            self.store.put_if_absent(tag_key(model, t, v.version), b"")
+        with self._writing("tag"):
+            v = self.get_version(model, spec)
+            for t in tags:
+                self.store.put_if_absent(tag_key(model, t, v.version), b"")
         return self.get_version(model, v.version)
 
     def untag(self, model: str, spec: str, *tags: str) -> Version:

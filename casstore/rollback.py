@@ -116,6 +116,9 @@ class RefOperations:
     notify_commands: list[str]
 
     # provided by Repository
+    def _writing(self, kind: str) -> Any:
+        raise NotImplementedError
+
     def get_version(self, model: str, spec: str, *, request_key: str | None = None) -> Version:
         raise NotImplementedError
 
@@ -219,49 +222,57 @@ class RefOperations:
         health_check: HealthCheck | None,
         actor: str | None,
     ) -> MoveResult:
-        problems = self.verify_version(check_version, read_data=verify_data)
-        if problems:
-            return MoveResult(
+        with self._writing("ref"):
+            problems = self.verify_version(check_version, read_data=verify_data)
+            if problems:
+                return MoveResult(
+                    model,
+                    ref,
+                    False,
+                    old,
+                    old,
+                    [],
+                    f"refused: {check_version.name} is incomplete: " + "; ".join(problems[:5]),
+                )
+            entry = self._move(
                 model,
                 ref,
-                False,
-                old,
-                old,
-                [],
-                f"refused: {check_version.name} is incomplete: " + "; ".join(problems[:5]),
+                new,
+                expected_seq=seq,
+                reason=reason,
+                trigger=trigger,
+                op=op,
+                actor=actor,
             )
-        entry = self._move(
-            model, ref, new, expected_seq=seq, reason=reason, trigger=trigger, op=op, actor=actor
-        )
-        res = MoveResult(
-            model,
-            ref,
-            True,
-            old,
-            new,
-            [entry],
-            f"{ref}: {old.describe() if old else '(none)'} -> {new.describe()}",
-        )
-        if health_check is None:
+            res = MoveResult(
+                model,
+                ref,
+                True,
+                old,
+                new,
+                [entry],
+                f"{ref}: {old.describe() if old else '(none)'} -> {new.describe()}",
+            )
+            if health_check is None:
+                return res
+            ok, msg = run_health_check(health_check, check_version, ref)
+            if ok:
+                res.message += f"; {msg}"
+                return res
+            back = self._move(
+                model,
+                ref,
+                old,
+                expected_seq=entry.seq,
+                reason=f"auto-revert: {msg}",
+                trigger="health-check",
+                op="revert",
+                actor=actor,
+            )
+            res.entries.append(back)
+            res.ok, res.reverted, res.new = False, True, old
+            res.message = f"rolled back to {old.describe() if old else '(none)'}: {msg}"
             return res
-        ok, msg = run_health_check(health_check, check_version, ref)
-        if ok:
-            res.message += f"; {msg}"
-            return res
-        back = self._move(
-            model,
-            ref,
-            old,
-            expected_seq=entry.seq,
-            reason=f"auto-revert: {msg}",
-            trigger="health-check",
-            op="revert",
-            actor=actor,
-        )
-        res.entries.append(back)
-        res.ok, res.reverted, res.new = False, True, old
-        res.message = f"rolled back to {old.describe() if old else '(none)'}: {msg}"
-        return res
 
     def promote(self, model: str, spec: str, *, ref: str = "current", **kw: Any) -> MoveResult:
         """Point ``ref`` at a version going forward (same operation as a targeted rollback)."""
@@ -343,39 +354,40 @@ class RefOperations:
         actor: str | None = None,
     ) -> MoveResult:
         """Move a split to its next step (or to ``weight``); at 100% the ref becomes plain."""
-        rec, _ = self.refs.read(model, ref)
-        if rec is None or rec.value is None or rec.value.split is None:
-            raise InvalidInputError(f"{model}@{ref} is not in a progressive split")
-        s = rec.value.split
-        if weight is None:
-            later = [w for w in s.steps if w > s.weight]
-            weight = later[0] if later else 1.0
-        if not s.weight < weight <= 1.0:
-            raise InvalidInputError(f"next weight must be in ({s.weight}, 1], got {weight}")
-        new = (
-            RefValue.of(s.candidate)
-            if weight >= 1.0
-            else RefValue(split=s.model_copy(update={"weight": weight}))
-        )
-        entry = self._move(
-            model,
-            ref,
-            new,
-            expected_seq=rec.seq,
-            reason=reason,
-            trigger="progressive-step",
-            op="advance",
-            actor=actor,
-        )
-        return MoveResult(
-            model,
-            ref,
-            True,
-            rec.value,
-            new,
-            [entry],
-            f"{ref}: {rec.value.describe()} -> {new.describe()}",
-        )
+        with self._writing("ref"):
+            rec, _ = self.refs.read(model, ref)
+            if rec is None or rec.value is None or rec.value.split is None:
+                raise InvalidInputError(f"{model}@{ref} is not in a progressive split")
+            s = rec.value.split
+            if weight is None:
+                later = [w for w in s.steps if w > s.weight]
+                weight = later[0] if later else 1.0
+            if not s.weight < weight <= 1.0:
+                raise InvalidInputError(f"next weight must be in ({s.weight}, 1], got {weight}")
+            new = (
+                RefValue.of(s.candidate)
+                if weight >= 1.0
+                else RefValue(split=s.model_copy(update={"weight": weight}))
+            )
+            entry = self._move(
+                model,
+                ref,
+                new,
+                expected_seq=rec.seq,
+                reason=reason,
+                trigger="progressive-step",
+                op="advance",
+                actor=actor,
+            )
+            return MoveResult(
+                model,
+                ref,
+                True,
+                rec.value,
+                new,
+                [entry],
+                f"{ref}: {rec.value.describe()} -> {new.describe()}",
+            )
 
     def abort(
         self,
@@ -387,29 +399,30 @@ class RefOperations:
         actor: str | None = None,
     ) -> MoveResult:
         """Stop a split: all traffic back to its base version."""
-        rec, _ = self.refs.read(model, ref)
-        if rec is None or rec.value is None or rec.value.split is None:
-            raise InvalidInputError(f"{model}@{ref} is not in a progressive split")
-        new = RefValue.of(rec.value.split.base)
-        entry = self._move(
-            model,
-            ref,
-            new,
-            expected_seq=rec.seq,
-            reason=reason,
-            trigger=trigger,
-            op="abort",
-            actor=actor,
-        )
-        return MoveResult(
-            model,
-            ref,
-            True,
-            rec.value,
-            new,
-            [entry],
-            f"{ref}: {rec.value.describe()} -> {new.describe()}",
-        )
+        with self._writing("ref"):
+            rec, _ = self.refs.read(model, ref)
+            if rec is None or rec.value is None or rec.value.split is None:
+                raise InvalidInputError(f"{model}@{ref} is not in a progressive split")
+            new = RefValue.of(rec.value.split.base)
+            entry = self._move(
+                model,
+                ref,
+                new,
+                expected_seq=rec.seq,
+                reason=reason,
+                trigger=trigger,
+                op="abort",
+                actor=actor,
+            )
+            return MoveResult(
+                model,
+                ref,
+                True,
+                rec.value,
+                new,
+                [entry],
+                f"{ref}: {rec.value.describe()} -> {new.describe()}",
+            )
 
     def resolve(self, model: str, ref: str = "current", request_key: str | None = None) -> Target:
         """Which version ``ref`` sends ``request_key`` to (sticky within a split)."""

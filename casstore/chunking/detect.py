@@ -1,8 +1,9 @@
 """Recognise a file's format from its name and first bytes, and parse its layout.
 
 Order: ``.safetensors`` by name (strict); a zip (``PK\\x03\\x04``) holding ``data.pkl`` is a
-torch archive; a pickle with a torch name (.pt .pth .bin .ckpt) is a legacy torch file and
-must pass the pickle safety check; a header that parses as safetensors; else raw.
+torch archive (with a torch name, .pt .pth .bin .ckpt, it must be one); a pickle with a torch
+name is a legacy torch file and must pass the pickle safety check; a header that parses as
+safetensors; anything else is raw.
 """
 
 from __future__ import annotations
@@ -28,10 +29,8 @@ def detect_layout(read_at: ReadAt, size: int, filename: str = "") -> FileLayout:
     if head.startswith(ZIP_MAGIC):
         try:
             return parse_torch_zip(read_at, size, filename)
-        except NotTorchZip:
-            return FileLayout(RAW)
-        except UnreadableZip:
-            if torchy:
+        except (NotTorchZip, UnreadableZip):
+            if torchy:  # what torch.load would open must be what was checked
                 raise
             return FileLayout(RAW)
     if torchy and len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:  # PROTO 2..5

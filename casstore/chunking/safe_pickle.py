@@ -17,7 +17,7 @@ from typing import Any
 from casstore.chunking.base import MAX_WINDOW, ReadAt, describe
 from casstore.errors import InvalidInputError, UnsafePickleError
 
-MAX_PICKLE = 256 << 20
+MAX_PICKLE = 64 << 20
 """Largest pickle stream interpreted; bounds the memory of the object graph."""
 
 _REFILL = 1 << 20
@@ -87,6 +87,8 @@ class _Source:
         return self.consumed_before + self.pos
 
     def take(self, n: int) -> bytes:
+        if n < 0:
+            raise InvalidInputError("negative length in pickle stream")
         if self.pos + n > len(self.buf):
             self._fill(n)
         data = self.buf[self.pos : self.pos + n]
@@ -219,8 +221,8 @@ class _Machine:
         return struct.unpack(fmt, self.src.take(n))[0]
 
     def sized(self, n: int) -> bytes:
-        if n > MAX_PICKLE:
-            raise InvalidInputError(f"pickle argument of {n} bytes is too large")
+        if not 0 <= n <= MAX_PICKLE:  # a negative length would move the cursor backwards
+            raise InvalidInputError(f"pickle argument of {n} bytes is invalid")
         return self.src.take(n)
 
     # -- opcodes ---------------------------------------------------------------------------
@@ -353,10 +355,15 @@ class _Machine:
 
 def _call(func: Any, args: Any) -> Any:
     if type(func) is not Global or func.call is None:
-        raise UnsafePickleError(f"call of {func!r} is not allowed")
+        raise UnsafePickleError(f"call of {describe_object(func)} is not allowed")
     if type(args) is not tuple:
         raise InvalidInputError(f"arguments of {func.qualname} are not a tuple")
     return func.call(args)
+
+
+def describe_object(obj: Any) -> str:
+    """Names an object in a message without repr (which could be huge or recursive)."""
+    return repr(obj) if type(obj) is Global else f"a {type(obj).__name__}"
 
 
 def _op(code: str | int) -> bytes:

@@ -14,7 +14,7 @@ from typing import Any
 
 from casstore.chunking.base import ReadAt
 from casstore.chunking.dtypes import TORCH_DTYPES, TORCH_STORAGE_CLASSES, UNTYPED
-from casstore.chunking.safe_pickle import Global, Opaque, Stub, load_at, load_bytes
+from casstore.chunking.safe_pickle import Global, Opaque, Stub, describe_object, load_at, load_bytes
 from casstore.errors import InvalidInputError, UnsafePickleError
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
@@ -66,14 +66,14 @@ def _counts(values: tuple) -> bool:
 def _storage_dtype(stub: Any) -> str:
     info = stub.info if type(stub) is Global else None
     if not (isinstance(info, tuple) and info[0] == "storage"):
-        raise InvalidInputError(f"{stub!r} is not a storage type")
+        raise InvalidInputError(f"{describe_object(stub)} is not a storage type")
     return info[1]
 
 
 def _dtype(stub: Any) -> str:
     info = stub.info if type(stub) is Global else None
     if not (isinstance(info, tuple) and info[0] == "dtype"):
-        raise InvalidInputError(f"{stub!r} is not a dtype")
+        raise InvalidInputError(f"{describe_object(stub)} is not a dtype")
     return info[1]
 
 
@@ -101,7 +101,7 @@ def _first_tensor(args: tuple, nargs: tuple[int, ...]) -> Any:
 def _from_type_v2(args: tuple) -> Any:
     func, new_type, fargs, _state = args
     if type(new_type) is not Global or new_type.qualname not in _TENSOR_TYPES:
-        raise UnsafePickleError(f"tensor subclass {new_type!r} is not allowed")
+        raise UnsafePickleError(f"tensor subclass {describe_object(new_type)} is not allowed")
     if type(func) is not Global or func.call is None or type(fargs) is not tuple:
         raise InvalidInputError("_rebuild_from_type_v2 needs a rebuild function and arguments")
     return func.call(fargs)

@@ -95,7 +95,7 @@ def _tensor_info(name: str, stub: TensorStub, entry: _Entry, where: str) -> Tens
         return None  # not one contiguous byte range of a known element size: not listed
     st_name, itemsize = dtype
     offset, length = stub.offset * itemsize, stub.numel * itemsize
-    if length and offset + length > entry.size:
+    if offset + length > entry.size:
         raise InvalidInputError(f"{where}: tensor {name!r} runs past the end of {entry.name}")
     return TensorInfo(name, st_name, stub.shape, entry.start + offset, length)
 

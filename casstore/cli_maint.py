@@ -1,0 +1,169 @@
+"""CLI commands that maintain a store: gc, policy, verify, repair."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from casstore.render import emit_json, human_bytes, table
+
+_RULES = ("keep_last", "keep_within", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly",
+          "keep_best", "keep_tag", "keep_type", "keep_reflog")
+
+
+def _policy_from_args(args: argparse.Namespace) -> Any:
+    from casstore.retention import RetentionPolicy, parse_duration
+
+    given: dict[str, Any] = {}
+    for name in ("keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly"):
+        if getattr(args, name) is not None:
+            given[name] = getattr(args, name)
+    if args.keep_within is not None:
+        given["keep_within_seconds"] = parse_duration(args.keep_within)
+    if args.keep_reflog is not None:
+        given["keep_reflog_seconds"] = parse_duration(args.keep_reflog)
+    if args.keep_tag:
+        given["keep_tags"] = tuple(args.keep_tag)
+    if args.keep_type:
+        given["keep_types"] = tuple(args.keep_type)
+    if args.keep_best:
+        metric, _, direction = args.keep_best.partition(":")
+        given["keep_best"] = metric
+        given["keep_best_lower"] = direction == "min"
+    return RetentionPolicy(**given) if given else None
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    from casstore.cli import open_repo
+    from casstore.gc import GarbageCollector
+    from casstore.retention import parse_duration
+
+    repo = open_repo(args)
+    gc = GarbageCollector(repo, grace_seconds=parse_duration(args.grace))
+    plan = gc.plan(_policy_from_args(args), args.model or None)
+    doc: dict[str, Any] = {"dry_run": args.dry_run, "plan": plan.to_dict()}
+    if not args.dry_run:
+        def waiting(n: int) -> None:
+            if not args.json and sys.stderr.isatty():
+                print(f"\rwaiting for {n} in-flight writes...", end="", file=sys.stderr)
+
+        report = gc.execute(plan, on_wait=waiting)
+        doc["report"] = report.to_dict()
+    if args.json:
+        emit_json(doc)
+        return 0
+    p = doc["plan"]
+    print(f"{'would expire' if args.dry_run else 'expired'} {p['versions_expired']} versions, "
+          f"kept {p['versions_kept']}")
+    for e in plan.expire:
+        print(f"  - {e.model} v{e.version}")
+    if args.dry_run:
+        print(f"would delete {p['chunks_to_delete']} chunks, {p['manifests_to_delete']} orphan "
+              f"manifests, {p['tmp_to_delete']} temp files: {human_bytes(p['bytes_freed'])}")
+    else:
+        r = doc["report"]
+        print(f"deleted {r['objects_deleted']} objects ({r['chunks_deleted']} chunks), freed "
+              f"{human_bytes(r['bytes_freed'])} in {r['seconds']:.2f}s")
+        if r["skipped"]:
+            print(f"  {len(r['skipped'])} planned items were no longer garbage and were kept")
+    return 0
+
+
+def cmd_policy(args: argparse.Namespace) -> int:
+    from casstore.cli import open_repo
+    from casstore.retention import load_policy, save_policy
+
+    repo = open_repo(args)
+    model = args.model
+    if args.action == "set":
+        policy = _policy_from_args(args)
+        if policy is None:
+            from casstore.errors import InvalidInputError
+
+            raise InvalidInputError("give at least one --keep-* rule")
+        if not repo.exists:
+            repo.init()
+        save_policy(repo.store, model, policy)
+    policy = load_policy(repo.store, model)
+    doc = {"model": model, "policy": None if policy is None else
+           policy.model_dump(mode="json", exclude_unset=True)}
+    if args.json:
+        emit_json(doc)
+    else:
+        print(f"retention policy for {model or 'the store (default)'}: {doc['policy'] or 'none'}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from casstore.cli import open_repo
+    from casstore.verify import verify
+
+    repo = open_repo(args)
+    report = verify(repo.store, read_data=args.read_data)
+    if args.json:
+        emit_json(report.to_dict())
+    else:
+        d = report.to_dict()
+        print(f"checked {d['models']} models, {d['versions']} versions, {d['refs']} refs, "
+              f"{d['reflog_entries']} reflog entries, {d['chunks']} chunks"
+              + (f", read {human_bytes(d['bytes_read'])}" if args.read_data else "")
+              + f" in {d['seconds']:.2f}s")
+        if report.ok:
+            print("ok: no problems")
+        else:
+            table([[p.kind, p.object[:40], ",".join(p.versions), p.detail]
+                   for p in report.problems], ["problem", "object", "versions", "detail"])
+    return 0 if report.ok else 1
+
+
+def cmd_repair(args: argparse.Namespace) -> int:
+    from casstore.cli import open_repo
+    from casstore.store import open_store
+    from casstore.verify import repair
+
+    repo = open_repo(args)
+    source = open_store(args.source)
+    out = repair(repo.store, source)
+    if args.json:
+        emit_json(out.to_dict())
+    else:
+        print(f"repaired {len(out.repaired)} objects; {len(out.unrepairable)} could not be")
+        for x in out.unrepairable:
+            print(f"  - {x}")
+        print("verify after repair: " + ("ok" if out.after and out.after.ok else "PROBLEMS"))
+    return 0 if out.after is not None and out.after.ok else 1
+
+
+def _retention_args(sp: Any) -> None:
+    sp.add_argument("--keep-last", type=int, help="keep the N newest versions")
+    sp.add_argument("--keep-within", help="keep versions newer than a duration (e.g. 30d)")
+    for p in ("hourly", "daily", "weekly", "monthly"):
+        sp.add_argument(f"--keep-{p}", type=int, help=f"keep one version for each of N {p} "
+                        "periods")
+    sp.add_argument("--keep-best", help="periodic rules keep the best by METRIC[:max|min]")
+    sp.add_argument("--keep-tag", action="append", default=[], help="keep versions with a tag")
+    sp.add_argument("--keep-type", action="append", default=[],
+                    choices=["release", "beta", "alpha"], help="keep versions of a type")
+    sp.add_argument("--keep-reflog", help="keep what refs pointed at within a duration (0: "
+                    "only what they point at now; default 7d)")
+
+
+def add_maintenance_commands(add: Callable[..., Any]) -> None:
+    sp = add("gc", cmd_gc, "expire versions by retention policy and reclaim unused chunks")
+    sp.add_argument("--dry-run", action="store_true", help="only print the plan")
+    sp.add_argument("--grace", default="1h", help="never delete objects younger than this")
+    sp.add_argument("--model", action="append", default=[], help="only collect these models")
+    _retention_args(sp)
+
+    sp = add("policy", cmd_policy, "show or set a retention policy (per model or store-wide)")
+    sp.add_argument("action", choices=["show", "set"])
+    sp.add_argument("--model", help="the model (default: the store-wide default)")
+    _retention_args(sp)
+
+    sp = add("verify", cmd_verify, "check refs, reflog, manifests and chunks")
+    sp.add_argument("--read-data", action="store_true", help="re-hash every chunk")
+
+    sp = add("repair", cmd_repair, "restore missing or corrupt objects from a replica")
+    sp.add_argument("--from", dest="source", required=True, help="replica store URL")

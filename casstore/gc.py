@@ -1,0 +1,243 @@
+"""Garbage collection: plan (what would go, bytes freed), then execute. Never loses data.
+
+``plan`` decides which versions expire under the retention policies and which objects nothing
+retained refers to: chunks and orphan manifests older than the grace period, and temporary
+files of crashed writes. ``execute`` takes the sweep lease (see :mod:`casstore.leases`), waits
+for in-flight writes to finish, re-plans from scratch, and deletes only what both plans agree
+on. Any listing or read error aborts: an error is never taken for an empty listing. A GC
+killed at any moment leaves only unreferenced leftovers, which the next run removes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from casstore.catalog import Catalog, Version
+from casstore.digest import Digest
+from casstore.layout import (
+    CHUNKS,
+    MANIFESTS,
+    chunk_key,
+    digest_from_chunk_key,
+    digest_from_manifest_key,
+    expired_key,
+    manifest_key,
+    tag_key,
+    version_key,
+)
+from casstore.leases import Leases
+from casstore.refs import RefStore
+from casstore.retention import RetentionPolicy, effective_policy
+from casstore.store.base import ObjectStore
+
+TMP = "tmp/"
+DEFAULT_GRACE_SECONDS = 3600.0
+
+
+@dataclass(frozen=True)
+class ExpiredVersion:
+    model: str
+    version: str
+    manifest: str  # hex digest
+    tags: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class GcPlan:
+    """What a GC would do. Frozen: execute deletes at most this."""
+
+    created_at: float
+    grace_seconds: float
+    override: RetentionPolicy | None
+    models: tuple[str, ...] | None
+    expire: tuple[ExpiredVersion, ...]
+    kept: dict[str, dict[str, list[str]]]  # model -> semver -> reasons
+    chunks: tuple[tuple[str, int], ...]  # (hex digest, object size)
+    manifests: tuple[tuple[str, int], ...]  # orphan manifests
+    tmp: tuple[tuple[str, int], ...]
+    referenced_chunks: int
+
+    @property
+    def bytes_freed(self) -> int:
+        return sum(n for _, n in self.chunks) + sum(n for _, n in self.manifests) + \
+            sum(n for _, n in self.tmp)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "expire": [e.__dict__ for e in self.expire],
+            "kept": self.kept,
+            "versions_expired": len(self.expire),
+            "versions_kept": sum(len(v) for v in self.kept.values()),
+            "chunks_to_delete": len(self.chunks),
+            "manifests_to_delete": len(self.manifests),
+            "tmp_to_delete": len(self.tmp),
+            "referenced_chunks": self.referenced_chunks,
+            "bytes_freed": self.bytes_freed,
+            "grace_seconds": self.grace_seconds,
+        }
+
+
+@dataclass
+class GcReport:
+    versions_expired: int = 0
+    versions_kept: int = 0
+    chunks_deleted: int = 0
+    manifests_deleted: int = 0
+    tmp_deleted: int = 0
+    bytes_freed: int = 0
+    seconds: float = 0.0
+    skipped: list[str] = field(default_factory=list)  # planned but no longer garbage
+
+    @property
+    def objects_deleted(self) -> int:
+        return self.chunks_deleted + self.manifests_deleted + self.tmp_deleted
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "objects_deleted": self.objects_deleted,
+                "seconds": round(self.seconds, 4)}
+
+
+class GarbageCollector:
+    """Plans and executes garbage collection on one store."""
+
+    def __init__(self, repo_or_store: Any, *, grace_seconds: float = DEFAULT_GRACE_SECONDS,
+                 leases: Leases | None = None) -> None:
+        store: ObjectStore = getattr(repo_or_store, "store", repo_or_store)
+        self.store = store
+        single = getattr(getattr(repo_or_store, "config", None), "single_writer", False)
+        self.catalog = Catalog(store)
+        self.refs = RefStore(store, single_writer=single)
+        self.grace = float(grace_seconds)
+        self.leases = leases or Leases(store)
+
+    # -- plan ------------------------------------------------------------------------------
+    def plan(self, override: RetentionPolicy | None = None,
+             models: Sequence[str] | None = None, *, now: float | None = None) -> GcPlan:
+        now = time.time() if now is None else now
+        now_dt = dt.datetime.fromtimestamp(now, dt.timezone.utc)
+        all_models = self.catalog.models()
+        targets = set(all_models if models is None else models)
+        expire: list[ExpiredVersion] = []
+        kept: dict[str, dict[str, list[str]]] = {}
+        live: set[Digest] = set()
+        indexed: set[Digest] = set()
+        for model in all_models:
+            versions = self.catalog.versions(model)
+            indexed.update(v.id for v in versions)
+            if model not in targets:
+                reasons = {v.version: ["not collected"] for v in versions}
+            else:
+                policy = effective_policy(self.store, model, override)
+                reasons = policy.decide(versions, now_dt)
+                self._protect_refs(model, reasons, now_dt, policy)
+            kept[model] = {k: reasons[k] for k in sorted(reasons)}
+            for v in versions:
+                if v.version in reasons:
+                    live.add(v.id)
+                else:
+                    expire.append(ExpiredVersion(model, v.version, v.id.hex(), v.tags))
+        cutoff = now - self.grace
+        referenced: set[Digest] = set()
+        orphans: list[tuple[str, int]] = []
+        for info in self.store.list(MANIFESTS):
+            d = digest_from_manifest_key(info.key)
+            if d is None:
+                continue
+            if d in indexed and d not in live:
+                continue  # expiring now
+            if d not in indexed and info.mtime < cutoff and d not in live:
+                orphans.append((d.hex(), info.size))  # from a crashed commit or GC
+                continue
+            live.add(d)  # retained, or too young to judge (a commit may be publishing it)
+        for d in live:
+            referenced |= self.catalog.manifest(d).chunk_set()
+        chunks = [(d.hex(), info.size) for info in self.store.list(CHUNKS)
+                  if (d := digest_from_chunk_key(info.key)) is not None
+                  and d not in referenced and info.mtime < cutoff]
+        tmp = [(i.key, i.size) for i in self.store.list(TMP) if i.mtime < cutoff]
+        return GcPlan(now, self.grace, override, None if models is None else tuple(models),
+                      tuple(expire), kept, tuple(sorted(chunks)), tuple(sorted(orphans)),
+                      tuple(sorted(tmp)), len(referenced))
+
+    def _protect_refs(self, model: str, reasons: dict[str, list[str]], now: dt.datetime,
+                      policy: RetentionPolicy) -> None:
+        for name, rec in self.refs.list(model).items():
+            for t in rec.value.versions():  # type: ignore[union-attr]
+                reasons.setdefault(t.version, []).append(f"ref {name}")
+        horizon = now - dt.timedelta(seconds=policy.reflog_seconds)
+        for e in self.refs.reflog(model):
+            if e.time < horizon:
+                continue
+            for value in (e.old, e.new):
+                for t in value.versions() if value is not None else ():
+                    why = f"reflog {e.ref}#{e.seq}"
+                    if why not in reasons.setdefault(t.version, []):
+                        reasons[t.version].append(why)
+
+    # -- execute ---------------------------------------------------------------------------
+    def execute(self, plan: GcPlan, *, on_wait: Callable[[int], None] | None = None) -> GcReport:
+        t0 = time.perf_counter()
+        report = GcReport()
+        with self.leases.sweep(on_wait) as refresh:
+            fresh = self.plan(plan.override, plan.models)
+            expire = [e for e in plan.expire if e in set(fresh.expire)]
+            report.skipped += [f"{e.model} v{e.version}" for e in plan.expire if e not in expire]
+            report.versions_expired = len(expire)
+            report.versions_kept = sum(len(v) for v in fresh.kept.values())
+            for e in expire:
+                self._expire(e)
+            refresh()
+            fresh_chunks = set(fresh.chunks)
+            chunks = [c for c in plan.chunks if c in fresh_chunks]
+            fresh_manifests = set(fresh.manifests)
+            manifests = [m for m in plan.manifests if m in fresh_manifests]
+            fresh_tmp = set(fresh.tmp)
+            tmp = [t for t in plan.tmp if t in fresh_tmp]
+            report.skipped += [f"chunk {c[0][:12]}" for c in plan.chunks if c not in fresh_chunks]
+            for h, n in manifests:
+                self.store.delete(manifest_key(Digest.parse(h)))
+                report.manifests_deleted += 1
+                report.bytes_freed += n
+            for batch in _batches(chunks, 1000):
+                self._delete_many(chunk_key(Digest.parse(h)) for h, _ in batch)
+                report.chunks_deleted += len(batch)
+                report.bytes_freed += sum(n for _, n in batch)
+                refresh()
+            self._delete_many(k for k, _ in tmp)
+            report.tmp_deleted = len(tmp)
+            report.bytes_freed += sum(n for _, n in tmp)
+        report.seconds = time.perf_counter() - t0
+        return report
+
+    def _expire(self, e: ExpiredVersion) -> None:
+        """Tags, then the index entry, then the manifest: a crash leaves an orphan at worst."""
+        mark = json.dumps({"manifest": e.manifest, "expired_at": time.time()}).encode()
+        self.store.put(expired_key(e.model, e.version), mark)
+        for t in e.tags:
+            self.store.delete(tag_key(e.model, t, e.version))
+        self.store.delete(version_key(e.model, e.version))
+        self.store.delete(manifest_key(Digest.parse(e.manifest)))
+
+    def _delete_many(self, keys: Iterable[str]) -> None:
+        keys = list(keys)
+        if keys:
+            self.store.delete_many(keys)
+
+    def collect(self, override: RetentionPolicy | None = None,
+                models: Sequence[str] | None = None) -> tuple[GcPlan, GcReport]:
+        plan = self.plan(override, models)
+        return plan, self.execute(plan)
+
+
+def _batches(items: Sequence[Any], n: int) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(items), n):
+        yield items[i : i + n]
+
+
+__all__ = ["DEFAULT_GRACE_SECONDS", "GarbageCollector", "GcPlan", "GcReport", "RetentionPolicy",
+           "Version"]

@@ -1,0 +1,189 @@
+"""verify: check that everything reachable resolves and hashes; repair from a replica.
+
+``verify`` collects every problem instead of stopping at the first: refs and reflog entries
+that do not resolve, manifests that do not decode, chunks that are missing or (with
+``read_data``) corrupt, each with the versions it affects. ``repair`` copies missing or corrupt
+objects from another store holding the same content, checking digests, then re-verifies.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from casstore.catalog import Catalog
+from casstore.digest import Digest
+from casstore.errors import CasstoreError, CorruptObjectError, NotFoundError
+from casstore.layout import chunk_key, expired_key, manifest_key
+from casstore.manifest import Manifest, decode
+from casstore.objects import decode_chunk
+from casstore.refs import RefStore
+from casstore.store.base import ObjectStore
+
+Kind = Literal["missing", "corrupt", "dangling", "unreadable"]
+
+
+@dataclass(frozen=True)
+class Problem:
+    kind: Kind
+    object: str  # what is wrong: a chunk, manifest, ref, reflog entry
+    detail: str
+    versions: tuple[str, ...] = ()  # affected versions, as model@semver
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "object": self.object, "detail": self.detail,
+                "versions": list(self.versions)}
+
+
+@dataclass
+class VerifyReport:
+    problems: list[Problem] = field(default_factory=list)
+    models: int = 0
+    versions: int = 0
+    refs: int = 0
+    reflog_entries: int = 0
+    chunks: int = 0
+    bytes_read: int = 0
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "problems": [p.to_dict() for p in self.problems],
+                "models": self.models, "versions": self.versions, "refs": self.refs,
+                "reflog_entries": self.reflog_entries, "chunks": self.chunks,
+                "bytes_read": self.bytes_read, "seconds": round(self.seconds, 4)}
+
+
+def verify(store: ObjectStore, *, read_data: bool = False, workers: int = 8,
+           progress: Callable[[int], None] | None = None) -> VerifyReport:
+    t0 = time.perf_counter()
+    report = VerifyReport()
+    catalog = Catalog(store)
+    refs = RefStore(store)
+    users: dict[Digest, set[str]] = {}  # chunk -> versions using it
+    manifests: dict[Digest, Manifest] = {}
+    for model in catalog.models():
+        report.models += 1
+        for semver, mid in catalog.version_index(model).items():
+            report.versions += 1
+            label = f"{model}@{semver}"
+            m = _manifest(store, mid, label, report)
+            if m is None:
+                continue
+            manifests[mid] = m
+            for d in m.chunk_set():
+                users.setdefault(d, set()).add(label)
+        _check_refs(store, refs, model, manifests, report)
+    keys = {chunk_key(d): d for d in users}
+    present = store.exists_many(keys)
+    for key in sorted(set(keys) - present):
+        d = keys[key]
+        report.problems.append(Problem("missing", f"chunk {d.hex()}", "chunk object is absent",
+                                       tuple(sorted(users[d]))))
+    report.chunks = len(keys)
+    if read_data:
+        def check(d: Digest) -> tuple[Digest, int, str | None]:
+            try:
+                raw = store.get(chunk_key(d))
+                decode_chunk(raw, d)
+                return d, len(raw), None
+            except CorruptObjectError as e:
+                return d, 0, str(e)
+            except CasstoreError as e:
+                return d, 0, f"unreadable: {e}"
+
+        with ThreadPoolExecutor(workers) as pool:
+            for d, n, err in pool.map(check, [keys[k] for k in sorted(present)]):
+                report.bytes_read += n
+                if progress:
+                    progress(n)
+                if err is not None:
+                    kind: Kind = "unreadable" if err.startswith("unreadable") else "corrupt"
+                    report.problems.append(Problem(kind, f"chunk {d.hex()}", err,
+                                                   tuple(sorted(users[d]))))
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _manifest(store: ObjectStore, mid: Digest, label: str, report: VerifyReport) -> Manifest | None:
+    try:
+        return decode(store.get(manifest_key(mid)), mid)
+    except NotFoundError:
+        report.problems.append(Problem("missing", f"manifest {mid.hex()}",
+                                       "manifest object is absent", (label,)))
+    except CasstoreError as e:
+        report.problems.append(Problem("corrupt", f"manifest {mid.hex()}", str(e), (label,)))
+    return None
+
+
+def _check_refs(store: ObjectStore, refs: RefStore, model: str,
+                manifests: dict[Digest, Manifest], report: VerifyReport) -> None:
+    try:
+        current = refs.list(model)
+        entries = refs.reflog(model)
+    except CasstoreError as e:
+        report.problems.append(Problem("unreadable", f"refs of {model}", str(e)))
+        return
+    report.refs += len(current)
+    report.reflog_entries += len(entries)
+    for name, rec in current.items():
+        for t in rec.value.versions():  # type: ignore[union-attr]
+            if Digest.parse(t.manifest) not in manifests:
+                report.problems.append(Problem(
+                    "dangling", f"ref {model}@{name}",
+                    f"points at {t.version} ({t.manifest[:12]}), which is not stored",
+                    (f"{model}@{t.version}",)))
+    for e in entries:
+        for value in (e.old, e.new):
+            for t in value.versions() if value is not None else ():
+                if Digest.parse(t.manifest) in manifests:
+                    continue
+                if store.exists(expired_key(model, t.version)):
+                    continue  # expired by a retention policy: history, not damage
+                report.problems.append(Problem(
+                    "dangling", f"reflog {model}@{e.ref}#{e.seq}",
+                    f"names {t.version} ({t.manifest[:12]}), which is neither stored nor "
+                    "expired by GC", (f"{model}@{t.version}",)))
+
+
+@dataclass
+class RepairReport:
+    repaired: list[str] = field(default_factory=list)
+    unrepairable: list[str] = field(default_factory=list)
+    after: VerifyReport | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"repaired": self.repaired, "unrepairable": self.unrepairable,
+                "after": None if self.after is None else self.after.to_dict()}
+
+
+def repair(store: ObjectStore, source: ObjectStore, *, read_data: bool = True) -> RepairReport:
+    """Restore missing/corrupt chunks and manifests from ``source``, then re-verify."""
+    before = verify(store, read_data=read_data)
+    out = RepairReport()
+    for p in before.problems:
+        kind, _, hexd = p.object.partition(" ")
+        if kind not in ("chunk", "manifest") or p.kind == "dangling":
+            out.unrepairable.append(f"{p.object}: {p.detail}")
+            continue
+        d = Digest.parse(hexd)
+        key = chunk_key(d) if kind == "chunk" else manifest_key(d)
+        try:
+            raw = source.get(key)
+            if kind == "chunk":
+                decode_chunk(raw, d)
+            else:
+                decode(raw, d)
+        except CasstoreError as e:
+            out.unrepairable.append(f"{p.object}: replica cannot supply it ({e})")
+            continue
+        store.put(key, raw)
+        out.repaired.append(p.object)
+    out.after = verify(store, read_data=read_data)
+    return out
