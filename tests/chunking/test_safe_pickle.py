@@ -200,7 +200,14 @@ def test_deep_nesting():
 
 
 def test_truncated_and_empty_streams():
-    for stream in (b"", b"\x80", b"\x80\x02", b"\x80\x02X\xff\xff\xff\x00ab"):
+    for stream in (
+        b"",
+        b"\x80",
+        b"\x80\x02",
+        b"\x80\x02X\xff\xff\xff\x00ab",
+        b"\x80\x02T\xfb\xff\xff\xff.",  # negative length: must not loop backwards
+        b"\x80\x02\x8b\xfb\xff\xff\xff.",
+    ):
         with pytest.raises(InvalidInputError):
             check_pickle_safe(stream)
 

@@ -253,6 +253,9 @@ def test_plain_zip_is_raw(tmp_path):
     assert _detect(tmp_path / "a.zip").format == "raw"
     (tmp_path / "bad.zip").write_bytes(b"PK\x03\x04" + bytes(100))
     assert _detect(tmp_path / "bad.zip").format == "raw"
+    (tmp_path / "zip.pt").write_bytes((tmp_path / "a.zip").read_bytes())
+    with pytest.raises(InvalidInputError, match="not a torch file"):
+        _detect(tmp_path / "zip.pt")
     (tmp_path / "bad.pt").write_bytes(b"PK\x03\x04" + bytes(100))
     with pytest.raises(InvalidInputError, match=r"bad\.pt"):
         _detect(tmp_path / "bad.pt")
