@@ -31,6 +31,7 @@ from casstore.layout import (
     CHUNKS,
     MANIFESTS,
     check_name,
+    chunk_key,
     manifest_key,
     tag_key,
     version_key,
@@ -236,22 +237,26 @@ class Repository(RefOperations):
         chunker: str | None = None,
         progress: Progress | None = None,
         extra: dict[str, Any] | None = None,
+        prechunked: Sequence[FileEntry] = (),
     ) -> CommitResult:
         """Commit in-memory or virtual files: ``(relative path, size, read_at(offset, n))``.
 
         ``read_at`` must return exactly ``n`` bytes; it is called from one thread at a time
         per source, with bounded read sizes. Same options and guarantees as :meth:`commit`.
+        ``prechunked`` adds files whose chunks some other writer already stored (e.g. the
+        ranks of a distributed checkpoint); their presence is checked inside this commit's
+        write session, so GC cannot sweep them between the check and the publish.
         """
         check_name("model", model)
         tags = tuple(check_name("tag", t) for t in tags)
         if ref is not None:
             check_name("ref", ref)
-        if not sources:
+        if not sources and not prechunked:
             raise InvalidInputError("nothing to commit")
         from casstore.manifest import check_relpath
 
         seen = set()
-        for rel, _, _ in sources:
+        for rel in [s[0] for s in sources] + [e.path for e in prechunked]:
             check_relpath(rel)
             if rel in seen:
                 raise InvalidInputError(f"duplicate path {rel!r}")
@@ -309,6 +314,9 @@ class Repository(RefOperations):
             except BaseException:
                 writer.abort()
                 raise
+            if prechunked:
+                self._check_present(prechunked)
+                entries.extend(prechunked)
             session.check()  # a reaped (stale) session must not publish
             for _attempt in range(20):
                 semver = version or bump(
@@ -352,12 +360,21 @@ class Repository(RefOperations):
             st = writer.stats
             return CommitResult(
                 v,
-                st.logical_bytes,
+                st.logical_bytes + sum(e.size for e in prechunked),
                 st.new_bytes,
                 st.chunks,
                 st.new_chunks,
                 time.perf_counter() - t0,
                 moved,
+            )
+
+    def _check_present(self, entries: Sequence[FileEntry]) -> None:
+        keys = {chunk_key(d): d for e in entries for d in e.chunk_digests()}
+        missing = set(keys) - self.store.exists_many(keys)
+        if missing:
+            raise NotFoundError(
+                f"{len(missing)} chunk(s) of pre-stored files are missing, e.g. "
+                f"{keys[min(missing)].short()} (swept by GC or never written)"
             )
 
     def _default_parent(self, model: str, existing: dict[str, Digest]) -> str | None:
