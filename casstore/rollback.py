@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from casstore.errors import ConflictError, InvalidInputError, NotFoundError
-from casstore.layout import chunk_key
+from casstore.layout import chunk_key, manifest_key, version_key
 from casstore.objects import ChunkReader
 from casstore.policy import RegressionPolicy
 from casstore.refs import ReflogEntry, RefStore, RefValue, Split, Target, Trigger
@@ -160,10 +160,20 @@ class RefOperations:
 
     def verify_version(self, version: Version, *, read_data: bool = False) -> list[str]:
         """Problems that would make ``version`` unreadable (empty list: complete)."""
+        store = self.chunks.store
+        try:  # still indexed, with the same manifest (a GC may have expired it meanwhile)
+            indexed = json.loads(store.get(version_key(version.model, version.version)))
+            if indexed.get("manifest") != version.id.hex():
+                return [f"{version.name} was replaced"]
+        except NotFoundError:
+            return [f"{version.name} no longer exists"]
         digests = version.manifest.chunk_set()
         keys = {chunk_key(d): d for d in digests}
-        present = self.chunks.store.exists_many(keys)
+        keys_to_check = [*keys, manifest_key(version.id)]
+        present = store.exists_many(keys_to_check)
         problems = [f"chunk {keys[k].short()} missing" for k in sorted(set(keys) - present)]
+        if manifest_key(version.id) not in present:
+            problems.append(f"manifest of {version.name} missing")
         if read_data and not problems:
             for d in sorted(digests):
                 try:
