@@ -22,7 +22,7 @@ from casstore.torch.serialization import LoadResult, load, load_into, save, stor
 _LAZY = {
     "CheckpointCallback": "casstore.torch.callbacks",
     "CheckpointEvent": "casstore.torch.callbacks",
-    "lightning_callback": "casstore.torch.callbacks",
+    "lightning_callback": "casstore.torch.lightning",
     "CasstoreStorageReader": "casstore.torch.dcp",
     "CasstoreStorageWriter": "casstore.torch.dcp",
 }

@@ -2,9 +2,10 @@
 
 ``read_at(offset, n)`` serves the header from memory and tensor bytes straight from the
 tensors (a zero-copy memoryview when a read falls inside one CPU tensor), so a version can be
-committed through :meth:`Repository.commit_sources` without writing a temporary file. Layout as
-the safetensors library writes it: tensors ordered by alignment then name, header padded with
-spaces to 8 bytes, data packed without gaps.
+committed through :meth:`Repository.commit_sources` without writing a temporary file. The bytes
+are those ``safetensors.torch.save_file`` writes: tensors ordered by dtype (the library's
+order, widest first) then name, compact JSON header padded with spaces to 8 bytes, data
+packed without gaps. (``__metadata__`` keys are sorted: the library's order is random.)
 """
 
 from __future__ import annotations
@@ -16,7 +17,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from casstore.errors import InvalidInputError
-from casstore.torch._common import itemsize
+
+DTYPE_ORDER = (
+    "BOOL", "F4", "F6_E2M3", "F6_E3M2", "U8", "I8", "F8_E5M2", "F8_E4M3", "F8_E8M0",
+    "F8_E4M3FNUZ", "F8_E5M2FNUZ", "I16", "U16", "F16", "BF16", "I32", "U32", "F32", "C64",
+    "F64", "I64", "U64",
+)  # fmt: skip
+"""The safetensors library's dtype enum order; files list tensors from the last one down."""
+_RANK = {name: i for i, name in enumerate(DTYPE_ORDER)}
 
 
 @dataclass(frozen=True)
@@ -35,8 +43,10 @@ class SafetensorsSource:
 
     def __init__(self, path: str, blobs: Sequence[Blob], metadata: dict[str, str]) -> None:
         self.path = path
-        self.blobs = sorted(blobs, key=lambda b: (-itemsize(b.dtype), b.name))
-        header: dict[str, object] = {"__metadata__": dict(metadata)} if metadata else {}
+        self.blobs = sorted(blobs, key=lambda b: (-_RANK[b.dtype], b.name))
+        header: dict[str, object] = (
+            {"__metadata__": dict(sorted(metadata.items()))} if metadata else {}
+        )
         pos = 0
         offsets = []
         for b in self.blobs:
