@@ -55,15 +55,13 @@ from casstore.errors import (
     UnsupportedError,
 )
 from casstore.layout import check_name
-from casstore.reader import VersionFile
 from casstore.repository import CommitResult
 from casstore.torch._common import StoreLike, open_repo, resolve_version, st_dtype, tensor_bytes
+from casstore.torch._consolidate import DCP_METADATA, FORMAT, read_document
 from casstore.torch._reading import TensorIndex
 from casstore.torch._safetensors import Blob, SafetensorsSource
 from casstore.torch._staging import decode_entry, encode_entry, stage_file, staging_key
 
-DCP_METADATA = "dcp-metadata.json"
-FORMAT = "casstore-dcp/1"
 DCP_VERSION = "1.0.0"
 READ_BATCH = 256 << 20  # bytes of tensors read at once by one rank
 
@@ -222,14 +220,7 @@ class CasstoreStorageReader(StorageReader):
             raise NotFoundError("casstore checkpoints have no per-rank metadata")
         with open_repo(self.store) as repo:
             self.version = resolve_version(repo, self.model, self.spec)
-            try:
-                entry = self.version.manifest.file(DCP_METADATA)
-            except NotFoundError:
-                raise NotFoundError(
-                    f"{self.version.name} is not a distributed checkpoint (no {DCP_METADATA})"
-                ) from None
-            raw = VersionFile(repo.chunks, self.version.manifest, entry).read_range(0, entry.size)
-        md = decode_metadata(raw)
+            md = decode_metadata(read_document(repo.chunks, self.version))
         md.storage_meta.load_id = self.load_id
         return md
 
@@ -353,11 +344,9 @@ def encode_metadata(md: Metadata) -> bytes:
     return json.dumps(doc, sort_keys=True, allow_nan=False).encode()
 
 
-def decode_metadata(raw: bytes) -> Metadata:
+def decode_metadata(doc: dict[str, Any]) -> Metadata:
+    """The DCP metadata a document from :func:`encode_metadata` describes."""
     try:
-        doc = json.loads(raw)
-        if doc.get("format") != FORMAT:
-            raise InvalidInputError(f"unknown checkpoint format {doc.get('format')!r}")
         state: dict[str, Any] = {}
         for fqn, m in doc["state_dict"].items():
             if m["kind"] == "bytes":

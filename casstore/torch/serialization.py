@@ -20,7 +20,8 @@ import torch
 from casstore.errors import InvalidInputError
 from casstore.repository import CommitResult
 from casstore.torch._common import StoreLike, open_repo, resolve_version, st_dtype, tensor_bytes
-from casstore.torch._reading import INDEX_SUFFIX, TIED_KEY, TensorIndex
+from casstore.torch._consolidate import open_index
+from casstore.torch._reading import INDEX_SUFFIX, TIED_KEY
 from casstore.torch._safetensors import Blob, SafetensorsSource
 
 DEFAULT_FILENAME = "model.safetensors"
@@ -192,12 +193,13 @@ def load(
 
     Only the chunks holding the requested tensors are read, each verified against its digest.
     Works on versions saved by :func:`save`, committed safetensors files (sharded ones through
-    their index), and ``torch.save`` files, which are parsed without running any pickle code.
+    their index), ``torch.save`` files, which are parsed without running any pickle code, and
+    distributed checkpoints (whole tensors assembled from the ranks' shards).
     ``path`` restricts the lookup to one file or folder of the version. Tensors are created on
     the CPU, then moved to ``map_location`` if given.
     """
     with open_repo(store) as repo:
-        index = TensorIndex(repo.chunks, resolve_version(repo, model, version_or_ref), path)
+        index = open_index(repo.chunks, resolve_version(repo, model, version_or_ref), path)
         names = index.names if keys is None else list(dict.fromkeys(keys))
         return _move(index.read(names), map_location)
 
@@ -207,7 +209,7 @@ def stored_names(
 ) -> list[str]:
     """The tensor names a version holds (reads only manifests and small headers)."""
     with open_repo(store) as repo:
-        return TensorIndex(repo.chunks, resolve_version(repo, model, version_or_ref), path).names
+        return open_index(repo.chunks, resolve_version(repo, model, version_or_ref), path).names
 
 
 def load_into(
@@ -227,7 +229,7 @@ def load_into(
     """
     own = list(module.state_dict().keys())
     with open_repo(store) as repo:
-        index = TensorIndex(repo.chunks, resolve_version(repo, model, version_or_ref), path)
+        index = open_index(repo.chunks, resolve_version(repo, model, version_or_ref), path)
         stored = set(index.names)
         missing = [k for k in own if k not in stored]
         unexpected = sorted(stored.difference(own))

@@ -20,6 +20,7 @@ from . import _dcp_worker  # noqa: E402
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:torch.distributed is disabled")
 def test_two_rank_save_makes_one_version_and_loads_resharded(tmp_path):
     store = str(tmp_path / "store")
     init = f"file://{tmp_path / 'rendezvous'}"
@@ -48,6 +49,16 @@ def test_two_rank_save_makes_one_version_and_loads_resharded(tmp_path):
     for key in ("w", "emb", "bias"):
         assert torch.equal(target[key], full[key]), key
     assert target["step"] == 7 and target["opt"] == full["opt"]
+
+    # casstore.torch.load assembles whole tensors too (objects stay with dcp.load).
+    whole = ct.load(store, "dcp")
+    assert sorted(whole) == ["bias", "emb", "w"]
+    for key, t in whole.items():
+        assert torch.equal(t, full[key]) and t.dtype == full[key].dtype, key
+    assert list(ct.load(store, "dcp", keys=["emb"])) == ["emb"]
+    with pytest.raises(NotFoundError, match=r"dcp\.load"):
+        ct.load(store, "dcp", keys=["step"])
+    assert len(ct.load(store, "dcp", path="rank-00001.safetensors")) > 0  # the raw pieces
 
 
 def test_reader_refuses_a_version_that_is_not_a_distributed_checkpoint(repo):
