@@ -98,8 +98,9 @@ class TensorIndex:
             else:
                 self._add_torch(f)
         for alias, name in list(self.aliases.items()):
-            if name not in self.slots:  # the name it was tied to is not in this selection
-                del self.aliases[alias]
+            a, b = self.slots.get(alias), self.slots.get(name)
+            if a is None or b is None or (a.dtype, a.shape) != (b.dtype, b.shape):
+                del self.aliases[alias]  # not both in this selection, or not alike: no tie
 
     @property
     def names(self) -> list[str]:

@@ -119,6 +119,7 @@ class CasstoreStorageWriter(StorageWriter):
         self.save_id = uuid.uuid4().hex
         self.result = None
         self._token: str | None = None
+        self._ranks = 0
 
     def set_up_storage_writer(self, is_coordinator: bool, *args: Any, **kwargs: Any) -> None:
         if not kwargs.get("use_collectives", True):
@@ -129,8 +130,8 @@ class CasstoreStorageWriter(StorageWriter):
         return plan
 
     def prepare_global_plan(self, plans: list[SavePlan]) -> list[SavePlan]:
-        self._token = uuid.uuid4().hex
-        token = self._token
+        self._token = token = uuid.uuid4().hex
+        self._ranks = len(plans)
         return [dataclasses.replace(p, storage_data=_Stage(token, i)) for i, p in enumerate(plans)]
 
     def write_data(self, plan: SavePlan, planner: SavePlanner) -> Future[list[WriteResult]]:
@@ -150,12 +151,14 @@ class CasstoreStorageWriter(StorageWriter):
                 blob = Blob(name, dtype, shape, nbytes, _resolver(planner, item))
             blobs.append(blob)
             results.append(WriteResult(item.index, blob.nbytes, _Where(stage.rank, name)))
+        fut: Future[list[WriteResult]] = Future()
+        fut.set_result(results)
+        if not blobs:
+            return fut
         source = SafetensorsSource(_rank_file(stage.rank), blobs, {"format": "dcp"})
         with open_repo(self.store) as repo:
             entry = stage_file(repo, source)
             repo.store.put(staging_key(stage.token, stage.rank), encode_entry(entry))
-        fut: Future[list[WriteResult]] = Future()
-        fut.set_result(results)
         return fut
 
     def finish(self, metadata: Metadata, results: list[list[WriteResult]]) -> None:
@@ -177,7 +180,7 @@ class CasstoreStorageWriter(StorageWriter):
                 prechunked=entries,
                 **self.commit_options,
             )
-            repo.store.delete_many(keys)
+            repo.store.delete_many(staging_key(self._token, r) for r in range(self._ranks))
         metadata.storage_meta.checkpoint_id = self.result.version.name
 
     def storage_meta(self) -> StorageMeta | None:

@@ -13,8 +13,12 @@ import torch.distributed.checkpoint as dcp  # noqa: E402
 import torch.multiprocessing as mp  # noqa: E402
 
 import casstore.torch as ct  # noqa: E402
-from casstore import NotFoundError, Repository  # noqa: E402
-from casstore.torch.dcp import DCP_METADATA, CasstoreStorageReader  # noqa: E402
+from casstore import ConflictError, NotFoundError, Repository  # noqa: E402
+from casstore.torch.dcp import (  # noqa: E402
+    DCP_METADATA,
+    CasstoreStorageReader,
+    CasstoreStorageWriter,
+)
 
 from . import _dcp_worker  # noqa: E402
 
@@ -65,3 +69,35 @@ def test_reader_refuses_a_version_that_is_not_a_distributed_checkpoint(repo):
     ct.save({"w": torch.zeros(2)}, repo, "plain")
     with pytest.raises(NotFoundError, match="not a distributed checkpoint"):
         CasstoreStorageReader(repo, "plain").read_metadata()
+
+
+@pytest.mark.filterwarnings("ignore:torch.distributed is disabled")
+def test_single_process_save_of_nested_state_and_versions(repo):
+    state = {
+        "model": {"w": torch.randn(4, 3), "b": torch.zeros(3, dtype=torch.float16)},
+        "optim": {"step": 3, "lr": [0.1, 0.01]},
+    }
+    writer = CasstoreStorageWriter(repo, "solo", metrics={"loss": 2.0}, tags=["dcp"])
+    md = dcp.save(state, storage_writer=writer, no_dist=True)
+    assert md.storage_meta.checkpoint_id == writer.result.version.name
+    state["model"]["w"] += 1
+    dcp.save(state, storage_writer=CasstoreStorageWriter(repo, "solo"), no_dist=True)
+    assert [v.version for v in repo.versions("solo")] == ["1.0.0", "1.0.1"]
+
+    target = {
+        "model": {"w": torch.zeros(4, 3), "b": torch.ones(3, dtype=torch.float16)},
+        "optim": {"step": 0, "lr": [0.0, 0.0]},
+    }
+    dcp.load(target, storage_reader=CasstoreStorageReader(repo, "solo", "1.0.1"), no_dist=True)
+    assert torch.equal(target["model"]["w"], state["model"]["w"])
+    assert torch.equal(target["model"]["b"], state["model"]["b"])
+    assert target["optim"] == {"step": 3, "lr": [0.1, 0.01]}
+    assert ct.load(repo, "solo", "1.0.1")["model.w"].equal(state["model"]["w"])
+
+
+def test_reader_refuses_ranks_that_resolved_different_versions(repo):
+    from torch.distributed.checkpoint.planner import LoadPlan
+
+    reader = CasstoreStorageReader(repo, "x")
+    with pytest.raises(ConflictError):
+        reader.prepare_global_plan([LoadPlan([], storage_data="a"), LoadPlan([], storage_data="b")])
