@@ -1,6 +1,6 @@
 """Ingest a checkpoint series into a fresh local casstore; report throughput and stored bytes.
 
-    python -m benchmarks.ingest --size-mb 100        # ~500 MB core series
+python -m benchmarks.ingest --size-mb 100        # ~500 MB core series
 """
 
 from __future__ import annotations

@@ -54,9 +54,14 @@ def make_series(out: Path, size_mb: float = 64, names: list[str] | None = None) 
     tuned_layers = set(layer_ids[-len(layer_ids) // 3 :])
 
     def tune(sd: dict, scale: float) -> dict:
-        return {k: (v + torch.randn(v.shape, generator=g) * scale
-                    if k.startswith("layers.") and int(k.split(".")[1]) in tuned_layers else v)
-                for k, v in sd.items()}
+        return {
+            k: (
+                v + torch.randn(v.shape, generator=g) * scale
+                if k.startswith("layers.") and int(k.split(".")[1]) in tuned_layers
+                else v
+            )
+            for k, v in sd.items()
+        }
 
     ft = tune(base, 1e-3)
     files: dict[str, Path] = {}
@@ -65,12 +70,15 @@ def make_series(out: Path, size_mb: float = 64, names: list[str] | None = None) 
         "finetune": lambda p: save_file(ft, p),
         "finetune2": lambda p: save_file(tune(ft, 1e-4), p),
         "finetune.pt": lambda p: torch.save(ft, p),
-        "finetune_meta": lambda p: save_file(ft, p, metadata={"note": "x" * 4096,
-                                                               "run": "sweep-17"}),
-        "adapter": lambda p: save_file({f"lora.{i}.{ab}": torch.randn(8, 256, generator=g)
-                                        for i in range(8) for ab in "AB"}, p),
-        "full_finetune": lambda p: save_file({k: v + torch.randn(v.shape, generator=g) * 1e-5
-                                              for k, v in ft.items()}, p),
+        "finetune_meta": lambda p: save_file(
+            ft, p, metadata={"note": "x" * 4096, "run": "sweep-17"}
+        ),
+        "adapter": lambda p: save_file(
+            {f"lora.{i}.{ab}": torch.randn(8, 256, generator=g) for i in range(8) for ab in "AB"}, p
+        ),
+        "full_finetune": lambda p: save_file(
+            {k: v + torch.randn(v.shape, generator=g) * 1e-5 for k, v in ft.items()}, p
+        ),
         "bf16": lambda p: save_file({k: v.to(torch.bfloat16) for k, v in ft.items()}, p),
     }
     for name in names:
@@ -78,9 +86,11 @@ def make_series(out: Path, size_mb: float = 64, names: list[str] | None = None) 
         path = out / fname
         plans[name](str(path))
         files[name] = path
-    return {"files": {k: str(v) for k, v in files.items()},
-            "unique_tensor_bytes": unique_tensor_bytes(files.values()),
-            "logical_bytes": sum(p.stat().st_size for p in files.values())}
+    return {
+        "files": {k: str(v) for k, v in files.items()},
+        "unique_tensor_bytes": unique_tensor_bytes(files.values()),
+        "logical_bytes": sum(p.stat().st_size for p in files.values()),
+    }
 
 
 def unique_tensor_bytes(paths) -> int:

@@ -23,7 +23,7 @@ import os
 import stat as stat_mod
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from casstore.errors import (
@@ -222,6 +222,24 @@ class LocalStore(ObjectStore):
         if not stat_mod.S_ISREG(st.st_mode):
             raise NotFoundError(errno.ENOENT, f"object not found: {path}")
         return ObjectInfo(key, st.st_size, st.st_mtime)
+
+    def exists(self, key: str) -> bool:
+        path = self._path(key)
+        try:
+            return stat_mod.S_ISREG(os.stat(path).st_mode)
+        except FileNotFoundError:
+            return False
+        except OSError as e:
+            if e.errno == errno.ENOTDIR:
+                return False
+            raise _translate(e, "stat", path) from e
+
+    def exists_many(self, keys: Iterable[str]) -> set[str]:
+        # a local stat costs microseconds: a thread pool would only add overhead
+        return {k for k in keys if self.exists(k)}
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, bytes]:
+        return {k: self.get(k) for k in keys}
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         check_prefix(prefix)

@@ -14,19 +14,39 @@ from tests.cli_helpers import run
 @pytest.fixture
 def files(tmp_path: Path) -> list[Path]:
     base = series.tensors(n=6)
-    return [series.save(tmp_path / "v1" / "model.safetensors", base),
-            series.save(tmp_path / "v2" / "model.safetensors", series.finetune(base))]
+    return [
+        series.save(tmp_path / "v1" / "model.safetensors", base),
+        series.save(tmp_path / "v2" / "model.safetensors", series.finetune(base)),
+    ]
 
 
 def test_commit_log_show_checkout_stats(tmp_path: Path, files: list[Path]):
     store = tmp_path / "store"
-    r = run("commit", "bert", files[0], "--metric", "accuracy=0.9", "--tag", "stable", "--json",
-            store=store)
+    r = run(
+        "commit",
+        "bert",
+        files[0],
+        "--metric",
+        "accuracy=0.9",
+        "--tag",
+        "stable",
+        "--json",
+        store=store,
+    )
     assert r.code == 0, r.err
     d = r.json()
     assert d["model"] == "bert" and d["version"] == "1.0.0" and len(d["id"]) == 64
-    r = run("commit", "bert", files[1], "-m", "accuracy=0.95", "--message", "tuned", "--json",
-            store=store)
+    r = run(
+        "commit",
+        "bert",
+        files[1],
+        "-m",
+        "accuracy=0.95",
+        "--message",
+        "tuned",
+        "--json",
+        store=store,
+    )
     assert r.json()["version"] == "1.0.1"
     r = run("log", "bert", "--json", store=store)
     assert [v["semver"] for v in r.json()["versions"]] == ["1.0.0", "1.0.1"]
@@ -38,8 +58,10 @@ def test_commit_log_show_checkout_stats(tmp_path: Path, files: list[Path]):
     out = tmp_path / "out"
     r = run("checkout", "bert", "1.0.1", "-o", out, store=store)
     assert r.code == 0, r.err
-    assert hashlib.sha256((out / "model.safetensors").read_bytes()).digest() == \
-        hashlib.sha256(files[1].read_bytes()).digest()
+    assert (
+        hashlib.sha256((out / "model.safetensors").read_bytes()).digest()
+        == hashlib.sha256(files[1].read_bytes()).digest()
+    )
     r = run("cat", "bert", "@current", store=store, binary=True)
     assert r.code == 0 and r.out == files[0].read_bytes()
     r = run("stats", "--json", store=store)
@@ -84,8 +106,9 @@ def test_store_from_environment_and_default(tmp_path: Path, files: list[Path]):
 def test_errors_are_clear_and_nonzero(tmp_path: Path, files: list[Path], args, code, needle):
     store = tmp_path / "store"
     assert run("commit", "m", files[0], store=store).code == 0
-    args = [str(files[0]) if a == "FILE" else str(tmp_path / "o") if a == "OUT" else a
-            for a in args]
+    args = [
+        str(files[0]) if a == "FILE" else str(tmp_path / "o") if a == "OUT" else a for a in args
+    ]
     r = run(*args, store=store)
     assert r.code == code, (r.code, r.err)
     assert needle in r.err

@@ -33,8 +33,12 @@ def test_sigkill_during_commit(tmp_path: Path):
     killed = 0
     for trial in range(6):
         env = dict(os.environ, CASSTORE_STORE=str(store))
-        p = subprocess.Popen([sys.executable, "-m", "casstore", "commit", "m", str(big)], env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        p = subprocess.Popen(
+            [sys.executable, "-m", "casstore", "commit", "m", str(big)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         time.sleep(rng.uniform(0.05, 0.6))
         if p.poll() is None:
             p.send_signal(signal.SIGKILL)
@@ -44,8 +48,12 @@ def test_sigkill_during_commit(tmp_path: Path):
         for v in reopened.history("m"):  # every version that landed reads back intact
             out = tmp_path / f"out{trial}-{v.version}"
             reopened.checkout("m", v.version, out)
-        assert hashlib.sha256((tmp_path / f"out{trial}-1.0.0" / "model.safetensors")
-                              .read_bytes()).digest() == hashlib.sha256(first.read_bytes()).digest()
+        assert (
+            hashlib.sha256(
+                (tmp_path / f"out{trial}-1.0.0" / "model.safetensors").read_bytes()
+            ).digest()
+            == hashlib.sha256(first.read_bytes()).digest()
+        )
         assert reopened.get_version("m", "@current").version == "1.0.0"
     assert killed >= 3
     res = Repository(str(store)).commit("m", [big])

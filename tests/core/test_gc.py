@@ -10,7 +10,7 @@ import pytest
 
 from casstore import ConflictError, InvalidInputError, Repository
 from casstore.gc import GarbageCollector
-from casstore.layout import CHUNKS, chunk_key, manifest_key
+from casstore.layout import chunk_key, manifest_key
 from casstore.retention import RetentionPolicy, parse_duration
 from casstore.store import FaultInjectingStore, open_store
 from casstore.verify import repair, verify
@@ -93,8 +93,8 @@ def test_grace_protects_young_garbage(repo: Repository, tmp_path: Path):
 
 
 def test_crash_leftovers_reclaimed(repo: Repository, tmp_path: Path):
-    from casstore.objects import encode_chunk
     from casstore.digest import Digest
+    from casstore.objects import encode_chunk
 
     commit_chain(repo, tmp_path, 1)
     stray = os.urandom(1000)
@@ -126,7 +126,7 @@ def test_listing_error_aborts(repo: Repository, tmp_path: Path):
 
 
 def test_sweep_waits_for_writers(repo: Repository, tmp_path: Path):
-    from casstore.leases import LeaseSettings, Leases
+    from casstore.leases import Leases, LeaseSettings
 
     commit_chain(repo, tmp_path, 3)
     leases = Leases(repo.store, LeaseSettings(wait_timeout=0.3, poll=0.01))
@@ -189,8 +189,18 @@ def test_gc_cli(tmp_path: Path):
     store = tmp_path / "store"
     repo = Repository(str(store))
     commit_chain(repo, tmp_path, 4)
-    r = run("gc", "--dry-run", "--json", "--keep-last", "1", "--keep-reflog", "0", "--grace", "0",
-            store=store)
+    r = run(
+        "gc",
+        "--dry-run",
+        "--json",
+        "--keep-last",
+        "1",
+        "--keep-reflog",
+        "0",
+        "--grace",
+        "0",
+        store=store,
+    )
     assert r.code == 0, r.err
     assert r.json()["plan"]["versions_expired"] == 2
     assert len(Repository(str(store)).history("m")) == 4

@@ -77,13 +77,17 @@ def test_gc_alongside_writers_and_rollbacks(store_kind: str, tmp_path: Path, req
     url = str(tmp_path / "store") if store_kind == "local" else request.getfixturevalue("s3_url")
     seconds = 6.0 if store_kind == "local" else 8.0
     repo = Repository(url)
-    repo.commit("m", [series.save(tmp_path / "seed.safetensors", series.tensors(n=6, size=16 << 10))])
+    repo.commit(
+        "m", [series.save(tmp_path / "seed.safetensors", series.tensors(n=6, size=16 << 10))]
+    )
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    procs = [ctx.Process(target=_writer, args=(url, 1, seconds, q)),
-             ctx.Process(target=_writer, args=(url, 2, seconds, q)),
-             ctx.Process(target=_roller, args=(url, seconds, q)),
-             ctx.Process(target=_collector, args=(url, seconds, q))]
+    procs = [
+        ctx.Process(target=_writer, args=(url, 1, seconds, q)),
+        ctx.Process(target=_writer, args=(url, 2, seconds, q)),
+        ctx.Process(target=_roller, args=(url, seconds, q)),
+        ctx.Process(target=_collector, args=(url, seconds, q)),
+    ]
     for p in procs:
         p.start()
     results = [q.get(timeout=180) for _ in procs]
@@ -112,11 +116,13 @@ def test_gc_killed_at_random_moments(tmp_path: Path):
             for i in range(3):  # fresh garbage for every trial: many small chunks
                 t = series.tensors(n=4, size=48 << 10, seed=trial * 10 + i)
                 repo.commit("m", [series.save(tmp_path / f"t{trial}-{i}.safetensors", t)])
-            script = ("import sys; from casstore import Repository\n"
-                      "from casstore.gc import GarbageCollector\n"
-                      "from casstore.retention import RetentionPolicy\n"
-                      "GarbageCollector(Repository(sys.argv[1]), grace_seconds=0).collect("
-                      "RetentionPolicy(keep_last=2, keep_reflog_seconds=0))\n")
+            script = (
+                "import sys; from casstore import Repository\n"
+                "from casstore.gc import GarbageCollector\n"
+                "from casstore.retention import RetentionPolicy\n"
+                "GarbageCollector(Repository(sys.argv[1]), grace_seconds=0).collect("
+                "RetentionPolicy(keep_last=2, keep_reflog_seconds=0))\n"
+            )
             p = subprocess.Popen([sys.executable, "-c", script, url], env=env)
             time.sleep(rng.uniform(0.2, 1.0))
             p.send_signal(signal.SIGKILL)
@@ -126,11 +132,13 @@ def test_gc_killed_at_random_moments(tmp_path: Path):
             for v in after.history("m"):  # every version still listed must read back
                 after.checkout("m", v.version, tmp_path / "o" / f"{trial}-{v.version}")
             after.checkout("m", "@current", tmp_path / "o" / f"{trial}-current")
-        _, report = GarbageCollector(Repository(url), grace_seconds=0).collect(
-            RetentionPolicy(keep_last=2, keep_reflog_seconds=0))
+        _, _report = GarbageCollector(Repository(url), grace_seconds=0).collect(
+            RetentionPolicy(keep_last=2, keep_reflog_seconds=0)
+        )
         assert verify(Repository(url).store, read_data=True).ok
         plan = GarbageCollector(Repository(url), grace_seconds=0).plan(
-            RetentionPolicy(keep_last=2, keep_reflog_seconds=0))
+            RetentionPolicy(keep_last=2, keep_reflog_seconds=0)
+        )
         assert plan.chunks == () and plan.manifests == () and plan.expire == ()  # finished
     finally:
         os.environ.pop("CASSTORE_LOCK_TIMEOUT", None)

@@ -12,16 +12,31 @@ WHEN = dt.datetime(2025, 9, 18, 14, 30, 22, tzinfo=dt.timezone.utc)
 
 def sample() -> Manifest:
     return Manifest(
-        model="concept_models", version="1.0.0", name="concept_models_v1.0.0_20250918_143022",
-        created_at=WHEN, created_by="alice@host", version_type="release",
+        model="concept_models",
+        version="1.0.0",
+        name="concept_models_v1.0.0_20250918_143022",
+        created_at=WHEN,
+        created_by="alice@host",
+        version_type="release",
         performance_metrics={"accuracy": 0.95, "loss": 0.05},
-        training_data={"data_count": 1000, "data_types": ["text", "json"],
-                       "data_quality_score": 85},
-        change_log="initial release", tags=("stable",), dependencies=("tokenizer>=1",),
-        files=(FileEntry(path="model.safetensors", size=10, format="safetensors",
-                         chunker="tensor/x", chunks=((b"\x01" * 32, 10),),
-                         tensors=(TensorEntry(name="w", dtype="F32", shape=(2,), offset=2,
-                                              length=8),)),),
+        training_data={
+            "data_count": 1000,
+            "data_types": ["text", "json"],
+            "data_quality_score": 85,
+        },
+        change_log="initial release",
+        tags=("stable",),
+        dependencies=("tokenizer>=1",),
+        files=(
+            FileEntry(
+                path="model.safetensors",
+                size=10,
+                format="safetensors",
+                chunker="tensor/x",
+                chunks=((b"\x01" * 32, 10),),
+                tensors=(TensorEntry(name="w", dtype="F32", shape=(2,), offset=2, length=8),),
+            ),
+        ),
     )
 
 

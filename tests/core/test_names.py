@@ -1,13 +1,14 @@
 import pytest
 
+from casstore.digest import Digest
 from casstore.errors import InvalidInputError
 from casstore.layout import check_name, chunk_key, digest_from_chunk_key, version_key
-from casstore.digest import Digest
 from casstore.versioning import bump, parse_spec
 
 
-@pytest.mark.parametrize("bad", ["", "a/b", "..", ".", "../x", "a\x00b", "a\nb", "-x", "x" * 129,
-                                 " a", "a b", None, 3])
+@pytest.mark.parametrize(
+    "bad", ["", "a/b", "..", ".", "../x", "a\x00b", "a\nb", "-x", "x" * 129, " a", "a b", None, 3]
+)
 def test_bad_names_refused(bad):
     with pytest.raises(InvalidInputError):
         check_name("model", bad)
@@ -41,8 +42,12 @@ def test_bump():
 
 @pytest.mark.parametrize(
     ("text", "semver", "ref"),
-    [("1.2.0", "1.2.0", None), ("v1.2.0", "1.2.0", None), ("@prod", None, "prod"),
-     ("m_v1.2.0_20250918_143022", "1.2.0", None)],
+    [
+        ("1.2.0", "1.2.0", None),
+        ("v1.2.0", "1.2.0", None),
+        ("@prod", None, "prod"),
+        ("m_v1.2.0_20250918_143022", "1.2.0", None),
+    ],
 )
 def test_parse_spec(text, semver, ref):
     s = parse_spec("m", text)
@@ -50,8 +55,10 @@ def test_parse_spec(text, semver, ref):
     assert s.ref == ref
 
 
-@pytest.mark.parametrize("bad", ["", "1.2", "v1", "1.2.3.4", "@", "@a/b", "other_v1.0.0_20250101_000000",
-                                 "1.2.x", "latest2"])
+@pytest.mark.parametrize(
+    "bad",
+    ["", "1.2", "v1", "1.2.3.4", "@", "@a/b", "other_v1.0.0_20250101_000000", "1.2.x", "latest2"],
+)
 def test_malformed_specs(bad):
     with pytest.raises(InvalidInputError):
         parse_spec("m", bad)

@@ -33,11 +33,15 @@ def test_promote_and_reflog(three: Repository):
     assert r.ok and three.resolve("m").version == "1.0.2"
     three.promote("m", "1.0.1", ref="staging")
     refs = three.refs.list("m")
-    assert {k: v.value.describe() for k, v in refs.items()} == {"current": "1.0.2",
-                                                                "staging": "1.0.1"}
+    assert {k: v.value.describe() for k, v in refs.items()} == {
+        "current": "1.0.2",
+        "staging": "1.0.1",
+    }
     log = three.refs.reflog("m", "current")
     assert [(e.seq, e.old and e.old.describe(), e.new.describe()) for e in log] == [
-        (0, None, "1.0.0"), (1, "1.0.0", "1.0.2")]
+        (0, None, "1.0.0"),
+        (1, "1.0.0", "1.0.2"),
+    ]
     assert log[1].reason == "ship it" and log[1].actor
 
 
@@ -102,9 +106,16 @@ def test_progressive_split_sticky(three: Repository):
 
 
 def test_regression_policy(three: Repository):
-    policy = RegressionPolicy.parse(json.dumps({"rules": [
-        {"metric": "accuracy", "direction": "higher", "threshold": 0.01},
-        {"metric": "loss", "direction": "lower", "threshold": 0.1, "relative": True}]}))
+    policy = RegressionPolicy.parse(
+        json.dumps(
+            {
+                "rules": [
+                    {"metric": "accuracy", "direction": "higher", "threshold": 0.01},
+                    {"metric": "loss", "direction": "lower", "threshold": 0.1, "relative": True},
+                ]
+            }
+        )
+    )
     three.promote("m", "1.0.2")
     out = three.check_regression("m", policy, metrics={"accuracy": 0.80})
     assert out["action"] == "rolled-back" and out["violations"]
@@ -141,8 +152,9 @@ def _racer(url: str, n: int, versions: list[str], out) -> None:
         try:
             rec, _ = repo.refs.read("m", "race")
             target = repo.get_version("m", spec).target
-            repo.refs.move("m", "race", RefValue.of(target),
-                           expected_seq=None if rec is None else rec.seq)
+            repo.refs.move(
+                "m", "race", RefValue.of(target), expected_seq=None if rec is None else rec.seq
+            )
             landed += 1
         except ConflictError:
             conflicts += 1
@@ -155,8 +167,10 @@ def test_racing_processes(three: Repository, procs: int):
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
     url = three.store.url
-    ps = [ctx.Process(target=_racer, args=(url, 12, ["1.0.0", "1.0.1", "1.0.2"], q))
-          for _ in range(procs)]
+    ps = [
+        ctx.Process(target=_racer, args=(url, 12, ["1.0.0", "1.0.1", "1.0.2"], q))
+        for _ in range(procs)
+    ]
     for p in ps:
         p.start()
     results = [q.get(timeout=300) for _ in ps]
@@ -194,8 +208,9 @@ def test_sigkill_during_rollbacks(three: Repository):
     rng = random.Random(7)
     valid = {"1.0.0", "1.0.1", "1.0.2"}
     for _ in range(5):
-        p = subprocess.Popen([sys.executable, "-c", script, url], env=dict(os.environ),
-                             stderr=subprocess.PIPE)
+        p = subprocess.Popen(
+            [sys.executable, "-c", script, url], env=dict(os.environ), stderr=subprocess.PIPE
+        )
         time.sleep(rng.uniform(0.3, 1.2))
         p.send_signal(signal.SIGKILL)
         p.wait()

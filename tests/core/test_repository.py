@@ -33,8 +33,11 @@ def test_commit_checkout_roundtrip(repo: Repository, tmp_path: Path):
     v = res.version
     assert v.version == "1.0.0"
     assert v.name.startswith("bert_v1.0.0_")
-    assert {f.path for f in v.manifest.files} == {"model.safetensors", "config.json",
-                                                 "tok/vocab.txt"}
+    assert {f.path for f in v.manifest.files} == {
+        "model.safetensors",
+        "config.json",
+        "tok/vocab.txt",
+    }
     out = tmp_path / "out"
     repo.checkout("bert", "@current", out)
     for rel in ("model.safetensors", "config.json", "tok/vocab.txt"):
@@ -84,8 +87,15 @@ def test_versions_bump_and_explicit(repo: Repository, tmp_path: Path):
 
 def test_metadata_tags_query(repo: Repository, tmp_path: Path):
     f = series.save(tmp_path / "m.safetensors", series.tensors(n=2))
-    repo.commit("m", [f], metrics={"accuracy": 0.8}, version_type="alpha", tags=["experimental"],
-                training_data={"data_count": 10, "data_types": ["text"]}, change_log="first")
+    repo.commit(
+        "m",
+        [f],
+        metrics={"accuracy": 0.8},
+        version_type="alpha",
+        tags=["experimental"],
+        training_data={"data_count": 10, "data_types": ["text"]},
+        change_log="first",
+    )
     repo.commit("m", [f], metrics={"accuracy": 0.92}, version_type="release")
     repo.commit("n", [f], metrics={"accuracy": 0.95}, version_type="beta")
     v = repo.get_version("m", "1.0.0")
@@ -102,8 +112,19 @@ def test_metadata_tags_query(repo: Repository, tmp_path: Path):
     assert [v.version for v in repo.query("m", Query(tags=["stable"]))] == ["1.0.1"]
     assert [v.model for v in repo.query(None, Query(version_type="beta"))] == ["n"]
     d = v.to_dict()
-    for key in ("version", "created_at", "model_name", "version_type", "performance_metrics",
-                "training_data", "change_log", "tags", "dependencies", "size_bytes", "hash"):
+    for key in (
+        "version",
+        "created_at",
+        "model_name",
+        "version_type",
+        "performance_metrics",
+        "training_data",
+        "change_log",
+        "tags",
+        "dependencies",
+        "size_bytes",
+        "hash",
+    ):
         assert key in d
 
 
@@ -111,10 +132,12 @@ def test_compare_per_tensor(repo: Repository, tmp_path: Path):
     base = series.tensors(n=6)
     tuned = series.finetune(base)
     tuned["extra.bias"] = b"\x00" * 64
-    repo.commit("m", [series.save(tmp_path / "a" / "w.safetensors", base)],
-                metrics={"accuracy": 0.5})
-    repo.commit("m", [series.save(tmp_path / "b" / "w.safetensors", tuned)],
-                metrics={"accuracy": 0.75})
+    repo.commit(
+        "m", [series.save(tmp_path / "a" / "w.safetensors", base)], metrics={"accuracy": 0.5}
+    )
+    repo.commit(
+        "m", [series.save(tmp_path / "b" / "w.safetensors", tuned)], metrics={"accuracy": 0.75}
+    )
     c = repo.compare("m", "1.0.0", "1.0.1")
     assert c.metrics["accuracy"]["delta"] == pytest.approx(0.25)
     (f,) = c.files
@@ -146,7 +169,12 @@ def test_open_file_ranges(repo: Repository, tmp_path: Path):
     data = f.read_bytes()
     repo.commit("m", [f])
     vf = repo.open_file("m", "@current")
-    for start, end in ((0, 10), (100, 5 << 20), (len(data) - 7, len(data) + 10), (1 << 20, 3 << 20)):
+    for start, end in (
+        (0, 10),
+        (100, 5 << 20),
+        (len(data) - 7, len(data) + 10),
+        (1 << 20, 3 << 20),
+    ):
         assert vf.read_range(start, end) == data[start:end]
     vf.seek(12345)
     assert vf.read(1000) == data[12345:13345]
@@ -162,9 +190,16 @@ def test_bad_input_leaves_store_unchanged(repo: Repository, tmp_path: Path):
     lying.write_bytes(bytes(raw))
     truncated = tmp_path / "trunc.safetensors"
     truncated.write_bytes(f.read_bytes()[:-100])
-    for bad_model, paths in [("a/b", [f]), ("..", [f]), ("", [f]), ("x\x01", [f]),
-                             ("m", [tmp_path / "missing"]), ("m", [lying]), ("m", [truncated]),
-                             ("m", [])]:
+    for bad_model, paths in [
+        ("a/b", [f]),
+        ("..", [f]),
+        ("", [f]),
+        ("x\x01", [f]),
+        ("m", [tmp_path / "missing"]),
+        ("m", [lying]),
+        ("m", [truncated]),
+        ("m", []),
+    ]:
         with pytest.raises(InvalidInputError):
             repo.commit(bad_model, paths)
     with pytest.raises(InvalidInputError):
@@ -182,7 +217,8 @@ def test_future_store_format_refused(repo: Repository):
     from casstore.errors import StoreFormatError
 
     repo.init()
-    repo.store.put("config", b'{"format": "casstore", "format_version": %d}'
-                   % (STORE_FORMAT_VERSION + 1))
+    repo.store.put(
+        "config", b'{"format": "casstore", "format_version": %d}' % (STORE_FORMAT_VERSION + 1)
+    )
     with pytest.raises(StoreFormatError, match="Upgrade"):
         Repository(repo.store)

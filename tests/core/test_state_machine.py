@@ -42,25 +42,39 @@ class StoreMachine(RuleBasedStateMachine):
         except FileNotFoundError:
             return []
 
-    @rule(model=st.sampled_from(["a", "b"]), base=st.integers(0, 2), mix=st.integers(0, 3),
-          vtype=st.sampled_from(["release", "beta"]), ref=st.sampled_from([None, "prod"]))
+    @rule(
+        model=st.sampled_from(["a", "b"]),
+        base=st.integers(0, 2),
+        mix=st.integers(0, 3),
+        vtype=st.sampled_from(["release", "beta"]),
+        ref=st.sampled_from([None, "prod"]),
+    )
     def commit(self, model: str, base: int, mix: int, vtype: str, ref: str | None) -> None:
-        t = series.finetune(self.pool[base], fraction=mix / 4, seed=self.n) if mix else \
-            self.pool[base]
+        t = (
+            series.finetune(self.pool[base], fraction=mix / 4, seed=self.n)
+            if mix
+            else self.pool[base]
+        )
         self.n += 1
         f = series.save(self.tmp / f"{self.n}" / "w.safetensors", t)
         res = self.repo.commit(model, [f], version_type=vtype, ref=ref)
         self.content[(model, res.version.version)] = f.read_bytes()
 
-    @rule(model=st.sampled_from(["a", "b"]), pick=st.integers(0, 50),
-          tag=st.sampled_from(["stable", "keep"]))
+    @rule(
+        model=st.sampled_from(["a", "b"]),
+        pick=st.integers(0, 50),
+        tag=st.sampled_from(["stable", "keep"]),
+    )
     def tag(self, model: str, pick: int, tag: str) -> None:
         vs = self.versions(model)
         if vs:
             self.repo.tag(model, vs[pick % len(vs)], tag)
 
-    @rule(model=st.sampled_from(["a", "b"]), pick=st.integers(0, 50),
-          ref=st.sampled_from(["current", "prod", "canary"]))
+    @rule(
+        model=st.sampled_from(["a", "b"]),
+        pick=st.integers(0, 50),
+        ref=st.sampled_from(["current", "prod", "canary"]),
+    )
     def move_ref(self, model: str, pick: int, ref: str) -> None:
         vs = self.versions(model)
         if vs:
@@ -87,11 +101,11 @@ class StoreMachine(RuleBasedStateMachine):
         if target != cur.target.version:
             self.repo.start_split(model, target, steps=(0.5, 1.0))
 
-    @rule(keep_last=st.integers(0, 3), reflog=st.sampled_from([0, 3600]),
-          keep_tag=st.booleans())
+    @rule(keep_last=st.integers(0, 3), reflog=st.sampled_from([0, 3600]), keep_tag=st.booleans())
     def gc(self, keep_last: int, reflog: int, keep_tag: bool) -> None:
-        policy = RetentionPolicy(keep_last=keep_last, keep_reflog_seconds=reflog,
-                                 keep_tags=("keep",) if keep_tag else ())
+        policy = RetentionPolicy(
+            keep_last=keep_last, keep_reflog_seconds=reflog, keep_tags=("keep",) if keep_tag else ()
+        )
         GarbageCollector(self.repo, grace_seconds=0).collect(policy)
 
     @precondition(lambda self: self.n > 0)
@@ -114,7 +128,9 @@ class StoreMachine(RuleBasedStateMachine):
 
 
 StoreMachine.TestCase.settings = settings(
-    max_examples=25, stateful_step_count=20, deadline=None,
+    max_examples=25,
+    stateful_step_count=20,
+    deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestStoreMachine = StoreMachine.TestCase
