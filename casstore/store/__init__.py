@@ -32,8 +32,14 @@ from casstore.store.wrappers import (
 )
 
 
-def open_store(url_or_path: str | os.PathLike[str], **storage_options: Any) -> ObjectStore:
-    """Open the store at ``url_or_path`` (see the module docstring for the rules)."""
+def open_store(
+    url_or_path: str | os.PathLike[str], *, retry: bool = True, **storage_options: Any
+) -> ObjectStore:
+    """Open the store at ``url_or_path`` (see the module docstring for the rules).
+
+    Remote (fsspec) stores come wrapped in :class:`RetryingStore` unless ``retry=False``:
+    transient failures are retried with backoff, uncertain conditional writes confirmed.
+    """
     if isinstance(url_or_path, os.PathLike):
         url_or_path = os.fspath(url_or_path)
     if not isinstance(url_or_path, str) or not url_or_path.strip():
@@ -58,7 +64,8 @@ def open_store(url_or_path: str | os.PathLike[str], **storage_options: Any) -> O
             raise UnsupportedError(
                 f"{url}: S3 support needs s3fs; run: pip install casstore[s3]"
             ) from e
-    return FsspecStore(url, **storage_options)
+    store: ObjectStore = FsspecStore(url, **storage_options)
+    return RetryingStore(store) if retry else store
 
 
 __all__ = [

@@ -28,7 +28,7 @@ class TestS3Store(StoreConformance):
 
     @pytest.fixture
     def store(self, s3_url: str) -> Iterator[FsspecStore]:
-        store = open_store(s3_url)
+        store = open_store(s3_url, retry=False)
         assert isinstance(store, FsspecStore)
         with store:
             yield store
@@ -70,7 +70,7 @@ def test_wrong_credentials_are_access_denied(s3_url: str, monkeypatch: pytest.Mo
     from moto.core.authorization import enable_iam_authentication
 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAWRONGWRONGWRONG0")
-    store = open_store(s3_url, skip_instance_cache=True)
+    store = open_store(s3_url, retry=False, skip_instance_cache=True)
     with enable_iam_authentication():
         for call in (
             lambda: store.get("k"),
@@ -87,7 +87,7 @@ def test_no_credentials(s3_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path) 
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    store = open_store(s3_url, skip_instance_cache=True)
+    store = open_store(s3_url, retry=False, skip_instance_cache=True)
     with pytest.raises(PermissionDeniedError, match="no credentials"):
         store.get("k")
 
@@ -179,7 +179,7 @@ class _FlakyClient:
 
 @pytest.fixture
 def flaky_s3(s3_url: str, monkeypatch: pytest.MonkeyPatch) -> tuple[FsspecStore, list[str]]:
-    store = open_store(s3_url, skip_instance_cache=True)
+    store = open_store(s3_url, retry=False, skip_instance_cache=True)
     script: list[str] = []
     real_get_s3 = store.fs.get_s3
 
@@ -214,7 +214,7 @@ def test_s3_409_conflicts_are_retried(flaky_s3) -> None:
 def test_s3_lost_responses_with_retrying_store(s3_url: str) -> None:
     from casstore.store import FaultInjectingStore, RetryingStore
 
-    flaky = FaultInjectingStore(open_store(s3_url), seed=3, lost_response_rate=0.5)
+    flaky = FaultInjectingStore(open_store(s3_url, retry=False), seed=3, lost_response_rate=0.5)
     store = RetryingStore(flaky, base_delay=0, sleep=lambda _: None)
     assert all(store.put_if_absent(f"c/{i}", b"chunk %d" % i) for i in range(10))
     token = None
