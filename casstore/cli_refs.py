@@ -104,8 +104,32 @@ def cmd_reflog(args: argparse.Namespace) -> int:
     return 0
 
 
+def _across(args: argparse.Namespace, repo: Any, to: str | None, op: str) -> int:
+    from casstore.repository import Repository
+    from casstore.transfer import rollback_across
+
+    repos = [repo] + [Repository(u) for u in args.replica]
+    outcomes = rollback_across(
+        repos,
+        args.model,
+        to=to,
+        ref=args.ref,
+        reason=args.reason or "",
+        verify_data=args.verify_data,
+        op=op,
+    )
+    if args.json:
+        emit_json({"model": args.model, "ref": args.ref, "stores": [o.__dict__ for o in outcomes]})
+    else:
+        for o in outcomes:
+            print(f"{'ok' if o.ok else 'FAILED'}  {o.store}: {o.message}")
+    return 0 if all(o.ok for o in outcomes) else 1
+
+
 def cmd_promote(args: argparse.Namespace) -> int:
     repo = _repo(args)
+    if args.replica:
+        return _across(args, repo, args.version, "promote")
     if args.steps:
         res = repo.start_split(
             args.model,
@@ -136,6 +160,8 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         raise InvalidInputError("say where to: --previous-stable or --to VERSION")
     if args.to is not None and args.previous_stable:
         raise InvalidInputError("--to and --previous-stable exclude each other")
+    if args.replica:
+        return _across(args, repo, args.to, "rollback")
     if args.steps:
         target = args.to or repo.previous_stable(args.model, args.ref).version
         res = repo.start_split(
@@ -248,6 +274,13 @@ def add_ref_commands(add: Callable[..., Any]) -> None:
         sp.add_argument("--verify-data", action="store_true", help="re-hash every chunk first")
         sp.add_argument("--health-check", help="shell command; non-zero exit reverts the move")
         sp.add_argument("--steps", help="progressive: traffic steps, e.g. 10,50,100")
+        sp.add_argument(
+            "--replica",
+            action="append",
+            default=[],
+            metavar="URL",
+            help="also switch the ref in this store (checked first; all or none)",
+        )
 
     sp = add("advance", cmd_advance, "move a progressive split to its next step")
     sp.add_argument("model")

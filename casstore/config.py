@@ -23,6 +23,7 @@ class StoreConfig(BaseModel):
     format_version: int = STORE_FORMAT_VERSION
     chunker: str = DEFAULT_CHUNKER
     single_writer: bool = False  # allow ref moves on backends without conditional writes
+    conditional_writes: bool | None = None  # what the probe found when the store was created
     created_at: dt.datetime | None = None
 
 

@@ -147,9 +147,11 @@ def _dump(model: BaseModel) -> bytes:
 class RefStore:
     """Compare-and-swap refs and their reflog on an ObjectStore."""
 
-    def __init__(self, store: ObjectStore, *, single_writer: bool = False) -> None:
+    def __init__(self, store: ObjectStore, *, single_writer: bool = False,
+                 conditional: bool = True) -> None:
         self.store = store
         self.single_writer = single_writer
+        self.conditional = conditional and store.capabilities.conditional_replace
 
     # -- reading -------------------------------------------------------------------------
     def read(self, model: str, ref: str) -> tuple[RefRecord | None, str | None]:
@@ -214,6 +216,15 @@ class RefStore:
         return [i.key[len(prefix) :] for i in self.store.list(prefix)]
 
     # -- writing -------------------------------------------------------------------------
+    def check_writable(self) -> None:
+        """Refuse ref moves on a backend that cannot compare-and-swap (unless single-writer)."""
+        if not (self.conditional or self.single_writer):
+            raise UnsupportedError(
+                f"{self.store.url} does not honour conditional writes, so refs could be lost "
+                "when several writers move them at once; if only one process ever writes to "
+                "this store, run: casstore init --single-writer"
+            )
+
     def move(
         self,
         model: str,
@@ -233,12 +244,7 @@ class RefStore:
         of whatever is there now (still atomic: a concurrent move makes this one fail).
         """
         check_name("ref", ref)
-        if not (self.store.capabilities.conditional_replace or self.single_writer):
-            raise UnsupportedError(
-                f"{self.store.url} cannot do conditional writes, so refs could be lost when "
-                "several writers move them at once; re-initialise the store with "
-                "--single-writer if only one process ever writes to it"
-            )
+        self.check_writable()
         rec, token = self.read(model, ref)
         seq = -1 if rec is None else rec.seq
         if expected_seq != "any" and (

@@ -221,3 +221,31 @@ def test_sigkill_during_rollbacks(three: Repository):
         assert log[-1].new == rec.value
     three.rollback("m", to="1.0.1")  # the next mover carries on
     assert three.resolve("m").version == "1.0.1"
+
+
+def test_backend_ignoring_preconditions_is_refused(tmp_path: Path):
+    from casstore import UnsupportedError
+    from casstore.config import StoreConfig
+    from casstore.store import LocalStore, WrappingStore
+
+    class IgnoresPreconditions(WrappingStore):
+        """Like an S3-compatible server that accepts If-None-Match / If-Match and ignores them."""
+
+        def put_if_absent(self, key, data, *, sync=True):
+            self.inner.put(key, data, sync=sync)
+            return True
+
+        def replace_if_match(self, key, data, token):
+            self.inner.put(key, bytes(data))
+            return self.inner.get_with_token(key)[1]
+
+    store = IgnoresPreconditions(LocalStore(tmp_path / "s"))
+    repo = Repository(store)
+    assert repo.init().conditional_writes is False
+    f = series.save(tmp_path / "w.safetensors", series.tensors(n=2))
+    with pytest.raises(UnsupportedError, match="single-writer"):
+        repo.commit("m", [f])
+    assert list(store.list("models/")) == []  # refused before anything was stored
+    single = Repository(IgnoresPreconditions(LocalStore(tmp_path / "t")))
+    single.init(StoreConfig(single_writer=True))
+    assert single.commit("m", [f]).ref_moved == "current"

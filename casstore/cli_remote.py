@@ -1,0 +1,90 @@
+"""CLI commands that move versions between stores: push, pull, replicate."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+from casstore.render import ProgressBar, emit_json, human_bytes
+
+
+def _run_transfer(args: argparse.Namespace, src_url: str, dst_url: str) -> int:
+    from casstore.repository import Repository
+    from casstore.transfer import select_versions, transfer
+
+    src, dst = Repository(src_url), Repository(dst_url)
+    versions = select_versions(src, args.model, args.version, args.all)
+    refs = list(args.ref)
+    if args.version and args.version.startswith("@") and args.version[1:] not in refs:
+        refs.append(args.version[1:])
+    total = sum(v.size_bytes for v in versions)
+    bar = None if args.json else ProgressBar(total, f"{args.command} {dst_url}")
+    try:
+        report = transfer(src, dst, versions, refs=refs, progress=bar)
+    finally:
+        if bar:
+            bar.close()
+    if args.json:
+        emit_json({"from": src.store.url, "to": dst.store.url, **report.to_dict()})
+    else:
+        print(
+            f"{args.command}: {len(report.versions)} versions to {dst.store.url}: sent "
+            f"{report.chunks_sent} chunks ({human_bytes(report.bytes_sent)}), "
+            f"{report.chunks_present} already there, in {report.seconds:.2f}s"
+        )
+        for r in report.refs_moved:
+            print(f"  moved {r}")
+    return 0
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from casstore.cli import store_url
+
+    return _run_transfer(args, store_url(args), args.remote)
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    from casstore.cli import store_url
+
+    return _run_transfer(args, args.remote, store_url(args))
+
+
+def cmd_replicate(args: argparse.Namespace) -> int:
+    from casstore.repository import Repository
+    from casstore.transfer import transfer
+
+    src, dst = Repository(args.source), Repository(args.dest)
+    models = args.model or src.models()
+    out = []
+    for m in models:
+        refs = list(src.refs.list(m))
+        out.append(transfer(src, dst, src.versions(m), refs=refs).to_dict() | {"model": m})
+    if args.json:
+        emit_json({"from": src.store.url, "to": dst.store.url, "models": out})
+    else:
+        for r in out:
+            print(
+                f"{r['model']}: {len(r['versions'])} versions, sent {r['chunks_sent']} chunks "
+                f"({human_bytes(r['bytes_sent'])}), refs moved: {', '.join(r['refs_moved']) or '-'}"
+            )
+    return 0
+
+
+def add_remote_commands(add: Callable[..., Any]) -> None:
+    for name, fn, helptext in (
+        ("push", cmd_push, "copy versions from this store to REMOTE (only missing chunks)"),
+        ("pull", cmd_pull, "copy versions from REMOTE into this store (only missing chunks)"),
+    ):
+        sp = add(name, fn, helptext)
+        sp.add_argument("remote", help="the other store's URL")
+        sp.add_argument("model", nargs="?", help="model (default: every model)")
+        sp.add_argument("version", nargs="?", help="version or @ref (default: @current)")
+        sp.add_argument("--all", action="store_true", help="every version of the model")
+        sp.add_argument(
+            "--ref", action="append", default=[], help="also move this ref at the destination"
+        )
+    sp = add("replicate", cmd_replicate, "copy every version and ref from SOURCE to DEST")
+    sp.add_argument("source")
+    sp.add_argument("dest")
+    sp.add_argument("--model", action="append", default=[], help="only these models")

@@ -1,0 +1,273 @@
+"""Moving versions between stores: push, pull, replicate, and rollback across buckets.
+
+A transfer sends only the chunks the destination lacks. It learns what the destination has
+from the destination's own manifests first (versions already there answer for all their
+chunks without a request each), then checks the rest in batches. Order is the same as a
+commit: chunks -> manifest -> version index -> tags -> ref, so the destination's ref moves
+only after everything it points at is present. Re-running an interrupted transfer sends only
+what is still missing.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from casstore.digest import Digest
+from casstore.errors import AlreadyExistsError, CasstoreError, InvalidInputError, NotFoundError
+from casstore.layout import chunk_key, manifest_key, tag_key, version_key
+from casstore.objects import decode_chunk
+from casstore.refs import RefValue
+
+if TYPE_CHECKING:
+    from casstore.catalog import Version
+    from casstore.repository import Repository
+    from casstore.rollback import MoveResult
+
+
+@dataclass
+class TransferReport:
+    versions: list[str] = field(default_factory=list)  # model@semver copied or present
+    chunks_sent: int = 0
+    bytes_sent: int = 0  # chunk object bytes written to the destination
+    chunks_present: int = 0  # already at the destination
+    manifests_sent: int = 0
+    refs_moved: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "seconds": round(self.seconds, 4)}
+
+
+def select_versions(
+    repo: Repository, model: str | None, spec: str | None, all_versions: bool
+) -> list[Version]:
+    """What to transfer: one version (or ``@ref``), every version of a model, or everything."""
+    if model is None:
+        if spec is not None:
+            raise InvalidInputError("a version needs a model")
+        return [v for m in repo.models() for v in repo.versions(m)]
+    if spec is not None:
+        return [repo.get_version(model, spec)]
+    if all_versions:
+        return repo.versions(model)
+    return [repo.get_version(model, "@current")]
+
+
+def transfer(
+    src: Repository,
+    dst: Repository,
+    versions: Sequence[Version],
+    *,
+    refs: Iterable[str] = (),
+    workers: int = 8,
+    progress: Callable[[int], None] | None = None,
+) -> TransferReport:
+    """Copy ``versions`` (and then move ``refs`` of their models) from ``src`` to ``dst``."""
+    import time
+
+    t0 = time.perf_counter()
+    report = TransferReport()
+    if not dst.exists:
+        dst.init(src.config.model_copy(update={"created_at": None}))
+    with dst._writing("transfer"):
+        known = _known_at_destination(dst, {v.model for v in versions})
+        for v in versions:
+            _copy_version(src, dst, v, known, report, workers, progress)
+        for ref in refs:
+            for model in sorted({v.model for v in versions}):
+                _copy_ref(src, dst, model, ref, report)
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _known_at_destination(dst: Repository, models: set[str]) -> set[Digest]:
+    """Chunks the destination's own versions vouch for (a stored version has all its chunks)."""
+    known: set[Digest] = set()
+    for model in models:
+        try:
+            versions = dst.versions(model)
+        except NotFoundError:
+            continue
+        for v in versions:
+            known |= v.manifest.chunk_set()
+    return known
+
+
+def _copy_version(
+    src: Repository,
+    dst: Repository,
+    v: Version,
+    known: set[Digest],
+    report: TransferReport,
+    workers: int,
+    progress: Callable[[int], None] | None,
+) -> None:
+    label = f"{v.model}@{v.version}"
+    try:
+        raw = dst.store.get(version_key(v.model, v.version))
+        there = json.loads(raw)["manifest"]
+        if there != v.id.hex():
+            raise AlreadyExistsError(
+                f"{label} exists at {dst.store.url} with different content "
+                f"({there[:12]} vs {v.id.short()}); refusing to overwrite"
+            )
+        # indexed already: it is complete there
+        known |= v.manifest.chunk_set()
+        report.versions.append(label)
+        _copy_tags(dst, v)
+        return
+    except NotFoundError:
+        pass
+    needed = [d for d in sorted(v.manifest.chunk_set()) if d not in known]
+    keys = {chunk_key(d): d for d in needed}
+    present = dst.store.exists_many(keys)
+    report.chunks_present += len(v.manifest.chunk_set()) - len(keys) + len(present)
+    missing = [keys[k] for k in keys if k not in present]
+    lock = threading.Lock()
+
+    def send(d: Digest) -> None:
+        raw = src.store.get(chunk_key(d))
+        decode_chunk(raw, d)  # never forward corrupt bytes
+        if dst.store.put_if_absent(chunk_key(d), raw, sync=False):
+            with lock:
+                report.chunks_sent += 1
+                report.bytes_sent += len(raw)
+        if progress:
+            progress(len(raw))
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        list(pool.map(send, missing))
+    dst.store.flush()
+    known |= v.manifest.chunk_set()
+    mraw = src.store.get(manifest_key(v.id))
+    if Digest.of(mraw) != v.id:
+        raise CasstoreError(f"{label}: source manifest does not match its digest")
+    if dst.store.put_if_absent(manifest_key(v.id), mraw):
+        report.manifests_sent += 1
+    index = json.dumps({"manifest": v.id.hex(), "name": v.name}).encode()
+    if not dst.store.put_if_absent(version_key(v.model, v.version), index):
+        there = json.loads(dst.store.get(version_key(v.model, v.version)))["manifest"]
+        if there != v.id.hex():
+            raise AlreadyExistsError(
+                f"{label} was created at {dst.store.url} meanwhile with different content"
+            )
+    _copy_tags(dst, v)
+    report.versions.append(label)
+
+
+def _copy_tags(dst: Repository, v: Version) -> None:
+    for t in v.tags:
+        dst.store.put_if_absent(tag_key(v.model, t, v.version), b"")
+
+
+def _copy_ref(
+    src: Repository, dst: Repository, model: str, ref: str, report: TransferReport
+) -> None:
+    value = src.refs.get(model, ref)
+    for t in value.versions():  # everything it points at must be complete at dst
+        v = dst.get_version(model, t.version)
+        if v.id.hex() != t.manifest:
+            raise AlreadyExistsError(f"{model}@{ref}: {t.version} differs at {dst.store.url}")
+        problems = dst.verify_version(v)
+        if problems:
+            raise CasstoreError(
+                f"{model}@{ref} not moved at {dst.store.url}: " + "; ".join(problems[:3])
+            )
+    rec, _ = dst.refs.read(model, ref)
+    if rec is not None and rec.value == value:
+        return
+    dst._move(
+        model,
+        ref,
+        value,
+        expected_seq=None if rec is None else rec.seq,
+        reason=f"replicated from {src.store.url}",
+        trigger="replicate",
+        op="replicate",
+    )
+    report.refs_moved.append(f"{model}@{ref}")
+
+
+# -- rollback across buckets ---------------------------------------------------------------
+@dataclass
+class StoreOutcome:
+    store: str
+    ok: bool
+    message: str
+    result: dict[str, Any] | None = None
+
+
+def rollback_across(
+    repos: Sequence[Repository],
+    model: str,
+    *,
+    to: str | None,
+    ref: str = "current",
+    reason: str = "",
+    verify_data: bool = False,
+    op: str = "rollback",
+) -> list[StoreOutcome]:
+    """Move ``ref`` to the same version in every store, or in none if any cannot take it.
+
+    The target is resolved in the first store (``to=None``: its previous stable version) and
+    identified by semantic version and manifest digest. Every store is checked first (the
+    version exists there with the same digest and is complete); only if all pass does each
+    store's ref move by its own compare-and-swap. A store whose switch fails keeps its old
+    ref and is reported; the others are not undone (each store's ref is its own truth).
+    """
+    if not repos:
+        raise InvalidInputError("no stores given")
+    first = repos[0]
+    target = first.get_version(model, to) if to is not None else first.previous_stable(model, ref)
+    checks: list[StoreOutcome] = []
+    for r in repos:
+        try:
+            there = r.get_version(model, target.version)
+            if there.id != target.id:
+                raise AlreadyExistsError(f"{target.version} has different content here")
+            problems = r.verify_version(there, read_data=verify_data)
+            if problems:
+                raise CasstoreError("; ".join(problems[:3]))
+            checks.append(StoreOutcome(r.store.url, True, "target complete"))
+        except CasstoreError as e:
+            checks.append(StoreOutcome(r.store.url, False, f"check failed: {e}"))
+    if not all(c.ok for c in checks):
+        return [
+            StoreOutcome(
+                c.store,
+                False,
+                c.message if not c.ok else "not switched: another store failed its check",
+            )
+            for c in checks
+        ]
+    out = []
+    for r in repos:
+        try:
+            res: MoveResult = r.set_ref(
+                model,
+                ref,
+                target.version,
+                reason=reason,
+                trigger="rollback",
+                op=op,
+                verify_data=False,
+            )
+            out.append(StoreOutcome(r.store.url, res.ok, res.message, res.to_dict()))
+        except CasstoreError as e:
+            out.append(StoreOutcome(r.store.url, False, f"switch failed, ref untouched: {e}"))
+    return out
+
+
+__all__ = [
+    "RefValue",
+    "StoreOutcome",
+    "TransferReport",
+    "rollback_across",
+    "select_versions",
+    "transfer",
+]

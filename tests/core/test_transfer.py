@@ -1,0 +1,144 @@
+"""push / pull / replicate and rollback across buckets, against moto's S3 over HTTP."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from casstore import AlreadyExistsError, Repository
+from casstore.store import CountingStore, FaultInjectingStore, RetryingStore, open_store
+from casstore.transfer import rollback_across, select_versions, transfer
+from casstore.verify import verify
+from tests import series
+from tests.cli_helpers import run
+
+pytestmark = pytest.mark.s3
+
+
+@pytest.fixture
+def local(tmp_path: Path) -> Repository:
+    repo = Repository(str(tmp_path / "local"))
+    base = series.tensors(n=9, size=256 << 10)
+    tuned = series.finetune(base)
+    repo.commit("m", [series.save(tmp_path / "a" / "w.safetensors", base)], tags=["stable"])
+    repo.commit("m", [series.save(tmp_path / "b" / "w.safetensors", tuned)])
+    return repo
+
+
+def test_push_everything_then_nothing(local: Repository, s3_url: str, tmp_path: Path):
+    remote = Repository(s3_url)
+    r1 = transfer(local, remote, select_versions(local, "m", None, True), refs=["current"])
+    assert r1.chunks_sent > 0 and r1.refs_moved == ["m@current"]
+    assert [v.version for v in remote.history("m")] == ["1.0.0", "1.0.1"]
+    assert remote.get_version("m", "1.0.0").tags == ("stable",)
+    r2 = transfer(local, remote, select_versions(local, "m", None, True), refs=["current"])
+    assert r2.chunks_sent == 0 and r2.bytes_sent == 0  # resumable and idempotent
+    remote.checkout("m", "1.0.1", tmp_path / "out")
+    assert (tmp_path / "out" / "w.safetensors").read_bytes() == \
+        (tmp_path / "b" / "w.safetensors").read_bytes()
+    assert verify(remote.store, read_data=True).ok
+
+
+def test_push_finetune_sends_only_changed_tensors(local: Repository, s3_url: str):
+    counting = CountingStore(open_store(s3_url))
+    remote = Repository(counting)
+    transfer(local, remote, [local.get_version("m", "1.0.0")])
+    counting.reset()
+    v = local.get_version("m", "1.0.1")
+    c = local.compare("m", "1.0.0", "1.0.1")
+    changed = sum(t.length for t in v.manifest.files[0].tensors
+                  if t.name in c.files[0].tensors.changed)
+    report = transfer(local, remote, [v], refs=["current"])
+    assert report.versions == ["m@1.0.1"]
+    sent = counting.bytes_written
+    assert changed <= sent <= 1.05 * changed, (sent, changed)
+
+
+def test_push_with_faults_completes(local: Repository, s3_url: str):
+    flaky = FaultInjectingStore(open_store(s3_url, retry=False), seed=5, fail_rate=0.15,
+                                lost_response_rate=0.1)
+    remote = Repository(RetryingStore(flaky, base_delay=0.001, attempts=12))
+    transfer(local, remote, local.versions("m"), refs=["current"])
+    assert sum(flaky.injected.values()) > 5
+    flaky.active = False
+    assert verify(remote.store, read_data=True).ok
+    assert remote.resolve("m").version == "1.0.0"
+
+
+def test_conflicting_version_refused(local: Repository, s3_url: str, tmp_path: Path):
+    remote = Repository(s3_url)
+    remote.commit("m", [series.save(tmp_path / "x.safetensors", series.tensors(n=1, seed=9))])
+    with pytest.raises(AlreadyExistsError, match="different content"):
+        transfer(local, remote, [local.get_version("m", "1.0.0")])
+
+
+@pytest.mark.slow
+def test_push_killed_midway_then_rerun(tmp_path: Path, s3_url: str):
+    src = tmp_path / "src"
+    big = tmp_path / "big"
+    for i in range(3):
+        series.save(big / f"part{i}.safetensors", series.tensors(n=8, size=2 << 20, seed=40 + i))
+    assert run("commit", "m", big, store=src).code == 0
+    rng = random.Random(11)
+    for _ in range(3):
+        p = subprocess.Popen([sys.executable, "-m", "casstore", "--store", str(src), "push",
+                              s3_url, "m", "--ref", "current"], env=dict(os.environ),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.3, 1.5))
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    r = run("push", s3_url, "m", "--ref", "current", "--json", store=src)
+    assert r.code == 0, r.err
+    remote = Repository(s3_url)
+    assert remote.resolve("m").version == "1.0.0"
+    assert verify(remote.store, read_data=True).ok
+    remote.checkout("m", "@current", tmp_path / "out")
+    for f in big.iterdir():
+        assert (tmp_path / "out" / f.name).read_bytes() == f.read_bytes()
+
+
+def test_pull_and_replicate_cli(local: Repository, s3_url: str, tmp_path: Path):
+    store = local.store.url
+    assert run("push", s3_url, "m", "--all", "--ref", "current", store=store).code == 0
+    mirror = tmp_path / "mirror"
+    r = run("pull", s3_url, "m", "@current", "--json", store=mirror)
+    assert r.code == 0, r.err
+    assert r.json()["refs_moved"] == ["m@current"]
+    other = tmp_path / "other"
+    r = run("replicate", str(s3_url), str(other), "--json")
+    assert r.code == 0, r.err
+    assert [v.version for v in Repository(str(other)).history("m")] == ["1.0.0", "1.0.1"]
+
+
+def test_rollback_across_buckets(local: Repository, s3_url: str, tmp_path: Path):
+    second = Repository(str(tmp_path / "region2"))
+    remote = Repository(s3_url)
+    for dst in (remote, second):
+        transfer(local, dst, local.versions("m"), refs=["current"])
+    for r in (local, remote, second):
+        r.promote("m", "1.0.1")
+    outcomes = rollback_across([remote, second, local], "m", to=None, reason="bad canary")
+    assert all(o.ok for o in outcomes), outcomes
+    assert {r.resolve("m").version for r in (local, remote, second)} == {"1.0.0"}
+    # a bucket lacking the target: nothing moves anywhere, the failure is named
+    for r in (local, remote, second):
+        r.promote("m", "1.0.1")
+    v = second.get_version("m", "1.0.0")
+    from casstore.layout import chunk_key
+
+    second.store.delete(chunk_key(v.manifest.files[0].chunk_digests()[0]))
+    outcomes = rollback_across([remote, second], "m", to="1.0.0")
+    assert not any(o.ok for o in outcomes)
+    assert "missing" in outcomes[1].message
+    assert {r.resolve("m").version for r in (remote, second)} == {"1.0.1"}
+    r = run("rollback", "m", "--to", "1.0.0", "--replica", s3_url, "--json", store=local.store.url)
+    assert r.code == 0, r.err
+    assert [s["ok"] for s in r.json()["stores"]] == [True, True]
+    assert remote.resolve("m").version == "1.0.0"
