@@ -51,7 +51,7 @@ from casstore.query import Query
 from casstore.reader import VersionFile, checkout_file
 from casstore.refs import RefStore, RefValue, default_actor
 from casstore.rollback import Notifier, RefOperations
-from casstore.store import ObjectStore, open_store
+from casstore.store import ObjectStore, open_store, probe_conditional_writes
 from casstore.versioning import Bump, bump, parse_spec, semver_key
 
 
@@ -151,13 +151,26 @@ class Repository(RefOperations):
         return self._config is not None
 
     def init(self, config: StoreConfig | None = None) -> StoreConfig:
-        """Create the store's config if absent; returns the config in force."""
-        self._config = save_config(self.store, config or StoreConfig())
+        """Create the store's config if absent; returns the config in force.
+
+        Probes once whether the backend really honours conditional writes (some S3-compatible
+        servers ignore preconditions) and records the answer: refs then refuse concurrent
+        writers on a backend that failed, unless the store is declared single-writer.
+        """
+        cfg = config or StoreConfig()
+        if cfg.conditional_writes is None:
+            ok = self.store.capabilities.conditional_replace and probe_conditional_writes(
+                self.store
+            )
+            cfg = cfg.model_copy(update={"conditional_writes": ok})
+        self._config = save_config(self.store, cfg)
         return self._config
 
     @property
     def refs(self) -> RefStore:
-        return RefStore(self.store, single_writer=self.config.single_writer)
+        cfg = self.config
+        return RefStore(self.store, single_writer=cfg.single_writer,
+                        conditional=cfg.conditional_writes is not False)
 
     # -- commit --------------------------------------------------------------------------
     def commit(
@@ -253,6 +266,7 @@ class Repository(RefOperations):
             check_name("ref", ref)
         if not sources and not prechunked:
             raise InvalidInputError("nothing to commit")
+        self.refs.check_writable()  # a commit may move a ref: refuse before storing anything
         from casstore.manifest import check_relpath
 
         seen = set()
