@@ -40,7 +40,12 @@ def stage_file(repo: Repository, source: SafetensorsSource) -> FileEntry:
         except BaseException:
             writer.abort()
             raise
+    extra = {}
+    inline = getattr(writer, "inline", None)  # tiny chunks the writer keeps in the manifest
+    if inline:
+        extra["inline"] = {bytes(d): inline[d] for d, _ in chunks if d in inline}
     return FileEntry(
+        **extra,
         path=source.path,
         size=source.size,
         format=layout.format,

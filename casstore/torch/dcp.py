@@ -174,6 +174,9 @@ class CasstoreStorageWriter(StorageWriter):
             keys = [staging_key(self._token, r) for r in ranks]
             staged = repo.store.get_many(keys)
             entries = [decode_entry(staged[k], k) for k in keys]
+            for r, e in zip(ranks, entries):
+                if e.path != _rank_file(r):
+                    raise CorruptObjectError(f"staged entry of rank {r} names {e.path!r}")
             self.result = repo.commit_sources(
                 self.model,
                 [(DCP_METADATA, len(raw), lambda o, n: raw[o : o + n])],
@@ -246,9 +249,10 @@ class CasstoreStorageReader(StorageReader):
     def read_data(self, plan: LoadPlan, planner: LoadPlanner) -> Future[None]:
         assert self.version is not None
         with open_repo(self.store) as repo:
-            if plan.storage_data not in (None, self.version.id.hex()):
+            version = repo.get_version(self.model, self.version.version)  # this repo's view
+            if version.id != self.version.id or plan.storage_data not in (None, version.id.hex()):
                 raise ConflictError(f"{self.model}@{self.spec} changed during the load")
-            index = TensorIndex(repo.chunks, self.version)
+            index = TensorIndex(repo.chunks, version)
             batch: list[Any] = []
             size = 0
             for req in sorted(plan.items, key=lambda r: self._name(r)):

@@ -10,7 +10,6 @@ allow-list.
 from __future__ import annotations
 
 import json
-import math
 import posixpath
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
@@ -251,7 +250,3 @@ def _few(names: list[str], n: int = 5) -> str:
         return "none"
     more = f" and {len(names) - n} more" if len(names) > n else ""
     return ", ".join(map(repr, names[:n])) + more
-
-
-def nbytes(sd: Mapping[str, torch.Tensor]) -> int:
-    return sum(math.prod(t.shape) * t.element_size() for t in sd.values())

@@ -101,3 +101,14 @@ def test_reader_refuses_ranks_that_resolved_different_versions(repo):
     reader = CasstoreStorageReader(repo, "x")
     with pytest.raises(ConflictError):
         reader.prepare_global_plan([LoadPlan([], storage_data="a"), LoadPlan([], storage_data="b")])
+
+
+@pytest.mark.s3
+@pytest.mark.filterwarnings("ignore:torch.distributed is disabled")
+def test_dcp_round_trip_on_s3(s3_url):
+    state = {"w": torch.randn(8, 4), "meta": {"epoch": 2}}
+    dcp.save(state, storage_writer=CasstoreStorageWriter(s3_url, "s3dcp"), no_dist=True)
+    target = {"w": torch.zeros(8, 4), "meta": {"epoch": 0}}
+    dcp.load(target, storage_reader=CasstoreStorageReader(s3_url, "s3dcp"), no_dist=True)
+    assert torch.equal(target["w"], state["w"]) and target["meta"] == {"epoch": 2}
+    assert list(Repository(s3_url).store.list("tmp/dcp/")) == []
