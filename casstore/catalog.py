@@ -7,6 +7,7 @@ marker objects beside them. Manifests are cached in memory by digest (they never
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,12 +87,17 @@ class Version:
 class Catalog:
     """Reads models, versions, manifests and tags from a store."""
 
-    def __init__(self, store: ObjectStore) -> None:
+    def __init__(
+        self, store: ObjectStore, on_manifest: Callable[[Manifest], None] | None = None
+    ) -> None:
         self.store = store
         self._manifests: dict[Digest, Manifest] = {}
+        self._on_manifest = on_manifest
 
     def remember(self, digest: Digest, manifest: Manifest) -> None:
         self._manifests[digest] = manifest
+        if self._on_manifest is not None:
+            self._on_manifest(manifest)
 
     def models(self) -> list[str]:
         names = set()
@@ -120,7 +126,8 @@ class Catalog:
                 raw = self.store.get(manifest_key(digest))
             except NotFoundError:
                 raise NotFoundError(f"manifest {digest.short()} is missing") from None
-            m = self._manifests[digest] = decode(raw, digest)
+            m = decode(raw, digest)
+            self.remember(digest, m)
         return m
 
     def _tags(self, model: str) -> dict[str, set[str]]:
@@ -139,7 +146,7 @@ class Catalog:
         missing = [d for d in index.values() if d not in self._manifests]
         raws = self.store.get_many([manifest_key(d) for d in missing]) if missing else {}
         for d in missing:
-            self._manifests[d] = decode(raws[manifest_key(d)], d)
+            self.remember(d, decode(raws[manifest_key(d)], d))
         tags = self._tags(model)
         return [
             Version(self._manifests[d], d, tuple(sorted(tags.get(s, ()))))

@@ -122,7 +122,7 @@ def compare(a: Manifest, b: Manifest) -> Comparison:
         status = "unchanged" if x.chunks == y.chunks else "changed"
         tensors = _diff_tensors(x, y) if (x.tensors or y.tensors) else None
         files.append(FileDiff(path, status, x.size, y.size, tensors))
-    have = a.chunk_set()
+    have = a.all_chunks()
     shared = new = 0
     seen: set[bytes] = set()
     for f in b.files:

@@ -20,6 +20,7 @@ from casstore.errors import CorruptObjectError, InvalidInputError
 from casstore.layout import check_name, check_semver
 
 FORMAT_VERSION = 1
+INLINE_MAX = 4096  # chunks this small live inside the manifest, not as objects of their own
 VersionType = Literal["release", "beta", "alpha"]
 VERSION_TYPES: tuple[str, ...] = ("release", "beta", "alpha")
 
@@ -60,6 +61,7 @@ class FileEntry(_Frozen):
     chunks: tuple[tuple[bytes, int], ...]  # (32-byte blake3 digest, size) in file order
     tensors: tuple[TensorEntry, ...] = ()
     metadata: dict[str, str] = Field(default_factory=dict)
+    inline: dict[bytes, bytes] = Field(default_factory=dict)  # digest -> bytes of tiny chunks
 
     @field_validator("path")
     @classmethod
@@ -74,8 +76,20 @@ class FileEntry(_Frozen):
                 raise ValueError("chunk entries are (32-byte digest, size >= 0)")
         return v
 
+    @field_validator("inline")
+    @classmethod
+    def _inline(cls, v: dict[bytes, bytes]) -> dict[bytes, bytes]:
+        for d, data in v.items():
+            if len(d) != DIGEST_SIZE or len(data) > INLINE_MAX:
+                raise ValueError(f"inline chunks are (32-byte digest, <= {INLINE_MAX} bytes)")
+        return v
+
     def chunk_digests(self) -> list[Digest]:
         return [Digest(d) for d, _ in self.chunks]
+
+    def object_digests(self) -> list[Digest]:
+        """Digests of the chunks stored as objects (not inline), in file order."""
+        return [Digest(d) for d, _ in self.chunks if d not in self.inline]
 
     def chunk_offsets(self) -> list[tuple[Digest, int, int]]:
         """(digest, offset in file, size) for every chunk, in order."""
@@ -162,6 +176,11 @@ class Manifest(_Frozen):
         raise NotFoundError(f"version {self.name} has no file {path!r}")
 
     def chunk_set(self) -> set[Digest]:
+        """The chunk objects this version needs in the store (inline chunks are not objects)."""
+        return {Digest(d) for f in self.files for d, _ in f.chunks if d not in f.inline}
+
+    def all_chunks(self) -> set[Digest]:
+        """Every chunk of every file, inline or not."""
         return {Digest(d) for f in self.files for d, _ in f.chunks}
 
 

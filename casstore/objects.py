@@ -18,6 +18,7 @@ from casstore.chunking import Chunker, FileLayout, ReadAt
 from casstore.digest import Digest
 from casstore.errors import CorruptObjectError, NotFoundError
 from casstore.layout import chunk_key
+from casstore.manifest import INLINE_MAX, Manifest
 from casstore.store.base import ObjectStore
 
 MAGIC = b"CSC\x01"
@@ -82,6 +83,7 @@ class ChunkWriter:
         workers: int = 3,
         max_inflight: int = 96 << 20,
         progress: Progress | None = None,
+        inline_max: int = INLINE_MAX,
     ) -> None:
         self.store = store
         self.stats = WriteStats()
@@ -93,6 +95,8 @@ class ChunkWriter:
         self._progress = progress
         self._lock = threading.Lock()
         self.reused: set[Digest] = set()  # chunks skipped because the store had them
+        self.inline_max = inline_max
+        self.inline: dict[Digest, bytes] = {}  # tiny chunks to keep in the manifest
 
     def add_file(
         self, chunker: Chunker, read_at: ReadAt, size: int, filename: str = ""
@@ -128,7 +132,10 @@ class ChunkWriter:
         try:
             d = Digest.of(piece)
             new = False
-            if d not in self._present:
+            if n <= self.inline_max:
+                with self._lock:
+                    self.inline.setdefault(d, bytes(piece))
+            elif d not in self._present:
                 key = chunk_key(d)
                 if self.store.exists(key):
                     self.reused.add(d)
@@ -157,13 +164,33 @@ class ChunkWriter:
 
 
 class ChunkReader:
-    """Verified reads of chunks, with bounded read-ahead for sequential streams."""
+    """Verified reads of chunks, with bounded read-ahead for sequential streams.
+
+    Tiny chunks stored inline in manifests are served from memory once a manifest holding
+    them has been seen (:meth:`remember_inline`); they were verified with their manifest.
+    """
 
     def __init__(self, store: ObjectStore, *, workers: int | None = None) -> None:
         self.store = store
         self._workers = workers or max(2, min(8, store.capabilities.concurrent_io))
+        self._inline: dict[Digest, memoryview] = {}
+
+    def remember_inline(self, manifest: Manifest) -> None:
+        for f in manifest.files:
+            for d, data in f.inline.items():
+                digest = Digest(d)
+                if digest not in self._inline:
+                    if Digest.of(data) != digest:
+                        raise CorruptObjectError(
+                            f"version {manifest.name}: inline chunk {digest.short()} of "
+                            f"{f.path} does not match its digest"
+                        )
+                    self._inline[digest] = memoryview(data)
 
     def read(self, digest: Digest) -> memoryview:
+        inline = self._inline.get(digest)
+        if inline is not None:
+            return inline
         try:
             raw = self.store.get(chunk_key(digest))
         except NotFoundError:

@@ -116,7 +116,7 @@ class Repository(RefOperations):
         )
         self._config: StoreConfig | None = load_config(self.store)
         self.chunks = ChunkReader(self.store)
-        self.catalog = Catalog(self.store)
+        self.catalog = Catalog(self.store, on_manifest=self.chunks.remember_inline)
         self.leases = Leases(self.store)
         self._local = threading.local()
         self.notifiers: list[Notifier] = []
@@ -169,8 +169,11 @@ class Repository(RefOperations):
     @property
     def refs(self) -> RefStore:
         cfg = self.config
-        return RefStore(self.store, single_writer=cfg.single_writer,
-                        conditional=cfg.conditional_writes is not False)
+        return RefStore(
+            self.store,
+            single_writer=cfg.single_writer,
+            conditional=cfg.conditional_writes is not False,
+        )
 
     # -- commit --------------------------------------------------------------------------
     def commit(
@@ -322,6 +325,9 @@ class Repository(RefOperations):
                                 for t in layout.tensors
                             ),
                             metadata=dict(layout.metadata),
+                            inline={
+                                bytes(d): writer.inline[d] for d, _ in chunks if d in writer.inline
+                            },
                         )
                     )
                 writer.close()
@@ -383,7 +389,7 @@ class Repository(RefOperations):
             )
 
     def _check_present(self, entries: Sequence[FileEntry]) -> None:
-        keys = {chunk_key(d): d for e in entries for d in e.chunk_digests()}
+        keys = {chunk_key(d): d for e in entries for d in e.chunk_digests() if d not in e.inline}
         missing = set(keys) - self.store.exists_many(keys)
         if missing:
             raise NotFoundError(

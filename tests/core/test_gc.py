@@ -148,7 +148,7 @@ def test_verify_finds_flipped_byte_and_repair_fixes(repo: Repository, tmp_path: 
     for info in repo.store.list(""):
         replica.put(info.key, repo.store.get(info.key))
     v = repo.get_version("m", vs[0])
-    d = v.manifest.files[0].chunk_digests()[0]  # shared by every version
+    d = v.manifest.files[0].object_digests()[0]  # shared by every version
     raw = bytearray(repo.store.get(chunk_key(d)))
     raw[len(raw) // 2] ^= 0x01
     repo.store.put(chunk_key(d), bytes(raw))
@@ -159,7 +159,7 @@ def test_verify_finds_flipped_byte_and_repair_fixes(repo: Repository, tmp_path: 
     assert set(p.versions) == {f"m@{x}" for x in vs}
     out = repair(repo.store, replica)
     assert out.repaired == [p.object] and out.after.ok
-    missing = v.manifest.files[0].chunk_digests()[-1]
+    missing = v.manifest.files[0].object_digests()[-1]
     repo.store.delete(chunk_key(missing))
     assert verify(repo.store).problems[0].kind == "missing"
     assert repair(repo.store, replica).after.ok
@@ -213,7 +213,7 @@ def test_gc_cli(tmp_path: Path):
     r = run("verify", "--read-data", "--json", store=store)
     assert r.code == 0 and r.json()["ok"]
     first = Repository(str(store)).history("m")[0]
-    d = first.manifest.files[0].chunk_digests()[0]
+    d = first.manifest.files[0].object_digests()[0]
     p = store / chunk_key(d)
     data = bytearray(p.read_bytes())
     data[-1] ^= 0xFF

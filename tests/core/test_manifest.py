@@ -52,7 +52,7 @@ def test_golden_bytes():
     assert Digest.of(raw).hex() == GOLDEN, Digest.of(raw).hex()
 
 
-GOLDEN = "8226f67d29d5adf74ba29819ed400f24d33fa3a1e13a9c8dfa4abb217d859785"
+GOLDEN = "3a4e9aaecd64af2b4e59e13ee0d976b176d676221c9c5ae1c2e44481d8eae806"
 
 
 def test_digest_mismatch_is_corrupt():

@@ -78,7 +78,7 @@ def test_incomplete_target_refused(three: Repository):
     from casstore.layout import chunk_key
 
     v = three.get_version("m", "1.0.2")
-    three.store.delete(chunk_key(v.manifest.files[0].chunk_digests()[0]))
+    three.store.delete(chunk_key(v.manifest.files[0].object_digests()[0]))
     r = three.promote("m", "1.0.2")
     assert not r.ok and "missing" in r.message
     assert three.resolve("m").version == "1.0.0"

@@ -151,7 +151,7 @@ def test_compare_per_tensor(repo: Repository, tmp_path: Path):
 def test_corrupt_chunk_named_in_error(repo: Repository, tmp_path: Path):
     f = series.save(tmp_path / "m.safetensors", series.tensors(n=3))
     v = repo.commit("m", [f]).version
-    digest = v.manifest.files[0].chunk_digests()[-1]
+    digest = v.manifest.files[0].object_digests()[-1]
     raw = repo.store.get(chunk_key(digest))
     repo.store.put(chunk_key(digest), raw[:-1] + bytes([raw[-1] ^ 1]))
     with pytest.raises(CorruptObjectError) as e:

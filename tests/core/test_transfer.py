@@ -133,7 +133,7 @@ def test_rollback_across_buckets(local: Repository, s3_url: str, tmp_path: Path)
     v = second.get_version("m", "1.0.0")
     from casstore.layout import chunk_key
 
-    second.store.delete(chunk_key(v.manifest.files[0].chunk_digests()[0]))
+    second.store.delete(chunk_key(v.manifest.files[0].object_digests()[0]))
     outcomes = rollback_across([remote, second], "m", to="1.0.0")
     assert not any(o.ok for o in outcomes)
     assert "missing" in outcomes[1].message

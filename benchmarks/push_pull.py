@@ -1,0 +1,87 @@
+"""Push and pull throughput to moto's S3 server, against a plain s3fs copy of the same files.
+
+Both sides talk HTTP to the same local moto server in the same run, so the ratio is what
+matters (moto itself is the bottleneck, not a real network). casstore pushes the whole
+series (it sends each distinct chunk once) and pulls it into a fresh local store; s3fs
+uploads and downloads every file whole.
+
+    python -m benchmarks.push_pull --size-mb 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+
+def run(size_mb: float = 32, workdir: Path | None = None) -> dict:
+    import fsspec
+
+    from benchmarks.series import SERIES_CORE, make_series
+    from casstore import Repository
+    from casstore.store import CountingStore, open_store
+    from casstore.testing.s3 import BUCKET, moto_s3_server
+    from casstore.transfer import transfer
+
+    work = Path(tempfile.mkdtemp(dir=workdir))
+    try:
+        series = make_series(work / "series", size_mb, SERIES_CORE)
+        files = [Path(p) for p in series["files"].values()]
+        logical = series["logical_bytes"]
+        local = Repository(str(work / "local"))
+        for p in files:
+            local.commit("series", [p], change_log=p.name)
+        with moto_s3_server(serialise_writes=False) as endpoint:
+            os.environ["CASSTORE_S3_ENDPOINT_URL"] = endpoint
+            url = f"s3://{BUCKET}/{uuid.uuid4().hex}"
+            counting = CountingStore(open_store(url))
+            remote = Repository(counting)
+            t0 = time.perf_counter()
+            rep = transfer(local, remote, local.versions("series"), refs=["current"])
+            push_s = time.perf_counter() - t0
+            sent = counting.bytes_written
+            pulled = Repository(str(work / "pulled"))
+            t0 = time.perf_counter()
+            transfer(Repository(url), pulled, Repository(url).versions("series"))
+            os.sync()
+            pull_s = time.perf_counter() - t0
+            fs = fsspec.filesystem("s3", client_kwargs={"endpoint_url": endpoint},
+                                   skip_instance_cache=True)
+            plain = f"{BUCKET}/plain-{uuid.uuid4().hex}"
+            t0 = time.perf_counter()
+            fs.put([str(p) for p in files], [f"{plain}/{p.name}" for p in files])
+            s3fs_put_s = time.perf_counter() - t0
+            down = work / "down"
+            down.mkdir()
+            t0 = time.perf_counter()
+            fs.get([f"{plain}/{p.name}" for p in files], [str(down / p.name) for p in files])
+            os.sync()
+            s3fs_get_s = time.perf_counter() - t0
+        return {
+            "logical_bytes": logical,
+            "casstore_bytes_sent": sent,
+            "chunks_sent": rep.chunks_sent,
+            "push_s": round(push_s, 3), "pull_s": round(pull_s, 3),
+            "s3fs_put_s": round(s3fs_put_s, 3), "s3fs_get_s": round(s3fs_get_s, 3),
+            "push_MBps": round(logical / push_s / 1e6, 1),
+            "pull_MBps": round(logical / pull_s / 1e6, 1),
+            "s3fs_put_MBps": round(logical / s3fs_put_s / 1e6, 1),
+            "s3fs_get_MBps": round(logical / s3fs_get_s / 1e6, 1),
+            "push_vs_s3fs": round(s3fs_put_s / push_s, 2),
+            "pull_vs_s3fs": round(s3fs_get_s / pull_s, 2),
+        }
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--size-mb", type=float, default=32)
+    a = ap.parse_args()
+    print(json.dumps(run(a.size_mb), indent=2))
