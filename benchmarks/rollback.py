@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import tempfile
 import time
@@ -20,14 +19,9 @@ from pathlib import Path
 
 def _model(path: Path, size: int, seed: int) -> Path:
     """A safetensors file of ``size`` random bytes in 16 tensors."""
-    from casstore.demo import write_safetensors
+    from benchmarks.data import write_random_safetensors
 
-    n = 16
-    per = max(4, size // n // 4 * 4)
-    tensors = {f"t{i}": os.urandom(per) for i in range(n)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_safetensors(path, tensors, {})
-    return path
+    return write_random_safetensors(path, size, tensors=16, seed=f"rollback-{size}-{seed}")
 
 
 def measure(store: Path, size: int, repeats: int, tmp: Path) -> dict:
