@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -73,6 +74,25 @@ class FileSource:
         if len(data) != length:
             raise InvalidInputError(f"{self.path} changed size while being read")
         return data
+
+    def view_at(self, offset: int, length: int) -> memoryview:
+        """A zero-copy view of ``[offset, offset + length)`` through a private memory map.
+
+        The mapping lives exactly as long as views of it do, so resident pages stay bounded
+        by what the caller holds (the writer's in-flight budget), not by the file size.
+        """
+        if length == 0:
+            return memoryview(b"")
+        if offset + length > self.size:
+            raise InvalidInputError(f"{self.path} changed size while being read")
+        base = offset - offset % mmap.ALLOCATIONGRANULARITY
+        try:
+            m = mmap.mmap(self._fd, offset + length - base, prot=mmap.PROT_READ, offset=base)
+        except (OSError, ValueError) as e:
+            raise InvalidInputError(f"cannot map {self.path}: {e}") from e
+        if hasattr(m, "madvise"):
+            m.madvise(mmap.MADV_SEQUENTIAL)
+        return memoryview(m)[offset - base :]
 
     def close(self) -> None:
         os.close(self._fd)

@@ -99,10 +99,17 @@ class ChunkWriter:
         self.inline: dict[Digest, bytes] = {}  # tiny chunks to keep in the manifest
 
     def add_file(
-        self, chunker: Chunker, read_at: ReadAt, size: int, filename: str = ""
+        self,
+        chunker: Chunker,
+        read_at: ReadAt,
+        size: int,
+        filename: str = "",
+        *,
+        view_at: ReadAt | None = None,
     ) -> tuple[FileLayout, list[tuple[Digest, int]]]:
-        """Chunk, hash and store one file; returns its layout and ordered (digest, size)."""
-        layout, pieces = chunker.split(read_at, size, filename)
+        """Chunk, hash and store one file; returns its layout and ordered (digest, size).
+        ``view_at`` serves piece data without copying (e.g. from a memory map)."""
+        layout, pieces = chunker.split(read_at, size, filename, view_at=view_at)
         futures: deque[Future[tuple[Digest, int]]] = deque()
         out: list[tuple[Digest, int]] = []
         try:

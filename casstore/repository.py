@@ -10,14 +10,14 @@ import datetime as dt
 import json
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from casstore.catalog import Catalog, Version
-from casstore.chunking import Chunker, detect_layout, get_chunker
+from casstore.chunking import Chunker, ReadAt, detect_layout, get_chunker
 from casstore.compare import Comparison, compare
 from casstore.config import StoreConfig, load_config, save_config
 from casstore.digest import Digest
@@ -53,6 +53,9 @@ from casstore.refs import RefStore, RefValue, default_actor
 from casstore.rollback import Notifier, RefOperations
 from casstore.store import ObjectStore, open_store, probe_conditional_writes
 from casstore.versioning import Bump, bump, parse_spec, semver_key
+
+Source = tuple[str, int, ReadAt] | tuple[str, int, ReadAt, ReadAt]
+"""A file to commit: (path in the version, size, read_at[, view_at]) -- see commit_sources."""
 
 
 @dataclass
@@ -212,7 +215,7 @@ class Repository(RefOperations):
         try:
             return self.commit_sources(
                 model,
-                [(rel, s.size, s.read_at) for rel, s in sources],
+                [(rel, s.size, s.read_at, s.view_at) for rel, s in sources],
                 version=version,
                 bump_part=bump_part,
                 version_type=version_type,
@@ -236,7 +239,7 @@ class Repository(RefOperations):
     def commit_sources(
         self,
         model: str,
-        sources: Sequence[tuple[str, int, Callable[[int, int], bytes]]],
+        sources: Sequence[Source],
         *,
         version: str | None = None,
         bump_part: Bump = "patch",
@@ -289,7 +292,7 @@ class Repository(RefOperations):
             if version in existing:
                 raise AlreadyExistsError(f"{model} v{version} already exists")
         chunk_impl: Chunker = get_chunker(chunker or self.config.chunker)
-        for rel, size, read_at in sources:  # refuse hostile files before storing anything
+        for rel, size, read_at, *_ in sources:  # refuse hostile files before storing anything
             detect_layout(read_at, size, rel)
         with self._writing("commit") as session:
             parent_v = self._default_parent(model, existing) if parent is None else parent
@@ -305,8 +308,10 @@ class Repository(RefOperations):
             writer = ChunkWriter(self.store, known=known, progress=progress)
             entries: list[FileEntry] = []
             try:
-                for rel, size, read_at in sources:
-                    layout, chunks = writer.add_file(chunk_impl, read_at, size, rel)
+                for rel, size, read_at, *view in sources:
+                    layout, chunks = writer.add_file(
+                        chunk_impl, read_at, size, rel, view_at=view[0] if view else None
+                    )
                     entries.append(
                         FileEntry(
                             path=rel,

@@ -53,10 +53,14 @@ class Chunker(abc.ABC):
 
     @abc.abstractmethod
     def split(
-        self, read_at: ReadAt, size: int, filename: str = ""
+        self, read_at: ReadAt, size: int, filename: str = "", *, view_at: ReadAt | None = None
     ) -> tuple[FileLayout, Iterator[memoryview]]:
         """Parse the file eagerly (raising InvalidInputError before any piece is yielded) and
         return its layout plus a lazy iterator of pieces covering ``[0, size)`` in order.
+
+        ``view_at`` (optional) serves the bulk reads of piece data and may return any buffer,
+        e.g. a memoryview of a memory-mapped window (zero copy); parsing always uses
+        ``read_at``, which returns bytes.
 
         Each piece is a memoryview into a freshly read buffer that is never reused, so pieces
         may be handed to other threads. A piece keeps its whole read window (at most

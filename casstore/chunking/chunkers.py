@@ -40,11 +40,11 @@ class _PlannedChunker(Chunker):
         self._cutter = cdc.cutter()  # immutable configuration: safe to share across threads
 
     def split(
-        self, read_at: ReadAt, size: int, filename: str = ""
+        self, read_at: ReadAt, size: int, filename: str = "", *, view_at: ReadAt | None = None
     ) -> tuple[FileLayout, Iterator[memoryview]]:
         layout = detect_layout(read_at, size, filename)
         plan = self.plan(layout, size)
-        return layout, iter_pieces(read_at, plan, self._cutter, self.window, filename)
+        return layout, iter_pieces(view_at or read_at, plan, self._cutter, self.window, filename)
 
     def plan(self, layout: FileLayout, size: int) -> list[Region]:
         raise NotImplementedError
