@@ -1,7 +1,8 @@
 """GC time against the number of chunks in the store (local store).
 
-Commits 10 versions whose random content is cut into fixed 4 KiB chunks (so the chunk count is
-what we ask for), then collects with keep-last 5: half the chunks are garbage.
+Commits 10 versions whose random content is cut into fixed 8 KiB chunks (so the chunk count is
+what we ask for; chunks up to ``INLINE_MAX`` = 4 KiB would live inside manifests, not as
+objects), then collects with keep-last 5: half the chunks are garbage.
 
     python -m benchmarks.gc_scale --chunks 10000 100000
 """
@@ -15,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-CHUNK = 4096
+CHUNK = 8192
 
 
 def run_one(total_chunks: int, workdir: Path) -> dict:

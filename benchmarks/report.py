@@ -1,0 +1,164 @@
+"""The report: issue 7's targets checked against the measured ratios, the headline table,
+and ``report.md`` assembled from every section's own rendering. A missed target is printed
+as MISS with the measured ratio and the shortfall; one that could not be measured is N/A."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from benchmarks.registry import SECTIONS
+
+MiB = 1 << 20
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    measured: float | None  # the ratio or value compared with the threshold
+    threshold: float
+    higher_is_better: bool
+    unit: str  # "x" for ratios, " MiB" ...
+    detail: str  # what was divided by what, or why N/A
+
+    @property
+    def status(self) -> str:
+        if self.measured is None:
+            return "N/A"
+        ok = (self.measured >= self.threshold) if self.higher_is_better else (
+            self.measured <= self.threshold
+        )
+        return "PASS" if ok else "MISS"
+
+    @property
+    def margin(self) -> str:
+        """How far past (PASS) or short of (MISS) the threshold, in percent."""
+        if self.measured is None:
+            return ""
+        if self.higher_is_better:
+            pct = (self.measured / self.threshold - 1) * 100
+        else:
+            pct = (1 - self.measured / self.threshold) * 100
+        return f"{abs(pct):.1f}% {'better than' if pct >= 0 else 'short of'} the target"
+
+    def line(self) -> str:
+        op = ">=" if self.higher_is_better else "<="
+        fmt = "{:.3f}" if self.unit == "x" else "{:.1f}"
+        got = "not measured" if self.measured is None else fmt.format(self.measured) + self.unit
+        extra = f", {self.margin}" if self.margin else ""
+        return (f"**{self.status}** {self.name}: {got} (target {op} {self.threshold:g}"
+                f"{self.unit}{extra}; {self.detail})")
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "status": self.status, "margin": self.margin}
+
+
+def _data(results: dict, name: str) -> dict | None:
+    r = results.get(name)
+    return r["data"] if r and r.get("status") == "ok" else None
+
+
+def targets(results: dict) -> list[Target]:
+    out: list[Target] = []
+    peers = _data(results, "peers")
+    tools = peers["tools"] if peers else {}
+    cas = tools.get("casstore")
+
+    def ratio(key: str, peer: str, threshold: float, label: str) -> None:
+        if cas and peer in tools:
+            m = cas[key] / tools[peer][key]
+            out.append(Target(label, m, threshold, True, "x",
+                              f"casstore {cas[key]:,} MB/s vs {peer} {tools[peer][key]:,} MB/s"))
+        else:
+            why = (peers or {}).get("skipped", {}).get(peer) or "peers section did not run"
+            out.append(Target(label, None, threshold, True, "x", why))
+
+    ratio("ingest_MBps", "borg", 3, "ingest throughput vs borg")
+    ratio("ingest_MBps", "restic", 6, "ingest throughput vs restic")
+    if cas:
+        detail = f"{cas['stored_bytes']:,} / {peers['unique_tensor_bytes']:,} bytes"
+        out.append(Target("stored bytes vs unique tensor bytes", cas["stored_vs_unique"], 1.01,
+                          False, "x", detail))
+    else:
+        out.append(Target("stored bytes vs unique tensor bytes", None, 1.01, False, "x",
+                          "peers section did not run"))
+    ratio("restore_MBps", "restic", 4, "restore throughput vs restic")
+    rss = _data(results, "rss_2g")
+    if rss and "casstore" in rss["tools"]:
+        size = rss["size_bytes"]
+        note = "" if size >= 2 << 30 else f" (quick run: the file is {size / MiB:.0f} MiB)"
+        out.append(Target(f"casstore peak RSS ingesting one {size / 2**30:.2f} GiB file",
+                          rss["tools"]["casstore"]["peak_rss"] / MiB, 128, False, " MiB",
+                          f"peak RSS of the `casstore commit` process{note}"))
+    else:
+        out.append(Target("casstore peak RSS ingesting one 2 GiB file", None, 128, False,
+                          " MiB", "rss_2g section did not run"))
+    rb = _data(results, "rollback")
+    if rb:
+        out.append(Target(f"rollback {rb['large']['size_bytes'] / MiB:,.0f} MiB model vs "
+                          f"{rb['small']['size_bytes'] / MiB:,.0f} MiB model", rb["ratio_p50"],
+                          1.2, False, "x",
+                          f"p50 {rb['large']['p50_ms']:.2f} ms vs {rb['small']['p50_ms']:.2f} ms"))
+    else:
+        out.append(Target("rollback of a >=1 GB model vs 1 MB model", None, 1.2, False, "x",
+                          "rollback section did not run"))
+    return out
+
+
+def headline(results: dict) -> list[str]:
+    peers = _data(results, "peers")
+    rss = _data(results, "rss_2g") or {"tools": {}}
+    if not peers:
+        return ["(the peers section did not run: no headline table)"]
+    rows = [
+        f"Series: {peers['versions']} versions, {peers['logical_bytes'] / 1e9:.2f} GB logical, "
+        f"{peers['unique_tensor_bytes'] / 1e9:.3f} GB unique tensor bytes.",
+        "",
+        "| tool | ingest MB/s | stored GB | stored / unique | restore MB/s | peak RSS MiB "
+        f"(series) | peak RSS MiB ({rss.get('size_bytes', 0) / 2**30:.2f} GiB file) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, t in peers["tools"].items():
+        big = rss["tools"].get(name)
+        big_rss = f"{big['peak_rss'] / MiB:.0f}" if big else "-"
+        rows.append(
+            f"| {name} | {t['ingest_MBps']:,.0f} | {t['stored_bytes'] / 1e9:.3f} | "
+            f"{t['stored_vs_unique']:.3f} | {t['restore_MBps']:,.0f} | "
+            f"{t['ingest_peak_rss'] / MiB:.0f} | {big_rss} |"
+        )
+    rows += [f"| {name} | skipped: {why} ||||||" for name, why in peers["skipped"].items()]
+    return rows
+
+
+def markdown(doc: dict, pngs: dict[str, list[Path]], out: Path) -> str:
+    results = doc["sections"]
+    lines = [
+        "# casstore benchmark report",
+        "",
+        f"{doc['started']} · {doc['machine']} · size {doc['options']['size_mb']} MiB base model"
+        + (" · --quick" if doc["options"]["quick"] else ""),
+        "",
+        "## Headline",
+        "",
+        *headline(results),
+        "",
+        "## Targets (issue 7)",
+        "",
+        *[f"- {t['line']}" for t in doc["targets"]],
+        "",
+    ]
+    for name, r in results.items():
+        lines += [f"## {r['title']}", ""]
+        if r["status"] != "ok":
+            lines += [f"**{r['status'].upper()}**: {r['reason']}", ""]
+            continue
+        s = SECTIONS.get(name)
+        body = s.render(r["data"]) if s and s.render else [
+            "```json", json.dumps(r["data"], indent=2)[:6000], "```"]
+        lines += body + ["", f"_{r['seconds']} s_", ""]
+        lines += [f"![{name}]({p.relative_to(out)})" for p in pngs.get(name, [])]
+        lines.append("")
+    if doc.get("plots_note"):
+        lines += [f"_{doc['plots_note']}_", ""]
+    return "\n".join(lines)

@@ -1,0 +1,330 @@
+"""The sections of ``python -m benchmarks``, in report order (see :mod:`benchmarks.registry`).
+
+series    generate the checkpoint series (every later section shares it)
+peers     ingest, stored bytes, restore and peak RSS: casstore, restic, borg, plain copy
+rss_2g    peak RSS while ingesting one 2 GiB safetensors file, every tool
+rollback  casstore rollback latency, 1 MiB model vs 1 GiB model
+gc        casstore GC time vs chunk count
+torch     save / one-tensor load vs full load (benchmarks/torch_save.py, by its owner)
+push_pull push/pull to moto's S3 server vs s3fs (benchmarks/push_pull.py, by its owner)
+sweep     chunker settings x encodings on the series (casstore.tune)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import blake3
+
+from benchmarks import plots
+from benchmarks.peers import RSS_METHOD, TOOLS, Measured, Tool, run_measured
+from benchmarks.registry import Context, Skip, section
+
+MiB = 1 << 20
+
+
+# -- shared helpers ------------------------------------------------------------------------
+def file_digest(path: Path) -> str:
+    h = blake3.blake3(max_threads=blake3.blake3.AUTO)
+    with open(path, "rb") as f:
+        while block := f.read(16 * MiB):
+            h.update(block)
+    return h.hexdigest()
+
+
+def drop_caches() -> bool:
+    """Write back and drop the page cache (root only); False if not allowed."""
+    os.sync()
+    try:
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+        return True
+    except OSError:
+        return False
+
+
+def prepare_phase(ctx: Context, inputs: list[Path]) -> None:
+    """Before a timed phase: cold -> drop caches; warm -> read the inputs into the cache."""
+    if ctx.cold:
+        if not drop_caches():
+            raise Skip("--cold needs root to drop the page cache")
+        return
+    os.sync()
+    for p in inputs:
+        with open(p, "rb") as f:
+            while f.read(16 * MiB):
+                pass
+
+
+def series_info(ctx: Context) -> dict:
+    if "series" not in ctx.shared:
+        from benchmarks.series import SERIES_FULL, make_series
+
+        t0 = time.perf_counter()
+        info = make_series(ctx.work / "series", ctx.size_mb, SERIES_FULL)
+        info["generate_seconds"] = round(time.perf_counter() - t0, 2)
+        info["sizes"] = {k: Path(p).stat().st_size for k, p in info["files"].items()}
+        info["digests"] = {k: file_digest(Path(p)) for k, p in info["files"].items()}
+        ctx.shared["series"] = info
+    return ctx.shared["series"]
+
+
+def _mb_s(n: int, seconds: float) -> float:
+    return round(n / seconds / 1e6, 1) if seconds > 0 else 0.0
+
+
+# -- series --------------------------------------------------------------------------------
+def _render_series(d: dict) -> list[str]:
+    rows = ["| file | bytes |", "|---|---:|"]
+    rows += [f"| {Path(p).name} | {d['sizes'][k]:,} |" for k, p in d["files"].items()]
+    return rows + [
+        "",
+        f"Logical {d['logical_bytes']:,} bytes; unique tensor bytes (the dedup ideal) "
+        f"{d['unique_tensor_bytes']:,}; generated in {d['generate_seconds']} s.",
+    ]
+
+
+@section("series", "The checkpoint series", requires=("torch", "safetensors"),
+         render=_render_series)
+def series(ctx: Context) -> dict:
+    info = series_info(ctx)
+    return {k: v for k, v in info.items() if k != "digests"}
+
+
+# -- peers ---------------------------------------------------------------------------------
+def measure_tool(tool: Tool, files: list[tuple[str, Path]], ctx: Context, digests: dict) -> dict:
+    tool.work.mkdir(parents=True, exist_ok=True)
+    tool.setup()
+    logical = sum(p.stat().st_size for _, p in files)
+    prepare_phase(ctx, [p for _, p in files])
+    per: list[Measured] = []
+    t0 = time.perf_counter()
+    for name, path in files:
+        m = run_measured(tool.ingest(name, path), env=tool.env)
+        tool.after_ingest(name, m)
+        per.append(m)
+    os.sync()  # the tool pays for making its own writes durable
+    ingest_s = time.perf_counter() - t0
+    stored = tool.stored_bytes()
+
+    dest = tool.work / f"{tool.name}-restore"
+    prepare_phase(ctx, [])
+    back: list[Measured] = []
+    t0 = time.perf_counter()
+    for name, _ in files:
+        cmd, cwd = tool.restore(name, dest / name)
+        back.append(run_measured(cmd, cwd=cwd, env=tool.env))
+    os.sync()
+    restore_s = time.perf_counter() - t0
+    identical = {}
+    for name, path in files:
+        found = [f for f in (dest / name).rglob(path.name) if f.is_file()]
+        identical[name] = len(found) == 1 and file_digest(found[0]) == digests[name]
+    shutil.rmtree(dest, ignore_errors=True)
+    return {
+        "tool": tool.describe(),
+        "ingest_seconds": round(ingest_s, 3),
+        "ingest_MBps": _mb_s(logical, ingest_s),
+        "ingest_command_seconds": [round(m.seconds, 3) for m in per],
+        "ingest_peak_rss": max(m.max_rss for m in per),
+        "stored_bytes": stored,
+        "restore_seconds": round(restore_s, 3),
+        "restore_MBps": _mb_s(logical, restore_s),
+        "restore_peak_rss": max(m.max_rss for m in back),
+        "restored_identical": all(identical.values()),
+        "restored_identical_files": identical,
+    }
+
+
+def available_tools(ctx: Context, sub: str) -> tuple[list[Tool], dict[str, str]]:
+    tools, skipped = [], {}
+    for name, cls in TOOLS.items():
+        tool = cls(name, ctx.work / sub)
+        why = tool.missing()
+        if why:
+            skipped[name] = why
+        else:
+            tools.append(tool)
+    return tools, skipped
+
+
+def _render_peers(d: dict) -> list[str]:
+    rows = [
+        "| tool | ingest MB/s | stored bytes | stored / unique | restore MB/s "
+        "| ingest peak RSS MiB | restore peak RSS MiB | restore identical |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for name, t in d["tools"].items():
+        rows.append(
+            f"| {name} | {t['ingest_MBps']:,} | {t['stored_bytes']:,} | "
+            f"{t['stored_vs_unique']:.3f} | {t['restore_MBps']:,} | "
+            f"{t['ingest_peak_rss'] / MiB:.0f} | {t['restore_peak_rss'] / MiB:.0f} | "
+            f"{'yes' if t['restored_identical'] else '**NO**'} |"
+        )
+    rows.append("")
+    rows += [f"- {name}: {t['tool']}" for name, t in d["tools"].items()]
+    rows += [f"- {name}: skipped: {why}" for name, why in d["skipped"].items()]
+    rows += [
+        "",
+        f"One command per version; timings include an `os.sync()` after the last command "
+        f"(each tool pays for its own durable writes). Page cache: {d['cache']}. "
+        f"Peak RSS: {d['rss_method']}. Stored bytes: apparent size of every file in the "
+        f"tool's repository folder.",
+    ]
+    return rows
+
+
+@section("peers", "Ingest, storage, restore and memory: casstore vs restic, borg and a copy",
+         requires=("torch", "safetensors"), render=_render_peers, plot=plots.peers)
+def peers(ctx: Context) -> dict:
+    info = series_info(ctx)
+    files = [(k, Path(p)) for k, p in info["files"].items()]
+    tools, skipped = available_tools(ctx, "peers")
+    out = {}
+    for tool in tools:
+        ctx.log(f"  peers: {tool.name}")
+        r = measure_tool(tool, files, ctx, info["digests"])
+        r["stored_vs_unique"] = round(r["stored_bytes"] / info["unique_tensor_bytes"], 4)
+        out[tool.name] = r
+        shutil.rmtree(tool.work, ignore_errors=True)
+    return {
+        "tools": out,
+        "skipped": skipped,
+        "logical_bytes": info["logical_bytes"],
+        "unique_tensor_bytes": info["unique_tensor_bytes"],
+        "versions": len(files),
+        "cache": "cold (dropped before each timed phase)" if ctx.cold
+        else "warm (inputs read once before each timed phase)",
+        "rss_method": RSS_METHOD,
+    }
+
+
+# -- peak RSS on one big file --------------------------------------------------------------
+def _render_rss(d: dict) -> list[str]:
+    rows = ["| tool | peak RSS MiB | seconds (incl. sync) |", "|---|---:|---:|"]
+    for name, t in d["tools"].items():
+        rows.append(f"| {name} | {t['peak_rss'] / MiB:.1f} | {t['seconds']} |")
+    rows += [f"- {name}: skipped: {why}" for name, why in d["skipped"].items()]
+    rows += ["", f"One safetensors file of {d['size_bytes']:,} bytes (16 random F32 tensors), "
+             f"ingested into an empty repository. Peak RSS: {d['rss_method']}."]
+    return rows
+
+
+@section("rss_2g", "Peak RSS while ingesting one 2 GiB file", render=_render_rss,
+         plot=plots.rss)
+def rss_2g(ctx: Context) -> dict:
+    from benchmarks.data import write_random_safetensors
+
+    size = (32 if ctx.quick else 2048) * MiB
+    path = write_random_safetensors(ctx.work / "big" / "model.safetensors", size, seed="rss")
+    tools, skipped = available_tools(ctx, "rss")
+    out = {}
+    for tool in tools:
+        tool.work.mkdir(parents=True, exist_ok=True)
+        tool.setup()
+        prepare_phase(ctx, [path])
+        t0 = time.perf_counter()
+        m = run_measured(tool.ingest("big", path), env=tool.env)
+        os.sync()
+        out[tool.name] = {"peak_rss": m.max_rss, "seconds": round(time.perf_counter() - t0, 3)}
+        shutil.rmtree(tool.work, ignore_errors=True)
+    path.unlink()
+    return {"size_bytes": size, "tools": out, "skipped": skipped, "rss_method": RSS_METHOD}
+
+
+# -- rollback ------------------------------------------------------------------------------
+def _render_rollback(d: dict) -> list[str]:
+    s, g = d["small"], d["large"]
+    return [
+        "| model | chunks | p50 ms | p90 ms |", "|---|---:|---:|---:|",
+        f"| {s['size_bytes']:,} B | {s['chunks']} | {s['p50_ms']:.2f} | {s['p90_ms']:.2f} |",
+        f"| {g['size_bytes']:,} B | {g['chunks']} | {g['p50_ms']:.2f} | {g['p90_ms']:.2f} |",
+        "", f"Ratio large/small (p50): {d['ratio_p50']}. Each rollback opens a fresh "
+        f"Repository (as a CLI call would), checks every chunk is present, moves the ref.",
+    ]
+
+
+@section("rollback", "casstore rollback latency vs model size", render=_render_rollback,
+         plot=plots.rollback)
+def rollback(ctx: Context) -> dict:
+    from benchmarks.rollback import run
+
+    return run(large_mb=16 if ctx.quick else 1024, repeats=10 if ctx.quick else 40,
+               workdir=ctx.work)
+
+
+# -- gc ------------------------------------------------------------------------------------
+def _render_gc(d: dict) -> list[str]:
+    rows = ["| chunks | deleted | plan s | execute s | total s | µs per chunk |",
+            "|---:|---:|---:|---:|---:|---:|"]
+    for r in d["runs"]:
+        rows.append(f"| {r['chunks']:,} | {r['chunks_deleted']:,} | {r['plan_s']} | "
+                    f"{r['execute_s']} | {r['total_s']} | {r['us_per_chunk']} |")
+    return rows + ["", "10 versions of fixed 8 KiB chunks, keep-last 5: half become garbage."]
+
+
+@section("gc", "casstore GC time vs chunk count", render=_render_gc, plot=plots.gc)
+def gc(ctx: Context) -> dict:
+    from benchmarks.gc_scale import run
+
+    return {"runs": run([200, 1000] if ctx.quick else [1000, 10_000, 50_000], ctx.work)}
+
+
+# -- sections owned by other modules, run as subprocesses that print JSON -------------------
+def run_json_module(module: str, args: list[str], ctx: Context) -> dict:
+    from importlib.util import find_spec
+
+    if find_spec(module) is None:
+        raise Skip(f"{module} is not there yet")
+    p = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
+                       cwd=Path(__file__).resolve().parent.parent)
+    if p.returncode != 0:
+        raise RuntimeError(f"{module} failed: {p.stderr.strip()[-1500:]}")
+    start = p.stdout.find("{")
+    return json.loads(p.stdout[start:])
+
+
+def _render_json(d: dict) -> list[str]:
+    return ["```json", json.dumps(d, indent=2)[:6000], "```"]
+
+
+@section("torch", "casstore.torch: save throughput, one-tensor load vs full load",
+         requires=("torch", "safetensors"), render=_render_json)
+def torch_load(ctx: Context) -> dict:
+    size = 8 if ctx.quick else min(256, ctx.size_mb)
+    return run_json_module(
+        "benchmarks.torch_save",
+        ["--size-mb", str(size), "--tensors", "8" if ctx.quick else "32",
+         "--workdir", str(ctx.work)],
+        ctx,
+    )
+
+
+@section("push_pull", "Push/pull to moto's S3 server vs s3fs",
+         requires=("moto", "s3fs", "boto3", "torch"), render=_render_json)
+def push_pull(ctx: Context) -> dict:
+    return run_json_module(
+        "benchmarks.push_pull", ["--size-mb", "2" if ctx.quick else "32"], ctx
+    )
+
+
+# -- sweep ---------------------------------------------------------------------------------
+def _sweep_render(d: dict) -> list[str]:
+    from benchmarks.sweep import render
+
+    return render(d)
+
+
+@section("sweep", "Chunker settings x encodings on the series (casstore.tune)",
+         requires=("torch", "safetensors"), render=_sweep_render, plot=plots.sweep)
+def sweep(ctx: Context) -> dict:
+    from benchmarks.sweep import run_sweep
+
+    info = series_info(ctx)
+    return run_sweep(list(info["files"].values()))
