@@ -19,7 +19,7 @@ from casstore.digest import Digest
 from casstore.errors import CorruptObjectError, NotFoundError
 from casstore.layout import chunk_key
 from casstore.manifest import INLINE_MAX, Manifest
-from casstore.store.base import ObjectStore
+from casstore.store.base import ObjectStore, Parts
 
 MAGIC = b"CSC\x01"
 ENC_RAW = 0
@@ -33,6 +33,13 @@ def encode_chunk(payload: bytes | memoryview, encoding: int = ENC_RAW) -> bytes:
     if encoding != ENC_RAW:
         raise ValueError(f"unknown chunk encoding {encoding}")
     return b"".join((MAGIC, bytes((encoding,)), payload))
+
+
+def chunk_parts(payload: bytes | memoryview, encoding: int = ENC_RAW) -> Parts:
+    """The chunk object as header + payload buffers, so a store writes it without a copy."""
+    if encoding != ENC_RAW:
+        raise ValueError(f"unknown chunk encoding {encoding}")
+    return Parts(MAGIC + bytes((encoding,)), payload)
 
 
 def decode_chunk(raw: bytes, digest: Digest) -> memoryview:
@@ -81,7 +88,7 @@ class ChunkWriter:
         *,
         known: Iterable[Digest] = (),
         workers: int = 3,
-        max_inflight: int = 96 << 20,
+        max_inflight: int = 64 << 20,
         progress: Progress | None = None,
         inline_max: int = INLINE_MAX,
     ) -> None:
@@ -147,7 +154,7 @@ class ChunkWriter:
                 if self.store.exists(key):
                     self.reused.add(d)
                 else:
-                    new = self.store.put_if_absent(key, encode_chunk(piece), sync=False)
+                    new = self.store.put_if_absent(key, chunk_parts(piece), sync=False)
                     if not new:
                         self.reused.add(d)
                 self._present.add(d)

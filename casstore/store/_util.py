@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 
 from casstore.errors import InvalidInputError
+from casstore.store.base import Parts
 
 #: Top-level folders a backend may use for its own bookkeeping (temp files, lock files).
 RESERVED_DIRS = ("tmp", "locks")
@@ -76,9 +77,11 @@ def content_token(data: bytes | memoryview) -> str:
     return "b2-" + hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
-def as_bytes(data: bytes | bytearray | memoryview) -> bytes:
+def as_bytes(data: bytes | bytearray | memoryview | Parts) -> bytes:
     if isinstance(data, bytes):
         return data
+    if isinstance(data, Parts):
+        return bytes(data)
     if isinstance(data, (bytearray, memoryview)):
         return bytes(data)
     raise InvalidInputError(f"object data must be bytes-like, got {type(data).__name__}")

@@ -37,6 +37,23 @@ from dataclasses import dataclass
 from casstore.errors import NotFoundError
 
 
+class Parts:
+    """Object data given as several buffers to store back to back, without joining them
+    first (a chunk's header and its memory-mapped payload). ``bytes(parts)`` joins them;
+    ``len(parts)`` is the total size. Every backend accepts it wherever data is taken."""
+
+    __slots__ = ("buffers",)
+
+    def __init__(self, *buffers: bytes | memoryview) -> None:
+        self.buffers = tuple(memoryview(b).cast("B") for b in buffers)
+
+    def __len__(self) -> int:
+        return sum(len(b) for b in self.buffers)
+
+    def __bytes__(self) -> bytes:
+        return b"".join(self.buffers)
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     """What a listing or ``stat`` tells about one object."""

@@ -41,7 +41,7 @@ from casstore.store._util import (
     check_range,
     content_token,
 )
-from casstore.store.base import Capabilities, ObjectInfo, ObjectStore
+from casstore.store.base import Capabilities, ObjectInfo, ObjectStore, Parts
 
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _NOT_AN_OBJECT = (errno.ENOENT, errno.ENOTDIR, errno.EISDIR)
@@ -120,9 +120,10 @@ class LocalStore(ObjectStore):
         tmp = os.path.join(self._tmp, f"{uuid.uuid4().hex}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o644)
         try:
-            view = memoryview(data).cast("B")
-            while view:
-                view = view[os.write(fd, view) :]
+            for part in data.buffers if isinstance(data, Parts) else (data,):
+                view = memoryview(part).cast("B")
+                while view:
+                    view = view[os.write(fd, view) :]
             if sync:
                 os.fsync(fd)
         except BaseException:
