@@ -106,12 +106,12 @@ def test_gc_alongside_writers_and_rollbacks(store_kind: str, tmp_path: Path, req
 
 def test_gc_killed_at_random_moments(tmp_path: Path):
     url = str(tmp_path / "store")
-    repo = Repository(url)
-    repo.init(StoreConfig(chunker=make_chunker("fastcdc", cdc_avg=1024).name))
     rng = random.Random(99)
     env = dict(os.environ, CASSTORE_LOCK_TIMEOUT="0.5")
-    os.environ["CASSTORE_LOCK_TIMEOUT"] = "0.5"
+    os.environ["CASSTORE_LOCK_TIMEOUT"] = "0.5"  # before any Repository reads its leases
     try:
+        repo = Repository(url)
+        repo.init(StoreConfig(chunker=make_chunker("fastcdc", cdc_avg=1024).name))
         for trial in range(12):
             for i in range(3):  # fresh garbage for every trial: many small chunks
                 t = series.tensors(n=4, size=48 << 10, seed=trial * 10 + i)
