@@ -51,9 +51,9 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"{s.name:10} {s.title}")
         return {}
     chosen = [n for n in sections if (not a.only or n in a.only) and n not in a.skip]
-    unknown = set(a.only or []) | set(a.skip) - set(sections)
-    if unknown - set(sections):
-        ap.error(f"unknown sections: {', '.join(sorted(unknown - set(sections)))}")
+    unknown = (set(a.only or []) | set(a.skip)) - set(sections)
+    if unknown:
+        ap.error(f"unknown sections: {', '.join(sorted(unknown))}")
     size = a.size_mb or (QUICK_SIZE_MB if a.quick else DEFAULT_SIZE_MB)
     a.out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="casstore-bench-", dir=a.workdir))
