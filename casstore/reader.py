@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import bisect
-import io
 import os
 from pathlib import Path
 
+from casstore.chunking.base import SeekableReader
 from casstore.digest import Digest
 from casstore.errors import CasstoreError, CorruptObjectError, NotFoundError
 from casstore.manifest import FileEntry, Manifest
@@ -18,7 +18,7 @@ def _context(e: CasstoreError, manifest: Manifest, entry: FileEntry) -> Casstore
     return type(e)(msg)
 
 
-class VersionFile(io.RawIOBase):
+class VersionFile(SeekableReader):
     """A read-only, seekable view of one file of a version. Reads only the chunks it needs,
     and verifies each one's digest before returning any of its bytes."""
 
@@ -34,22 +34,6 @@ class VersionFile(io.RawIOBase):
     @property
     def size(self) -> int:
         return self.entry.size
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.size}[whence]
-        if base + offset < 0:
-            raise ValueError("negative seek position")
-        self._pos = base + offset
-        return self._pos
 
     def _chunk(self, index: int) -> memoryview:
         if self._cache is not None and self._cache[0] == index:

@@ -7,6 +7,7 @@ never hold more than a bounded window (``MAX_WINDOW``) of the file at once.
 from __future__ import annotations
 
 import abc
+import io
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -90,3 +91,29 @@ def describe(filename: str) -> str:
 def check_size(size: int, filename: str = "") -> None:
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
         raise InvalidInputError(f"{describe(filename)}: invalid file size {size!r}")
+
+
+class SeekableReader(io.RawIOBase):
+    """Read-only, seekable raw file plumbing; subclasses give ``size`` and the reads."""
+
+    _pos = 0
+
+    @property
+    def size(self) -> int:
+        raise NotImplementedError
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.size}[whence]
+        if base + offset < 0:
+            raise ValueError("negative seek position")
+        self._pos = base + offset
+        return self._pos

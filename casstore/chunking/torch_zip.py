@@ -7,7 +7,6 @@ zipfile; each payload offset comes from its local header (30 + name + extra byte
 
 from __future__ import annotations
 
-import io
 import struct
 import zipfile
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from casstore.chunking.base import (
     TORCH_ZIP,
     FileLayout,
     ReadAt,
+    SeekableReader,
     TensorInfo,
     describe,
     read_exact,
@@ -191,28 +191,16 @@ def _check_name(raw: bytes, info: zipfile.ZipInfo, flags: int, where: str) -> No
         )
 
 
-class _ReadAtFile(io.RawIOBase):
+class _ReadAtFile(SeekableReader):
     """A read-only, seekable file over ``read_at``, for zipfile's directory parsing."""
 
     def __init__(self, read_at: ReadAt, size: int, filename: str):
         super().__init__()
         self._read_at, self._size, self._pos, self._filename = read_at, size, 0, filename
 
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
-        if base + offset < 0:
-            raise ValueError("negative seek position")
-        self._pos = base + offset
-        return self._pos
+    @property
+    def size(self) -> int:
+        return self._size
 
     def read(self, n: int | None = -1) -> bytes:
         if n is None or n < 0:
