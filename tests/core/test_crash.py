@@ -26,20 +26,16 @@ def test_sigkill_during_commit(tmp_path: Path):
     repo = Repository(str(store))
     repo.commit("m", [first])
     rng = random.Random(1234)
-    big = tmp_path / "big"
-    big.mkdir()
-    for i in range(4):  # ~96 MB of fresh data per attempt
-        series.save(big / f"part{i}.safetensors", series.tensors(n=6, size=4 << 20, seed=100 + i))
-    killed = 0
-    for trial in range(6):
+    killed = trial = 0
+    while killed < 4 and trial < 16:  # fresh data each time, so every commit has real work
+        big = tmp_path / f"big{trial}"
+        for i in range(3):
+            series.save(big / f"part{i}.safetensors",
+                        series.tensors(n=6, size=4 << 20, seed=1000 * trial + i))
         env = dict(os.environ, CASSTORE_STORE=str(store))
-        p = subprocess.Popen(
-            [sys.executable, "-m", "casstore", "commit", "m", str(big)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        time.sleep(rng.uniform(0.05, 0.6))
+        p = subprocess.Popen([sys.executable, "-m", "casstore", "commit", "m", str(big)], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(rng.uniform(0.25, 0.8))
         if p.poll() is None:
             p.send_signal(signal.SIGKILL)
             killed += 1
@@ -48,14 +44,11 @@ def test_sigkill_during_commit(tmp_path: Path):
         for v in reopened.history("m"):  # every version that landed reads back intact
             out = tmp_path / f"out{trial}-{v.version}"
             reopened.checkout("m", v.version, out)
-        assert (
-            hashlib.sha256(
-                (tmp_path / f"out{trial}-1.0.0" / "model.safetensors").read_bytes()
-            ).digest()
-            == hashlib.sha256(first.read_bytes()).digest()
-        )
+        assert hashlib.sha256((tmp_path / f"out{trial}-1.0.0" / "model.safetensors")
+                              .read_bytes()).digest() == hashlib.sha256(first.read_bytes()).digest()
         assert reopened.get_version("m", "@current").version == "1.0.0"
-    assert killed >= 3
+        trial += 1
+    assert killed >= 4
     res = Repository(str(store)).commit("m", [big])
     out = tmp_path / "final"
     Repository(str(store)).checkout("m", res.version.version, out)
