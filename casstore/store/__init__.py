@@ -18,7 +18,6 @@ from typing import Any
 
 from casstore.errors import InvalidInputError, UnsupportedError
 from casstore.store.base import Capabilities, ObjectInfo, ObjectStore
-from casstore.store.fsspec_store import FsspecStore
 from casstore.store.local import LocalStore
 from casstore.store.memory import MemoryStore
 from casstore.store.probe import probe_conditional_writes
@@ -64,8 +63,19 @@ def open_store(
             raise UnsupportedError(
                 f"{url}: S3 support needs s3fs; run: pip install casstore[s3]"
             ) from e
+    from casstore.store.fsspec_store import FsspecStore
+
     store: ObjectStore = FsspecStore(url, **storage_options)
     return RetryingStore(store) if retry else store
+
+
+def __getattr__(name: str) -> Any:
+    # fsspec (and asyncio under it) is imported only when a remote store is used
+    if name == "FsspecStore":
+        from casstore.store.fsspec_store import FsspecStore
+
+        return FsspecStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [
