@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from casstore.catalog import Catalog, Version
+from casstore.catalog import Catalog
 from casstore.digest import Digest
 from casstore.layout import (
     CHUNKS,
@@ -239,5 +239,5 @@ def _batches(items: Sequence[Any], n: int) -> Iterable[Sequence[Any]]:
         yield items[i : i + n]
 
 
-__all__ = ["DEFAULT_GRACE_SECONDS", "GarbageCollector", "GcPlan", "GcReport", "RetentionPolicy",
-           "Version"]
+__all__ = ["DEFAULT_GRACE_SECONDS", "ExpiredVersion", "GarbageCollector", "GcPlan", "GcReport",
+           "RetentionPolicy"]

@@ -101,7 +101,6 @@ class ChunkWriter:
         self._max_inflight = max_inflight
         self._progress = progress
         self._lock = threading.Lock()
-        self.reused: set[Digest] = set()  # chunks skipped because the store had them
         self.inline_max = inline_max
         self.inline: dict[Digest, bytes] = {}  # tiny chunks to keep in the manifest
 
@@ -151,15 +150,9 @@ class ChunkWriter:
                     self.inline.setdefault(d, bytes(piece))
             elif d not in self._present:
                 key = chunk_key(d)
-                if self.store.exists(key):
-                    self.reused.add(d)
-                else:
+                if not self.store.exists(key):
                     new = self.store.put_if_absent(key, chunk_parts(piece), sync=False)
-                    if not new:
-                        self.reused.add(d)
                 self._present.add(d)
-            else:
-                self.reused.add(d)
             with self._lock:
                 self.stats.add(n, new)
             if self._progress is not None:
