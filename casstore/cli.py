@@ -455,12 +455,14 @@ def build_parser() -> argparse.ArgumentParser:
     from casstore.cli_maint import add_maintenance_commands
     from casstore.cli_refs import add_ref_commands
     from casstore.cli_remote import add_remote_commands
+    from casstore.cli_serve import add_serve_commands
     from casstore.cli_tune import add_tune_command
 
     add_ref_commands(add)
     add_maintenance_commands(add)
     add_tune_command(add)
     add_remote_commands(add)
+    add_serve_commands(add)
     return p
 
 

@@ -31,11 +31,34 @@ def _steps(text: str | None) -> tuple[float, ...] | None:
 
 
 def _print_move(args: argparse.Namespace, res: Any) -> int:
+    doc = res.to_dict()
+    code = 0 if res.ok else 1
+    if res.ok and getattr(args, "wait", False) and res.new is not None:
+        from casstore.cli import open_repo
+        from casstore.serving.acks import wait_for_followers
+
+        versions = {t.version for t in res.new.versions()}
+        done, acks = wait_for_followers(
+            open_repo(args).store, args.model, args.ref, versions, timeout=args.timeout
+        )
+        doc["followers"] = [a.to_dict() for a in acks]
+        doc["all_followers_on_target"] = done
+        if not done:
+            code = 1
+            lagging = [
+                f"{a.id} serves {','.join(a.versions) or '-'}"
+                + (f" ({a.last_error})" if a.last_error else "")
+                for a in acks
+                if set(a.versions) != versions
+            ]
+            res.message += "; NOT landed on: " + "; ".join(lagging)
+        else:
+            res.message += f"; {len(acks)} follower(s) serving it"
     if args.json:
-        emit_json(res.to_dict())
+        emit_json(doc | {"message": res.message})
     else:
-        print(("ok: " if res.ok else "FAILED: ") + res.message)
-    return 0 if res.ok else 1
+        print(("ok: " if code == 0 else "FAILED: ") + res.message)
+    return code
 
 
 def cmd_refs(args: argparse.Namespace) -> int:
@@ -274,6 +297,10 @@ def add_ref_commands(add: Callable[..., Any]) -> None:
         sp.add_argument("--verify-data", action="store_true", help="re-hash every chunk first")
         sp.add_argument("--health-check", help="shell command; non-zero exit reverts the move")
         sp.add_argument("--steps", help="progressive: traffic steps, e.g. 10,50,100")
+        sp.add_argument(
+            "--wait", action="store_true", help="return when every live follower serves the target"
+        )
+        sp.add_argument("--timeout", type=float, default=60.0, help="seconds for --wait")
         sp.add_argument(
             "--replica",
             action="append",

@@ -72,7 +72,7 @@ LAYERS = [
     {"reader", "catalog", "leases", "retention"},
     {"rollback", "gc", "verify"},
     {"repository"},
-    {"transfer", "demo", "tune"},
+    {"transfer", "demo", "tune", "serving"},
     {
         "cli",
         "cli_refs",

@@ -1,0 +1,93 @@
+"""Follower acknowledgements: which version each serving process holds, with a heartbeat.
+
+Each follower owns one small object ``followers/<model>/<ref>/<id>``, rewritten on every poll.
+``status`` lists them; ``rollback --wait`` polls them until every live follower serves the
+target (a follower whose heartbeat is older than ``3 x interval + 5 s`` counts as gone).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from casstore.errors import CorruptObjectError
+from casstore.layout import FOLLOWERS, check_name, follower_key
+from casstore.store.base import ObjectStore
+
+
+@dataclass
+class FollowerAck:
+    id: str
+    model: str
+    ref: str
+    versions: list[str]  # what it serves now (two during a split)
+    ref_seq: int | None  # the ref move it has applied
+    heartbeat: float
+    interval: float
+    host: str = ""
+    pid: int = 0
+    state: str = "ok"  # ok | loading | failed
+    last_error: str = ""
+    failed_version: str = ""
+    swaps: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def age(self) -> float:
+        return max(0.0, time.time() - self.heartbeat)
+
+    @property
+    def live(self) -> bool:
+        return self.age <= 3 * self.interval + 5.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "age_seconds": round(self.age, 3), "live": self.live}
+
+
+def write_ack(store: ObjectStore, ack: FollowerAck) -> None:
+    store.put(
+        follower_key(ack.model, ack.ref, ack.id), json.dumps(asdict(ack)).encode(), sync=False
+    )
+
+
+def remove_ack(store: ObjectStore, model: str, ref: str, follower_id: str) -> None:
+    store.delete(follower_key(model, ref, follower_id))
+
+
+def read_acks(store: ObjectStore, model: str, ref: str | None = None) -> list[FollowerAck]:
+    prefix = f"{FOLLOWERS}{check_name('model', model)}/"
+    if ref is not None:
+        prefix += f"{check_name('ref', ref)}/"
+    keys = [i.key for i in store.list(prefix)]
+    out = []
+    for key, raw in store.get_many(keys).items():
+        try:
+            out.append(FollowerAck(**json.loads(raw)))
+        except (ValueError, TypeError) as e:
+            raise CorruptObjectError(f"follower acknowledgement {key} is unreadable: {e}") from e
+    return sorted(out, key=lambda a: a.id)
+
+
+def wait_for_followers(
+    store: ObjectStore,
+    model: str,
+    ref: str,
+    versions: set[str],
+    *,
+    timeout: float,
+    poll: float = 0.2,
+) -> tuple[bool, list[FollowerAck]]:
+    """Wait until every live follower of ``model@ref`` serves exactly ``versions``.
+
+    Returns (all done, the last acknowledgements seen). With no live follower it is done.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        acks = [a for a in read_acks(store, model, ref) if a.live]
+        if all(set(a.versions) == versions for a in acks):
+            return True, acks
+        if time.monotonic() >= deadline:
+            return False, acks
+        time.sleep(poll)

@@ -1,0 +1,251 @@
+"""A Follower keeps a model loaded that follows a ref, and swaps it without downtime.
+
+It polls the ref object cheaply (one small read; nothing happens unless the ref's CAS token
+changed), loads the new version in the background reusing every tensor whose bytes did not
+change (same covering chunk digests at the same offsets), checks it (every chunk is
+digest-verified by the reader; then an optional user health check on the built model), and
+swaps it in with one reference assignment: new requests get the new model, in-flight ones
+finish on the old. A failed load or health check keeps the old model and is reported in the
+follower's acknowledgement object, which ``casstore status`` shows.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from casstore.catalog import Version
+from casstore.errors import CasstoreError, InvalidInputError
+from casstore.layout import check_name
+from casstore.refs import RefValue, split_fraction
+from casstore.repository import Repository
+from casstore.serving.acks import FollowerAck, remove_ack, write_ack
+
+Builder = Callable[[dict[str, Any], Version], Any]
+HealthCheck = Callable[[Any, Version], bool]
+
+
+@dataclass(frozen=True)
+class Served:
+    """One loaded version: what requests use. Immutable; swapped as a whole."""
+
+    version: Version
+    state_dict: dict[str, Any]
+    model: Any  # what ``build`` made of the state dict (the state dict itself by default)
+    loaded_bytes: int = 0  # tensor bytes read from the store for this load
+    reused: int = 0  # tensors taken over from the previous version in memory
+    seconds: float = 0.0
+
+
+@dataclass
+class _State:
+    value: RefValue
+    seq: int
+    token: str
+    served: dict[str, Served] = field(default_factory=dict)  # semver -> loaded version
+
+
+def _tensor_signatures(v: Version) -> dict[str, tuple[Any, ...]]:
+    """name -> (file, dtype, shape, covering chunk digests, offset in first chunk)."""
+    out: dict[str, tuple[Any, ...]] = {}
+    for f in v.manifest.files:
+        spans = f.chunk_offsets()
+        for t in f.tensors:
+            lo, hi = t.offset, t.offset + t.length
+            cover = [(bytes(d), off) for d, off, n in spans if off < hi and off + n > lo]
+            first = cover[0][1] if cover else lo
+            out[t.name] = (t.dtype, t.shape, tuple(d for d, _ in cover), lo - first)
+    return out
+
+
+class Follower:
+    """Serve ``model`` as ``ref`` says, swapping to each new version as the ref moves."""
+
+    def __init__(
+        self,
+        store: Repository | str,
+        model: str,
+        ref: str = "current",
+        *,
+        build: Builder | None = None,
+        health_check: HealthCheck | None = None,
+        map_location: str | None = "cpu",
+        interval: float = 1.0,
+        jitter: float = 0.2,
+        follower_id: str | None = None,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.repo = store if isinstance(store, Repository) else Repository(store)
+        self.model = check_name("model", model)
+        self.ref = check_name("ref", ref)
+        self.build = build or (lambda sd, v: sd)
+        self.health_check = health_check
+        self.map_location = map_location
+        self.interval, self.jitter = float(interval), float(jitter)
+        self.id = check_name(
+            "follower",
+            follower_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}",
+        )
+        self.on_event = on_event
+        self._state: _State | None = None
+        self._lock = threading.Lock()  # one load at a time
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._failed_token: str | None = None
+        self.ack = FollowerAck(
+            self.id,
+            self.model,
+            self.ref,
+            [],
+            None,
+            time.time(),
+            self.interval,
+            socket.gethostname(),
+            os.getpid(),
+        )
+
+    # -- requests ------------------------------------------------------------------------
+    def model_for(self, request_key: str | None = None) -> Served:
+        """The loaded version for a request (sticky within a split, as ``resolve()``)."""
+        st = self._state
+        if st is None:
+            raise InvalidInputError(f"follower of {self.model}@{self.ref} has nothing loaded yet")
+        if st.value.split is None:
+            return st.served[st.value.target.version]  # type: ignore[union-attr]
+        s = st.value.split
+        side = s.base
+        if request_key is not None and split_fraction(self.model, self.ref, request_key) < s.weight:
+            side = s.candidate
+        return st.served[side.version]
+
+    @property
+    def versions(self) -> list[str]:
+        return sorted(self._state.served) if self._state else []
+
+    # -- following -----------------------------------------------------------------------
+    def poll(self) -> bool:
+        """Check the ref once; load and swap if it moved. True if a swap happened."""
+        raw_rec, token = self.repo.refs.read(self.model, self.ref)
+        if raw_rec is None or raw_rec.value is None or token is None:
+            self._heartbeat(state="failed", error=f"{self.model}@{self.ref} does not exist")
+            return False
+        st = self._state
+        if (st is not None and st.token == token) or token == self._failed_token:
+            self._heartbeat()
+            return False
+        with self._lock:
+            return self._apply(raw_rec.value, raw_rec.seq, token)
+
+    def _apply(self, value: RefValue, seq: int, token: str) -> bool:
+        old = self._state
+        wanted = [t.version for t in value.versions()]
+        served: dict[str, Served] = {}
+        self._heartbeat(state="loading")
+        try:
+            for semver in wanted:
+                have = old.served.get(semver) if old else None
+                served[semver] = have or self._load(semver, old)
+        except Exception as e:  # keep serving the old version; report why
+            self._failed_token = token
+            msg = f"{type(e).__name__}: {e}"
+            self._heartbeat(state="failed", error=msg, failed=",".join(wanted))
+            self._emit({"event": "swap-failed", "versions": wanted, "error": msg})
+            return False
+        self._state = _State(value, seq, token, served)  # the swap: one assignment
+        self._failed_token = None
+        self.ack.swaps += 1
+        self._heartbeat(state="ok", error="")
+        self._emit(
+            {
+                "event": "swapped",
+                "versions": wanted,
+                "seq": seq,
+                "loaded_bytes": sum(s.loaded_bytes for s in served.values()),
+                "reused": sum(s.reused for s in served.values()),
+            }
+        )
+        return True
+
+    def _load(self, semver: str, old: _State | None) -> Served:
+        import casstore.torch as ct
+
+        t0 = time.perf_counter()
+        v = self.repo.get_version(self.model, semver)
+        sigs = _tensor_signatures(v)
+        reuse: dict[str, Any] = {}
+        if old is not None:
+            for prev in old.served.values():
+                prev_sigs = _tensor_signatures(prev.version)
+                for name, sig in sigs.items():
+                    if name not in reuse and prev_sigs.get(name) == sig and name in prev.state_dict:
+                        reuse[name] = prev.state_dict[name]
+        names = ct.stored_names(self.repo, self.model, semver)
+        need = [n for n in names if n not in reuse]
+        fresh = (
+            ct.load(self.repo, self.model, semver, keys=need, map_location=self.map_location)
+            if need
+            else {}
+        )
+        sd = {n: reuse[n] if n in reuse else fresh[n] for n in names}
+        built = self.build(sd, v)
+        if self.health_check is not None and not self.health_check(built, v):
+            raise CasstoreError(f"health check failed for {v.name}")
+        loaded = sum(t.numel() * t.element_size() for t in fresh.values())
+        return Served(v, sd, built, loaded, len(reuse), time.perf_counter() - t0)
+
+    def start(self, *, wait: bool = True) -> Follower:
+        """Load what the ref points at (waiting for it if ``wait``), then follow in a thread."""
+        if wait:
+            self.poll()
+        self._thread = threading.Thread(
+            target=self._run, name=f"casstore-follow-{self.id}", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval * (1 + random.uniform(-1, 1) * self.jitter)):
+            try:
+                self.poll()
+            except Exception as e:  # a store hiccup must not kill the follower
+                self._heartbeat(
+                    state="failed" if self._state is None else "ok",
+                    error=f"poll failed: {type(e).__name__}: {e}",
+                )
+
+    def stop(self, *, forget: bool = True) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.interval * 3 + 5)
+        if forget:
+            remove_ack(self.repo.store, self.model, self.ref, self.id)
+
+    # -- reporting -----------------------------------------------------------------------
+    def _heartbeat(
+        self, *, state: str | None = None, error: str | None = None, failed: str | None = None
+    ) -> None:
+        a = self.ack
+        a.heartbeat = time.time()
+        a.versions = self.versions
+        a.ref_seq = self._state.seq if self._state else None
+        if state is not None:
+            a.state = state
+        if error is not None:
+            a.last_error = error
+        if failed is not None:
+            a.failed_version = failed
+        try:
+            write_ack(self.repo.store, a)
+        except CasstoreError:
+            pass  # the next heartbeat tries again; serving goes on
+
+    def _emit(self, event: dict[str, Any]) -> None:
+        if self.on_event is not None:
+            self.on_event({"follower": self.id, "model": self.model, "ref": self.ref, **event})

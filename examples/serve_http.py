@@ -1,0 +1,83 @@
+"""A tiny HTTP inference server that follows a casstore ref (standard library only + torch).
+
+    python examples/serve_http.py --store .casstore --model demo --port 8080
+    curl 'localhost:8080/predict?key=user-42'     # {"version": "1.0.3", "output": ...}
+    casstore rollback demo --previous-stable --wait   # returns once this server serves it
+
+The "model" is the version's state dict; a prediction is the sum of one tensor, enough to see
+which weights answered. The health check refuses weights holding NaN or Inf: such a version
+is never served, the old one stays, and ``casstore status demo`` shows the failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+from casstore.serving import Follower
+
+
+def finite(state_dict: dict[str, Any], version: Any) -> bool:
+    return all(bool(t.isfinite().all()) for t in state_dict.values() if t.is_floating_point())
+
+
+def make_handler(follower: Follower) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            url = urlparse(self.path)
+            if url.path == "/health":
+                return self._send(200, {"id": follower.id, "versions": follower.versions})
+            if url.path != "/predict":
+                return self._send(404, {"error": "unknown path"})
+            key = parse_qs(url.query).get("key", [None])[0]
+            served = follower.model_for(key)  # in-flight requests keep this object
+            first = sorted(served.state_dict)[0]
+            out = float(served.state_dict[first].double().sum())
+            self._send(
+                200,
+                {
+                    "version": served.version.version,
+                    "key": key,
+                    "output": out if math.isfinite(out) else None,
+                },
+            )
+
+        def _send(self, code: int, doc: dict[str, Any]) -> None:
+            body = json.dumps(doc).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:  # quiet
+            pass
+
+    return Handler
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--store", default=".casstore")
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--ref", default="current")
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=8080)
+    ap.add_argument("--interval", type=float, default=0.5, help="seconds between ref polls")
+    a = ap.parse_args()
+    follower = Follower(a.store, a.model, a.ref, health_check=finite, interval=a.interval)
+    follower.start()
+    server = ThreadingHTTPServer((a.host, a.port), make_handler(follower))
+    print(json.dumps({"listening": server.server_address[1], "follower": follower.id}), flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        follower.stop()
+
+
+if __name__ == "__main__":
+    main()
