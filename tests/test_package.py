@@ -72,7 +72,7 @@ LAYERS = [
     {"reader", "catalog", "leases", "retention"},
     {"rollback", "gc", "verify"},
     {"repository"},
-    {"transfer", "demo", "tune", "serving"},
+    {"transfer", "demo", "tune"},
     {
         "cli",
         "cli_refs",
@@ -81,6 +81,7 @@ LAYERS = [
         "cli_tune",
         "cli_serve",
         "torch",
+        "serving",
         "serve",
         "testing",
         "__main__",
