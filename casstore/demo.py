@@ -39,20 +39,30 @@ def write_safetensors(path: Path, tensors: dict[str, bytes], metadata: dict[str,
             f.write(data)
 
 
+_FINITE = bytes(b & 0x3F for b in range(256))  # top exponent bits cleared: no NaN or Inf
+
+
+def _weights(rng: random.Random, n: int) -> bytes:
+    """``n`` random bytes that read as finite little-endian F32 values."""
+    data = bytearray(rng.randbytes(n))
+    data[3::4] = data[3::4].translate(_FINITE)
+    return bytes(data)
+
+
 def make_series(folder: Path, size_mb: int, seed: int = 0) -> list[Path]:
     rng = random.Random(seed)
     layers = 12
     per_tensor = max(4096, (size_mb << 20) // (layers * 2)) // 4 * 4
     base = {}
     for i in range(layers):
-        base[f"layers.{i}.attn.weight"] = rng.randbytes(per_tensor)
-        base[f"layers.{i}.mlp.weight"] = rng.randbytes(per_tensor)
+        base[f"layers.{i}.attn.weight"] = _weights(rng, per_tensor)
+        base[f"layers.{i}.mlp.weight"] = _weights(rng, per_tensor)
     tuned = dict(base)
     for name in list(base)[-(len(base) // 3) :]:
-        tuned[name] = rng.randbytes(per_tensor)
+        tuned[name] = _weights(rng, per_tensor)
     regressed = dict(tuned)
     for name in list(base)[: len(base) // 6]:
-        regressed[name] = rng.randbytes(per_tensor)
+        regressed[name] = _weights(rng, per_tensor)
     paths = []
     for i, (tensors, meta) in enumerate(
         [

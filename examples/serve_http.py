@@ -18,6 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
+from casstore.errors import CasstoreError
 from casstore.serving import Follower
 
 
@@ -34,7 +35,10 @@ def make_handler(follower: Follower) -> type[BaseHTTPRequestHandler]:
             if url.path != "/predict":
                 return self._send(404, {"error": "unknown path"})
             key = parse_qs(url.query).get("key", [None])[0]
-            served = follower.model_for(key)  # in-flight requests keep this object
+            try:
+                served = follower.model_for(key)  # in-flight requests keep this object
+            except CasstoreError as e:  # nothing healthy loaded yet
+                return self._send(503, {"error": str(e), "last_error": follower.ack.last_error})
             first = sorted(served.state_dict)[0]
             out = float(served.state_dict[first].double().sum())
             self._send(
