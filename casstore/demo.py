@@ -147,16 +147,18 @@ def run_demo(store: str, *, size_mb: int = 64, as_json: bool = False) -> int:
 
 
 def _collect_garbage(repo: Any) -> str | None:
-    """Expire the superseded beta with a retention policy and reclaim its unique chunks."""
+    """Expire what no rule keeps (the beta and the regressed release) and reclaim their
+    unique chunks; the stable-tagged version and what refs point at stay."""
     try:
         from casstore.gc import GarbageCollector, RetentionPolicy
     except ImportError:  # pragma: no cover - GC ships with the package
         return None
-    policy = RetentionPolicy(keep_types=("release",), keep_reflog_seconds=0)
+    policy = RetentionPolicy(keep_tags=("stable",), keep_reflog_seconds=0)
     gc = GarbageCollector(repo, grace_seconds=0)
     plan = gc.plan(policy, models=[MODEL])
     report = gc.execute(plan)
     return (
-        f"gc (keep releases and ref targets): expired {len(plan.expire)} versions, "
+        f"gc (keep stable-tagged versions and ref targets): expired "
+        f"{', '.join(e.version for e in plan.expire)}, "
         f"reclaimed {report.objects_deleted} objects / {human_bytes(report.bytes_freed)}"
     )

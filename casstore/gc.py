@@ -19,6 +19,7 @@ from typing import Any
 
 from casstore.catalog import Catalog
 from casstore.digest import Digest
+from casstore.errors import NotFoundError
 from casstore.layout import (
     CHUNKS,
     MANIFESTS,
@@ -61,11 +62,16 @@ class GcPlan:
     manifests: tuple[tuple[str, int], ...]  # orphan manifests
     tmp: tuple[tuple[str, int], ...]
     referenced_chunks: int
+    expired_manifest_bytes: int = 0
 
     @property
     def bytes_freed(self) -> int:
-        return sum(n for _, n in self.chunks) + sum(n for _, n in self.manifests) + \
-            sum(n for _, n in self.tmp)
+        return (
+            sum(n for _, n in self.chunks)
+            + sum(n for _, n in self.manifests)
+            + sum(n for _, n in self.tmp)
+            + self.expired_manifest_bytes
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -98,15 +104,23 @@ class GcReport:
         return self.chunks_deleted + self.manifests_deleted + self.tmp_deleted
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.__dict__, "objects_deleted": self.objects_deleted,
-                "seconds": round(self.seconds, 4)}
+        return {
+            **self.__dict__,
+            "objects_deleted": self.objects_deleted,
+            "seconds": round(self.seconds, 4),
+        }
 
 
 class GarbageCollector:
     """Plans and executes garbage collection on one store."""
 
-    def __init__(self, repo_or_store: Any, *, grace_seconds: float = DEFAULT_GRACE_SECONDS,
-                 leases: Leases | None = None) -> None:
+    def __init__(
+        self,
+        repo_or_store: Any,
+        *,
+        grace_seconds: float = DEFAULT_GRACE_SECONDS,
+        leases: Leases | None = None,
+    ) -> None:
         store: ObjectStore = getattr(repo_or_store, "store", repo_or_store)
         self.store = store
         single = getattr(getattr(repo_or_store, "config", None), "single_writer", False)
@@ -116,8 +130,13 @@ class GarbageCollector:
         self.leases = leases or Leases(store)
 
     # -- plan ------------------------------------------------------------------------------
-    def plan(self, override: RetentionPolicy | None = None,
-             models: Sequence[str] | None = None, *, now: float | None = None) -> GcPlan:
+    def plan(
+        self,
+        override: RetentionPolicy | None = None,
+        models: Sequence[str] | None = None,
+        *,
+        now: float | None = None,
+    ) -> GcPlan:
         now = time.time() if now is None else now
         now_dt = dt.datetime.fromtimestamp(now, dt.timezone.utc)
         all_models = self.catalog.models()
@@ -144,28 +163,45 @@ class GarbageCollector:
         cutoff = now - self.grace
         referenced: set[Digest] = set()
         orphans: list[tuple[str, int]] = []
+        expiring_bytes = 0
         for info in self.store.list(MANIFESTS):
             d = digest_from_manifest_key(info.key)
             if d is None:
                 continue
             if d in indexed and d not in live:
-                continue  # expiring now
+                expiring_bytes += info.size  # expiring now
+                continue
             if d not in indexed and info.mtime < cutoff and d not in live:
                 orphans.append((d.hex(), info.size))  # from a crashed commit or GC
                 continue
             live.add(d)  # retained, or too young to judge (a commit may be publishing it)
         for d in live:
             referenced |= self.catalog.manifest(d).chunk_set()
-        chunks = [(d.hex(), info.size) for info in self.store.list(CHUNKS)
-                  if (d := digest_from_chunk_key(info.key)) is not None
-                  and d not in referenced and info.mtime < cutoff]
+        chunks = [
+            (d.hex(), info.size)
+            for info in self.store.list(CHUNKS)
+            if (d := digest_from_chunk_key(info.key)) is not None
+            and d not in referenced
+            and info.mtime < cutoff
+        ]
         tmp = [(i.key, i.size) for i in self.store.list(TMP) if i.mtime < cutoff]
-        return GcPlan(now, self.grace, override, None if models is None else tuple(models),
-                      tuple(expire), kept, tuple(sorted(chunks)), tuple(sorted(orphans)),
-                      tuple(sorted(tmp)), len(referenced))
+        return GcPlan(
+            now,
+            self.grace,
+            override,
+            None if models is None else tuple(models),
+            tuple(expire),
+            kept,
+            tuple(sorted(chunks)),
+            tuple(sorted(orphans)),
+            tuple(sorted(tmp)),
+            len(referenced),
+            expiring_bytes,
+        )
 
-    def _protect_refs(self, model: str, reasons: dict[str, list[str]], now: dt.datetime,
-                      policy: RetentionPolicy) -> None:
+    def _protect_refs(
+        self, model: str, reasons: dict[str, list[str]], now: dt.datetime, policy: RetentionPolicy
+    ) -> None:
         for name, rec in self.refs.list(model).items():
             for t in rec.value.versions():  # type: ignore[union-attr]
                 reasons.setdefault(t.version, []).append(f"ref {name}")
@@ -190,7 +226,9 @@ class GarbageCollector:
             report.versions_expired = len(expire)
             report.versions_kept = sum(len(v) for v in fresh.kept.values())
             for e in expire:
-                self._expire(e)
+                freed = self._expire(e)
+                report.manifests_deleted += 1 if freed else 0
+                report.bytes_freed += freed
             refresh()
             fresh_chunks = set(fresh.chunks)
             chunks = [c for c in plan.chunks if c in fresh_chunks]
@@ -214,22 +252,30 @@ class GarbageCollector:
         report.seconds = time.perf_counter() - t0
         return report
 
-    def _expire(self, e: ExpiredVersion) -> None:
-        """Tags, then the index entry, then the manifest: a crash leaves an orphan at worst."""
+    def _expire(self, e: ExpiredVersion) -> int:
+        """Tags, then the index entry, then the manifest: a crash leaves an orphan at worst.
+        Returns the bytes of the manifest removed (0 if it was already gone)."""
         mark = json.dumps({"manifest": e.manifest, "expired_at": time.time()}).encode()
         self.store.put(expired_key(e.model, e.version), mark)
         for t in e.tags:
             self.store.delete(tag_key(e.model, t, e.version))
         self.store.delete(version_key(e.model, e.version))
-        self.store.delete(manifest_key(Digest.parse(e.manifest)))
+        key = manifest_key(Digest.parse(e.manifest))
+        try:
+            size = self.store.stat(key).size
+        except NotFoundError:
+            return 0
+        self.store.delete(key)
+        return size
 
     def _delete_many(self, keys: Iterable[str]) -> None:
         keys = list(keys)
         if keys:
             self.store.delete_many(keys)
 
-    def collect(self, override: RetentionPolicy | None = None,
-                models: Sequence[str] | None = None) -> tuple[GcPlan, GcReport]:
+    def collect(
+        self, override: RetentionPolicy | None = None, models: Sequence[str] | None = None
+    ) -> tuple[GcPlan, GcReport]:
         plan = self.plan(override, models)
         return plan, self.execute(plan)
 
@@ -239,5 +285,11 @@ def _batches(items: Sequence[Any], n: int) -> Iterable[Sequence[Any]]:
         yield items[i : i + n]
 
 
-__all__ = ["DEFAULT_GRACE_SECONDS", "ExpiredVersion", "GarbageCollector", "GcPlan", "GcReport",
-           "RetentionPolicy"]
+__all__ = [
+    "DEFAULT_GRACE_SECONDS",
+    "ExpiredVersion",
+    "GarbageCollector",
+    "GcPlan",
+    "GcReport",
+    "RetentionPolicy",
+]
