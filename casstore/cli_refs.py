@@ -30,30 +30,37 @@ def _steps(text: str | None) -> tuple[float, ...] | None:
     return tuple(v / 100 if any(x > 1 for x in vals) else v for v in vals)
 
 
+def _wait(args: argparse.Namespace, store: Any, versions: set[str], timeout: float) -> dict:
+    """``--wait``: until every live follower of the ref in ``store`` serves ``versions``."""
+    from casstore.serving.acks import wait_for_followers
+
+    done, acks = wait_for_followers(store, args.model, args.ref, versions, timeout=timeout)
+    lagging = [
+        f"{a.id} serves {','.join(a.versions) or '-'}"
+        + (f" ({a.last_error})" if a.last_error else "")
+        for a in acks
+        if set(a.versions) != versions
+    ]
+    note = (
+        f"NOT landed on: {'; '.join(lagging)}"
+        if not done
+        else f"{len(acks)} live follower(s) serving it"
+    )
+    return {"done": done, "followers": [a.to_dict() for a in acks], "note": note}
+
+
 def _print_move(args: argparse.Namespace, res: Any) -> int:
     doc = res.to_dict()
     code = 0 if res.ok else 1
     if res.ok and getattr(args, "wait", False) and res.new is not None:
         from casstore.cli import open_repo
-        from casstore.serving.acks import wait_for_followers
 
         versions = {t.version for t in res.new.versions()}
-        done, acks = wait_for_followers(
-            open_repo(args).store, args.model, args.ref, versions, timeout=args.timeout
-        )
-        doc["followers"] = [a.to_dict() for a in acks]
-        doc["all_followers_on_target"] = done
-        if not done:
-            code = 1
-            lagging = [
-                f"{a.id} serves {','.join(a.versions) or '-'}"
-                + (f" ({a.last_error})" if a.last_error else "")
-                for a in acks
-                if set(a.versions) != versions
-            ]
-            res.message += "; NOT landed on: " + "; ".join(lagging)
-        else:
-            res.message += f"; {len(acks)} follower(s) serving it"
+        w = _wait(args, open_repo(args).store, versions, args.timeout)
+        doc["followers"] = w["followers"]
+        doc["all_followers_on_target"] = w["done"]
+        code = 0 if w["done"] else 1
+        res.message += "; " + w["note"]
     if args.json:
         emit_json(doc | {"message": res.message})
     else:
@@ -141,12 +148,27 @@ def _across(args: argparse.Namespace, repo: Any, to: str | None, op: str) -> int
         verify_data=args.verify_data,
         op=op,
     )
+    ok = all(o.ok for o in outcomes)
+    if ok and args.wait:  # every store's followers, within one overall timeout
+        import time
+
+        deadline = time.monotonic() + args.timeout
+        for r, o in zip(repos, outcomes):
+            versions = {(o.result or {}).get("new_version") or ""}
+            w = _wait(args, r.store, versions, max(0.0, deadline - time.monotonic()))
+            o.result = (o.result or {}) | {
+                "followers": w["followers"],
+                "all_followers_on_target": w["done"],
+            }
+            o.message += "; " + w["note"]
+            ok = ok and w["done"]
     if args.json:
         emit_json({"model": args.model, "ref": args.ref, "stores": [o.__dict__ for o in outcomes]})
     else:
         for o in outcomes:
-            print(f"{'ok' if o.ok else 'FAILED'}  {o.store}: {o.message}")
-    return 0 if all(o.ok for o in outcomes) else 1
+            done = o.ok and (o.result or {}).get("all_followers_on_target", True)
+            print(f"{'ok' if done else 'FAILED'}  {o.store}: {o.message}")
+    return 0 if ok else 1
 
 
 def cmd_promote(args: argparse.Namespace) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -34,6 +35,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
     else:
         print(f"{args.model}@{args.ref} -> {target.describe() if target else '(no ref)'}")
+        if not acks:
+            print("no follower has reported for this ref")
+            return 0
         table(
             [
                 [
@@ -41,12 +45,13 @@ def cmd_status(args: argparse.Namespace) -> int:
                     ",".join(a.versions) or "-",
                     "yes" if sorted(a.versions) == wanted else "NO",
                     a.state,
-                    f"{a.age:.1f}s" + ("" if a.live else " (gone)"),
+                    f"{a.age:.1f}s ago" + ("" if a.live else " (gone)"),
+                    f"{time.time() - a.checked:.1f}s ago" if a.checked else "-",
                     (f"{a.failed_version}: " if a.failed_version else "") + a.last_error,
                 ]
                 for a in acks
             ],
-            ["follower", "serving", "on target", "state", "heartbeat", "error"],
+            ["follower", "serving", "on target", "state", "heartbeat", "ref read", "error"],
         )
     return 0
 

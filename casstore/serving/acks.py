@@ -1,18 +1,20 @@
 """Follower acknowledgements: which version each serving process holds, with a heartbeat.
 
-Each follower owns one small object ``followers/<model>/<ref>/<id>``, rewritten on every poll.
-``status`` lists them; ``rollback --wait`` polls them until every live follower serves the
-target (a follower whose heartbeat is older than ``3 x interval + 5 s`` counts as gone).
+Each follower owns one small object ``followers/<model>/<ref>/<id>``, rewritten on every swap,
+failure and heartbeat. ``status`` lists them; ``rollback --wait`` polls them until every live
+follower serves the target (a follower whose heartbeat is older than ``3 x interval + 5 s``
+counts as gone; heartbeats come from their own thread, so a long load does not look dead).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from casstore.errors import CorruptObjectError
+from casstore.errors import CorruptObjectError, NotFoundError
 from casstore.layout import FOLLOWERS, check_name, follower_key
 from casstore.store.base import ObjectStore
 
@@ -24,14 +26,16 @@ class FollowerAck:
     ref: str
     versions: list[str]  # what it serves now (two during a split)
     ref_seq: int | None  # the ref move it has applied
-    heartbeat: float
-    interval: float
+    heartbeat: float  # time.time() of the follower's last write
+    interval: float  # seconds between heartbeats (liveness is judged from it)
     host: str = ""
     pid: int = 0
     state: str = "ok"  # ok | loading | failed
     last_error: str = ""
     failed_version: str = ""
     swaps: int = 0
+    poll_interval: float = 0.0
+    checked: float = 0.0  # time.time() of the last successful read of the ref
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -43,7 +47,16 @@ class FollowerAck:
         return self.age <= 3 * self.interval + 5.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "age_seconds": round(self.age, 3), "live": self.live}
+        checked = round(max(0.0, time.time() - self.checked), 3) if self.checked else None
+        return {
+            **asdict(self),
+            "age_seconds": round(self.age, 3),
+            "checked_age_seconds": checked,
+            "live": self.live,
+        }
+
+
+_FIELDS = {f.name for f in fields(FollowerAck)}  # unknown keys (newer followers) are ignored
 
 
 def write_ack(store: ObjectStore, ack: FollowerAck) -> None:
@@ -61,11 +74,19 @@ def read_acks(store: ObjectStore, model: str, ref: str | None = None) -> list[Fo
     if ref is not None:
         prefix += f"{check_name('ref', ref)}/"
     keys = [i.key for i in store.list(prefix)]
+    try:
+        raws = store.get_many(keys)
+    except NotFoundError:  # a follower left between list and get: read the rest one by one
+        raws = {}
+        for key in keys:
+            with contextlib.suppress(NotFoundError):
+                raws[key] = store.get(key)
     out = []
-    for key, raw in store.get_many(keys).items():
+    for key, raw in raws.items():
         try:
-            out.append(FollowerAck(**json.loads(raw)))
-        except (ValueError, TypeError) as e:
+            doc = json.loads(raw)
+            out.append(FollowerAck(**{k: v for k, v in doc.items() if k in _FIELDS}))
+        except (ValueError, TypeError, AttributeError) as e:
             raise CorruptObjectError(f"follower acknowledgement {key} is unreadable: {e}") from e
     return sorted(out, key=lambda a: a.id)
 

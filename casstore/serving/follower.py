@@ -6,7 +6,9 @@ change (same covering chunk digests at the same offsets), checks it (every chunk
 digest-verified by the reader; then an optional user health check on the built model), and
 swaps it in with one reference assignment: new requests get the new model, in-flight ones
 finish on the old. A failed load or health check keeps the old model and is reported in the
-follower's acknowledgement object, which ``casstore status`` shows.
+follower's acknowledgement object, which ``casstore status`` shows. A failed health check is
+final for that ref move; any other load failure is retried with exponential backoff.
+A heartbeat thread keeps the acknowledgement fresh even while a long load runs.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from casstore.catalog import Version
-from casstore.errors import CasstoreError, InvalidInputError
+from casstore.errors import CasstoreError, CorruptObjectError, InvalidInputError
 from casstore.layout import check_name
 from casstore.refs import RefValue, split_fraction
 from casstore.repository import Repository
@@ -30,6 +32,10 @@ from casstore.serving.acks import FollowerAck, remove_ack, write_ack
 
 Builder = Callable[[dict[str, Any], Version], Any]
 HealthCheck = Callable[[Any, Version], bool]
+
+
+class HealthCheckFailed(CasstoreError):
+    """The user's health check refused a loaded version (it is never served)."""
 
 
 @dataclass(frozen=True)
@@ -52,8 +58,16 @@ class _State:
     served: dict[str, Served] = field(default_factory=dict)  # semver -> loaded version
 
 
+@dataclass
+class _Failure:
+    token: str
+    final: bool  # a health check or corrupt data: wait for the next ref move
+    attempts: int
+    retry_at: float  # monotonic
+
+
 def _tensor_signatures(v: Version) -> dict[str, tuple[Any, ...]]:
-    """name -> (file, dtype, shape, covering chunk digests, offset in first chunk)."""
+    """name -> (dtype, shape, covering chunk digests, offset in first chunk)."""
     out: dict[str, tuple[Any, ...]] = {}
     for f in v.manifest.files:
         spans = f.chunk_offsets()
@@ -66,7 +80,12 @@ def _tensor_signatures(v: Version) -> dict[str, tuple[Any, ...]]:
 
 
 class Follower:
-    """Serve ``model`` as ``ref`` says, swapping to each new version as the ref moves."""
+    """Serve ``model`` as ``ref`` says, swapping to each new version as the ref moves.
+
+    ``interval``/``jitter``: seconds between ref polls (each one small read), randomised by
+    ±jitter (a fraction). ``heartbeat``: seconds between acknowledgement writes (default
+    ``max(interval, 1)``); ``retry_max``: the backoff cap for retrying a failed load.
+    """
 
     def __init__(
         self,
@@ -79,9 +98,13 @@ class Follower:
         map_location: str | None = "cpu",
         interval: float = 1.0,
         jitter: float = 0.2,
+        heartbeat: float | None = None,
+        retry_max: float = 60.0,
         follower_id: str | None = None,
         on_event: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
+        if interval <= 0 or not 0 <= jitter < 1:
+            raise InvalidInputError("interval must be > 0 and jitter in [0, 1)")
         self.repo = store if isinstance(store, Repository) else Repository(store)
         self.model = check_name("model", model)
         self.ref = check_name("ref", ref)
@@ -89,16 +112,19 @@ class Follower:
         self.health_check = health_check
         self.map_location = map_location
         self.interval, self.jitter = float(interval), float(jitter)
+        self.heartbeat_every = float(heartbeat) if heartbeat else max(self.interval, 1.0)
+        self.retry_max = float(retry_max)
         self.id = check_name(
             "follower",
             follower_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}",
         )
         self.on_event = on_event
         self._state: _State | None = None
+        self._failure: _Failure | None = None
         self._lock = threading.Lock()  # one load at a time
+        self._ack_lock = threading.Lock()  # one acknowledgement write at a time, in order
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._failed_token: str | None = None
+        self._threads: list[threading.Thread] = []
         self.ack = FollowerAck(
             self.id,
             self.model,
@@ -106,9 +132,10 @@ class Follower:
             [],
             None,
             time.time(),
-            self.interval,
+            self.heartbeat_every,
             socket.gethostname(),
             os.getpid(),
+            poll_interval=self.interval,
         )
 
     # -- requests ------------------------------------------------------------------------
@@ -127,41 +154,50 @@ class Follower:
 
     @property
     def versions(self) -> list[str]:
-        return sorted(self._state.served) if self._state else []
+        st = self._state
+        return sorted(st.served) if st else []
 
     # -- following -----------------------------------------------------------------------
     def poll(self) -> bool:
         """Check the ref once; load and swap if it moved. True if a swap happened."""
-        raw_rec, token = self.repo.refs.read(self.model, self.ref)
-        if raw_rec is None or raw_rec.value is None or token is None:
-            self._heartbeat(state="failed", error=f"{self.model}@{self.ref} does not exist")
+        rec, token = self.repo.refs.read(self.model, self.ref)
+        self.ack.checked = time.time()
+        if rec is None or rec.value is None or token is None:
+            self._report(state="failed", error=f"{self.model}@{self.ref} does not exist")
             return False
-        st = self._state
-        if (st is not None and st.token == token) or token == self._failed_token:
-            self._heartbeat()
+        if self._current(token) or self._backing_off(token):
             return False
         with self._lock:
-            return self._apply(raw_rec.value, raw_rec.seq, token)
+            if self._current(token) or self._backing_off(token):  # another poll got here first
+                return False
+            return self._apply(rec.value, rec.seq, token)
+
+    def _current(self, token: str) -> bool:
+        st = self._state
+        return st is not None and st.token == token
+
+    def _backing_off(self, token: str) -> bool:
+        f = self._failure
+        if f is None or f.token != token:
+            return False
+        return f.final or time.monotonic() < f.retry_at
 
     def _apply(self, value: RefValue, seq: int, token: str) -> bool:
         old = self._state
         wanted = [t.version for t in value.versions()]
         served: dict[str, Served] = {}
-        self._heartbeat(state="loading")
+        self._report(state="loading")
         try:
             for semver in wanted:
                 have = old.served.get(semver) if old else None
                 served[semver] = have or self._load(semver, old)
         except Exception as e:  # keep serving the old version; report why
-            self._failed_token = token
-            msg = f"{type(e).__name__}: {e}"
-            self._heartbeat(state="failed", error=msg, failed=",".join(wanted))
-            self._emit({"event": "swap-failed", "versions": wanted, "error": msg})
+            self._record_failure(token, wanted, e)
             return False
         self._state = _State(value, seq, token, served)  # the swap: one assignment
-        self._failed_token = None
+        self._failure = None
         self.ack.swaps += 1
-        self._heartbeat(state="ok", error="")
+        self._report(state="ok", error="", failed="")
         self._emit(
             {
                 "event": "swapped",
@@ -172,6 +208,18 @@ class Follower:
             }
         )
         return True
+
+    def _record_failure(self, token: str, wanted: list[str], e: Exception) -> None:
+        prev = self._failure
+        attempts = prev.attempts + 1 if prev is not None and prev.token == token else 1
+        final = isinstance(e, (HealthCheckFailed, CorruptObjectError))
+        delay = min(self.retry_max, self.interval * 2**attempts)
+        self._failure = _Failure(token, final, attempts, time.monotonic() + delay)
+        msg = f"{type(e).__name__}: {e}"
+        if not final:
+            msg += f" (attempt {attempts}; retrying in {delay:.1f}s)"
+        self._report(state="failed", error=msg, failed=",".join(wanted))
+        self._emit({"event": "swap-failed", "versions": wanted, "error": msg, "final": final})
 
     def _load(self, semver: str, old: _State | None) -> Served:
         import casstore.torch as ct
@@ -196,55 +244,80 @@ class Follower:
         sd = {n: reuse[n] if n in reuse else fresh[n] for n in names}
         built = self.build(sd, v)
         if self.health_check is not None and not self.health_check(built, v):
-            raise CasstoreError(f"health check failed for {v.name}")
+            raise HealthCheckFailed(f"health check failed for {v.name}")
         loaded = sum(t.numel() * t.element_size() for t in fresh.values())
         return Served(v, sd, built, loaded, len(reuse), time.perf_counter() - t0)
 
     def start(self, *, wait: bool = True) -> Follower:
-        """Load what the ref points at (waiting for it if ``wait``), then follow in a thread."""
+        """Load what the ref points at (now if ``wait``, else in the background), then
+        follow it in a thread while another thread keeps the acknowledgement fresh."""
         if wait:
             self.poll()
-        self._thread = threading.Thread(
-            target=self._run, name=f"casstore-follow-{self.id}", daemon=True
-        )
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._run, name=f"casstore-follow-{self.id}", daemon=True),
+            threading.Thread(target=self._beat, name=f"casstore-beat-{self.id}", daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
         return self
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval * (1 + random.uniform(-1, 1) * self.jitter)):
+        delay = 0.0 if self._state is None else self._next_delay()
+        while not self._stop.wait(delay):
             try:
                 self.poll()
             except Exception as e:  # a store hiccup must not kill the follower
-                self._heartbeat(
-                    state="failed" if self._state is None else "ok",
+                self._report(
+                    state="failed" if self._state is None else None,
                     error=f"poll failed: {type(e).__name__}: {e}",
                 )
+            delay = self._next_delay()
+
+    def _next_delay(self) -> float:
+        return self.interval * (1 + random.uniform(-1, 1) * self.jitter)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.heartbeat_every):
+            self._report()
 
     def stop(self, *, forget: bool = True) -> None:
+        """Stop following; ``forget`` removes the acknowledgement (a clean leave)."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=self.interval * 3 + 5)
+        for t in self._threads:
+            t.join(timeout=self.interval * 3 + 5)
         if forget:
-            remove_ack(self.repo.store, self.model, self.ref, self.id)
+            with self._ack_lock:
+                remove_ack(self.repo.store, self.model, self.ref, self.id)
+
+    def __enter__(self) -> Follower:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     # -- reporting -----------------------------------------------------------------------
-    def _heartbeat(
+    def _report(
         self, *, state: str | None = None, error: str | None = None, failed: str | None = None
     ) -> None:
-        a = self.ack
-        a.heartbeat = time.time()
-        a.versions = self.versions
-        a.ref_seq = self._state.seq if self._state else None
-        if state is not None:
-            a.state = state
-        if error is not None:
-            a.last_error = error
-        if failed is not None:
-            a.failed_version = failed
-        try:
-            write_ack(self.repo.store, a)
-        except CasstoreError:
-            pass  # the next heartbeat tries again; serving goes on
+        """Update and write the acknowledgement (a heartbeat when called bare)."""
+        with self._ack_lock:
+            if self._stop.is_set() and self._threads:
+                return  # stopped: do not resurrect a removed acknowledgement
+            a = self.ack
+            st = self._state
+            a.heartbeat = time.time()
+            a.versions = sorted(st.served) if st else []
+            a.ref_seq = st.seq if st else None
+            if state is not None:
+                a.state = state
+            if error is not None:
+                a.last_error = error
+            if failed is not None:
+                a.failed_version = failed
+            try:
+                write_ack(self.repo.store, a)
+            except CasstoreError:
+                pass  # the next heartbeat tries again; serving goes on
 
     def _emit(self, event: dict[str, Any]) -> None:
         if self.on_event is not None:
