@@ -27,7 +27,7 @@ def run(size_mb: float = 32, workdir: Path | None = None) -> dict:
     from casstore import Repository
     from casstore.store import CountingStore, open_store
     from casstore.testing.s3 import BUCKET, moto_s3_server
-    from casstore.transfer import transfer
+    from casstore.ops.transfer import transfer
 
     work = Path(tempfile.mkdtemp(dir=workdir))
     try:

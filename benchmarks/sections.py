@@ -7,7 +7,7 @@ rollback  casstore rollback latency, 1 MiB model vs 1 GiB model
 gc        casstore GC time vs chunk count
 torch     save / one-tensor load vs full load (benchmarks/torch_save.py, by its owner)
 push_pull push/pull to moto's S3 server vs s3fs (benchmarks/push_pull.py, by its owner)
-sweep     chunker settings x encodings on the series (casstore.tune)
+sweep     chunker settings x encodings on the series (casstore.tools.tune)
 """
 
 from __future__ import annotations
@@ -321,7 +321,7 @@ def _sweep_render(d: dict) -> list[str]:
     return render(d)
 
 
-@section("sweep", "Chunker settings x encodings on the series (casstore.tune)",
+@section("sweep", "Chunker settings x encodings on the series (casstore.tools.tune)",
          requires=("torch", "safetensors"), render=_sweep_render, plot=plots.sweep)
 def sweep(ctx: Context) -> dict:
     from benchmarks.sweep import run_sweep

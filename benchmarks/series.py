@@ -145,7 +145,7 @@ def unique_tensor_bytes(paths) -> int:
     import blake3
 
     from casstore.chunking import detect_layout
-    from casstore.inputs import FileSource
+    from casstore.repo.inputs import FileSource
 
     seen: dict[bytes, int] = {}
     for p in paths:

@@ -1,5 +1,5 @@
 """Settings sweep: chunker kind and chunk sizes x every chunk encoding casstore has
-(``casstore.objects.ENCODINGS``, so new encodings appear here without edits), on the
+(``casstore.repo.chunks.ENCODINGS``, so new encodings appear here without edits), on the
 checkpoint series. Each row: stored bytes (vs unique tensor bytes), objects per GB (request
 cost on a bucket) and throughput (chunk + hash + encode in one process, nothing written).
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 
 def run_sweep(files: list[str], *, exact: bool = True) -> dict:
-    from casstore.tune import EXACT, recommend, sweep
+    from casstore.tools.tune import EXACT, recommend, sweep
 
     report = sweep(files, sampling=EXACT if exact else None)
     rec = recommend(report)

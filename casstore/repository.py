@@ -16,18 +16,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from casstore.catalog import Catalog, Version
+from casstore.repo.catalog import Catalog, Version
 from casstore.chunking import Chunker, ReadAt, detect_layout, get_chunker
-from casstore.compare import Comparison, compare
-from casstore.config import StoreConfig, load_config, save_config
+from casstore.repo.compare import Comparison, compare
+from casstore.repo.config import StoreConfig, load_config, save_config
 from casstore.digest import Digest
 from casstore.errors import (
     AlreadyExistsError,
     InvalidInputError,
     NotFoundError,
 )
-from casstore.inputs import FileSource, collect
-from casstore.layout import (
+from casstore.repo.inputs import FileSource, collect
+from casstore.repo.keys import (
     CHUNKS,
     MANIFESTS,
     check_name,
@@ -36,8 +36,8 @@ from casstore.layout import (
     tag_key,
     version_key,
 )
-from casstore.leases import Leases, Session
-from casstore.manifest import (
+from casstore.repo.leases import Leases, Session
+from casstore.repo.manifest import (
     FileEntry,
     Manifest,
     TensorEntry,
@@ -46,13 +46,13 @@ from casstore.manifest import (
     encode,
     version_name,
 )
-from casstore.objects import ChunkReader, ChunkWriter, Progress
-from casstore.query import Query
-from casstore.reader import VersionFile, checkout_file
-from casstore.refs import RefStore, RefValue, default_actor
-from casstore.rollback import Notifier, RefOperations
+from casstore.repo.chunks import ChunkReader, ChunkWriter, Progress
+from casstore.repo.query import Query
+from casstore.repo.files import VersionFile, checkout_file
+from casstore.repo.refs import RefStore, RefValue, default_actor
+from casstore.ops.rollout import Notifier, RefOperations
 from casstore.store import ObjectStore, open_store, probe_conditional_writes
-from casstore.versioning import Bump, bump, parse_spec, semver_key
+from casstore.repo.versioning import Bump, bump, parse_spec, semver_key
 
 Source = tuple[str, int, ReadAt] | tuple[str, int, ReadAt, ReadAt]
 """A file to commit: (path in the version, size, read_at[, view_at]) -- see commit_sources."""
@@ -273,7 +273,7 @@ class Repository(RefOperations):
         if not sources and not prechunked:
             raise InvalidInputError("nothing to commit")
         self.refs.check_writable()  # a commit may move a ref: refuse before storing anything
-        from casstore.manifest import check_relpath
+        from casstore.repo.manifest import check_relpath
 
         seen = set()
         for rel in [s[0] for s in sources] + [e.path for e in prechunked]:

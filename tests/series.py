@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from casstore.demo import write_safetensors
+from casstore.cli.demo import write_safetensors
 
 
 def tensors(n: int = 9, size: int = 64 << 10, seed: int = 0) -> dict[str, bytes]:

@@ -57,35 +57,23 @@ def test_public_api_is_pinned():
 
 def test_import_never_imports_torch():
     code = (
-        "import sys, casstore, casstore.cli, casstore.repository, casstore.gc, "
-        "casstore.transfer; assert 'torch' not in sys.modules, 'torch imported'"
+        "import sys, casstore, casstore.cli, casstore.repository, casstore.ops.gc, "
+        "casstore.ops.transfer; assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-# Lower layers must not import higher ones (the facade, the CLI, torch integration).
+# Packages (and the top-level modules among them) in layer order: a module may import its own
+# package and any lower layer, never a higher one.
 LAYERS = [
     {"errors", "digest"},
-    {"layout", "store", "chunking", "versioning"},
-    {"manifest", "inputs", "query", "policy", "render"},
-    {"objects", "config", "refs", "compare"},
-    {"reader", "catalog", "leases", "retention"},
-    {"rollback", "gc", "verify"},
+    {"store", "chunking"},
+    {"repo"},
+    {"ops"},
     {"repository"},
-    {"transfer", "demo", "tune"},
-    {
-        "cli",
-        "cli_refs",
-        "cli_maint",
-        "cli_remote",
-        "cli_tune",
-        "cli_serve",
-        "torch",
-        "serving",
-        "serve",
-        "testing",
-        "__main__",
-    },
+    {"tools", "torch"},
+    {"serving"},
+    {"cli", "testing", "__main__"},
 ]
 
 
@@ -96,20 +84,35 @@ def _layer(module: str) -> int | None:
     return None
 
 
-def _imports(path: Path) -> set[str]:
+def _imports(path: Path, type_only: bool = False) -> set[str]:
+    """Modules of casstore imported by ``path`` (every import, also inside functions)."""
     tree = ast.parse(path.read_text())
-    for node in ast.walk(tree):  # type-only imports do not count
-        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
-            node.body = []
+    if not type_only:
+        for node in ast.walk(tree):  # type-only imports do not count for layering
+            if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
+                node.body = []
     out = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("casstore."):
-            out.add(node.module.split(".")[1])
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("casstore"):
+            if node.module == "casstore":
+                out.update(f"casstore.{a.name}" for a in node.names)
+            else:
+                out.add(node.module)
         elif isinstance(node, ast.Import):
-            for a in node.names:
-                if a.name.startswith("casstore."):
-                    out.add(a.name.split(".")[1])
+            out.update(a.name for a in node.names if a.name.startswith("casstore."))
     return out
+
+
+def _module(path: Path) -> str:
+    rel = path.relative_to(PACKAGE.parent).with_suffix("")
+    parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
+    return ".".join(parts)
+
+
+def test_every_module_has_a_layer():
+    tops = {p.relative_to(PACKAGE).parts[0].removesuffix(".py") for p in PACKAGE.glob("*")}
+    tops -= {"__init__", "__pycache__", "py.typed"}
+    assert {t for t in tops if _layer(t) is None} == set()
 
 
 def test_imports_point_downward():
@@ -120,10 +123,70 @@ def test_imports_point_downward():
         if top == "__init__":
             continue
         mine = _layer(top)
-        if mine is None:
-            continue
         for dep in _imports(path):
-            theirs = _layer(dep)
-            if theirs is not None and theirs > mine:
-                problems.append(f"{rel} imports casstore.{dep}")
+            parts = dep.split(".")
+            if len(parts) < 2:
+                continue
+            theirs = _layer(parts[1])
+            if theirs is not None and mine is not None and theirs > mine:
+                problems.append(f"{rel} imports {dep}")
     assert not problems, problems
+
+
+def test_no_import_cycles():
+    """Between modules, counting every import (type-only and inside functions too)."""
+    mods = {_module(p): p for p in PACKAGE.rglob("*.py")}
+    graph: dict[str, set[str]] = {m: set() for m in mods}
+    for m, p in mods.items():
+        for dep in _imports(p, type_only=True):
+            while dep and dep not in mods:
+                dep = dep.rpartition(".")[0]
+            if dep and dep != m and not m.startswith(dep + "."):
+                graph[m].add(dep)
+    cycles = _cycles(graph)
+    assert cycles == [], cycles
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (iterative Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[list[str]] = []
+    counter = 0
+    for root in graph:
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = counter
+        counter += 1
+        stack.append(root)
+        on.add(root)
+        while work:
+            v, it = work[-1]
+            for w in it:
+                if w not in index:
+                    index[w] = low[w] = counter
+                    counter += 1
+                    stack.append(w)
+                    on.add(w)
+                    work.append((w, iter(sorted(graph[w]))))
+                    break
+                if w in on:
+                    low[v] = min(low[v], index[w])
+            else:
+                work.pop()
+                if work:
+                    low[work[-1][0]] = min(low[work[-1][0]], low[v])
+                if low[v] == index[v]:
+                    comp = []
+                    while True:
+                        w = stack.pop()
+                        on.discard(w)
+                        comp.append(w)
+                        if w == v:
+                            break
+                    if len(comp) > 1:
+                        out.append(sorted(comp))
+    return out

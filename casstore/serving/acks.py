@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from casstore.errors import CorruptObjectError, NotFoundError
-from casstore.layout import FOLLOWERS, check_name, follower_key
+from casstore.repo.keys import FOLLOWERS, check_name, follower_key
 from casstore.store.base import ObjectStore
 
 

@@ -23,10 +23,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from casstore.catalog import Version
+from casstore.repo.catalog import Version
 from casstore.errors import CasstoreError, CorruptObjectError, InvalidInputError
-from casstore.layout import check_name
-from casstore.refs import RefValue, split_fraction
+from casstore.repo.keys import check_name
+from casstore.repo.refs import RefValue, split_fraction
 from casstore.repository import Repository
 from casstore.serving.acks import FollowerAck, remove_ack, write_ack
 

@@ -1,6 +1,6 @@
 """The ObjectStore interface every backend implements, and the guarantees it must give.
 
-A store is a flat namespace of keys ('/'-separated, built only by :mod:`casstore.layout`)
+A store is a flat namespace of keys ('/'-separated, built only by :mod:`casstore.repo.keys`)
 holding immutable-or-CAS byte objects. The interface is small and synchronous; concurrency
 lives one layer up (thread pools, or a backend's own batch calls behind ``get_many`` /
 ``exists_many`` / ``put_many``).

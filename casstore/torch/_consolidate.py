@@ -13,10 +13,10 @@ from typing import Any
 
 import torch
 
-from casstore.catalog import Version
+from casstore.repo.catalog import Version
 from casstore.errors import CorruptObjectError, NotFoundError
-from casstore.objects import ChunkReader
-from casstore.reader import VersionFile
+from casstore.repo.chunks import ChunkReader
+from casstore.repo.files import VersionFile
 from casstore.torch._reading import TensorIndex
 
 DCP_METADATA = "dcp-metadata.json"

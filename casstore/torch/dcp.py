@@ -45,7 +45,7 @@ from torch.distributed.checkpoint.planner import (
 from torch.distributed.checkpoint.storage import StorageReader, StorageWriter, WriteResult
 from torch.futures import Future
 
-from casstore.catalog import Version
+from casstore.repo.catalog import Version
 from casstore.chunking import detect_layout
 from casstore.errors import (
     ConflictError,
@@ -54,7 +54,7 @@ from casstore.errors import (
     NotFoundError,
     UnsupportedError,
 )
-from casstore.layout import check_name
+from casstore.repo.keys import check_name
 from casstore.repository import CommitResult
 from casstore.torch._common import StoreLike, open_repo, resolve_version, st_dtype, tensor_bytes
 from casstore.torch._consolidate import DCP_METADATA, FORMAT, read_document

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from casstore.tune import EXACT, Sampling, Setting, recommend, sweep
+from casstore.tools.tune import EXACT, Sampling, Setting, recommend, sweep
 from tests import series
 from tests.cli_helpers import run
 

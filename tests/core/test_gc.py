@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from casstore import ConflictError, InvalidInputError, Repository
-from casstore.gc import GarbageCollector
-from casstore.layout import chunk_key, manifest_key
-from casstore.retention import RetentionPolicy, parse_duration
+from casstore.ops.gc import GarbageCollector
+from casstore.repo.keys import chunk_key, manifest_key
+from casstore.ops.retention import RetentionPolicy, parse_duration
 from casstore.store import FaultInjectingStore, open_store
-from casstore.verify import repair, verify
+from casstore.ops.verify import repair, verify
 from tests import series
 
 
@@ -74,7 +74,7 @@ def test_tags_types_reflog_window_and_split(repo: Repository, tmp_path: Path):
 
 
 def test_stored_policy_and_override(repo: Repository, tmp_path: Path):
-    from casstore.retention import save_policy
+    from casstore.ops.retention import save_policy
 
     commit_chain(repo, tmp_path, 4)
     save_policy(repo.store, None, RetentionPolicy(keep_last=3, keep_reflog_seconds=0))
@@ -94,7 +94,7 @@ def test_grace_protects_young_garbage(repo: Repository, tmp_path: Path):
 
 def test_crash_leftovers_reclaimed(repo: Repository, tmp_path: Path):
     from casstore.digest import Digest
-    from casstore.objects import encode_chunk
+    from casstore.repo.chunks import encode_chunk
 
     commit_chain(repo, tmp_path, 1)
     stray = os.urandom(1000)
@@ -126,7 +126,7 @@ def test_listing_error_aborts(repo: Repository, tmp_path: Path):
 
 
 def test_sweep_waits_for_writers(repo: Repository, tmp_path: Path):
-    from casstore.leases import Leases, LeaseSettings
+    from casstore.repo.leases import Leases, LeaseSettings
 
     commit_chain(repo, tmp_path, 3)
     leases = Leases(repo.store, LeaseSettings(wait_timeout=0.3, poll=0.01))

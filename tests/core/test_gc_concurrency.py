@@ -15,10 +15,10 @@ import pytest
 
 from casstore import Repository
 from casstore.chunking import make_chunker
-from casstore.config import StoreConfig
-from casstore.gc import GarbageCollector
-from casstore.retention import RetentionPolicy
-from casstore.verify import verify
+from casstore.repo.config import StoreConfig
+from casstore.ops.gc import GarbageCollector
+from casstore.ops.retention import RetentionPolicy
+from casstore.ops.verify import verify
 from tests import series
 
 pytestmark = pytest.mark.slow
@@ -118,8 +118,8 @@ def test_gc_killed_at_random_moments(tmp_path: Path):
                 repo.commit("m", [series.save(tmp_path / f"t{trial}-{i}.safetensors", t)])
             script = (
                 "import sys; from casstore import Repository\n"
-                "from casstore.gc import GarbageCollector\n"
-                "from casstore.retention import RetentionPolicy\n"
+                "from casstore.ops.gc import GarbageCollector\n"
+                "from casstore.ops.retention import RetentionPolicy\n"
                 "GarbageCollector(Repository(sys.argv[1]), grace_seconds=0).collect("
                 "RetentionPolicy(keep_last=2, keep_reflog_seconds=0))\n"
             )

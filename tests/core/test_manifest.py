@@ -5,7 +5,7 @@ import pytest
 
 from casstore.digest import Digest
 from casstore.errors import CorruptObjectError, InvalidInputError, StoreFormatError
-from casstore.manifest import FileEntry, Manifest, TensorEntry, decode, encode
+from casstore.repo.manifest import FileEntry, Manifest, TensorEntry, decode, encode
 
 WHEN = dt.datetime(2025, 9, 18, 14, 30, 22, tzinfo=dt.timezone.utc)
 

@@ -2,8 +2,8 @@ import pytest
 
 from casstore.digest import Digest
 from casstore.errors import InvalidInputError
-from casstore.layout import check_name, chunk_key, digest_from_chunk_key, version_key
-from casstore.versioning import bump, parse_spec
+from casstore.repo.keys import check_name, chunk_key, digest_from_chunk_key, version_key
+from casstore.repo.versioning import bump, parse_spec
 
 
 @pytest.mark.parametrize(

@@ -75,7 +75,7 @@ def test_failing_health_check_reverts(three: Repository):
 
 
 def test_incomplete_target_refused(three: Repository):
-    from casstore.layout import chunk_key
+    from casstore.repo.keys import chunk_key
 
     v = three.get_version("m", "1.0.2")
     three.store.delete(chunk_key(v.manifest.files[0].object_digests()[0]))
@@ -225,7 +225,7 @@ def test_sigkill_during_rollbacks(three: Repository):
 
 def test_backend_ignoring_preconditions_is_refused(tmp_path: Path):
     from casstore import UnsupportedError
-    from casstore.config import StoreConfig
+    from casstore.repo.config import StoreConfig
     from casstore.store import LocalStore, WrappingStore
 
     class IgnoresPreconditions(WrappingStore):

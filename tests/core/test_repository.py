@@ -16,7 +16,7 @@ from casstore import (
     Repository,
     parse_condition,
 )
-from casstore.layout import chunk_key
+from casstore.repo.keys import chunk_key
 from tests import series
 
 
@@ -213,7 +213,7 @@ def test_bad_input_leaves_store_unchanged(repo: Repository, tmp_path: Path):
 
 
 def test_future_store_format_refused(repo: Repository):
-    from casstore.config import STORE_FORMAT_VERSION
+    from casstore.repo.config import STORE_FORMAT_VERSION
     from casstore.errors import StoreFormatError
 
     repo.init()

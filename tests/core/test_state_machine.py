@@ -17,10 +17,10 @@ from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from casstore import Repository
-from casstore.gc import GarbageCollector
-from casstore.retention import RetentionPolicy
+from casstore.ops.gc import GarbageCollector
+from casstore.ops.retention import RetentionPolicy
 from casstore.store import open_store
-from casstore.verify import verify
+from casstore.ops.verify import verify
 from tests import series
 
 

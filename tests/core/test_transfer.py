@@ -14,8 +14,8 @@ import pytest
 
 from casstore import AlreadyExistsError, Repository
 from casstore.store import CountingStore, FaultInjectingStore, RetryingStore, open_store
-from casstore.transfer import rollback_across, select_versions, transfer
-from casstore.verify import verify
+from casstore.ops.transfer import rollback_across, select_versions, transfer
+from casstore.ops.verify import verify
 from tests import series
 from tests.cli_helpers import run
 
@@ -131,7 +131,7 @@ def test_rollback_across_buckets(local: Repository, s3_url: str, tmp_path: Path)
     for r in (local, remote, second):
         r.promote("m", "1.0.1")
     v = second.get_version("m", "1.0.0")
-    from casstore.layout import chunk_key
+    from casstore.repo.keys import chunk_key
 
     second.store.delete(chunk_key(v.manifest.files[0].object_digests()[0]))
     outcomes = rollback_across([remote, second], "m", to="1.0.0")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from casstore.manifest import FileEntry, Manifest
+from casstore.repo.manifest import FileEntry, Manifest
 
 
 @dataclass

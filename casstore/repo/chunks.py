@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from casstore.chunking import Chunker, FileLayout, ReadAt
 from casstore.digest import Digest
 from casstore.errors import CorruptObjectError, NotFoundError
-from casstore.layout import chunk_key
-from casstore.manifest import INLINE_MAX, Manifest
+from casstore.repo.keys import chunk_key
+from casstore.repo.manifest import INLINE_MAX, Manifest
 from casstore.store.base import ObjectStore, Parts
 
 MAGIC = b"CSC\x01"

@@ -14,13 +14,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from casstore.catalog import Catalog
+from casstore.repo.catalog import Catalog
 from casstore.digest import Digest
 from casstore.errors import CasstoreError, CorruptObjectError, NotFoundError
-from casstore.layout import chunk_key, expired_key, manifest_key
-from casstore.manifest import Manifest, decode
-from casstore.objects import decode_chunk
-from casstore.refs import RefStore
+from casstore.repo.keys import chunk_key, expired_key, manifest_key
+from casstore.repo.manifest import Manifest, decode
+from casstore.repo.chunks import decode_chunk
+from casstore.repo.refs import RefStore
 from casstore.store.base import ObjectStore
 
 Kind = Literal["missing", "corrupt", "dangling", "unreadable"]

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from casstore.errors import InvalidInputError
-from casstore.layout import check_name, check_semver
+from casstore.repo.keys import check_name, check_semver
 
 Bump = Literal["major", "minor", "patch"]
 FIRST_VERSION = "1.0.0"

@@ -6,12 +6,12 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from casstore.render import ProgressBar, emit_json, human_bytes
+from casstore.cli._render import ProgressBar, emit_json, human_bytes
 
 
 def _run_transfer(args: argparse.Namespace, src_url: str, dst_url: str) -> int:
     from casstore.repository import Repository
-    from casstore.transfer import select_versions, transfer
+    from casstore.ops.transfer import select_versions, transfer
 
     src, dst = Repository(src_url), Repository(dst_url)
     versions = select_versions(src, args.model, args.version, args.all)
@@ -52,7 +52,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
 def cmd_replicate(args: argparse.Namespace) -> int:
     from casstore.repository import Repository
-    from casstore.transfer import transfer
+    from casstore.ops.transfer import transfer
 
     src, dst = Repository(args.source), Repository(args.dest)
     models = args.model or src.models()

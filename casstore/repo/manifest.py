@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from casstore.digest import DIGEST_SIZE, Digest
 from casstore.errors import CorruptObjectError, InvalidInputError
-from casstore.layout import check_name, check_semver
+from casstore.repo.keys import check_name, check_semver
 
 FORMAT_VERSION = 1
 INLINE_MAX = 4096  # chunks this small live inside the manifest, not as objects of their own

@@ -2,7 +2,7 @@
 
 ``plan`` decides which versions expire under the retention policies and which objects nothing
 retained refers to: chunks and orphan manifests older than the grace period, and temporary
-files of crashed writes. ``execute`` takes the sweep lease (see :mod:`casstore.leases`), waits
+files of crashed writes. ``execute`` takes the sweep lease (see :mod:`casstore.repo.leases`), waits
 for in-flight writes to finish, re-plans from scratch, and deletes only what both plans agree
 on. Any listing or read error aborts: an error is never taken for an empty listing. A GC
 killed at any moment leaves only unreferenced leftovers, which the next run removes.
@@ -17,10 +17,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from casstore.catalog import Catalog
+from casstore.repo.catalog import Catalog
 from casstore.digest import Digest
 from casstore.errors import NotFoundError
-from casstore.layout import (
+from casstore.repo.keys import (
     CHUNKS,
     MANIFESTS,
     chunk_key,
@@ -31,9 +31,9 @@ from casstore.layout import (
     tag_key,
     version_key,
 )
-from casstore.leases import Leases
-from casstore.refs import RefStore
-from casstore.retention import RetentionPolicy, effective_policy
+from casstore.repo.leases import Leases
+from casstore.repo.refs import RefStore
+from casstore.ops.retention import RetentionPolicy, effective_policy
 from casstore.store.base import ObjectStore
 
 TMP = "tmp/"

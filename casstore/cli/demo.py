@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from casstore.render import human_bytes
+from casstore.cli._render import human_bytes
 
 MODEL = "demo-llm"
 
@@ -150,7 +150,7 @@ def _collect_garbage(repo: Any) -> str | None:
     """Expire what no rule keeps (the beta and the regressed release) and reclaim their
     unique chunks; the stable-tagged version and what refs point at stay."""
     try:
-        from casstore.gc import GarbageCollector, RetentionPolicy
+        from casstore.ops.gc import GarbageCollector, RetentionPolicy
     except ImportError:  # pragma: no cover - GC ships with the package
         return None
     policy = RetentionPolicy(keep_tags=("stable",), keep_reflog_seconds=0)

@@ -13,7 +13,7 @@ from typing import Any
 
 from casstore.digest import Digest
 from casstore.errors import CorruptObjectError, NotFoundError
-from casstore.layout import (
+from casstore.repo.keys import (
     MODELS,
     check_name,
     manifest_key,
@@ -21,10 +21,10 @@ from casstore.layout import (
     version_key,
     versions_prefix,
 )
-from casstore.manifest import Manifest, decode
-from casstore.refs import RefStore, Target
+from casstore.repo.manifest import Manifest, decode
+from casstore.repo.refs import RefStore, Target
 from casstore.store.base import ObjectStore
-from casstore.versioning import parse_spec, semver_key
+from casstore.repo.versioning import parse_spec, semver_key
 
 
 @dataclass(frozen=True)

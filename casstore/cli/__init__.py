@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from casstore import errors
-from casstore.render import ProgressBar, emit_json, human_bytes, table
+from casstore.cli._render import ProgressBar, emit_json, human_bytes, table
 
 EXIT_CODES: list[tuple[type[BaseException], int]] = [
     (errors.InvalidInputError, 2),
@@ -39,7 +39,7 @@ def open_repo(args: argparse.Namespace) -> Any:
 # -- commands ------------------------------------------------------------------------------
 def cmd_init(args: argparse.Namespace) -> int:
     from casstore.chunking import make_chunker
-    from casstore.config import StoreConfig, replace_config
+    from casstore.repo.config import StoreConfig, replace_config
 
     repo = open_repo(args)
     chunker = make_chunker(args.chunker, max_chunk=args.max_chunk, cdc_avg=args.cdc_avg).name
@@ -95,7 +95,7 @@ def _training_data(args: argparse.Namespace) -> dict[str, Any] | None:
 
 
 def cmd_commit(args: argparse.Namespace) -> int:
-    from casstore.inputs import collect
+    from casstore.repo.inputs import collect
 
     repo = open_repo(args)
     total = sum(p.stat().st_size for _, p in collect(args.paths))
@@ -215,7 +215,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    from casstore.query import Query, parse_condition, parse_when
+    from casstore.repo.query import Query, parse_condition, parse_when
 
     q = Query(
         tags=args.tag,
@@ -343,7 +343,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from casstore.demo import run_demo
+    from casstore.cli.demo import run_demo
 
     return run_demo(store_url(args), size_mb=args.size_mb, as_json=args.json)
 
@@ -452,11 +452,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("demo", cmd_demo, "commit versions, show savings, roll back, collect garbage")
     sp.add_argument("--size-mb", type=int, default=64, help="size of the demo model")
 
-    from casstore.cli_maint import add_maintenance_commands
-    from casstore.cli_refs import add_ref_commands
-    from casstore.cli_remote import add_remote_commands
-    from casstore.cli_serve import add_serve_commands
-    from casstore.cli_tune import add_tune_command
+    from casstore.cli.maint import add_maintenance_commands
+    from casstore.cli.refs import add_ref_commands
+    from casstore.cli.remote import add_remote_commands
+    from casstore.cli.serve import add_serve_commands
+    from casstore.cli.tune import add_tune_command
 
     add_ref_commands(add)
     add_maintenance_commands(add)

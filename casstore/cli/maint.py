@@ -7,14 +7,14 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from casstore.render import emit_json, human_bytes, table
+from casstore.cli._render import emit_json, human_bytes, table
 
 _RULES = ("keep_last", "keep_within", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly",
           "keep_best", "keep_tag", "keep_type", "keep_reflog")
 
 
 def _policy_from_args(args: argparse.Namespace) -> Any:
-    from casstore.retention import RetentionPolicy, parse_duration
+    from casstore.ops.retention import RetentionPolicy, parse_duration
 
     given: dict[str, Any] = {}
     for name in ("keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly"):
@@ -37,8 +37,8 @@ def _policy_from_args(args: argparse.Namespace) -> Any:
 
 def cmd_gc(args: argparse.Namespace) -> int:
     from casstore.cli import open_repo
-    from casstore.gc import GarbageCollector
-    from casstore.retention import parse_duration
+    from casstore.ops.gc import GarbageCollector
+    from casstore.ops.retention import parse_duration
 
     repo = open_repo(args)
     gc = GarbageCollector(repo, grace_seconds=parse_duration(args.grace))
@@ -73,7 +73,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 def cmd_policy(args: argparse.Namespace) -> int:
     from casstore.cli import open_repo
-    from casstore.retention import load_policy, save_policy
+    from casstore.ops.retention import load_policy, save_policy
 
     repo = open_repo(args)
     model = args.model
@@ -98,7 +98,7 @@ def cmd_policy(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from casstore.cli import open_repo
-    from casstore.verify import verify
+    from casstore.ops.verify import verify
 
     repo = open_repo(args)
     report = verify(repo.store, read_data=args.read_data)
@@ -121,7 +121,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_repair(args: argparse.Namespace) -> int:
     from casstore.cli import open_repo
     from casstore.store import open_store
-    from casstore.verify import repair
+    from casstore.ops.verify import repair
 
     repo = open_repo(args)
     source = open_store(args.source)

@@ -1,5 +1,5 @@
 """CLI command ``casstore tune PATH...``: sweep chunker settings on the user's files and print
-the recommended ``casstore init`` command (the measuring lives in :mod:`casstore.tune`)."""
+the recommended ``casstore init`` command (the measuring lives in :mod:`casstore.tools.tune`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from casstore.render import emit_json, human_bytes, table
+from casstore.cli._render import emit_json, human_bytes, table
 
 MiB = 1 << 20
 
@@ -24,7 +24,7 @@ def _init_options() -> set[str]:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from casstore.tune import DEFAULT_SETTINGS, Sampling, recommend, sweep
+    from casstore.tools.tune import DEFAULT_SETTINGS, Sampling, recommend, sweep
 
     sampling = Sampling(
         per_file=int(args.sample_mb * MiB),

@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from casstore.render import emit_json, table
+from casstore.cli._render import emit_json, table
 
 
 def _repo(args: argparse.Namespace) -> Any:
@@ -100,7 +100,7 @@ def cmd_refs(args: argparse.Namespace) -> int:
 
 
 def cmd_reflog(args: argparse.Namespace) -> int:
-    from casstore.query import parse_when
+    from casstore.repo.query import parse_when
 
     repo = _repo(args)
     entries = repo.refs.reflog(args.model, args.ref)
@@ -136,7 +136,7 @@ def cmd_reflog(args: argparse.Namespace) -> int:
 
 def _across(args: argparse.Namespace, repo: Any, to: str | None, op: str) -> int:
     from casstore.repository import Repository
-    from casstore.transfer import rollback_across
+    from casstore.ops.transfer import rollback_across
 
     repos = [repo] + [Repository(u) for u in args.replica]
     outcomes = rollback_across(
@@ -255,7 +255,7 @@ def cmd_resolve(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from casstore.cli import _parse_kv_floats
-    from casstore.policy import RegressionPolicy
+    from casstore.ops.regression import RegressionPolicy
 
     repo = _repo(args)
     policy = RegressionPolicy.load(args.policy)

@@ -1,7 +1,7 @@
 """Measure chunking settings on a user's own files and recommend the store settings to use.
 
 :func:`sweep` runs each chunker setting (``make_chunker`` kinds and sizes) and every chunk
-encoding in :data:`casstore.objects.ENCODINGS` over the files, in memory: pieces are cut with the
+encoding in :data:`casstore.repo.chunks.ENCODINGS` over the files, in memory: pieces are cut with the
 public chunker API, hashed with :class:`Digest` and encoded with :func:`encode_chunk`, exactly
 as a commit would (chunks up to ``INLINE_MAX`` bytes count as manifest bytes, not objects);
 nothing is written. :func:`recommend` picks a setting from the results.
@@ -22,9 +22,9 @@ from casstore.chunking import DEFAULT_CHUNKER, make_chunker
 from casstore.chunking.base import MAX_WINDOW
 from casstore.digest import Digest
 from casstore.errors import InvalidInputError
-from casstore.inputs import FileSource
-from casstore.manifest import INLINE_MAX
-from casstore.objects import ENCODINGS, encode_chunk
+from casstore.repo.inputs import FileSource
+from casstore.repo.manifest import INLINE_MAX
+from casstore.repo.chunks import ENCODINGS, encode_chunk
 
 MiB = 1 << 20
 SMALL_READ = 1 * MiB
@@ -226,7 +226,7 @@ class _StripedFile:
 
 def collect_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
     """Regular files among ``paths`` (folders contribute every file below them), in order."""
-    from casstore.inputs import collect
+    from casstore.repo.inputs import collect
 
     return [p for _, p in collect(paths)]
 

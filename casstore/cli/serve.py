@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from casstore.render import emit_json, table
+from casstore.cli._render import emit_json, table
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from casstore.errors import InvalidInputError, NotFoundError
-from casstore.layout import policy_key
+from casstore.repo.keys import policy_key
 from casstore.store.base import ObjectStore
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdwy]?)")

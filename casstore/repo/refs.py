@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from casstore.digest import hasher
 from casstore.errors import ConflictError, CorruptObjectError, NotFoundError, UnsupportedError
-from casstore.layout import (
+from casstore.repo.keys import (
     check_name,
     ref_key,
     reflog_key,

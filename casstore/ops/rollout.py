@@ -17,14 +17,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from casstore.errors import ConflictError, InvalidInputError, NotFoundError
-from casstore.layout import chunk_key, manifest_key, version_key
-from casstore.objects import ChunkReader
-from casstore.policy import RegressionPolicy
-from casstore.refs import ReflogEntry, RefStore, RefValue, Split, Target, Trigger
-from casstore.versioning import semver_key
+from casstore.repo.keys import chunk_key, manifest_key, version_key
+from casstore.repo.chunks import ChunkReader
+from casstore.ops.regression import RegressionPolicy
+from casstore.repo.refs import ReflogEntry, RefStore, RefValue, Split, Target, Trigger
+from casstore.repo.versioning import semver_key
 
 if TYPE_CHECKING:
-    from casstore.repository import Version
+    from casstore.repo.catalog import Version
 
 HealthCheck = Callable[["Version"], bool] | str
 Notifier = Callable[[dict[str, Any]], None]

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from casstore.chunking import DEFAULT_CHUNKER, get_chunker
 from casstore.errors import CorruptObjectError, NotFoundError, StoreFormatError
-from casstore.layout import CONFIG
+from casstore.repo.keys import CONFIG
 from casstore.store.base import ObjectStore
 
 STORE_FORMAT = "casstore"

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from casstore.errors import InvalidInputError
-from casstore.manifest import check_relpath
+from casstore.repo.manifest import check_relpath
 
 
 def collect(paths: Iterable[str | os.PathLike[str]]) -> list[tuple[str, Path]]:

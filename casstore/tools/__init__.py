@@ -1,0 +1,1 @@
+"""Tools built on the repository: the chunker and encoding tuner."""
