@@ -21,9 +21,9 @@ CHUNK = 8192
 
 def run_one(total_chunks: int, workdir: Path) -> dict:
     from casstore import Repository
-    from casstore.repo.config import StoreConfig
     from casstore.ops.gc import GarbageCollector
     from casstore.ops.retention import RetentionPolicy
+    from casstore.repo.config import StoreConfig
 
     repo = Repository(str(workdir / "store"))
     repo.init(StoreConfig(chunker=f"fixed/size={CHUNK}"))

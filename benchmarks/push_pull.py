@@ -25,9 +25,9 @@ def run(size_mb: float = 32, workdir: Path | None = None) -> dict:
 
     from benchmarks.series import SERIES_CORE, make_series
     from casstore import Repository
+    from casstore.ops.transfer import transfer
     from casstore.store import CountingStore, open_store
     from casstore.testing.s3 import BUCKET, moto_s3_server
-    from casstore.ops.transfer import transfer
 
     work = Path(tempfile.mkdtemp(dir=workdir))
     try:

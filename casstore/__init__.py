@@ -23,12 +23,12 @@ from casstore.errors import (
     UnsafePickleError,
     UnsupportedError,
 )
-from casstore.repo.manifest import FileEntry, Manifest, TensorEntry, TrainingData
 from casstore.ops.regression import MetricRule, RegressionPolicy
+from casstore.ops.rollout import MoveResult
+from casstore.repo.manifest import FileEntry, Manifest, TensorEntry, TrainingData
 from casstore.repo.query import MetricCondition, Query, parse_condition
 from casstore.repo.refs import ReflogEntry, RefValue, Split, Target
 from casstore.repository import CommitResult, Repository, Stats, Version
-from casstore.ops.rollout import MoveResult
 from casstore.store import ObjectStore, open_store
 
 __version__ = "0.1.0"

@@ -16,16 +16,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from casstore.repo.catalog import Catalog, Version
 from casstore.chunking import Chunker, ReadAt, detect_layout, get_chunker
-from casstore.repo.compare import Comparison, compare
-from casstore.repo.config import StoreConfig, load_config, save_config
 from casstore.digest import Digest
 from casstore.errors import (
     AlreadyExistsError,
     InvalidInputError,
     NotFoundError,
 )
+from casstore.ops.rollout import Notifier, RefOperations
+from casstore.repo.catalog import Catalog, Version
+from casstore.repo.chunks import ChunkReader, ChunkWriter, Progress
+from casstore.repo.compare import Comparison, compare
+from casstore.repo.config import StoreConfig, load_config, save_config
+from casstore.repo.files import VersionFile, checkout_file
 from casstore.repo.inputs import FileSource, collect
 from casstore.repo.keys import (
     CHUNKS,
@@ -46,13 +49,10 @@ from casstore.repo.manifest import (
     encode,
     version_name,
 )
-from casstore.repo.chunks import ChunkReader, ChunkWriter, Progress
 from casstore.repo.query import Query
-from casstore.repo.files import VersionFile, checkout_file
 from casstore.repo.refs import RefStore, RefValue, default_actor
-from casstore.ops.rollout import Notifier, RefOperations
-from casstore.store import ObjectStore, open_store, probe_conditional_writes
 from casstore.repo.versioning import Bump, bump, parse_spec, semver_key
+from casstore.store import ObjectStore, open_store, probe_conditional_writes
 
 Source = tuple[str, int, ReadAt] | tuple[str, int, ReadAt, ReadAt]
 """A file to commit: (path in the version, size, read_at[, view_at]) -- see commit_sources."""

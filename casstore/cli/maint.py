@@ -120,8 +120,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_repair(args: argparse.Namespace) -> int:
     from casstore.cli import open_repo
-    from casstore.store import open_store
     from casstore.ops.verify import repair
+    from casstore.store import open_store
 
     repo = open_repo(args)
     source = open_store(args.source)

@@ -135,8 +135,8 @@ def cmd_reflog(args: argparse.Namespace) -> int:
 
 
 def _across(args: argparse.Namespace, repo: Any, to: str | None, op: str) -> int:
-    from casstore.repository import Repository
     from casstore.ops.transfer import rollback_across
+    from casstore.repository import Repository
 
     repos = [repo] + [Repository(u) for u in args.replica]
     outcomes = rollback_across(

@@ -10,8 +10,8 @@ from casstore.cli._render import ProgressBar, emit_json, human_bytes
 
 
 def _run_transfer(args: argparse.Namespace, src_url: str, dst_url: str) -> int:
-    from casstore.repository import Repository
     from casstore.ops.transfer import select_versions, transfer
+    from casstore.repository import Repository
 
     src, dst = Repository(src_url), Repository(dst_url)
     versions = select_versions(src, args.model, args.version, args.all)
@@ -51,8 +51,8 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
 
 def cmd_replicate(args: argparse.Namespace) -> int:
-    from casstore.repository import Repository
     from casstore.ops.transfer import transfer
+    from casstore.repository import Repository
 
     src, dst = Repository(args.source), Repository(args.dest)
     models = args.model or src.models()

@@ -17,9 +17,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from casstore.repo.catalog import Catalog
 from casstore.digest import Digest
 from casstore.errors import NotFoundError
+from casstore.ops.retention import RetentionPolicy, effective_policy
+from casstore.repo.catalog import Catalog
 from casstore.repo.keys import (
     CHUNKS,
     MANIFESTS,
@@ -33,7 +34,6 @@ from casstore.repo.keys import (
 )
 from casstore.repo.leases import Leases
 from casstore.repo.refs import RefStore
-from casstore.ops.retention import RetentionPolicy, effective_policy
 from casstore.store.base import ObjectStore
 
 TMP = "tmp/"

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from casstore.errors import ConflictError, InvalidInputError, NotFoundError
-from casstore.repo.keys import chunk_key, manifest_key, version_key
-from casstore.repo.chunks import ChunkReader
 from casstore.ops.regression import RegressionPolicy
+from casstore.repo.chunks import ChunkReader
+from casstore.repo.keys import chunk_key, manifest_key, version_key
 from casstore.repo.refs import ReflogEntry, RefStore, RefValue, Split, Target, Trigger
 from casstore.repo.versioning import semver_key
 

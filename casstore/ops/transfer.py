@@ -17,14 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 from casstore.digest import Digest
 from casstore.errors import AlreadyExistsError, CasstoreError, InvalidInputError, NotFoundError
-from casstore.repo.keys import chunk_key, manifest_key, tag_key, version_key
 from casstore.repo.chunks import decode_chunk
+from casstore.repo.keys import chunk_key, manifest_key, tag_key, version_key
 from casstore.repo.refs import RefValue
 
 if TYPE_CHECKING:
+    from casstore.ops.rollout import MoveResult
     from casstore.repo.catalog import Version
     from casstore.repository import Repository
-    from casstore.ops.rollout import MoveResult
 
 
 @dataclass

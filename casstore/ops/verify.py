@@ -14,12 +14,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from casstore.repo.catalog import Catalog
 from casstore.digest import Digest
 from casstore.errors import CasstoreError, CorruptObjectError, NotFoundError
+from casstore.repo.catalog import Catalog
+from casstore.repo.chunks import decode_chunk
 from casstore.repo.keys import chunk_key, expired_key, manifest_key
 from casstore.repo.manifest import Manifest, decode
-from casstore.repo.chunks import decode_chunk
 from casstore.repo.refs import RefStore
 from casstore.store.base import ObjectStore
 

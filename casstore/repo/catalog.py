@@ -23,8 +23,8 @@ from casstore.repo.keys import (
 )
 from casstore.repo.manifest import Manifest, decode
 from casstore.repo.refs import RefStore, Target
-from casstore.store.base import ObjectStore
 from casstore.repo.versioning import parse_spec, semver_key
+from casstore.store.base import ObjectStore
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,8 @@ from pathlib import Path
 from casstore.chunking.base import SeekableReader
 from casstore.digest import Digest
 from casstore.errors import CasstoreError, CorruptObjectError, NotFoundError
-from casstore.repo.manifest import FileEntry, Manifest
 from casstore.repo.chunks import ChunkReader
+from casstore.repo.manifest import FileEntry, Manifest
 
 
 def _context(e: CasstoreError, manifest: Manifest, entry: FileEntry) -> CasstoreError:

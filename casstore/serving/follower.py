@@ -23,8 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from casstore.repo.catalog import Version
 from casstore.errors import CasstoreError, CorruptObjectError, InvalidInputError
+from casstore.repo.catalog import Version
 from casstore.repo.keys import check_name
 from casstore.repo.refs import RefValue, split_fraction
 from casstore.repository import Repository

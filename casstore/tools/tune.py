@@ -1,8 +1,9 @@
 """Measure chunking settings on a user's own files and recommend the store settings to use.
 
 :func:`sweep` runs each chunker setting (``make_chunker`` kinds and sizes) and every chunk
-encoding in :data:`casstore.repo.chunks.ENCODINGS` over the files, in memory: pieces are cut with the
-public chunker API, hashed with :class:`Digest` and encoded with :func:`encode_chunk`, exactly
+encoding in :data:`casstore.repo.chunks.ENCODINGS` over the files, in memory: pieces are cut
+with the public chunker API, hashed with :class:`Digest` and encoded with
+:func:`encode_chunk`, exactly
 as a commit would (chunks up to ``INLINE_MAX`` bytes count as manifest bytes, not objects);
 nothing is written. :func:`recommend` picks a setting from the results.
 
@@ -22,9 +23,9 @@ from casstore.chunking import DEFAULT_CHUNKER, make_chunker
 from casstore.chunking.base import MAX_WINDOW
 from casstore.digest import Digest
 from casstore.errors import InvalidInputError
+from casstore.repo.chunks import ENCODINGS, encode_chunk
 from casstore.repo.inputs import FileSource
 from casstore.repo.manifest import INLINE_MAX
-from casstore.repo.chunks import ENCODINGS, encode_chunk
 
 MiB = 1 << 20
 SMALL_READ = 1 * MiB

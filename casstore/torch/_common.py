@@ -10,13 +10,13 @@ from typing import Union
 
 import torch
 
-from casstore.repo.catalog import Version
 from casstore.chunking.dtypes import SAFETENSORS_BITS, TORCH_DTYPES
 from casstore.errors import InvalidInputError, UnsupportedError
+from casstore.repo.catalog import Version
 from casstore.repo.keys import check_name
+from casstore.repo.versioning import parse_spec
 from casstore.repository import Repository
 from casstore.store import ObjectStore
-from casstore.repo.versioning import parse_spec
 
 StoreLike = Union[str, "os.PathLike[str]", ObjectStore, Repository]
 """Where versions live: a URL or path, an opened :class:`ObjectStore`, or a Repository."""

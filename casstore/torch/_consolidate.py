@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
-from casstore.repo.catalog import Version
 from casstore.errors import CorruptObjectError, NotFoundError
+from casstore.repo.catalog import Version
 from casstore.repo.chunks import ChunkReader
 from casstore.repo.files import VersionFile
 from casstore.torch._reading import TensorIndex

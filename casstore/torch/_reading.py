@@ -19,16 +19,16 @@ from dataclasses import dataclass
 
 import torch
 
-from casstore.repo.catalog import Version
 from casstore.chunking import detect_layout
 from casstore.chunking.base import SAFETENSORS, TORCH_PICKLE, TORCH_ZIP
 from casstore.chunking.detect import TORCH_SUFFIXES
 from casstore.chunking.torch_pickle import load_torch_pickle, named_tensors
 from casstore.chunking.torch_zip import _directory, _entries  # the one zip parser
 from casstore.errors import CorruptObjectError, InvalidInputError, NotFoundError
-from casstore.repo.manifest import FileEntry
+from casstore.repo.catalog import Version
 from casstore.repo.chunks import ChunkReader
 from casstore.repo.files import VersionFile
+from casstore.repo.manifest import FileEntry
 from casstore.torch._common import dtype_by_torch_name, empty_bytes, itemsize, torch_dtype
 
 TIED_KEY = "casstore.tied"

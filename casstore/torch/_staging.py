@@ -13,9 +13,9 @@ from pydantic import ValidationError
 
 from casstore.chunking import get_chunker
 from casstore.errors import CorruptObjectError, InvalidInputError
+from casstore.repo.chunks import ChunkWriter
 from casstore.repo.keys import check_name
 from casstore.repo.manifest import FileEntry, TensorEntry
-from casstore.repo.chunks import ChunkWriter
 from casstore.repository import Repository
 from casstore.torch._safetensors import SafetensorsSource
 

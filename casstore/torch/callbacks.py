@@ -19,11 +19,11 @@ from typing import Any, Literal
 
 import torch
 
-from casstore.repo.catalog import Version
 from casstore.errors import InvalidInputError
+from casstore.ops.regression import RegressionPolicy
+from casstore.repo.catalog import Version
 from casstore.repo.keys import check_name
 from casstore.repo.manifest import VersionType
-from casstore.ops.regression import RegressionPolicy
 from casstore.repository import Repository
 from casstore.torch._common import StoreLike, resolve_version
 from casstore.torch.serialization import save

@@ -45,7 +45,6 @@ from torch.distributed.checkpoint.planner import (
 from torch.distributed.checkpoint.storage import StorageReader, StorageWriter, WriteResult
 from torch.futures import Future
 
-from casstore.repo.catalog import Version
 from casstore.chunking import detect_layout
 from casstore.errors import (
     ConflictError,
@@ -54,6 +53,7 @@ from casstore.errors import (
     NotFoundError,
     UnsupportedError,
 )
+from casstore.repo.catalog import Version
 from casstore.repo.keys import check_name
 from casstore.repository import CommitResult
 from casstore.torch._common import StoreLike, open_repo, resolve_version, st_dtype, tensor_bytes

@@ -10,10 +10,10 @@ import pytest
 
 from casstore import ConflictError, InvalidInputError, Repository
 from casstore.ops.gc import GarbageCollector
-from casstore.repo.keys import chunk_key, manifest_key
 from casstore.ops.retention import RetentionPolicy, parse_duration
-from casstore.store import FaultInjectingStore, open_store
 from casstore.ops.verify import repair, verify
+from casstore.repo.keys import chunk_key, manifest_key
+from casstore.store import FaultInjectingStore, open_store
 from tests import series
 
 

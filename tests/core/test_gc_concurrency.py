@@ -15,10 +15,10 @@ import pytest
 
 from casstore import Repository
 from casstore.chunking import make_chunker
-from casstore.repo.config import StoreConfig
 from casstore.ops.gc import GarbageCollector
 from casstore.ops.retention import RetentionPolicy
 from casstore.ops.verify import verify
+from casstore.repo.config import StoreConfig
 from tests import series
 
 pytestmark = pytest.mark.slow

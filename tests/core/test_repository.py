@@ -213,8 +213,8 @@ def test_bad_input_leaves_store_unchanged(repo: Repository, tmp_path: Path):
 
 
 def test_future_store_format_refused(repo: Repository):
-    from casstore.repo.config import STORE_FORMAT_VERSION
     from casstore.errors import StoreFormatError
+    from casstore.repo.config import STORE_FORMAT_VERSION
 
     repo.init()
     repo.store.put(

@@ -19,8 +19,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from casstore import Repository
 from casstore.ops.gc import GarbageCollector
 from casstore.ops.retention import RetentionPolicy
-from casstore.store import open_store
 from casstore.ops.verify import verify
+from casstore.store import open_store
 from tests import series
 
 

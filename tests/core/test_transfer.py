@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from casstore import AlreadyExistsError, Repository
-from casstore.store import CountingStore, FaultInjectingStore, RetryingStore, open_store
 from casstore.ops.transfer import rollback_across, select_versions, transfer
 from casstore.ops.verify import verify
+from casstore.store import CountingStore, FaultInjectingStore, RetryingStore, open_store
 from tests import series
 from tests.cli_helpers import run
 

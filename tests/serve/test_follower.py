@@ -261,8 +261,8 @@ def test_live_server_follows_rollbacks_without_failed_requests(tmp_path: Path):
 
 
 def test_rollback_wait_across_replicas(tmp_path: Path):
-    from casstore.serving.acks import FollowerAck, write_ack
     from casstore.ops.transfer import transfer
+    from casstore.serving.acks import FollowerAck, write_ack
 
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
     ct.save(weights(1), a, "m")
