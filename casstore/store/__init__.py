@@ -9,6 +9,11 @@
   (``pip install casstore[s3]``); the endpoint comes from ``endpoint_url`` /
   ``client_kwargs={"endpoint_url": …}`` or ``$CASSTORE_S3_ENDPOINT_URL`` / ``$AWS_ENDPOINT_URL``.
   Use ``fsspec+memory://…`` (or ``FsspecStore("memory://…")``) for fsspec's memory filesystem.
+* ``az://container/prefix`` (also ``abfs://``, ``abfss://``) -> :class:`AzureBlobStore` (adlfs,
+  ``pip install casstore[azure]``; credentials as adlfs takes them, e.g.
+  ``$AZURE_STORAGE_CONNECTION_STRING``)
+* ``gs://bucket/prefix`` (also ``gcs://``) -> :class:`GcsStore` (gcsfs,
+  ``pip install casstore[gcs]``; ``$STORAGE_EMULATOR_HOST`` or ``endpoint_url`` for emulators)
 """
 
 from __future__ import annotations
@@ -56,33 +61,54 @@ def open_store(
         return MemoryStore.named(url.split("://", 1)[1].strip("/"))
     if scheme.startswith("fsspec+"):
         url = url[len("fsspec+") :]
-    if scheme in ("s3", "s3a"):
-        try:
-            import s3fs  # noqa: F401
-        except ImportError as e:
-            raise UnsupportedError(
-                f"{url}: S3 support needs s3fs; run: pip install casstore[s3]"
-            ) from e
-    from casstore.store.fsspec_store import FsspecStore
-
-    store: ObjectStore = FsspecStore(url, **storage_options)
+    store: ObjectStore = _remote_class(scheme, url)(url, **storage_options)
     return RetryingStore(store) if retry else store
+
+
+_BACKENDS = {
+    # scheme: (module to import first, extra to install, store module, store class)
+    "s3": ("s3fs", "s3", "fsspec_store", "FsspecStore"),
+    "s3a": ("s3fs", "s3", "fsspec_store", "FsspecStore"),
+    "az": ("adlfs", "azure", "azure", "AzureBlobStore"),
+    "abfs": ("adlfs", "azure", "azure", "AzureBlobStore"),
+    "abfss": ("adlfs", "azure", "azure", "AzureBlobStore"),
+    "gs": ("gcsfs", "gcs", "gcs", "GcsStore"),
+    "gcs": ("gcsfs", "gcs", "gcs", "GcsStore"),
+}
+
+
+def _remote_class(scheme: str, url: str) -> type[ObjectStore]:
+    import importlib
+
+    needs, extra, module, cls = _BACKENDS.get(scheme, ("fsspec", "", "fsspec_store", "FsspecStore"))
+    try:
+        importlib.import_module(needs)
+    except ImportError as e:
+        raise UnsupportedError(
+            f"{url}: {scheme}:// support needs {needs}; run: pip install casstore[{extra}]"
+        ) from e
+    return getattr(importlib.import_module(f"casstore.store.{module}"), cls)
+
+
+_LAZY = {"FsspecStore": "fsspec_store", "AzureBlobStore": "azure", "GcsStore": "gcs"}
 
 
 def __getattr__(name: str) -> Any:
     # fsspec (and asyncio under it) is imported only when a remote store is used
-    if name == "FsspecStore":
-        from casstore.store.fsspec_store import FsspecStore
+    if name in _LAZY:
+        import importlib
 
-        return FsspecStore
+        return getattr(importlib.import_module(f"casstore.store.{_LAZY[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [
+    "AzureBlobStore",
     "Capabilities",
     "CountingStore",
     "FaultInjectingStore",
     "FsspecStore",
+    "GcsStore",
     "LocalStore",
     "MemoryStore",
     "ObjectInfo",

@@ -1,7 +1,8 @@
-"""The one place where botocore, aiohttp and fsspec errors become casstore errors.
+"""The one place where botocore, azure-core, aiohttp and fsspec errors become casstore errors.
 
-Third-party exception classes are recognised by name along their MRO, so this module imports
-neither botocore nor aiohttp (both are optional).
+Third-party exception classes are recognised by name along their MRO (and HTTP statuses by
+attribute: ``status`` for aiohttp, ``status_code`` for azure-core), so this module imports
+none of those libraries (all are optional).
 """
 
 from __future__ import annotations
@@ -60,6 +61,9 @@ _TRANSIENT_CLASSES = frozenset(
         "ServerDisconnectedError",
         # fsspec
         "FSTimeoutError",
+        # azure-core: no response, or a broken one
+        "ServiceRequestError",
+        "ServiceResponseError",
     }
 )
 
@@ -120,7 +124,11 @@ def translate_error(exc: BaseException, *, op: str, where: str) -> Exception:
             f"{op} {where}: no credentials found (set AWS_ACCESS_KEY_ID and "
             "AWS_SECRET_ACCESS_KEY, or configure a profile)"
         )
+    if getattr(exc, "error_code", None) == "ContainerNotFound":  # azure-core
+        return NotFoundError(f"{op} {where}: the container does not exist")
     status = getattr(exc, "status", None)  # aiohttp.ClientResponseError and friends
+    if not isinstance(status, int):
+        status = getattr(exc, "status_code", None)  # azure-core HttpResponseError
     if isinstance(status, int):
         if status == 404:
             return NotFoundError(f"object not found: {where}")

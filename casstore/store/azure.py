@@ -1,0 +1,232 @@
+"""AzureBlobStore: Azure Blob Storage (``az://container/prefix``) with real compare-and-swap.
+
+adlfs provides the credentials (``connection_string``, ``account_name`` + ``account_key``,
+``sas_token``, service principal, or the ``AZURE_STORAGE_*`` variables) and the aio
+``BlobServiceClient``; every operation here is one Blob REST call through that client:
+
+* ``put_if_absent`` uploads with ``If-None-Match: *`` (``MatchConditions.IfMissing``): an
+  existing blob answers 409 ``BlobAlreadyExists``;
+* ``replace_if_match`` uploads with ``If-Match: <ETag>`` (``MatchConditions.IfNotModified``):
+  a stale ETag answers 412 ``ConditionNotMet``; the token is the blob's ETag, and a download
+  returns bytes and ETag from one response, so the pair is consistent;
+* conditional uploads go out with the SDK's retries off (``retry_total=0``): a retried create
+  whose first response was lost would answer "exists" for our own write. A transport failure
+  surfaces as :class:`~casstore.errors.TransientBackendError`, and
+  :class:`~casstore.store.RetryingStore` retries and confirms by content.
+
+Blobs up to the SDK's single-put size (64 MiB) are one PUT; bigger ones are staged blocks
+committed by one Put Block List, which is also atomic. Errors are translated in
+:mod:`casstore.store._translate`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+from casstore.errors import ConflictError, NotFoundError
+from casstore.store._util import as_bytes, check_key, check_prefix, check_range, shows_reserved
+from casstore.store.base import Capabilities, ObjectInfo
+from casstore.store.fsspec_store import FsspecStore
+
+AZURE_SCHEMES = ("az", "abfs", "abfss")
+_NO_RETRY = {"retry_total": 0}
+
+
+def _status(exc: BaseException) -> int | None:
+    status = getattr(exc, "status_code", None)
+    return status if isinstance(status, int) else None
+
+
+def _container_missing(exc: BaseException) -> bool:
+    return str(getattr(exc, "error_code", "") or "") == "ContainerNotFound"
+
+
+class AzureBlobStore(FsspecStore):
+    """An ObjectStore over one Azure Blob container (and an optional key prefix)."""
+
+    def __init__(self, url: str, *, fs: Any = None, **storage_options: Any) -> None:
+        if fs is None:
+            from adlfs import AzureBlobFileSystem
+
+            storage_options.setdefault("use_listings_cache", False)
+            fs = AzureBlobFileSystem(**storage_options)
+        super().__init__(url, fs=fs)
+        container, _, prefix = self.root.partition("/")
+        self._container, self._prefix = container, f"{prefix}/" if prefix else ""
+        self.capabilities = Capabilities(True, True, concurrent_io=16)
+
+    def _blob(self, key: str) -> Any:
+        return self.fs.service_client.get_blob_client(self._container, self._prefix + key)
+
+    def _not_found(self, exc: BaseException, key: str) -> NotFoundError:
+        if _container_missing(exc):
+            return NotFoundError(f"the container does not exist: az://{self._container}")
+        return NotFoundError(f"object not found: {self._where(key)}")
+
+    # -- requests ------------------------------------------------------------------------
+    async def _az_get(self, key: str, start: int = 0, end: int | None = None) -> tuple[bytes, str]:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        length = None if end is None else end - start
+        async with self._blob(key) as bc:
+            try:
+                stream = await bc.download_blob(
+                    offset=start if start or length else None, length=length
+                )
+            except ResourceNotFoundError as e:
+                raise self._not_found(e, key) from e
+            return await stream.readall(), str(stream.properties.etag)
+
+    async def _az_head(self, key: str) -> ObjectInfo | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        async with self._blob(key) as bc:
+            try:
+                props = await bc.get_blob_properties()
+            except ResourceNotFoundError as e:
+                if _container_missing(e):
+                    raise self._not_found(e, key) from e
+                return None
+        return ObjectInfo(key, int(props.size), props.last_modified.timestamp())
+
+    async def _az_put(self, item: tuple[str, bytes]) -> str:
+        key, data = item
+        async with self._blob(key) as bc:
+            out = await bc.upload_blob(data, overwrite=True)
+        return str(out["etag"])
+
+    async def _az_put_cond(self, key: str, data: bytes, token: str | None) -> str | None:
+        """Upload with a precondition; the new ETag, or None if the precondition failed."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import HttpResponseError
+
+        cond: dict[str, Any] = {"match_condition": MatchConditions.IfMissing}
+        if token is not None:
+            cond = {"etag": token, "match_condition": MatchConditions.IfNotModified}
+        async with self._blob(key) as bc:
+            try:
+                out = await bc.upload_blob(data, overwrite=True, **cond, **_NO_RETRY)
+            except HttpResponseError as e:
+                if _status(e) in (409, 412):
+                    return None  # exists / stale ETag
+                if _status(e) == 404 and token is not None and not _container_missing(e):
+                    return None  # If-Match on a blob that is gone
+                raise
+        return str(out["etag"])
+
+    async def _az_delete(self, key: str) -> None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        async with self._blob(key) as bc:
+            try:
+                await bc.delete_blob()
+            except ResourceNotFoundError as e:
+                if _container_missing(e):
+                    raise self._not_found(e, key) from e
+
+    async def _az_list_page(
+        self, prefix: str, token: str | None
+    ) -> tuple[list[ObjectInfo], str | None]:
+        cc = self.fs.service_client.get_container_client(self._container)
+        pages = cc.list_blobs(name_starts_with=self._prefix + prefix).by_page(token)
+        out = []
+        async for blob in await pages.__anext__():
+            key = blob.name[len(self._prefix) :]
+            if key and not key.endswith("/") and shows_reserved(prefix, key):
+                out.append(ObjectInfo(key, int(blob.size), blob.last_modified.timestamp()))
+        return out, pages.continuation_token
+
+    # -- the interface -------------------------------------------------------------------
+    def get(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
+        s, e = check_range(start, end)
+        check_key(key)
+        if e is not None and s >= e:
+            self.stat(key)
+            return b""
+        with self._errors("get", key):
+            try:
+                return self._run(self._az_get, key, s, e)[0]
+            except Exception as exc:
+                if _status(exc) != 416:  # a range starting past the end of the blob
+                    raise
+        self.stat(key)
+        return b""
+
+    def get_with_token(self, key: str) -> tuple[bytes, str]:
+        check_key(key)
+        with self._errors("get", key):
+            return self._run(self._az_get, key)
+
+    def stat(self, key: str) -> ObjectInfo:
+        check_key(key)
+        with self._errors("stat", key):
+            found = self._run(self._az_head, key)
+        if found is None:
+            raise NotFoundError(f"object not found: {self._where(key)}")
+        return found
+
+    def exists(self, key: str) -> bool:
+        check_key(key)
+        with self._errors("exists", key):
+            return self._run(self._az_head, key) is not None
+
+    def exists_many(self, keys: Iterable[str]) -> set[str]:
+        keys = [check_key(k) for k in keys]
+        with self._errors("exists"):
+            found = self._run(self._gather, self._az_head, keys)
+        return {k for k, info in zip(keys, found) if info is not None}
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, bytes]:
+        keys = [check_key(k) for k in keys]
+        with self._errors("get_many"):
+            results = self._run(self._gather, self._az_get, keys)
+        return {k: r[0] for k, r in zip(keys, results)}
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        check_prefix(prefix)
+        token: str | None = None
+        while True:
+            with self._errors("list", prefix):
+                page, token = self._run(self._az_list_page, prefix, token)
+            yield from page
+            if not token:
+                return
+
+    def put(self, key: str, data: bytes | memoryview, *, sync: bool = True) -> None:
+        item = (check_key(key), as_bytes(data))
+        with self._errors("put", key):
+            self._run(self._az_put, item)
+
+    def put_many(self, items: Mapping[str, bytes | memoryview], *, sync: bool = True) -> None:
+        batch = [(check_key(k), as_bytes(v)) for k, v in items.items()]
+        with self._errors("put_many"):
+            self._run(self._gather, self._az_put, batch)
+
+    def put_if_absent(self, key: str, data: bytes | memoryview, *, sync: bool = True) -> bool:
+        key, data = check_key(key), as_bytes(data)
+        with self._errors("put_if_absent", key):
+            return self._run(self._az_put_cond, key, data, None) is not None
+
+    def replace_if_match(self, key: str, data: bytes, token: str | None) -> str:
+        key, data = check_key(key), as_bytes(data)
+        with self._errors("replace_if_match", key):
+            new = self._run(self._az_put_cond, key, data, token)
+        if new is None:
+            raise ConflictError(
+                f"compare-and-swap failed on {self._where(key)}: token {token!r} is stale"
+            )
+        return new
+
+    def delete(self, key: str) -> None:
+        check_key(key)
+        with self._errors("delete", key):
+            self._run(self._az_delete, key)
+
+    def delete_many(self, keys: Iterable[str]) -> None:
+        keys = [check_key(k) for k in keys]
+        with self._errors("delete_many"):
+            self._run(self._gather, self._az_delete, keys)
+
+
+__all__ = ["AZURE_SCHEMES", "AzureBlobStore"]

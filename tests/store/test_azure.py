@@ -1,0 +1,81 @@
+"""AzureBlobStore on Azurite over real HTTP: the conformance suite, errors, the probe."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from casstore.errors import NotFoundError, PermissionDeniedError, UnsupportedError
+from casstore.store import AzureBlobStore, FaultInjectingStore, RetryingStore, open_store
+from casstore.testing import azure
+from casstore.testing.store_suite import StoreConformance
+
+pytestmark = pytest.mark.azure
+
+
+class TestAzureStore(StoreConformance):
+    cross_process = True
+
+    @pytest.fixture
+    def store(self, azure_url: str) -> Iterator[AzureBlobStore]:
+        store = open_store(azure_url, retry=False)
+        assert isinstance(store, AzureBlobStore)
+        with store:
+            yield store
+
+
+def test_capabilities_and_probe(azure_url: str) -> None:
+    store = open_store(azure_url)
+    assert store.capabilities.atomic_create and store.capabilities.conditional_replace
+    assert store.probe_conditional_writes() is True
+    assert store.capabilities.conditional_replace
+
+
+def test_connection_string_from_storage_options(azurite: str, monkeypatch) -> None:
+    monkeypatch.delenv("AZURE_STORAGE_CONNECTION_STRING", raising=False)
+    url = f"az://{azure.CONTAINER}/{uuid.uuid4().hex}"
+    open_store(url, connection_string=azurite).put("k", b"v")
+    assert open_store(f"abfs://{url[5:]}", connection_string=azurite).get("k") == b"v"
+
+
+def test_missing_container(azure_url: str) -> None:
+    store = open_store(f"az://no-such-container-{uuid.uuid4().hex[:8]}/prefix", retry=False)
+    for call in (
+        lambda: store.get("k"),
+        lambda: store.stat("k"),
+        lambda: store.exists("k"),
+        lambda: list(store.list("")),
+        lambda: store.put("k", b"v"),
+        lambda: store.put_if_absent("k", b"v"),
+        lambda: store.replace_if_match("k", b"v", '"0x1"'),
+    ):
+        with pytest.raises(NotFoundError, match="container does not exist"):
+            call()
+
+
+def test_wrong_key_is_access_denied(azurite: str, azure_url: str) -> None:
+    wrong = azurite.replace(azure.KEY, "d3Jvbmcta2V5" * 8)
+    store = open_store(azure_url, retry=False, connection_string=wrong)
+    for call in (lambda: store.get("k"), lambda: list(store.list("")), lambda: store.put("k", b"")):
+        with pytest.raises(PermissionDeniedError, match="access denied"):
+            call()
+
+
+def test_lost_responses_with_retrying_store(azure_url: str) -> None:
+    flaky = FaultInjectingStore(open_store(azure_url, retry=False), seed=3, lost_response_rate=0.5)
+    store = RetryingStore(flaky, base_delay=0, sleep=lambda _: None)
+    assert all(store.put_if_absent(f"c/{i}", b"chunk %d" % i) for i in range(10))
+    token = None
+    for i in range(10):
+        token = store.replace_if_match("ref", b"v%d" % i, token)
+    assert store.get_with_token("ref") == (b"v9", token)
+    assert flaky.injected["lost"] > 3
+
+
+def test_missing_adlfs_is_explained(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "adlfs", None)
+    with pytest.raises(UnsupportedError, match=r"pip install casstore\[azure\]"):
+        open_store("az://container/prefix")

@@ -1,0 +1,106 @@
+"""GcsStore on fake-gcs-server over real HTTP: the conformance suite, errors, the probe
+(which must catch gcp-storage-emulator, a server that ignores preconditions)."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from casstore import Repository
+from casstore.errors import NotFoundError, TransientBackendError, UnsupportedError
+from casstore.store import FaultInjectingStore, GcsStore, RetryingStore, open_store
+from casstore.testing import gcs
+from casstore.testing.s3 import free_port
+from casstore.testing.store_suite import StoreConformance
+from tests import series
+
+pytestmark = pytest.mark.gcs
+
+
+class TestGcsStore(StoreConformance):
+    cross_process = True
+
+    @pytest.fixture
+    def store(self, gcs_url: str) -> Iterator[GcsStore]:
+        store = open_store(gcs_url, retry=False)
+        assert isinstance(store, GcsStore)
+        with store:
+            yield store
+
+
+def test_capabilities_and_probe(gcs_url: str) -> None:
+    store = open_store(gcs_url)
+    assert store.capabilities.atomic_create and store.capabilities.conditional_replace
+    assert store.probe_conditional_writes() is True
+    assert store.capabilities.conditional_replace
+
+
+def test_endpoint_from_storage_options(fake_gcs: str, monkeypatch) -> None:
+    monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
+    url = f"gs://{gcs.BUCKET}/{uuid.uuid4().hex}"
+    open_store(url, endpoint_url=fake_gcs).put("k", b"v")
+    assert open_store(f"gcs://{url[5:]}", endpoint_url=fake_gcs).get("k") == b"v"
+
+
+def test_missing_bucket(gcs_url: str) -> None:
+    store = open_store(f"gs://no-such-bucket-{uuid.uuid4().hex[:8]}/prefix", retry=False)
+    for call in (
+        lambda: store.get("k"),
+        lambda: store.stat("k"),
+        lambda: store.exists("k"),
+        lambda: list(store.list("")),
+        lambda: store.put("k", b"v"),
+        lambda: store.put_if_absent("k", b"v"),
+        lambda: store.replace_if_match("k", b"v", "123"),
+    ):
+        with pytest.raises(NotFoundError, match="bucket does not exist"):
+            call()
+
+
+def test_unreachable_endpoint_is_transient(monkeypatch: pytest.MonkeyPatch) -> None:
+    store = open_store(
+        f"gs://{gcs.BUCKET}/x", retry=False, endpoint_url=f"http://127.0.0.1:{free_port()}"
+    )
+    with pytest.raises(TransientBackendError):
+        store.get("k")
+
+
+def test_lost_responses_with_retrying_store(gcs_url: str) -> None:
+    flaky = FaultInjectingStore(open_store(gcs_url, retry=False), seed=3, lost_response_rate=0.5)
+    store = RetryingStore(flaky, base_delay=0, sleep=lambda _: None)
+    assert all(store.put_if_absent(f"c/{i}", b"chunk %d" % i) for i in range(10))
+    token = None
+    for i in range(10):
+        token = store.replace_if_match("ref", b"v%d" % i, token)
+    assert store.get_with_token("ref") == (b"v9", token)
+    assert flaky.injected["lost"] > 3
+
+
+def test_init_probe_catches_a_server_that_ignores_preconditions(tmp_path, monkeypatch) -> None:
+    """gcp-storage-emulator accepts ifGenerationMatch and ignores it: init records that, and
+    ref moves are refused (nothing stored) unless the store is declared single-writer."""
+    pytest.importorskip("gcp_storage_emulator", reason="needs gcp-storage-emulator (test extra)")
+    from casstore.errors import UnsupportedError as Unsupported
+
+    for name, value in gcs.ENV.items():
+        monkeypatch.setenv(name, value)
+    with gcs.gcp_storage_emulator() as endpoint:
+        url = f"gs://{gcs.BUCKET}/{uuid.uuid4().hex}"
+        store = open_store(url, endpoint_url=endpoint)
+        assert store.capabilities.conditional_replace  # what the backend claims
+        assert store.put_if_absent("k", b"1") and store.put_if_absent("k", b"2")  # ignored
+        repo = Repository(store)
+        assert repo.init().conditional_writes is False
+        f = series.save(tmp_path / "w.safetensors", series.tensors(n=2))
+        with pytest.raises(Unsupported, match="single-writer"):
+            repo.commit("m", [f])
+        assert list(store.list("models/")) == []
+
+
+def test_missing_gcsfs_is_explained(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "gcsfs", None)
+    with pytest.raises(UnsupportedError, match=r"pip install casstore\[gcs\]"):
+        open_store("gs://bucket/prefix")
