@@ -1,0 +1,149 @@
+"""A real training run as a checkpoint series: every weight changes at every save.
+
+A small GPT-style transformer is trained with AdamW on CPU (deterministic seed) on tokens drawn
+from a fixed random Markov chain, so the loss really falls and the weights move the way they
+do in training, not by added noise. Every ``save_every`` steps it writes
+
+    fp32/step_NNNN.safetensors      the weights, fp32
+    bf16/step_NNNN.safetensors      the same weights cast to bf16
+    optim/step_NNNN.pt              AdamW's state (torch.save of optimizer.state_dict())
+
+Exact dedup saves almost nothing on such a series; float-aware encodings and deltas to the
+previous checkpoint do (issue 13). ``python -m benchmarks.training OUT [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+KINDS = ("fp32", "bf16", "optim")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    vocab: int = 512
+    d_model: int = 256
+    layers: int = 6
+    heads: int = 4
+    seq: int = 32
+    batch: int = 4
+    steps: int = 160
+    save_every: int = 20
+    lr: float = 1e-3
+    warmup: int = 20
+    weight_decay: float = 0.1
+    seed: int = 0
+
+
+QUICK = RunConfig(vocab=256, d_model=64, layers=2, heads=2, seq=16, batch=4, steps=16,
+                  save_every=2, warmup=4)
+
+
+def _model(cfg: RunConfig):
+    import torch
+    from torch import nn
+
+    class GPT(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Embedding(cfg.vocab, cfg.d_model)
+            self.pos = nn.Embedding(cfg.seq, cfg.d_model)
+            layer = nn.TransformerEncoderLayer(
+                cfg.d_model, cfg.heads, 4 * cfg.d_model, dropout=0.0, batch_first=True,
+                norm_first=True, activation="gelu",
+            )
+            self.blocks = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False)
+            self.norm = nn.LayerNorm(cfg.d_model)
+            self.head = nn.Linear(cfg.d_model, cfg.vocab, bias=False)
+            for p in self.parameters():
+                if p.dim() > 1:
+                    nn.init.normal_(p, 0.0, 0.02)
+            mask = torch.triu(torch.full((cfg.seq, cfg.seq), float("-inf")), diagonal=1)
+            self.register_buffer("mask", mask, persistent=False)
+
+        def forward(self, x):
+            h = self.embed(x) + self.pos(torch.arange(x.shape[1]))
+            h = self.blocks(h, mask=self.mask, is_causal=True)
+            return self.head(self.norm(h))
+
+    return GPT()
+
+
+def _batches(cfg: RunConfig):
+    """Token sequences from a sparse random Markov chain (a learnable, fixed 'language')."""
+    import torch
+
+    g = torch.Generator().manual_seed(cfg.seed + 1)
+    nxt = torch.randint(0, cfg.vocab, (cfg.vocab, 4), generator=g)  # 4 likely successors
+    while True:
+        tok = torch.randint(0, cfg.vocab, (cfg.batch,), generator=g)
+        seq = [tok]
+        for _ in range(cfg.seq):
+            pick = torch.randint(0, 4, (cfg.batch,), generator=g)
+            tok = nxt[tok, pick]
+            seq.append(tok)
+        s = torch.stack(seq, dim=1)
+        yield s[:, :-1], s[:, 1:]
+
+
+def train_series(out: Path, cfg: RunConfig = RunConfig()) -> dict:
+    """Train and save; returns {"files": {kind: [paths]}, "logical_bytes": {kind: n}, ...}."""
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(cfg.seed)
+    model = _model(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                            betas=(0.9, 0.95))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup))
+    for kind in KINDS:
+        (out / kind).mkdir(parents=True, exist_ok=True)
+    files: dict[str, list[str]] = {k: [] for k in KINDS}
+    losses: list[float] = []
+    data = _batches(cfg)
+    t0 = time.perf_counter()
+    for step in range(1, cfg.steps + 1):
+        x, y = next(data)
+        loss = torch.nn.functional.cross_entropy(model(x).flatten(0, 1), y.flatten())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % cfg.save_every == 0:
+            losses.append(round(float(loss.detach()), 4))
+            name = f"step_{step:04d}"
+            sd = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+            paths = {
+                "fp32": out / "fp32" / f"{name}.safetensors",
+                "bf16": out / "bf16" / f"{name}.safetensors",
+                "optim": out / "optim" / f"{name}.pt",
+            }
+            save_file(sd, str(paths["fp32"]))
+            save_file({k: v.to(torch.bfloat16) for k, v in sd.items()}, str(paths["bf16"]))
+            torch.save(opt.state_dict(), paths["optim"])
+            for k, p in paths.items():
+                files[k].append(str(p))
+    return {
+        "config": asdict(cfg),
+        "params": sum(p.numel() for p in model.parameters()),
+        "files": files,
+        "losses": losses,
+        "logical_bytes": {k: sum(Path(p).stat().st_size for p in v) for k, v in files.items()},
+        "train_seconds": round(time.perf_counter() - t0, 2),
+    }
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--quick", action="store_true", help="a tiny model, a few steps")
+    ap.add_argument("--steps", type=int)
+    a = ap.parse_args()
+    run = QUICK if a.quick else RunConfig()
+    if a.steps:
+        run = RunConfig(**{**asdict(run), "steps": a.steps})
+    print(json.dumps(train_series(a.out, run), indent=2))

@@ -1,0 +1,305 @@
+"""Lossless chunk encodings: float-aware split streams, zstd, XOR deltas. Pure, no I/O.
+
+Encodings (the number is what a chunk object's header records)::
+
+    0 raw    the bytes as they are
+    1 zstd   one zstd frame (headers, pickles, integer data, anything without a float dtype)
+    2 split  "split streams": byte k of every value grouped into stream k (for fp32 that puts
+             the sign/exponent bytes together), each stream zstd-compressed or stored raw when
+             it does not compress (the noisy low mantissa bytes); bytes past the last whole
+             value are stored raw
+    3 delta  XOR with a base chunk of the same length, then raw, zstd or split as above
+             (framing of the base's name is the chunk format's business: ``casstore.repo.chunks``)
+
+A cheap predictor (:func:`encode`) compresses a few small samples of a chunk, per stream, and
+only then encodes the whole chunk the way the samples say pays, so incompressible data is
+stored raw at almost no cost. Decoding is bounded: the caller states the decoded size and
+nothing larger is ever allocated. numpy does the byte grouping and XOR, zstandard the entropy
+coding; both release the GIL, so encoding runs in parallel in the writer's threads.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from casstore.errors import CorruptObjectError, InvalidInputError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+RAW, ZSTD, SPLIT, DELTA = 0, 1, 2, 3
+NAMES = {RAW: "raw", ZSTD: "zstd", SPLIT: "split", DELTA: "delta"}
+
+ITEM_SIZE: dict[str, int] = {
+    # element width of the dtypes whose bytes are worth grouping (safetensors names)
+    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "C64": 4, "C128": 8, "C32": 2,
+    "I64": 8, "I32": 4, "I16": 2, "U64": 8, "U32": 4, "U16": 2,
+}
+"""Byte grouping applies to these; every other dtype (fp8 included: one byte per value, whose
+distribution zstd's Huffman stage already models) is coded as a single stream."""
+
+MIN_SIZE = 4096  # smaller chunks are not worth a header
+SAMPLES = 4  # windows read by the predictor
+SAMPLE_BYTES = 16 << 10  # bytes per window
+_STREAM_RAW, _STREAM_ZSTD = 0, 1
+_SPLIT_HEAD = struct.Struct("<BB")  # format 0, item size
+_STREAM_HEAD = struct.Struct("<BI")  # method, stored length
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How hard to try. ``off`` stores raw; ``fast`` (default) and ``max`` differ in zstd level,
+    how much a stream must shrink to be kept compressed, and delta chain length."""
+
+    name: str
+    level: int = 1
+    keep_below: float = 0.93  # a stream (or chunk) is stored compressed if it shrinks below this
+    max_chain: int = 3  # reading a chunk needs at most this many base chunks
+    remote_deltas: bool = False  # fetch parent chunks from a remote store to compute deltas
+
+    @property
+    def enabled(self) -> bool:
+        return self.name != "off"
+
+
+POLICIES: dict[str, Policy] = {
+    "off": Policy("off", max_chain=0),
+    "fast": Policy("fast"),
+    "max": Policy("max", level=6, keep_below=0.99, max_chain=8, remote_deltas=True),
+}
+DEFAULT_POLICY = "fast"
+
+
+def get_policy(name: str) -> Policy:
+    try:
+        return POLICIES[name]
+    except KeyError:
+        raise InvalidInputError(
+            f"unknown encoding policy {name!r}: choose one of {', '.join(POLICIES)}"
+        ) from None
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """A chunk's encoded payload as buffers to store back to back (no joined copy)."""
+
+    encoding: int  # RAW, ZSTD or SPLIT: how the (possibly XOR-ed) bytes are coded
+    delta: bool  # True: the coded bytes are the XOR with the base
+    parts: tuple[memoryview | bytes, ...]
+
+    @property
+    def size(self) -> int:
+        return sum(len(p) for p in self.parts)
+
+
+# -- zstd, one compressor per thread (zstandard's objects are not thread-safe) ---------------
+_local = threading.local()
+
+
+def _zstd():  # type: ignore[no-untyped-def]
+    import zstandard
+
+    return zstandard
+
+
+def _compressor(level: int):  # type: ignore[no-untyped-def]
+    cache = getattr(_local, "c", None)
+    if cache is None:
+        cache = _local.c = {}
+    c = cache.get(level)
+    if c is None:
+        c = cache[level] = _zstd().ZstdCompressor(level=level, write_content_size=True)
+    return c
+
+
+def _decompressor():  # type: ignore[no-untyped-def]
+    d = getattr(_local, "d", None)
+    if d is None:
+        d = _local.d = _zstd().ZstdDecompressor()
+    return d
+
+
+def _np():  # type: ignore[no-untyped-def]
+    import numpy
+
+    return numpy
+
+
+# -- the predictor -----------------------------------------------------------------------------
+def _sample(data: memoryview, item: int) -> memoryview | bytes:
+    """A few windows spread through ``data`` (whole values only), or all of it if small."""
+    n = len(data) // item * item
+    if n <= SAMPLES * SAMPLE_BYTES * 2:
+        return data[:n]
+    win = SAMPLE_BYTES // item * item
+    step = (n - win) // (SAMPLES - 1) // item * item
+    return b"".join(data[i * step : i * step + win] for i in range(SAMPLES))
+
+
+def _streams(buf: memoryview | bytes, item: int) -> np.ndarray:
+    """(item, count) array: row k holds byte k of every value."""
+    np = _np()
+    a = np.frombuffer(buf, np.uint8)
+    count = len(a) // item
+    return a[: count * item].reshape(count, item).T.copy()
+
+
+def _plan(data: memoryview, item: int, policy: Policy) -> tuple[list[int], float]:
+    """Per stream: compress or store raw; and the estimated encoded/raw ratio of the chunk."""
+    sample = _sample(data, item)
+    if not len(sample):
+        return [_STREAM_RAW] * item, 1.0
+    c = _compressor(policy.level)
+    rows = [sample] if item == 1 else list(_streams(sample, item))
+    methods, total = [], 0
+    for row in rows:
+        z = len(c.compress(row))
+        if z < policy.keep_below * len(row):
+            methods.append(_STREAM_ZSTD)
+            total += z
+        else:
+            methods.append(_STREAM_RAW)
+            total += len(row)
+    return methods, total / len(sample)
+
+
+def xor(data: memoryview | bytes, base: memoryview | bytes) -> memoryview:
+    """``data XOR base`` (same length) as a new buffer."""
+    np = _np()
+    a = np.frombuffer(data, np.uint8)
+    return memoryview(np.bitwise_xor(a, np.frombuffer(base, np.uint8)))
+
+
+def encode(
+    data: memoryview | bytes,
+    dtype: str | None,
+    policy: Policy,
+    base: memoryview | bytes | None = None,
+) -> Encoded:
+    """Encode one chunk, choosing from samples; ``base`` (same length) allows a delta.
+
+    ``dtype`` is the element type of the tensor the chunk holds (None for other data). Returns
+    ``Encoded(RAW, False, (data,))`` whenever nothing pays, without copying ``data``.
+    """
+    data = memoryview(data).cast("B")
+    raw = Encoded(RAW, False, (data,))
+    if not policy.enabled or len(data) < MIN_SIZE:
+        return raw
+    item = ITEM_SIZE.get(dtype or "", 1)
+    methods, ratio = _plan(data, item, policy)
+    buf, delta = data, False
+    if base is not None and len(base) == len(data) and policy.max_chain > 0:
+        x = xor(data, base)
+        d_methods, d_ratio = _plan(x, item, policy)
+        if d_ratio < ratio - 0.02:  # a delta must pay for the base read it costs later
+            buf, delta, methods, ratio = x, True, d_methods, d_ratio
+    if ratio >= policy.keep_below or all(m == _STREAM_RAW for m in methods):
+        return raw  # a delta stored raw would only add a base to read
+    c = _compressor(policy.level)
+    if item == 1:
+        z = c.compress(buf)
+        return raw if len(z) >= len(buf) else Encoded(ZSTD, delta, (z,))
+    parts = _encode_split(buf, item, methods, c)
+    return Encoded(SPLIT, delta, parts)
+
+
+def _encode_split(buf: memoryview, item: int, methods: list[int], c) -> tuple:  # type: ignore[no-untyped-def]
+    np = _np()
+    a = np.frombuffer(buf, np.uint8)
+    count = len(a) // item
+    values = a[: count * item].reshape(count, item)
+    heads, bodies = [_SPLIT_HEAD.pack(0, item)], []
+    for k in range(item):
+        row = np.ascontiguousarray(values[:, k])  # one stream at a time: bounded extra memory
+        if methods[k] == _STREAM_ZSTD:
+            z = c.compress(row)
+            if len(z) < len(row):
+                heads.append(_STREAM_HEAD.pack(_STREAM_ZSTD, len(z)))
+                bodies.append(z)
+                continue
+        heads.append(_STREAM_HEAD.pack(_STREAM_RAW, len(row)))
+        bodies.append(memoryview(row))
+    return (b"".join(heads), *bodies, buf[count * item :])
+
+
+# -- decoding ----------------------------------------------------------------------------------
+def decode(encoding: int, payload: memoryview | bytes, size: int,
+           base: memoryview | bytes | None = None) -> memoryview:
+    """The ``size`` decoded bytes of a payload (XOR-ed with ``base`` when given).
+
+    Never allocates more than ``size`` bytes of output; anything that does not decode to
+    exactly ``size`` bytes is a :class:`CorruptObjectError`.
+    """
+    payload = memoryview(payload).cast("B")
+    if base is not None and len(base) != size:
+        raise CorruptObjectError(f"delta base has {len(base)} bytes, chunk needs {size}")
+    if encoding == RAW:
+        if len(payload) != size:
+            raise CorruptObjectError(f"raw payload has {len(payload)} bytes, expected {size}")
+        return payload if base is None else xor(payload, base)
+    if encoding == ZSTD:
+        out = _np().frombuffer(_unzstd(payload, size), _np().uint8)
+    elif encoding == SPLIT:
+        out = _decode_split(payload, size)
+    else:
+        raise CorruptObjectError(f"unknown encoding {encoding}")
+    if base is not None:
+        np = _np()
+        if not out.flags.writeable:
+            out = out.copy()
+        np.bitwise_xor(out, np.frombuffer(base, np.uint8), out=out)
+    return memoryview(out).cast("B")
+
+
+def _unzstd(payload: memoryview, size: int) -> bytes:
+    zstandard = _zstd()
+    try:
+        declared = zstandard.frame_content_size(payload)
+    except zstandard.ZstdError as e:
+        raise CorruptObjectError(f"bad zstd frame: {e}") from e
+    if declared != size:
+        raise CorruptObjectError(f"zstd frame declares {declared} bytes, expected {size}")
+    try:
+        out = _decompressor().decompress(payload, max_output_size=size)
+    except zstandard.ZstdError as e:
+        raise CorruptObjectError(f"zstd frame does not decode: {e}") from e
+    if len(out) != size:
+        raise CorruptObjectError(f"zstd frame decoded to {len(out)} bytes, expected {size}")
+    return out
+
+
+def _decode_split(payload: memoryview, size: int) -> np.ndarray:
+    np = _np()
+    if len(payload) < _SPLIT_HEAD.size:
+        raise CorruptObjectError("split payload too short")
+    fmt, item = _SPLIT_HEAD.unpack_from(payload)
+    if fmt != 0 or item < 2 or item > 16:
+        raise CorruptObjectError(f"split payload: format {fmt}, item size {item} not understood")
+    count = size // item
+    pos = _SPLIT_HEAD.size + item * _STREAM_HEAD.size
+    if len(payload) < pos:
+        raise CorruptObjectError("split payload header truncated")
+    full = np.empty(size, np.uint8)
+    out = full[: count * item].reshape(count, item)
+    for k in range(item):
+        method, length = _STREAM_HEAD.unpack_from(payload, _SPLIT_HEAD.size + k * _STREAM_HEAD.size)
+        body = payload[pos : pos + length]
+        if len(body) != length:
+            raise CorruptObjectError("split payload truncated")
+        pos += length
+        if method == _STREAM_ZSTD:
+            row = _unzstd(body, count)
+        elif method == _STREAM_RAW and length == count:
+            row = body
+        else:
+            raise CorruptObjectError(f"split stream {k}: method {method}, {length} bytes")
+        out[:, k] = np.frombuffer(row, np.uint8)
+    tail = payload[pos:]
+    if len(tail) != size - count * item:
+        raise CorruptObjectError(f"split payload: {len(tail)} trailing bytes, expected "
+                                 f"{size - count * item}")
+    full[count * item :] = np.frombuffer(tail, np.uint8)
+    return full
