@@ -72,7 +72,7 @@ LAYERS = [
     {"ops"},
     {"repository"},
     {"tools", "torch"},
-    {"serving"},
+    {"serving", "fs"},
     {"cli", "testing", "__main__"},
 ]
 
