@@ -27,7 +27,7 @@ KINDS = ("fp32", "bf16", "optim")
 class RunConfig:
     vocab: int = 512
     d_model: int = 256
-    layers: int = 6
+    layers: int = 4
     heads: int = 4
     seq: int = 32
     batch: int = 4

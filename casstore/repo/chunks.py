@@ -1,58 +1,178 @@
 """Chunk objects: their on-store encoding, the deduplicating write path, the verified read path.
 
-A chunk object is a 4-byte magic ``CSC`` + format byte, one encoding byte, then the payload.
-The chunk's name is the blake3 digest of its *decoded* bytes, so a later compressed encoding
-stores the same chunk under the same name without a format break. Every read decodes and
-re-hashes; a mismatch is a :class:`CorruptObjectError`, never wrong bytes.
+A chunk object is a 4-byte magic ``CSC`` + format byte, one encoding byte, then (for encoded
+objects) the decoded size and, for deltas, the chain of base chunks, then the payload (see
+:class:`ChunkHeader`). The chunk's name is the blake3 digest of its *decoded* bytes, so the
+same chunk has the same name however it is stored, and raw objects written before encodings
+existed read unchanged. Every read decodes and re-hashes; a mismatch is a
+:class:`CorruptObjectError`, never wrong bytes.
 """
 
 from __future__ import annotations
 
+import struct
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from casstore.chunking import Chunker, FileLayout, ReadAt
-from casstore.digest import Digest
+from casstore.chunking import encodings as E
+from casstore.chunking.base import MAX_WINDOW
+from casstore.digest import DIGEST_SIZE, Digest
 from casstore.errors import CorruptObjectError, NotFoundError
 from casstore.repo.keys import chunk_key
 from casstore.repo.manifest import INLINE_MAX, Manifest
+
+if TYPE_CHECKING:
+    from casstore.repo.deltas import DeltaIndex
 from casstore.store.base import ObjectStore, Parts
 
 MAGIC = b"CSC\x01"
-ENC_RAW = 0
+ENC_RAW, ENC_ZSTD, ENC_SPLIT, ENC_DELTA = E.RAW, E.ZSTD, E.SPLIT, E.DELTA
 HEADER_SIZE = len(MAGIC) + 1
-ENCODINGS = {ENC_RAW: "raw"}
+ENCODINGS = dict(E.NAMES)
+MAX_DECODED = MAX_WINDOW
+"""No chunk decodes to more than this (chunkers never cut bigger pieces); a hostile object
+declaring more is refused before anything is allocated."""
+MAX_CHAIN = 16
+"""Hard bound on delta chain length when reading (policies stay far below it)."""
+_SIZE = struct.Struct("<I")
+_DELTA = struct.Struct("<IBB")  # decoded size, inner encoding, chain length
+HEAD_READ = HEADER_SIZE + _DELTA.size + MAX_CHAIN * DIGEST_SIZE
+"""A ranged read of this many bytes always holds a chunk object's whole header."""
 
 Progress = Callable[[int], None]  # called with a number of bytes just processed
 
 
-def encode_chunk(payload: bytes | memoryview, encoding: int = ENC_RAW) -> bytes:
-    if encoding != ENC_RAW:
-        raise ValueError(f"unknown chunk encoding {encoding}")
-    return b"".join((MAGIC, bytes((encoding,)), payload))
+@dataclass(frozen=True)
+class ChunkHeader:
+    """What a chunk object's header says.
+
+    Object layout (``size`` = decoded bytes, little-endian u32)::
+
+        raw    MAGIC 00 | payload
+        zstd   MAGIC 01 | size | zstd frame
+        split  MAGIC 02 | size | split streams (see casstore.chunking.encodings)
+        delta  MAGIC 03 | size | inner encoding (u8) | n (u8) | n base digests | inner payload
+
+    A delta's ``chain`` lists its base first, then the base's base and so on, so one header
+    read tells every chunk the object needs (GC, transfer order, verify).
+    """
+
+    encoding: int
+    size: int | None  # None for raw (the payload length is the size)
+    inner: int  # for deltas: how the XOR with the base is coded; else == encoding
+    chain: tuple[Digest, ...]  # delta bases, nearest first; () if not a delta
+    offset: int  # where the payload starts in the object
+
+    @property
+    def is_delta(self) -> bool:
+        return bool(self.chain)
 
 
-def chunk_parts(payload: bytes | memoryview, encoding: int = ENC_RAW) -> Parts:
-    """The chunk object as header + payload buffers, so a store writes it without a copy."""
-    if encoding != ENC_RAW:
-        raise ValueError(f"unknown chunk encoding {encoding}")
-    return Parts(MAGIC + bytes((encoding,)), payload)
-
-
-def decode_chunk(raw: bytes, digest: Digest) -> memoryview:
-    """Payload of a stored chunk object, verified against ``digest``."""
-    if len(raw) < HEADER_SIZE or raw[:4] != MAGIC:
-        raise CorruptObjectError(f"chunk {digest.short()}: bad header")
+def parse_header(raw: bytes | memoryview, digest: Digest | None = None) -> ChunkHeader:
+    """Parse a chunk object's header (``raw`` may be just its first ``HEAD_READ`` bytes)."""
+    name = f"chunk {digest.short()}" if digest is not None else "chunk"
+    if len(raw) < HEADER_SIZE or bytes(raw[:4]) != MAGIC:
+        raise CorruptObjectError(f"{name}: bad header")
     enc = raw[4]
-    if enc != ENC_RAW:
-        raise CorruptObjectError(f"chunk {digest.short()}: unknown encoding {enc}")
-    payload = memoryview(raw)[HEADER_SIZE:]
-    if Digest.of(payload) != digest:
+    if enc == ENC_RAW:
+        return ChunkHeader(ENC_RAW, None, ENC_RAW, (), HEADER_SIZE)
+    if enc in (ENC_ZSTD, ENC_SPLIT):
+        if len(raw) < HEADER_SIZE + _SIZE.size:
+            raise CorruptObjectError(f"{name}: truncated header")
+        (size,) = _SIZE.unpack_from(raw, HEADER_SIZE)
+        return ChunkHeader(enc, size, enc, (), HEADER_SIZE + _SIZE.size)
+    if enc == ENC_DELTA:
+        if len(raw) < HEADER_SIZE + _DELTA.size:
+            raise CorruptObjectError(f"{name}: truncated header")
+        size, inner, n = _DELTA.unpack_from(raw, HEADER_SIZE)
+        start = HEADER_SIZE + _DELTA.size
+        end = start + n * DIGEST_SIZE
+        if not 1 <= n <= MAX_CHAIN or inner == ENC_DELTA or inner not in ENCODINGS:
+            raise CorruptObjectError(f"{name}: delta header not understood")
+        if len(raw) < end:
+            raise CorruptObjectError(f"{name}: truncated header")
+        chain = tuple(
+            Digest(bytes(raw[i : i + DIGEST_SIZE])) for i in range(start, end, DIGEST_SIZE)
+        )
+        if digest is not None and digest in chain:
+            raise CorruptObjectError(f"{name}: delta against itself")
+        return ChunkHeader(ENC_DELTA, size, inner, chain, end)
+    raise CorruptObjectError(f"{name}: unknown encoding {enc}")
+
+
+def encoded_parts(encoded: E.Encoded, size: int, chain: Sequence[Digest] = ()) -> Parts:
+    """The chunk object for an encoding of ``size`` bytes (``chain``: bases if a delta)."""
+    if encoded.delta:
+        if not 1 <= len(chain) <= MAX_CHAIN:
+            raise ValueError(f"a delta needs 1..{MAX_CHAIN} bases, got {len(chain)}")
+        head = b"".join((MAGIC, bytes((ENC_DELTA,)), _DELTA.pack(size, encoded.encoding,
+                                                                   len(chain)), *chain))
+    elif encoded.encoding == ENC_RAW:
+        head = MAGIC + bytes((ENC_RAW,))
+    else:
+        head = MAGIC + bytes((encoded.encoding,)) + _SIZE.pack(size)
+    return Parts(head, *encoded.parts)
+
+
+def chunk_parts(payload: bytes | memoryview) -> Parts:
+    """A raw chunk object as header + payload buffers, so a store writes it without a copy."""
+    return Parts(MAGIC + bytes((ENC_RAW,)), payload)
+
+
+def encode_chunk(payload: bytes | memoryview, encoded: E.Encoded | None = None,
+                 chain: Sequence[Digest] = ()) -> bytes:
+    """The bytes of a chunk object: raw, or as ``encoded`` (see :func:`encoded_parts`)."""
+    if encoded is None:
+        return bytes(chunk_parts(payload))
+    return bytes(encoded_parts(encoded, len(memoryview(payload).cast("B")), chain))
+
+
+BaseReader = Callable[[Digest, int, int], memoryview]
+"""``read_base(digest, size, depth)``: the verified decoded bytes of a delta's base chunk."""
+
+
+def decode_chunk(
+    raw: bytes | memoryview,
+    digest: Digest,
+    *,
+    size: int | None = None,
+    read_base: BaseReader | None = None,
+    depth: int = 0,
+) -> memoryview:
+    """Decoded payload of a stored chunk object, verified against ``digest``.
+
+    ``size`` (what the manifest declares, when known) bounds decoding, else ``MAX_DECODED``
+    does. A delta's base is fetched with ``read_base``; without one, a delta is refused.
+    """
+    h = parse_header(raw, digest)
+    payload = memoryview(raw)[h.offset :]
+    if h.size is not None:
+        limit = MAX_DECODED if size is None else size
+        if h.size > limit or (size is not None and h.size != size):
+            raise CorruptObjectError(
+                f"chunk {digest.short()}: declares {h.size} bytes, expected "
+                f"{size if size is not None else f'at most {limit}'}"
+            )
+    base = None
+    if h.is_delta:
+        if read_base is None:
+            raise CorruptObjectError(f"chunk {digest.short()}: delta, but no base reader")
+        if depth + len(h.chain) > MAX_CHAIN:
+            raise CorruptObjectError(f"chunk {digest.short()}: delta chain too long (a cycle?)")
+        assert h.size is not None
+        base = read_base(h.chain[0], h.size, depth + 1)
+    try:
+        data = payload if h.encoding == ENC_RAW else E.decode(h.inner, payload, h.size or 0, base)
+    except CorruptObjectError as e:
+        raise CorruptObjectError(f"chunk {digest.short()}: {e}") from None
+    if Digest.of(data) != digest:
         raise CorruptObjectError(f"chunk {digest.short()}: content does not match its digest")
-    return payload
+    return data
 
 
 @dataclass
@@ -62,24 +182,35 @@ class WriteStats:
     logical_bytes: int = 0
     chunks: int = 0
     new_chunks: int = 0
-    new_bytes: int = 0  # payload bytes actually written
+    new_bytes: int = 0  # decoded bytes of the chunks actually written
+    stored_bytes: int = 0  # bytes of the chunk objects actually written (after encoding)
+    delta_chunks: int = 0  # new chunks stored as deltas
 
-    def add(self, size: int, new: bool) -> None:
+    def add(self, size: int, new: bool, stored: int = 0, delta: bool = False) -> None:
         self.chunks += 1
         self.logical_bytes += size
         if new:
             self.new_chunks += 1
             self.new_bytes += size
+            self.stored_bytes += stored
+            self.delta_chunks += delta
 
 
 class ChunkWriter:
-    """Hashes pieces, skips chunks the store already has, writes the rest, in parallel.
+    """Hashes pieces, skips chunks the store already has, encodes and writes the rest, in
+    parallel.
 
-    Reading happens in the caller's thread (the chunker pulls from ``read_at``); hashing and
-    writing run in a small pool (blake3 and file I/O release the GIL), so the three overlap.
-    At most ``max_inflight`` payload bytes are held at once: memory does not grow with file size.
-    ``known`` seeds the set of digests known to be present (e.g. the parent version's chunks),
-    saving existence checks against a remote store.
+    Reading happens in the caller's thread (the chunker pulls from ``read_at``); hashing,
+    encoding and writing run in a small pool (blake3, numpy, zstd and file I/O release the
+    GIL), so they overlap. At most ``max_inflight`` bytes are held at once, counting what
+    encoding a piece needs besides the piece (its encoded copy, a delta's base): memory does
+    not grow with file size. ``known`` seeds the set of digests known to be present (e.g. the
+    parent version's chunks), saving existence checks against a remote store.
+
+    ``policy`` chooses the encodings (off: raw, as stores before encodings). With ``deltas``
+    (the parent version's :class:`~casstore.repo.deltas.DeltaIndex`) a chunk of a tensor the
+    parent also holds may be stored as a delta against the parent's chunk, read back through
+    ``reader``. :meth:`deltas_of` gives the chains to record in the manifest.
     """
 
     def __init__(
@@ -91,6 +222,9 @@ class ChunkWriter:
         max_inflight: int = 64 << 20,
         progress: Progress | None = None,
         inline_max: int = INLINE_MAX,
+        policy: E.Policy = E.POLICIES["off"],
+        deltas: DeltaIndex | None = None,
+        reader: ChunkReader | None = None,
     ) -> None:
         self.store = store
         self.stats = WriteStats()
@@ -103,6 +237,10 @@ class ChunkWriter:
         self._lock = threading.Lock()
         self.inline_max = inline_max
         self.inline: dict[Digest, bytes] = {}  # tiny chunks to keep in the manifest
+        self.policy = policy
+        self._deltas = deltas if policy.enabled and policy.max_chain > 0 else None
+        self._reader = reader or (ChunkReader(store) if self._deltas is not None else None)
+        self._chains: dict[Digest, tuple[Digest, ...]] = dict(deltas.chains) if deltas else {}
 
     def add_file(
         self,
@@ -116,19 +254,42 @@ class ChunkWriter:
         """Chunk, hash and store one file; returns its layout and ordered (digest, size).
         ``view_at`` serves piece data without copying (e.g. from a memory map)."""
         layout, pieces = chunker.split(read_at, size, filename, view_at=view_at)
+        tensors = sorted(layout.tensors, key=lambda t: (t.offset, -t.length))
         futures: deque[Future[tuple[Digest, int]]] = deque()
         out: list[tuple[Digest, int]] = []
+        pos = ti = 0
         try:
             for piece in pieces:
                 n = len(piece)
-                self._acquire(n)
-                futures.append(self._pool.submit(self._store_piece, piece, n))
+                while ti < len(tensors) and tensors[ti].offset + tensors[ti].length <= pos:
+                    ti += 1
+                t = tensors[ti] if ti < len(tensors) else None
+                if t is not None and not (t.offset <= pos and pos + n <= t.offset + t.length):
+                    t = None
+                chain = None
+                if t is not None and self._deltas is not None and n > self.inline_max:
+                    chain = self._deltas.base_for(filename, t, pos - t.offset, n)
+                cost = n + self._extra_memory(n, chain)
+                self._acquire(cost)
+                futures.append(self._pool.submit(
+                    self._store_piece, piece, n, t.dtype if t else None, chain, cost))
+                pos += n
                 while futures and futures[0].done():
                     out.append(futures.popleft().result())
         finally:
             for f in futures:  # drain, raising the first error
                 out.append(f.result())
         return layout, out
+
+    def _extra_memory(self, n: int, chain: tuple[Digest, ...] | None) -> int:
+        if not self.policy.enabled or n <= self.inline_max:
+            return 0
+        return n + (2 * n if chain else 0)  # encoded copy; a base and the XOR
+
+    def deltas_of(self, chunks: Iterable[tuple[Digest, int]]) -> dict[bytes, tuple[bytes, ...]]:
+        """Delta chains of the given chunks, for a manifest's :class:`FileEntry`."""
+        return {bytes(d): tuple(bytes(b) for b in self._chains[d])
+                for d, _ in chunks if d in self._chains}
 
     def _acquire(self, n: int) -> None:
         with self._budget:
@@ -141,25 +302,59 @@ class ChunkWriter:
             self._inflight -= n
             self._budget.notify_all()
 
-    def _store_piece(self, piece: memoryview, n: int) -> tuple[Digest, int]:
+    def _store_piece(self, piece: memoryview, n: int, dtype: str | None,
+                     chain: tuple[Digest, ...] | None, cost: int) -> tuple[Digest, int]:
         try:
             d = Digest.of(piece)
-            new = False
+            new, stored, delta = False, 0, False
             if n <= self.inline_max:
                 with self._lock:
                     self.inline.setdefault(d, bytes(piece))
             elif d not in self._present:
                 key = chunk_key(d)
-                if not self.store.exists(key):
-                    new = self.store.put_if_absent(key, chunk_parts(piece), sync=False)
+                if self.store.exists(key):
+                    self._learn_chain(key, d)
+                else:
+                    obj, got = self._encode(piece, n, dtype, chain)
+                    new = self.store.put_if_absent(key, obj, sync=False)
+                    if new:
+                        stored, delta = len(obj), bool(got)
+                        if got:
+                            with self._lock:
+                                self._chains[d] = got
+                    else:  # written meanwhile by another writer, maybe encoded otherwise
+                        self._learn_chain(key, d)
                 self._present.add(d)
             with self._lock:
-                self.stats.add(n, new)
+                self.stats.add(n, new, stored, delta)
             if self._progress is not None:
                 self._progress(n)
             return d, n
         finally:
-            self._release(n)
+            self._release(cost)
+
+    def _encode(self, piece: memoryview, n: int, dtype: str | None,
+                chain: tuple[Digest, ...] | None) -> tuple[Parts, tuple[Digest, ...]]:
+        if not self.policy.enabled or n > MAX_DECODED:
+            return chunk_parts(piece), ()
+        base = None
+        if chain and self._reader is not None:
+            try:
+                base = self._reader.read(chain[0], n)
+            except (NotFoundError, CorruptObjectError):
+                base = None  # no usable base: store the chunk whole
+        enc = E.encode(piece, dtype, self.policy, base)
+        got = chain if enc.delta and chain else ()
+        return encoded_parts(enc, n, got), got
+
+    def _learn_chain(self, key: str, d: Digest) -> None:
+        """Record the chain of a chunk someone else stored (one small ranged read)."""
+        if d in self._chains:
+            return
+        h = parse_header(self.store.get(key, 0, HEAD_READ), d)
+        if h.chain:
+            with self._lock:
+                self._chains[d] = h.chain
 
     def close(self) -> None:
         """Wait for every write and make them durable."""
@@ -175,6 +370,8 @@ class ChunkReader:
 
     Tiny chunks stored inline in manifests are served from memory once a manifest holding
     them has been seen (:meth:`remember_inline`); they were verified with their manifest.
+    A chunk stored as a delta is decoded from its base (read the same way, at most
+    ``MAX_CHAIN`` deep); every chunk in the chain is verified against its own digest.
     """
 
     def __init__(self, store: ObjectStore, *, workers: int | None = None) -> None:
@@ -194,23 +391,29 @@ class ChunkReader:
                         )
                     self._inline[digest] = memoryview(data)
 
-    def read(self, digest: Digest) -> memoryview:
+    def read(self, digest: Digest, size: int | None = None) -> memoryview:
+        """The verified bytes of a chunk; ``size`` (from the manifest) bounds decoding."""
+        return self._read(digest, size, 0)
+
+    def _read(self, digest: Digest, size: int | None, depth: int) -> memoryview:
         inline = self._inline.get(digest)
         if inline is not None:
             return inline
         try:
             raw = self.store.get(chunk_key(digest))
         except NotFoundError:
-            raise NotFoundError(f"chunk {digest.short()} is missing from the store") from None
-        return decode_chunk(raw, digest)
+            what = "chunk" if depth == 0 else "delta base chunk"
+            raise NotFoundError(f"{what} {digest.short()} is missing from the store") from None
+        return decode_chunk(raw, digest, size=size, read_base=self._read, depth=depth)
 
-    def stream(self, digests: Iterable[Digest], *, ahead: int = 4) -> Iterator[memoryview]:
+    def stream(self, digests: Iterable[Digest], *, ahead: int = 4,
+               sizes: Iterable[int] | None = None) -> Iterator[memoryview]:
         """Verified payloads in order, reading up to ``ahead`` chunks in parallel."""
-        it = iter(digests)
+        it = zip(digests, sizes) if sizes is not None else ((d, None) for d in digests)
         with ThreadPoolExecutor(self._workers, thread_name_prefix="casstore-read") as pool:
             window: deque[Future[memoryview]] = deque()
-            for d in it:
-                window.append(pool.submit(self.read, d))
+            for d, n in it:
+                window.append(pool.submit(self.read, d, n))
                 if len(window) >= ahead:
                     yield window.popleft().result()
             while window:

@@ -38,9 +38,9 @@ class VersionFile(SeekableReader):
     def _chunk(self, index: int) -> memoryview:
         if self._cache is not None and self._cache[0] == index:
             return self._cache[1]
-        digest = self._chunks[index][0]
+        digest, _, size = self._chunks[index]
         try:
-            data = self._reader.read(digest)
+            data = self._reader.read(digest, size)
         except (NotFoundError, CorruptObjectError) as e:
             raise _context(e, self._manifest, self.entry) from e
         self._cache = (index, data)
@@ -89,7 +89,8 @@ def checkout_file(reader: ChunkReader, manifest: Manifest, entry: FileEntry, des
     try:
         with open(tmp, "wb") as f:
             try:
-                for payload in reader.stream(entry.chunk_digests()):
+                for payload in reader.stream(entry.chunk_digests(),
+                                             sizes=[n for _, n in entry.chunks]):
                     f.write(payload)
                     written += len(payload)
             except (NotFoundError, CorruptObjectError) as e:

@@ -20,6 +20,11 @@ from casstore.errors import CorruptObjectError, InvalidInputError
 from casstore.repo.keys import check_name, check_semver
 
 FORMAT_VERSION = 1
+DELTA_FORMAT_VERSION = 2
+"""Manifests with delta-encoded chunks are written as format 2 (older casstore refuses them
+with a clear "upgrade" error instead of misreading a store it cannot serve); all others stay
+byte-identical to format 1."""
+READABLE_FORMATS = (FORMAT_VERSION, DELTA_FORMAT_VERSION)
 INLINE_MAX = 4096  # chunks this small live inside the manifest, not as objects of their own
 VersionType = Literal["release", "beta", "alpha"]
 VERSION_TYPES: tuple[str, ...] = ("release", "beta", "alpha")
@@ -62,6 +67,9 @@ class FileEntry(_Frozen):
     tensors: tuple[TensorEntry, ...] = ()
     metadata: dict[str, str] = Field(default_factory=dict)
     inline: dict[bytes, bytes] = Field(default_factory=dict)  # digest -> bytes of tiny chunks
+    deltas: dict[bytes, tuple[bytes, ...]] = Field(default_factory=dict)
+    """Chunks stored as deltas -> their chain of bases, nearest first: GC keeps every base
+    while a live version needs the delta, transfers send them, verify checks them."""
 
     @field_validator("path")
     @classmethod
@@ -83,6 +91,23 @@ class FileEntry(_Frozen):
             if len(d) != DIGEST_SIZE or len(data) > INLINE_MAX:
                 raise ValueError(f"inline chunks are (32-byte digest, <= {INLINE_MAX} bytes)")
         return v
+
+    @field_validator("deltas")
+    @classmethod
+    def _deltas(cls, v: dict[bytes, tuple[bytes, ...]]) -> dict[bytes, tuple[bytes, ...]]:
+        for d, chain in v.items():
+            if len(d) != DIGEST_SIZE or not chain or any(len(b) != DIGEST_SIZE for b in chain):
+                raise ValueError("delta entries are (32-byte digest, non-empty chain of digests)")
+        return v
+
+    def object_sizes(self) -> dict[Digest, int]:
+        """Every chunk object this file needs (delta bases included) -> its decoded size."""
+        out = {Digest(d): n for d, n in self.chunks if d not in self.inline}
+        sizes = dict(self.chunks)
+        for d, chain in self.deltas.items():
+            for b in chain:
+                out.setdefault(Digest(b), sizes[d])  # a base has its delta's size
+        return out
 
     def chunk_digests(self) -> list[Digest]:
         return [Digest(d) for d, _ in self.chunks]
@@ -176,8 +201,24 @@ class Manifest(_Frozen):
         raise NotFoundError(f"version {self.name} has no file {path!r}")
 
     def chunk_set(self) -> set[Digest]:
-        """The chunk objects this version needs in the store (inline chunks are not objects)."""
-        return {Digest(d) for f in self.files for d, _ in f.chunks if d not in f.inline}
+        """The chunk objects this version needs in the store: its chunks (inline ones are not
+        objects) and the bases of those stored as deltas."""
+        out = {Digest(d) for f in self.files for d, _ in f.chunks if d not in f.inline}
+        for f in self.files:
+            for chain in f.deltas.values():
+                out.update(Digest(b) for b in chain)
+        return out
+
+    def object_sizes(self) -> dict[Digest, int]:
+        """Decoded size of every chunk object in :meth:`chunk_set`."""
+        out: dict[Digest, int] = {}
+        for f in self.files:
+            out.update(f.object_sizes())
+        return out
+
+    @property
+    def has_deltas(self) -> bool:
+        return any(f.deltas for f in self.files)
 
     def all_chunks(self) -> set[Digest]:
         """Every chunk of every file, inline or not."""
@@ -195,8 +236,15 @@ def _default(obj: object) -> object:
 
 
 def encode(manifest: Manifest) -> bytes:
-    """Deterministic msgpack bytes of a manifest (field order is the model's)."""
-    return msgpack.packb(manifest.model_dump(mode="python"), default=_default, use_bin_type=True)
+    """Deterministic msgpack bytes of a manifest (field order is the model's). Without deltas
+    the bytes are exactly format 1's; with them the manifest is format 2."""
+    data = manifest.model_dump(mode="python")
+    if manifest.has_deltas:
+        data["format_version"] = DELTA_FORMAT_VERSION
+    for f in data["files"]:
+        if not f["deltas"]:
+            del f["deltas"]
+    return msgpack.packb(data, default=_default, use_bin_type=True)
 
 
 def decode(raw: bytes, expected: Digest | None = None) -> Manifest:
@@ -210,11 +258,12 @@ def decode(raw: bytes, expected: Digest | None = None) -> Manifest:
     if not isinstance(data, dict):
         raise CorruptObjectError("manifest is not a map")
     fv = data.get("format_version")
-    if fv != FORMAT_VERSION:
+    if fv not in READABLE_FORMATS:
         from casstore.errors import StoreFormatError
 
         raise StoreFormatError(
-            f"manifest format {fv!r} is not supported (this casstore reads {FORMAT_VERSION})"
+            f"manifest format {fv!r} is not supported (this casstore reads "
+            f"{', '.join(map(str, READABLE_FORMATS))}); upgrade casstore"
         )
     try:
         return Manifest.model_validate(data)

@@ -1,0 +1,64 @@
+"""Which chunk of the parent version a new chunk may be stored as a delta against.
+
+A chunk qualifies when it lies inside a tensor payload and the parent version holds a tensor
+with the same name, dtype and shape (preferring the same file path) whose chunk at the same
+offset inside the payload has the same size. The new delta's chain is that chunk followed by
+the chunk's own chain; when the chain would grow past the policy's ``max_chain``, the chunk is
+stored whole instead (a keyframe), so reading any chunk needs at most ``max_chain`` bases.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from casstore.chunking.base import TensorInfo
+from casstore.chunking.encodings import Policy
+from casstore.digest import Digest
+from casstore.repo.manifest import Manifest
+
+Chain = tuple[Digest, ...]
+
+
+@dataclass(frozen=True)
+class _ParentTensor:
+    path: str
+    offset: int
+    chunks: dict[int, tuple[Digest, int]]  # chunk start offset in its file -> (digest, size)
+
+
+class DeltaIndex:
+    """The parent version's tensors and delta chains, for a writer choosing delta bases."""
+
+    def __init__(self, parent: Manifest, policy: Policy) -> None:
+        self.max_chain = policy.max_chain
+        self.chains: dict[Digest, Chain] = {
+            Digest(d): tuple(Digest(b) for b in chain)
+            for f in parent.files
+            for d, chain in f.deltas.items()
+        }
+        self._tensors: dict[tuple[str, str, tuple[int, ...]], list[_ParentTensor]] = {}
+        for f in parent.files:
+            starts = {off: (d, n) for d, off, n in f.chunk_offsets() if bytes(d) not in f.inline}
+            for t in f.tensors:
+                key = (t.name, t.dtype, tuple(t.shape))
+                self._tensors.setdefault(key, []).append(_ParentTensor(f.path, t.offset, starts))
+
+    def chain_of(self, digest: Digest) -> Chain:
+        """The chain of a parent chunk (``()`` if it is stored whole)."""
+        return self.chains.get(digest, ())
+
+    def base_for(self, path: str, tensor: TensorInfo, rel: int, size: int) -> Chain | None:
+        """The chain a new chunk at ``rel`` bytes into ``tensor``'s payload would have as a
+        delta, or None when the parent has no such chunk or the chain would be too long."""
+        if self.max_chain <= 0:
+            return None
+        found = self._tensors.get((tensor.name, tensor.dtype, tuple(tensor.shape)))
+        if not found:
+            return None
+        same = [p for p in found if p.path == path]
+        for p in same or found:
+            hit = p.chunks.get(p.offset + rel)
+            if hit is not None and hit[1] == size:
+                chain = (hit[0], *self.chain_of(hit[0]))
+                return chain if len(chain) <= self.max_chain else None
+        return None
