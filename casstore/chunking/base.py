@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import abc
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from casstore.errors import InvalidInputError
@@ -29,6 +29,23 @@ class TensorInfo:
     shape: tuple[int, ...]
     offset: int  # absolute byte offset of the payload in the file
     length: int  # payload bytes
+
+
+class TensorCursor:
+    """Which tensor's payload wholly holds a piece, for pieces met in file order."""
+
+    def __init__(self, tensors: Iterable[TensorInfo]) -> None:
+        self._tensors = sorted(tensors, key=lambda t: (t.offset, -t.length))
+        self._i = 0
+
+    def at(self, pos: int, n: int) -> TensorInfo | None:
+        ts = self._tensors
+        while self._i < len(ts) and ts[self._i].offset + ts[self._i].length <= pos:
+            self._i += 1
+        t = ts[self._i] if self._i < len(ts) else None
+        if t is not None and t.offset <= pos and pos + n <= t.offset + t.length:
+            return t
+        return None
 
 
 @dataclass(frozen=True)

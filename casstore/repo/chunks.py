@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from casstore.chunking import Chunker, FileLayout, ReadAt
 from casstore.chunking import encodings as E
-from casstore.chunking.base import MAX_WINDOW
+from casstore.chunking.base import MAX_WINDOW, TensorCursor
 from casstore.digest import DIGEST_SIZE, Digest
 from casstore.errors import CorruptObjectError, NotFoundError
 from casstore.repo.keys import chunk_key
@@ -254,18 +254,14 @@ class ChunkWriter:
         """Chunk, hash and store one file; returns its layout and ordered (digest, size).
         ``view_at`` serves piece data without copying (e.g. from a memory map)."""
         layout, pieces = chunker.split(read_at, size, filename, view_at=view_at)
-        tensors = sorted(layout.tensors, key=lambda t: (t.offset, -t.length))
+        tensors = TensorCursor(layout.tensors)
         futures: deque[Future[tuple[Digest, int]]] = deque()
         out: list[tuple[Digest, int]] = []
-        pos = ti = 0
+        pos = 0
         try:
             for piece in pieces:
                 n = len(piece)
-                while ti < len(tensors) and tensors[ti].offset + tensors[ti].length <= pos:
-                    ti += 1
-                t = tensors[ti] if ti < len(tensors) else None
-                if t is not None and not (t.offset <= pos and pos + n <= t.offset + t.length):
-                    t = None
+                t = tensors.at(pos, n)
                 chain = None
                 if t is not None and self._deltas is not None and n > self.inline_max:
                     chain = self._deltas.base_for(filename, t, pos - t.offset, n)

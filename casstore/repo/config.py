@@ -1,18 +1,28 @@
-"""The store's own record: format version and chunking settings, kept at the ``config`` key."""
+"""The store's own record: format version, chunking and encoding settings, at the ``config`` key.
+
+A store whose chunks may be encoded (``encoding`` other than ``off``) is format 2, so a
+casstore from before encodings refuses it with an "upgrade" message instead of failing on its
+chunks. A config written before encodings existed has no ``encoding`` key and reads as ``off``:
+such a store keeps writing raw chunks, readable by old and new casstore alike, until
+``casstore init --encoding fast`` opts it in.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from casstore.chunking import DEFAULT_CHUNKER, get_chunker
+from casstore.chunking.encodings import DEFAULT_POLICY, get_policy
 from casstore.errors import CorruptObjectError, NotFoundError, StoreFormatError
 from casstore.repo.keys import CONFIG
 from casstore.store.base import ObjectStore
 
 STORE_FORMAT = "casstore"
-STORE_FORMAT_VERSION = 1
+STORE_FORMAT_VERSION = 2
+RAW_FORMAT_VERSION = 1  # what a store with encoding "off" records: old casstore reads it
 
 
 class StoreConfig(BaseModel):
@@ -22,6 +32,7 @@ class StoreConfig(BaseModel):
     format: str = STORE_FORMAT
     format_version: int = STORE_FORMAT_VERSION
     chunker: str = DEFAULT_CHUNKER
+    encoding: str = DEFAULT_POLICY  # chunk encoding policy: off | fast | max
     single_writer: bool = False  # allow ref moves on backends without conditional writes
     conditional_writes: bool | None = None  # what the probe found when the store was created
     created_at: dt.datetime | None = None
@@ -33,8 +44,6 @@ def load_config(store: ObjectStore) -> StoreConfig | None:
         raw = store.get(CONFIG)
     except NotFoundError:
         return None
-    import json
-
     try:
         data = json.loads(raw)
     except ValueError as e:
@@ -47,20 +56,34 @@ def load_config(store: ObjectStore) -> StoreConfig | None:
             f"{store.url} uses store format {version!r}; this casstore understands up to "
             f"{STORE_FORMAT_VERSION}. Upgrade casstore to use it."
         )
+    data.setdefault("encoding", "off")  # written before encodings: keep it readable by all
     try:
         cfg = StoreConfig.model_validate(data)
     except ValidationError as e:
         raise StoreFormatError(f"{store.url}: store config not understood: {e}") from e
-    get_chunker(cfg.chunker)  # an unknown chunker is refused here, not mid-commit
+    _check(cfg)  # an unknown chunker or encoding is refused here, not mid-commit
     return cfg
+
+
+def _check(cfg: StoreConfig) -> StoreConfig:
+    get_chunker(cfg.chunker)
+    get_policy(cfg.encoding)
+    version = RAW_FORMAT_VERSION if cfg.encoding == "off" else STORE_FORMAT_VERSION
+    return cfg.model_copy(update={"format_version": version})
+
+
+def _dump(cfg: StoreConfig) -> bytes:
+    data = cfg.model_dump(mode="json")
+    if cfg.encoding == "off":
+        del data["encoding"]  # byte-compatible with configs from before encodings
+    return json.dumps(data, indent=2).encode()
 
 
 def save_config(store: ObjectStore, cfg: StoreConfig) -> StoreConfig:
     """Create the config if absent; returns the config that is in force afterwards."""
     if cfg.created_at is None:
         cfg = cfg.model_copy(update={"created_at": dt.datetime.now(dt.timezone.utc)})
-    get_chunker(cfg.chunker)
-    store.put_if_absent(CONFIG, cfg.model_dump_json(indent=2).encode())
+    store.put_if_absent(CONFIG, _dump(_check(cfg)))
     existing = load_config(store)
     assert existing is not None
     return existing
@@ -68,5 +91,4 @@ def save_config(store: ObjectStore, cfg: StoreConfig) -> StoreConfig:
 
 def replace_config(store: ObjectStore, cfg: StoreConfig) -> None:
     """Overwrite settings (``casstore init`` on an existing store)."""
-    get_chunker(cfg.chunker)
-    store.put(CONFIG, cfg.model_dump_json(indent=2).encode())
+    store.put(CONFIG, _dump(_check(cfg)))

@@ -20,15 +20,19 @@ from pathlib import Path
 from typing import Any
 
 from casstore.chunking import DEFAULT_CHUNKER, make_chunker
-from casstore.chunking.base import MAX_WINDOW
+from casstore.chunking import encodings as E
+from casstore.chunking.base import MAX_WINDOW, TensorCursor
 from casstore.digest import Digest
 from casstore.errors import InvalidInputError
-from casstore.repo.chunks import ENCODINGS, encode_chunk
+from casstore.repo.chunks import encoded_parts
 from casstore.repo.inputs import FileSource
 from casstore.repo.manifest import INLINE_MAX
 
 MiB = 1 << 20
 SMALL_READ = 1 * MiB
+DEFAULT_ENCODINGS = ("off", E.DEFAULT_POLICY)
+DELTA_MEMORY = 256 * MiB
+"""Bytes of one file's tensor pieces kept as delta bases for the next file (beyond: none)."""
 """Reads up to this size are always served from the file: that is how headers are parsed."""
 
 
@@ -237,15 +241,18 @@ def sweep(
     settings: Sequence[Setting] = DEFAULT_SETTINGS,
     *,
     sampling: Sampling | None = None,
-    encodings: dict[int, str] | None = None,
+    encodings: Sequence[str] = DEFAULT_ENCODINGS,
     progress: Callable[[str], None] | None = None,
 ) -> SweepReport:
-    """Run every setting with every encoding over the files; see the module docstring."""
+    """Run every setting with every encoding policy over the files (in the order given, which
+    is the order deltas are taken in); see the module docstring."""
     files = collect_files(paths)
     if not settings:
         raise InvalidInputError("no settings to sweep")
     sampling = (sampling or Sampling()).for_files(len(files))
-    encodings = dict(ENCODINGS if encodings is None else encodings)
+    policies = {name: E.get_policy(name) for name in encodings}
+    if not policies:
+        raise InvalidInputError("no encodings to sweep")
     report = SweepReport([], 0, 0, sampling)
     for f in files:
         sf = _StripedFile(f, sampling)
@@ -261,30 +268,35 @@ def sweep(
     for s in settings:
         if progress:
             progress(s.label)
-        report.results.extend(_run_setting(files, s, sampling, encodings))
+        report.results.extend(_run_setting(files, s, sampling, policies))
     return report
 
 
 def _run_setting(
-    files: list[Path], setting: Setting, sampling: Sampling, encodings: dict[int, str]
+    files: list[Path], setting: Setting, sampling: Sampling, policies: dict[str, E.Policy]
 ) -> list[Result]:
     chunker = make_chunker(setting.kind, max_chunk=setting.max_chunk, cdc_avg=setting.cdc_avg)
     largest = max(setting.max_chunk if setting.kind != "fastcdc" else 0, setting.cdc_avg * 4)
     seen: set[Digest] = set()
     logical = pieces = inline_bytes = 0
     cut_seconds = 0.0
-    stored = dict.fromkeys(encodings, 0)
-    enc_seconds = dict.fromkeys(encodings, 0.0)
+    stored = dict.fromkeys(policies, 0)
+    enc_seconds = dict.fromkeys(policies, 0.0)
+    prev: dict[tuple, bytes] = {}  # the previous file's tensor pieces: delta bases
     for path in files:
         sf = _StripedFile(path, sampling, largest)
         inline: set[Digest] = set()  # tiny chunks live in each version's manifest
+        cur: dict[tuple, bytes] = {}
+        held = 0
         try:
             t = time.perf_counter()
-            _, it = chunker.split(sf.read_at, sf.size, path.name)
+            layout, it = chunker.split(sf.read_at, sf.size, path.name)
+            tensors = TensorCursor(layout.tensors)
             pos = 0
             for piece in it:
                 n = len(piece)
                 counted = sf.counts(pos)
+                tensor = tensors.at(pos, n)
                 pos += n
                 if not counted:
                     t = time.perf_counter()  # cutting skipped ranges is not charged
@@ -299,17 +311,29 @@ def _run_setting(
                         inline_bytes += n
                 elif d not in seen:
                     seen.add(d)
-                    for code in encodings:
+                    key = None
+                    if tensor is not None:
+                        key = (tensor.name, tensor.dtype, tuple(tensor.shape),
+                               pos - n - tensor.offset, n)
+                        if held + n <= DELTA_MEMORY:
+                            cur[key] = bytes(piece)
+                            held += n
+                    base = prev.get(key) if key is not None else None
+                    dtype = tensor.dtype if tensor is not None else None
+                    for name, policy in policies.items():
                         t0 = time.perf_counter()
-                        stored[code] += len(encode_chunk(piece, code))
-                        enc_seconds[code] += time.perf_counter() - t0
+                        enc = E.encode(piece, dtype, policy, base)
+                        chain = (d,) if enc.delta else ()  # the header's size is what counts
+                        stored[name] += len(encoded_parts(enc, n, chain))
+                        enc_seconds[name] += time.perf_counter() - t0
                 t = time.perf_counter()
         finally:
             sf.close()
+        prev = cur
     return [
-        Result(setting, name, chunker.name, logical, stored[code] + inline_bytes, len(seen),
-               pieces, cut_seconds + enc_seconds[code], inline_bytes)
-        for code, name in encodings.items()
+        Result(setting, name, chunker.name, logical, stored[name] + inline_bytes, len(seen),
+               pieces, cut_seconds + enc_seconds[name], inline_bytes)
+        for name in policies
     ]
 
 
@@ -326,11 +350,11 @@ class Recommendation:
         """The ``casstore init`` command that applies the setting.
 
         ``supported`` names extra init options the CLI has (e.g. ``--encoding``); an encoding
-        other than raw is added only when the CLI can take it.
+        other than the default is added only when the CLI can take it.
         """
         args = ["casstore"] + (["--store", store] if store else []) + ["init"]
         args += self.result.setting.init_args()
-        if self.result.encoding != "raw" and "--encoding" in supported:
+        if self.result.encoding != E.DEFAULT_POLICY and "--encoding" in supported:
             args += ["--encoding", self.result.encoding]
         return " ".join(args)
 
@@ -362,7 +386,8 @@ def recommend(
     lean = [r for r in results if ratio(r) <= best * (1 + bytes_tolerance)]
     fewest = min(r.objects_per_gb for r in lean)
     few = [r for r in lean if r.objects_per_gb <= fewest * (1 + objects_tolerance)]
-    default = [r for r in few if r.chunker == DEFAULT_CHUNKER and r.encoding == "raw"]
+    default = [r for r in few
+               if r.chunker == DEFAULT_CHUNKER and r.encoding == E.DEFAULT_POLICY]
     pick = default[0] if default else max(few, key=lambda r: r.mb_per_s)
     reason = (
         f"within {bytes_tolerance:.0%} of the fewest stored bytes of {len(results)} settings "
@@ -376,7 +401,7 @@ def recommend(
         round(pick.stored_bytes * scale),
         round(pick.objects * scale),
         report.total_bytes,
-        pick.chunker == DEFAULT_CHUNKER and pick.encoding == "raw",
+        pick.chunker == DEFAULT_CHUNKER and pick.encoding == E.DEFAULT_POLICY,
     )
 
 

@@ -27,11 +27,15 @@ def test_tune_json_recommends_an_init_command(files: Path):
     assert len(d["files"]) == 3 and d["sampling"]["sampled"] is False
     kinds = {x["setting"]["kind"] for x in d["results"]}
     assert kinds == {"tensor", "fastcdc", "fixed"}
+    assert {x["encoding"] for x in d["results"]} == {"off", "fast"}
     rec = d["recommendation"]
     assert rec["setting"]["kind"] == "tensor"  # the only kind that dedups shifted tensors
     assert d["command"].startswith("casstore init --chunker tensor --max-chunk ")
     # 3 files, the last third of one changed: about 1/3 + 1/3*... of the bytes are unique
-    assert 2.0 < rec["dedup_ratio"] < 2.6
+    off = [x for x in d["results"] if x["chunker"] == rec["chunker"] and x["encoding"] == "off"]
+    assert 2.0 < off[0]["dedup_ratio"] < 2.6
+    # random bytes: the predictor stores them raw, so the default policy costs no bytes
+    assert rec["encoding"] == "fast" and rec["stored_bytes"] == off[0]["stored_bytes"]
     assert rec["expected_objects"] > 0 and rec["MB_per_s"] > 0
 
 
@@ -50,7 +54,7 @@ def test_tune_refuses_missing_path(tmp_path: Path):
 
 def test_sweep_counts_dedup_and_objects(files: Path):
     rep = sweep([files], [Setting("tensor"), Setting("fixed", max_chunk=4096 * 4)],
-                sampling=EXACT)
+                sampling=EXACT, encodings=("off",))
     tensor, fixed = rep.results
     assert tensor.logical_bytes == fixed.logical_bytes == rep.total_bytes
     assert tensor.stored_bytes < fixed.stored_bytes  # the longer header shifts fixed cuts

@@ -60,3 +60,20 @@ def test_old_store_accepts_new_versions_and_keeps_old_objects(old_store: Path,
     Repository(str(old_store)).checkout("fixture", "1.0.2", back)
     assert (back / "notes.bin").read_bytes() == b"changed" * 5000
     assert verify(repo.store, read_data=True).ok
+
+
+def test_old_config_reads_as_encoding_off_and_new_stores_encode(old_store: Path,
+                                                                 tmp_path: Path) -> None:
+    from casstore.repo.config import StoreConfig, load_config, replace_config
+
+    repo = Repository(str(old_store))
+    assert repo.config.encoding == "off" and repo.config.format_version == 1
+    before = (old_store / "config").read_bytes()
+    replace_config(repo.store, repo.config)  # rewriting an "off" config keeps format 1 bytes
+    assert json.loads((old_store / "config").read_bytes()) == json.loads(before)
+    fresh = Repository(str(tmp_path / "new"))
+    cfg = fresh.init()
+    assert cfg.encoding == "fast" and cfg.format_version == 2
+    assert json.loads((tmp_path / "new" / "config").read_text())["encoding"] == "fast"
+    replace_config(repo.store, StoreConfig(**{**repo.config.model_dump(), "encoding": "max"}))
+    assert load_config(repo.store).format_version == 2
