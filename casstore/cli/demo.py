@@ -7,6 +7,7 @@ through the rollback flow on the chosen store.
 
 from __future__ import annotations
 
+import argparse
 import json
 import random
 import struct
@@ -14,6 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from casstore.cli._common import AddCommand, positive_count, store_url
 from casstore.cli._render import human_bytes
 
 MODEL = "demo-llm"
@@ -162,3 +164,13 @@ def _collect_garbage(repo: Any) -> str | None:
         f"{', '.join(e.version for e in plan.expire)}, "
         f"reclaimed {report.objects_deleted} objects / {human_bytes(report.bytes_freed)}"
     )
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    return run_demo(store_url(args), size_mb=args.size_mb, as_json=args.json)
+
+
+def add_parser(add: AddCommand) -> None:
+    """Add ``casstore demo``."""
+    sp = add("demo", cmd_demo, "commit versions, show savings, roll back, collect garbage")
+    sp.add_argument("--size-mb", type=positive_count, default=64, help="size of the demo model")

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from typing import Any
 
+from casstore.cli._common import AddCommand, count, open_repo, parse_duration
 from casstore.cli._render import emit_json, human_bytes, table
-
-_RULES = ("keep_last", "keep_within", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly",
-          "keep_best", "keep_tag", "keep_type", "keep_reflog")
 
 
 def _policy_from_args(args: argparse.Namespace) -> Any:
-    from casstore.ops.retention import RetentionPolicy, parse_duration
+    from casstore.ops.retention import RetentionPolicy
 
     given: dict[str, Any] = {}
     for name in ("keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly"):
@@ -36,9 +33,7 @@ def _policy_from_args(args: argparse.Namespace) -> Any:
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
-    from casstore.cli import open_repo
     from casstore.ops.gc import GarbageCollector
-    from casstore.ops.retention import parse_duration
 
     repo = open_repo(args)
     gc = GarbageCollector(repo, grace_seconds=parse_duration(args.grace))
@@ -72,7 +67,6 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 
 def cmd_policy(args: argparse.Namespace) -> int:
-    from casstore.cli import open_repo
     from casstore.ops.retention import load_policy, save_policy
 
     repo = open_repo(args)
@@ -97,7 +91,6 @@ def cmd_policy(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from casstore.cli import open_repo
     from casstore.ops.verify import verify
 
     repo = open_repo(args)
@@ -119,7 +112,6 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_repair(args: argparse.Namespace) -> int:
-    from casstore.cli import open_repo
     from casstore.ops.verify import repair
     from casstore.store import open_store
 
@@ -137,10 +129,10 @@ def cmd_repair(args: argparse.Namespace) -> int:
 
 
 def _retention_args(sp: Any) -> None:
-    sp.add_argument("--keep-last", type=int, help="keep the N newest versions")
+    sp.add_argument("--keep-last", type=count, help="keep the N newest versions")
     sp.add_argument("--keep-within", help="keep versions newer than a duration (e.g. 30d)")
     for p in ("hourly", "daily", "weekly", "monthly"):
-        sp.add_argument(f"--keep-{p}", type=int, help=f"keep one version for each of N {p} "
+        sp.add_argument(f"--keep-{p}", type=count, help=f"keep one version for each of N {p} "
                         "periods")
     sp.add_argument("--keep-best", help="periodic rules keep the best by METRIC[:max|min]")
     sp.add_argument("--keep-tag", action="append", default=[], help="keep versions with a tag")
@@ -150,7 +142,8 @@ def _retention_args(sp: Any) -> None:
                     "only what they point at now; default 7d)")
 
 
-def add_maintenance_commands(add: Callable[..., Any]) -> None:
+def add_parser(add: AddCommand) -> None:
+    """Add the maintenance commands."""
     sp = add("gc", cmd_gc, "expire versions by retention policy and reclaim unused chunks")
     sp.add_argument("--dry-run", action="store_true", help="only print the plan")
     sp.add_argument("--grace", default="1h", help="never delete objects younger than this")

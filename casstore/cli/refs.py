@@ -3,31 +3,25 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from typing import Any
 
+from casstore.cli._common import (
+    EXIT_VIOLATION,
+    STEPS_HELP,
+    AddCommand,
+    amount,
+    open_repo,
+    parse_metrics,
+    parse_steps,
+)
 from casstore.cli._render import emit_json, table
 
 
 def _repo(args: argparse.Namespace) -> Any:
-    from casstore.cli import open_repo
-
     repo = open_repo(args)
     for cmd in getattr(args, "notify", None) or []:
         repo.notify_commands.append(cmd)
     return repo
-
-
-def _steps(text: str | None) -> tuple[float, ...] | None:
-    from casstore.errors import InvalidInputError
-
-    if not text:
-        return None
-    try:
-        vals = [float(x.strip().rstrip("%")) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise InvalidInputError(f"bad --steps {text!r}: e.g. 10,50,100") from None
-    return tuple(v / 100 if any(x > 1 for x in vals) else v for v in vals)
 
 
 def _wait(args: argparse.Namespace, store: Any, versions: set[str], timeout: float) -> dict:
@@ -53,8 +47,6 @@ def _print_move(args: argparse.Namespace, res: Any) -> int:
     doc = res.to_dict()
     code = 0 if res.ok else 1
     if res.ok and getattr(args, "wait", False) and res.new is not None:
-        from casstore.cli import open_repo
-
         versions = {t.version for t in res.new.versions()}
         w = _wait(args, open_repo(args).store, versions, args.timeout)
         doc["followers"] = w["followers"]
@@ -180,7 +172,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
             args.model,
             args.version,
             ref=args.ref,
-            steps=_steps(args.steps),
+            steps=parse_steps(args.steps),
             reason=args.reason or "",
             op="rollout",
             verify_data=args.verify_data,
@@ -213,7 +205,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
             args.model,
             target,
             ref=args.ref,
-            steps=_steps(args.steps),
+            steps=parse_steps(args.steps),
             reason=args.reason or "",
             op="rollback",
             verify_data=args.verify_data,
@@ -232,7 +224,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 def cmd_advance(args: argparse.Namespace) -> int:
     repo = _repo(args)
-    weight = _steps(args.weight)[0] if args.weight else None  # type: ignore[index]
+    weight = parse_steps(args.weight, "--weight")[0] if args.weight else None
     return _print_move(
         args, repo.advance(args.model, ref=args.ref, weight=weight, reason=args.reason or "")
     )
@@ -254,7 +246,6 @@ def cmd_resolve(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from casstore.cli import _parse_kv_floats
     from casstore.ops.regression import RegressionPolicy
 
     repo = _repo(args)
@@ -264,7 +255,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         policy,
         ref=args.ref,
         candidate=args.candidate,
-        metrics=_parse_kv_floats(args.metric),
+        metrics=parse_metrics(args.metric),
         act=not args.dry_run,
         reason=args.reason or "",
     )
@@ -277,10 +268,11 @@ def cmd_check(args: argparse.Namespace) -> int:
         )
         for v in out["violations"]:
             print(f"  - {v}")
-    return 3 if out["violations"] else 0
+    return EXIT_VIOLATION if out["violations"] else 0
 
 
-def add_ref_commands(add: Callable[..., Any]) -> None:
+def add_parser(add: AddCommand) -> None:
+    """Add the ref commands."""
     def ref_opts(sp: Any, reason: bool = True) -> None:
         sp.add_argument("--ref", default="current", help="ref to move (default: current)")
         if reason:
@@ -318,11 +310,11 @@ def add_ref_commands(add: Callable[..., Any]) -> None:
         ref_opts(sp)
         sp.add_argument("--verify-data", action="store_true", help="re-hash every chunk first")
         sp.add_argument("--health-check", help="shell command; non-zero exit reverts the move")
-        sp.add_argument("--steps", help="progressive: traffic steps, e.g. 10,50,100")
+        sp.add_argument("--steps", help="progressive: " + STEPS_HELP)
         sp.add_argument(
             "--wait", action="store_true", help="return when every live follower serves the target"
         )
-        sp.add_argument("--timeout", type=float, default=60.0, help="seconds for --wait")
+        sp.add_argument("--timeout", type=amount, default=60.0, help="seconds for --wait")
         sp.add_argument(
             "--replica",
             action="append",
@@ -333,7 +325,9 @@ def add_ref_commands(add: Callable[..., Any]) -> None:
 
     sp = add("advance", cmd_advance, "move a progressive split to its next step")
     sp.add_argument("model")
-    sp.add_argument("--weight", help="explicit next weight, e.g. 50 or 0.5")
+    sp.add_argument(
+        "--weight", help="explicit next weight: a percent (50, 5%%) or a fraction (0.5)"
+    )
     ref_opts(sp)
 
     sp = add("abort", cmd_abort, "end a progressive split, back to its base version")

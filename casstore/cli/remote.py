@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
-from typing import Any
 
+from casstore.cli._common import AddCommand, store_url
 from casstore.cli._render import ProgressBar, emit_json, human_bytes
 
 
@@ -39,14 +38,10 @@ def _run_transfer(args: argparse.Namespace, src_url: str, dst_url: str) -> int:
 
 
 def cmd_push(args: argparse.Namespace) -> int:
-    from casstore.cli import store_url
-
     return _run_transfer(args, store_url(args), args.remote)
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
-    from casstore.cli import store_url
-
     return _run_transfer(args, args.remote, store_url(args))
 
 
@@ -71,7 +66,8 @@ def cmd_replicate(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_remote_commands(add: Callable[..., Any]) -> None:
+def add_parser(add: AddCommand) -> None:
+    """Add push, pull and replicate."""
     for name, fn, helptext in (
         ("push", cmd_push, "copy versions from this store to REMOTE (only missing chunks)"),
         ("pull", cmd_pull, "copy versions from REMOTE into this store (only missing chunks)"),

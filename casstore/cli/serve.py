@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable
-from typing import Any
 
+from casstore.cli._common import AddCommand, open_repo
 from casstore.cli._render import emit_json, table
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from casstore.cli import open_repo
     from casstore.serving.acks import read_acks
 
     repo = open_repo(args)
@@ -56,7 +54,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_serve_commands(add: Callable[..., Any]) -> None:
+def add_parser(add: AddCommand) -> None:
+    """Add ``casstore status``."""
     sp = add("status", cmd_status, "followers serving a ref: version, staleness, failures")
     sp.add_argument("model")
     sp.add_argument("--ref", default="current")

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from typing import Any
 
+from casstore.cli._common import AddCommand, amount, positive_amount
 from casstore.cli._render import emit_json, human_bytes, table
 
 MiB = 1 << 20
@@ -15,12 +15,9 @@ MiB = 1 << 20
 
 def _init_options() -> set[str]:
     """Option strings ``casstore init`` accepts (so new ones, e.g. an encoding, are used)."""
-    from casstore.cli import build_parser
+    from casstore.cli.versions import INIT_OPTIONS
 
-    for action in build_parser()._actions:
-        if isinstance(action, argparse._SubParsersAction) and "init" in action.choices:
-            return {o for a in action.choices["init"]._actions for o in a.option_strings}
-    return set()  # pragma: no cover
+    return {flag for flag, _ in INIT_OPTIONS}
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
@@ -93,15 +90,16 @@ def _render(report: Any, rec: Any, command: str) -> None:
     print(f"    {command}")
 
 
-def add_tune_command(add: Callable[[str, Callable[[argparse.Namespace], int], str], Any]) -> None:
+def add_parser(add: AddCommand) -> None:
+    """Add ``casstore tune``."""
     sp = add("tune", cmd_tune, "measure chunker settings on your files and recommend one")
     sp.add_argument("paths", nargs="+", help="model files or folders (e.g. a checkpoint series)")
     sp.add_argument(
-        "--sample-mb", type=float, default=512,
+        "--sample-mb", type=positive_amount, default=512,
         help="read files up to this size whole; sample bigger ones as stripes (default 512)",
     )
     sp.add_argument(
-        "--total-mb", type=float, default=1024,
+        "--total-mb", type=amount, default=1024,
         help="cap on the bytes sampled over all files; 0 = no cap (default 1024)",
     )
     sp.add_argument(

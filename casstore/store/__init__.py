@@ -46,7 +46,7 @@ def open_store(
     """
     if isinstance(url_or_path, os.PathLike):
         url_or_path = os.fspath(url_or_path)
-    if not isinstance(url_or_path, str) or not url_or_path.strip():
+    if not isinstance(url_or_path, str) or not url_or_path.strip() or "\x00" in url_or_path:
         raise InvalidInputError(f"not a store location: {url_or_path!r}")
     url = url_or_path
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""

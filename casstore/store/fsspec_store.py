@@ -31,6 +31,7 @@ import fsspec.asyn
 from casstore.errors import (
     CasstoreError,
     ConflictError,
+    InvalidInputError,
     NotFoundError,
     TransientBackendError,
     UnsupportedError,
@@ -106,6 +107,8 @@ class FsspecStore(ObjectStore):
                 raise UnsupportedError(
                     f"cannot open {url}: {e}. For S3 run: pip install casstore[s3]"
                 ) from e
+            except ValueError as e:  # fsspec: "Protocol not known", malformed URL
+                raise InvalidInputError(f"cannot open {url}: {e}") from e
         else:
             root = fs._strip_protocol(url)
         self.fs = fs

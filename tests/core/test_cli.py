@@ -1,4 +1,4 @@
-"""The CLI, run for real in subprocesses."""
+"""The CLI commands, run in-process through ``main`` (the demo end to end in a subprocess)."""
 
 from __future__ import annotations
 
@@ -116,7 +116,7 @@ def test_errors_are_clear_and_nonzero(tmp_path: Path, files: list[Path], args, c
 
 
 def test_demo_runs(tmp_path: Path):
-    r = run("demo", "--size-mb", "4", cwd=tmp_path)
+    r = run("demo", "--size-mb", "4", cwd=tmp_path, subprocess=True)
     assert r.code == 0, r.err
     assert "rollback" in r.out and "dedup" in r.out
     r = run("log", "demo-llm", "--json", cwd=tmp_path)

@@ -1,0 +1,372 @@
+"""Commands on versions: init, commit, log, show, query, diff, tag, untag, checkout, cat,
+stats, models."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from casstore import errors
+from casstore.cli._common import AddCommand, open_repo, parse_metrics, parse_training_data
+from casstore.cli._render import ProgressBar, emit_json, human_bytes, table
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from casstore.chunking import make_chunker
+    from casstore.repo.config import StoreConfig, replace_config
+
+    repo = open_repo(args)
+    chunker = make_chunker(args.chunker, max_chunk=args.max_chunk, cdc_avg=args.cdc_avg).name
+    cfg = StoreConfig(chunker=chunker, single_writer=args.single_writer)
+    if repo.exists:
+        cfg = cfg.model_copy(update={"created_at": repo.config.created_at})
+        replace_config(repo.store, cfg)
+        repo = open_repo(args)
+    else:
+        repo.init(cfg)
+    doc = {"store": repo.store.url, **repo.config.model_dump(mode="json")}
+    if args.json:
+        emit_json(doc)
+    else:
+        print(f"casstore store at {repo.store.url}")
+        print(f"  chunker: {repo.config.chunker}")
+        print(f"  single writer: {repo.config.single_writer}")
+    return 0
+
+
+def cmd_commit(args: argparse.Namespace) -> int:
+    from casstore.repo.inputs import collect
+
+    repo = open_repo(args)
+    total = sum(p.stat().st_size for _, p in collect(args.paths))
+    bar = ProgressBar(total, f"commit {args.model}") if not args.json else None
+    try:
+        res = repo.commit(
+            args.model,
+            args.paths,
+            version=args.version,
+            bump_part=args.bump,
+            version_type=args.type,
+            metrics=parse_metrics(args.metric),
+            training_data=parse_training_data(args.training_data),
+            change_log=args.message or "",
+            tags=args.tag,
+            dependencies=args.depends,
+            parent=args.parent,
+            ref=args.ref,
+            reason=args.reason or "",
+            progress=bar,
+        )
+    finally:
+        if bar:
+            bar.close()
+    if args.json:
+        emit_json(res.to_dict())
+        return 0
+    d = res.to_dict()
+    rate = d["logical_bytes"] / max(d["seconds"], 1e-9)
+    print(f"committed {d['name']}  id {d['id'][:12]}")
+    print(
+        f"  {human_bytes(d['logical_bytes'])} in {d['chunks']} chunks, "
+        f"{human_bytes(d['new_bytes'])} new in {d['new_chunks']} chunks "
+        f"({human_bytes(rate)}/s)"
+    )
+    if d["ref"]:
+        print(f"  {d['ref']} -> {d['version']}")
+    return 0
+
+
+def _version_row(v: Any) -> list[Any]:
+    m = v.manifest
+    metrics = " ".join(f"{k}={val:g}" for k, val in sorted(m.performance_metrics.items()))
+    return [
+        m.version,
+        m.name,
+        m.version_type,
+        f"{m.created_at:%Y-%m-%d %H:%M:%S}",
+        human_bytes(m.size_bytes),
+        ",".join(v.tags),
+        metrics,
+    ]
+
+
+_VERSION_HEADER = ["version", "name", "type", "created (UTC)", "size", "tags", "metrics"]
+
+
+def cmd_log(args: argparse.Namespace) -> int:
+    repo = open_repo(args)
+    versions = repo.history(args.model)
+    refs = {}
+    try:
+        refs = repo.refs.list(args.model)
+    except errors.NotFoundError:
+        pass
+    if args.json:
+        emit_json(
+            {
+                "model": args.model,
+                "versions": [v.to_dict() for v in versions],
+                "refs": {k: r.value.describe() for k, r in refs.items()},
+            }
+        )
+        return 0
+    pointers: dict[str, list[str]] = {}
+    for name, rec in refs.items():
+        for t in rec.value.versions():
+            pointers.setdefault(t.version, []).append(name)
+    rows = [_version_row(v) + [",".join(pointers.get(v.version, []))] for v in versions]
+    table(rows, [*_VERSION_HEADER, "refs"])
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    repo = open_repo(args)
+    v = repo.get_version(args.model, args.version)
+    d = v.to_dict(files=True)
+    if args.json:
+        emit_json(d)
+        return 0
+    for k in (
+        "name",
+        "id",
+        "version_type",
+        "created_at",
+        "created_by",
+        "parent",
+        "size_bytes",
+        "tags",
+        "dependencies",
+        "change_log",
+        "performance_metrics",
+        "training_data",
+    ):
+        val = d[k]
+        if k == "size_bytes":
+            val = f"{val} ({human_bytes(val)})"
+        print(f"{k:20} {val}")
+    table(
+        [
+            [f["path"], human_bytes(f["size"]), f["format"], f["chunks"], f["tensors"]]
+            for f in d["files"]
+        ],
+        ["file", "size", "format", "chunks", "tensors"],
+    )
+    return 0
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    from casstore.repo.query import Query, parse_condition, parse_when
+
+    q = Query(
+        tags=args.tag,
+        version_type=args.type,
+        where=[parse_condition(c) for c in args.where],
+        since=parse_when(args.since) if args.since else None,
+        until=parse_when(args.until, end=True) if args.until else None,
+    )
+    repo = open_repo(args)
+    found = repo.query(args.model, q)
+    if args.json:
+        emit_json({"versions": [v.to_dict() for v in found]})
+        return 0
+    table([[v.model, *_version_row(v)] for v in found], ["model", *_VERSION_HEADER])
+    return 0
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    repo = open_repo(args)
+    c = repo.compare(args.model, args.a, args.b)
+    if args.json:
+        emit_json(c.to_dict())
+        return 0
+    print(f"{c.a} -> {c.b}")
+    for k, (x, y) in c.metadata.items():
+        print(f"  {k}: {x!r} -> {y!r}")
+    for k, m in c.metrics.items():
+        delta = "" if m["delta"] is None else f" ({m['delta']:+g})"
+        print(f"  metric {k}: {m['a']} -> {m['b']}{delta}")
+    for f in c.files:
+        line = f"  {f.status:9} {f.path}"
+        if f.tensors:
+            t = f.tensors
+            line += f"  tensors: +{len(t.added)} -{len(t.removed)} ~{len(t.changed)} ={t.unchanged}"
+        print(line)
+        if f.tensors and args.tensors:
+            for name in f.tensors.changed:
+                print(f"      ~ {name}")
+            for name in f.tensors.added:
+                print(f"      + {name}")
+            for name in f.tensors.removed:
+                print(f"      - {name}")
+    print(f"  bytes shared {human_bytes(c.bytes_shared)}, new {human_bytes(c.bytes_new)}")
+    return 0
+
+
+def cmd_tag(args: argparse.Namespace) -> int:
+    repo = open_repo(args)
+    v = (repo.untag if args.remove else repo.tag)(args.model, args.version, *args.tags)
+    if args.json:
+        emit_json({"model": v.model, "version": v.version, "tags": list(v.tags)})
+    else:
+        print(f"{v.name}: tags {', '.join(v.tags) or '(none)'}")
+    return 0
+
+
+def cmd_checkout(args: argparse.Namespace) -> int:
+    repo = open_repo(args)
+    v = repo.get_version(args.model, args.version)
+    paths = repo.checkout(args.model, v.version, args.output)
+    if args.json:
+        emit_json(
+            {
+                "model": v.model,
+                "version": v.version,
+                "name": v.name,
+                "files": [str(p) for p in paths],
+            }
+        )
+    else:
+        print(f"checked out {v.name} ({len(paths)} files) to {args.output}")
+    return 0
+
+
+def cmd_cat(args: argparse.Namespace) -> int:
+    repo = open_repo(args)
+    f = repo.open_file(args.model, args.version, args.path)
+    out = sys.stdout.buffer
+    while True:
+        block = f.read(8 << 20)
+        if not block:
+            break
+        out.write(block)
+    out.flush()
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    repo = open_repo(args)
+    st = repo.stats(args.model)
+    d = st.to_dict()
+    if args.json:
+        emit_json(d)
+        return 0
+    print(f"models {d['models']}  versions {d['versions']}  chunks {d['chunks']}")
+    print(
+        f"logical {human_bytes(d['logical_bytes'])}  stored {human_bytes(d['stored_bytes'])}  "
+        f"dedup {d['dedup_ratio']:.2f}x  saved {human_bytes(d['saved_bytes'])}"
+    )
+    table(
+        [
+            [
+                m,
+                s["versions"],
+                human_bytes(s["logical_bytes"]),
+                human_bytes(s["unique_bytes"]),
+                f"{s['dedup_ratio']:.2f}x",
+            ]
+            for m, s in d["per_model"].items()
+        ],
+        ["model", "versions", "logical", "unique", "dedup"],
+    )
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    repo = open_repo(args)
+    names = repo.models()
+    if args.json:
+        emit_json({"models": names})
+    else:
+        for n in names:
+            print(n)
+    return 0
+
+
+INIT_OPTIONS: list[tuple[str, dict[str, Any]]] = [
+    ("--chunker", {"choices": ["tensor", "fastcdc", "fixed"], "default": "tensor"}),
+    ("--max-chunk", {"type": int, "default": 16 << 20, "help": "max chunk bytes"}),
+    ("--cdc-avg", {"type": int, "default": 64 << 10, "help": "FastCDC average bytes"}),
+    (
+        "--single-writer",
+        {
+            "action": "store_true",
+            "help": "allow ref moves on backends without conditional writes",
+        },
+    ),
+]
+"""The options of ``casstore init``, defined once (``casstore tune`` recommends only these)."""
+
+
+def add_init_options(sp: argparse.ArgumentParser) -> None:
+    for flag, kwargs in INIT_OPTIONS:
+        sp.add_argument(flag, **kwargs)
+
+
+def add_parser(add: AddCommand) -> None:
+    """Add the version commands."""
+    add_init_options(add("init", cmd_init, "create a store or change its settings"))
+
+    sp = add("commit", cmd_commit, "store files or folders as a new version")
+    sp.add_argument("model")
+    sp.add_argument("paths", nargs="+")
+    sp.add_argument("--version", help="explicit MAJOR.MINOR.PATCH (default: bump)")
+    sp.add_argument("--bump", choices=["major", "minor", "patch"], default="patch")
+    sp.add_argument("--type", choices=["release", "beta", "alpha"], default="release")
+    sp.add_argument("--metric", "-m", action="append", default=[], help="NAME=NUMBER")
+    sp.add_argument("--training-data", help="JSON object or @file.json")
+    sp.add_argument("--message", "--change-log", help="change log text")
+    sp.add_argument("--tag", "-t", action="append", default=[])
+    sp.add_argument("--depends", action="append", default=[], help="dependency")
+    sp.add_argument("--parent", help="parent version (default: current)")
+    sp.add_argument("--ref", help="move this ref to the new version")
+    sp.add_argument("--reason", help="reason recorded in the reflog")
+
+    sp = add("log", cmd_log, "history of a model")
+    sp.add_argument("model")
+
+    sp = add("show", cmd_show, "show one version")
+    sp.add_argument("model")
+    sp.add_argument("version", nargs="?", default="@current")
+
+    sp = add("query", cmd_query, "find versions by tag, type, metrics and date")
+    sp.add_argument("model", nargs="?")
+    sp.add_argument("--tag", "-t", action="append", default=[])
+    sp.add_argument("--type", choices=["release", "beta", "alpha"])
+    sp.add_argument("--where", "-w", action="append", default=[], help="e.g. accuracy>=0.9")
+    sp.add_argument("--since", help="YYYY-MM-DD or ISO datetime")
+    sp.add_argument("--until", help="YYYY-MM-DD or ISO datetime")
+
+    sp = add("diff", cmd_diff, "compare two versions")
+    sp.add_argument("model")
+    sp.add_argument("a")
+    sp.add_argument("b")
+    sp.add_argument("--tensors", action="store_true", help="list changed tensor names")
+
+    sp = add("tag", cmd_tag, "add tags to a version")
+    sp.add_argument("model")
+    sp.add_argument("version")
+    sp.add_argument("tags", nargs="+")
+    sp.set_defaults(remove=False)
+
+    sp = add("untag", cmd_tag, "remove tags from a version")
+    sp.add_argument("model")
+    sp.add_argument("version")
+    sp.add_argument("tags", nargs="+")
+    sp.set_defaults(remove=True)
+
+    sp = add("checkout", cmd_checkout, "write a version's files to a folder")
+    sp.add_argument("model")
+    sp.add_argument("version", nargs="?", default="@current")
+    sp.add_argument("-o", "--output", required=True)
+
+    sp = add("cat", cmd_cat, "stream one file of a version to stdout")
+    sp.add_argument("model")
+    sp.add_argument("version")
+    sp.add_argument("path", nargs="?")
+
+    sp = add("stats", cmd_stats, "logical vs stored bytes, dedup ratio")
+    sp.add_argument("model", nargs="?")
+
+    add("models", cmd_models, "list models")
+
