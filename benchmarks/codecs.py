@@ -93,8 +93,8 @@ def _numcodecs_blosc(threads: int = 2) -> Codec:
     blosc.set_nthreads(threads)
 
     def enc(b: memoryview, item: int) -> bytes:
-        return numcodecs.Blosc(cname="zstd", clevel=1, shuffle=numcodecs.Blosc.SHUFFLE,
-                               typesize=item).encode(b)
+        a = np.frombuffer(b, f"u{item}" if len(b) % item == 0 else "u1")  # typesize from dtype
+        return numcodecs.Blosc(cname="zstd", clevel=1, shuffle=numcodecs.Blosc.SHUFFLE).encode(a)
 
     def dec(z: bytes, _item: int, _n: int) -> bytes:
         return bytes(numcodecs.Blosc().decode(z))
@@ -109,8 +109,26 @@ def _zipnn(dtype: str) -> Codec:
     return (lambda b, _i: z.compress(bytes(b))), (lambda c, _i, _n: bytes(z.decompress(c)))
 
 
+def _casstore(dtype: str, policy: str) -> Codec:
+    """casstore's own encodings (what a commit stores, predictor included)."""
+    from casstore.chunking import encodings as E
+
+    p = E.get_policy(policy)
+
+    def enc(b: memoryview, _item: int) -> bytes:
+        e = E.encode(b, dtype, p)
+        return bytes([e.encoding]) + b"".join(bytes(x) for x in e.parts)
+
+    def dec(z: bytes, _item: int, n: int) -> bytes:
+        return E.decode(z[0], memoryview(z)[1:], n)
+
+    return enc, dec
+
+
 def candidates(dtype: str) -> dict[str, Codec]:
     out = {
+        "casstore fast": _casstore(dtype, "fast"),
+        "casstore max": _casstore(dtype, "max"),
         "zstd-1 raw": _zstd(1),
         "grouped+zstd-1 (numpy)": _grouped_zstd(1),
         "grouped+zstd-3 (numpy)": _grouped_zstd(3),
@@ -151,8 +169,9 @@ def xor(a: bytes, b: bytes) -> bytes:
     return np.bitwise_xor(np.frombuffer(a, np.uint8), np.frombuffer(b, np.uint8)).tobytes()
 
 
-def measure(files: list[Path]) -> dict:
-    """Every candidate on every piece of every file, plain and XOR against the previous file."""
+def measure(files: list[Path], only: set[str] | None = None) -> dict:
+    """Every candidate on every piece of every file, plain and XOR against the previous file
+    (``only``: just these candidates)."""
     totals: dict[tuple[str, str, str], list[float]] = {}
     broken: set[str] = set()
     prev: dict[str, tuple[str, bytes]] = {}
@@ -165,6 +184,8 @@ def measure(files: list[Path]) -> dict:
                 variants.append(("xor", xor(data, prev[key][1])))
             for mode, buf in variants:
                 for name, (enc, dec) in candidates(dtype).items():
+                    if only is not None and name not in only:
+                        continue
                     t0 = time.perf_counter()
                     z = enc(memoryview(buf), item)
                     t1 = time.perf_counter()

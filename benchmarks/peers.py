@@ -113,14 +113,26 @@ class Tool:
 
 
 class CasstoreCLI(Tool):
+    encoding: str | None = None  # None: the store's default encoding policy
+
     def describe(self) -> str:
-        return "casstore CLI (`casstore commit` per version, default tensor-aware chunker)"
+        from casstore.chunking.encodings import DEFAULT_POLICY
+
+        return ("casstore CLI (`casstore commit` per version, default tensor-aware chunker, "
+                f"encoding {self.encoding or DEFAULT_POLICY})")
 
     def _cmd(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "casstore", "--store", str(self.repo), *args]
 
     def setup(self) -> None:
         self.index = 0
+        if self.encoding is not None:  # an init before the timed commits, like `casstore init`
+            from casstore import Repository
+            from casstore.repo.config import StoreConfig
+
+            repo = Repository(str(self.repo))
+            repo.init(StoreConfig(encoding=self.encoding))
+            repo.store.close()
 
     def ingest(self, name: str, path: Path) -> list[str]:
         version = f"1.0.{self.index}"
@@ -130,6 +142,12 @@ class CasstoreCLI(Tool):
 
     def restore(self, name: str, dest: Path) -> tuple[list[str], Path | None]:
         return self._cmd("checkout", "series", self.versions[name], "-o", str(dest)), None
+
+
+class CasstoreOff(CasstoreCLI):
+    """casstore with chunk encodings off: raw chunks, as before issue 13."""
+
+    encoding = "off"
 
 
 class Restic(Tool):
@@ -212,5 +230,5 @@ class Copy(Tool):
         return ["cp", str(self.repo / self.versions[name]), str(dest)], None
 
 
-TOOLS: dict[str, type[Tool]] = {"casstore": CasstoreCLI, "restic": Restic, "borg": Borg,
-                                "copy": Copy}
+TOOLS: dict[str, type[Tool]] = {"casstore": CasstoreCLI, "casstore-off": CasstoreOff,
+                                "restic": Restic, "borg": Borg, "copy": Copy}

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SECTION_MODULES = ["benchmarks.sections"]
+SECTION_MODULES = ["benchmarks.sections", "benchmarks.encoding_sections"]
 """Modules imported to register sections, in report order."""
 
 

@@ -1,6 +1,7 @@
-"""The report: issue 7's targets checked against the measured ratios, the headline table,
-and ``report.md`` assembled from every section's own rendering. A missed target is printed
-as MISS with the measured ratio and the shortfall; one that could not be measured is N/A."""
+"""The report: issue 7's and issue 13's targets checked against the measured ratios, the
+headline table, and ``report.md`` assembled from every section's own rendering. A missed
+target is printed as MISS with the measured ratio and the shortfall; one that could not be
+measured is N/A."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ class Target:
     higher_is_better: bool
     unit: str  # "x" for ratios, " MiB" ...
     detail: str  # what was divided by what, or why N/A
+    issue: int = 7  # the issue that set the target
 
     @property
     def status(self) -> str:
@@ -103,6 +105,56 @@ def targets(results: dict) -> list[Target]:
     else:
         out.append(Target("rollback of a >=1 GB model vs 1 MB model", None, 1.2, False, "x",
                           "rollback section did not run"))
+    return out + encoding_targets(results)
+
+
+def encoding_targets(results: dict) -> list[Target]:
+    """Issue 13: stored bytes below the unique bytes, without giving up speed."""
+    out: list[Target] = []
+    peers = _data(results, "peers")
+    tools = peers["tools"] if peers else {}
+    cas, off = tools.get("casstore"), tools.get("casstore-off")
+
+    def add(name: str, measured: float | None, threshold: float, higher: bool, unit: str,
+            detail: str) -> None:
+        out.append(Target(name, measured, threshold, higher, unit, detail, issue=13))
+
+    if cas:
+        add("benchmark series stored vs unique tensor bytes (default encoding)",
+            cas["stored_vs_unique"], 0.85, False, "x",
+            f"{cas['stored_bytes']:,} / {peers['unique_tensor_bytes']:,} bytes")
+    else:
+        add("benchmark series stored vs unique tensor bytes", None, 0.85, False, "x",
+            "peers section did not run")
+    tr = _data(results, "training")
+    for kind, limit in (("fp32", 0.75), ("bf16", 0.50)):
+        t = (tr or {}).get("kinds", {}).get(kind, {}).get("casstore")
+        add(f"training run, {kind} weights stored vs logical", t and t["stored_vs_logical"],
+            limit, False, "x", f"{t['stored_bytes']:,} / {t['logical_bytes']:,} bytes" if t
+            else "training section did not run")
+
+    def ratio(name: str, a: dict | None, b: dict | None, key: str, threshold: float,
+              what: str) -> None:
+        if a and b and b[key]:
+            add(name, a[key] / b[key], threshold, True, "x",
+                f"{a[key]:,} MB/s vs {b[key]:,} MB/s ({what})")
+        else:
+            add(name, None, threshold, True, "x", "not measured (peers section, tools)")
+
+    ratio("ingest, default encoding vs encoding off", cas, off, "ingest_MBps", 1.0,
+          "benchmark series")
+    ratio("ingest, default encoding vs borg", cas, tools.get("borg"), "ingest_MBps", 2.0,
+          "benchmark series")
+    ratio("restore, encoded vs raw", cas, off, "restore_MBps", 0.8, "benchmark series")
+    co = _data(results, "codecs")
+    rows = [r for r in (co or {}).get("rows", []) if r["codec"] == "casstore fast"]
+    if rows:
+        total = sum(r["bytes"] for r in rows)
+        mbps = total / sum(r["bytes"] / r["dec_MBps"] for r in rows)
+        add("decode, in-process (casstore fast, one thread)", mbps, 1000, True, " MB/s",
+            "all fp32/bf16 training chunks, plain and XOR, bytes-weighted")
+    else:
+        add("decode, in-process", None, 1000, True, " MB/s", "codecs section did not run")
     return out
 
 
@@ -145,7 +197,11 @@ def markdown(doc: dict, pngs: dict[str, list[Path]], out: Path) -> str:
         "",
         "## Targets (issue 7)",
         "",
-        *[f"- {t['line']}" for t in doc["targets"]],
+        *[f"- {t['line']}" for t in doc["targets"] if t.get("issue", 7) == 7],
+        "",
+        "## Targets (issue 13)",
+        "",
+        *[f"- {t['line']}" for t in doc["targets"] if t.get("issue") == 13],
         "",
     ]
     for name, r in results.items():

@@ -56,6 +56,8 @@ class Policy:
 
     name: str
     level: int = 1
+    min_match: int = 7  # zstd: with 7, the few short repeats of noisy float bytes are skipped
+    hash_log: int = 10  # zstd: a small match table stays in cache (faster, same ratio here)
     keep_below: float = 0.93  # a stream (or chunk) is stored compressed if it shrinks below this
     max_chain: int = 3  # reading a chunk needs at most this many base chunks
     remote_deltas: bool = False  # fetch parent chunks from a remote store to compute deltas
@@ -68,7 +70,7 @@ class Policy:
 POLICIES: dict[str, Policy] = {
     "off": Policy("off", max_chain=0),
     "fast": Policy("fast"),
-    "max": Policy("max", level=6, keep_below=0.99, max_chain=8, remote_deltas=True),
+    "max": Policy("max", keep_below=0.99, max_chain=8, remote_deltas=True),
 }
 DEFAULT_POLICY = "fast"
 
@@ -105,13 +107,18 @@ def _zstd():  # type: ignore[no-untyped-def]
     return zstandard
 
 
-def _compressor(level: int):  # type: ignore[no-untyped-def]
+def _compressor(policy: Policy):  # type: ignore[no-untyped-def]
     cache = getattr(_local, "c", None)
     if cache is None:
         cache = _local.c = {}
-    c = cache.get(level)
+    key = (policy.level, policy.min_match, policy.hash_log)
+    c = cache.get(key)
     if c is None:
-        c = cache[level] = _zstd().ZstdCompressor(level=level, write_content_size=True)
+        zstd = _zstd()
+        params = zstd.ZstdCompressionParameters.from_level(
+            policy.level, min_match=policy.min_match, hash_log=policy.hash_log,
+            write_content_size=True)
+        c = cache[key] = zstd.ZstdCompressor(compression_params=params)
     return c
 
 
@@ -152,7 +159,7 @@ def _plan(data: memoryview, item: int, policy: Policy) -> tuple[list[int], float
     sample = _sample(data, item)
     if not len(sample):
         return [_STREAM_RAW] * item, 1.0
-    c = _compressor(policy.level)
+    c = _compressor(policy)
     rows = [sample] if item == 1 else list(_streams(sample, item))
     methods, total = [], 0
     for row in rows:
@@ -198,7 +205,7 @@ def encode(
             buf, delta, methods, ratio = x, True, d_methods, d_ratio
     if ratio >= policy.keep_below or all(m == _STREAM_RAW for m in methods):
         return raw  # a delta stored raw would only add a base to read
-    c = _compressor(policy.level)
+    c = _compressor(policy)
     if item == 1:
         z = c.compress(buf)
         return raw if len(z) >= len(buf) else Encoded(ZSTD, delta, (z,))

@@ -391,6 +391,17 @@ class ChunkReader:
         """The verified bytes of a chunk; ``size`` (from the manifest) bounds decoding."""
         return self._read(digest, size, 0)
 
+    def check(self, raw: bytes | memoryview, digest: Digest, size: int | None = None,
+              *, bases: dict[Digest, memoryview] | None = None) -> memoryview:
+        """Decode and verify an object's bytes already in hand (verify, repair, transfers);
+        a delta's bases come from ``bases`` when there, else are read from this store."""
+        def read_base(d: Digest, n: int, depth: int) -> memoryview:
+            if bases is not None and d in bases:
+                return bases[d]
+            return self._read(d, n, depth)
+
+        return decode_chunk(raw, digest, size=size, read_base=read_base)
+
     def _read(self, digest: Digest, size: int | None, depth: int) -> memoryview:
         inline = self._inline.get(digest)
         if inline is not None:

@@ -71,6 +71,7 @@ class Capabilities:
     conditional_replace: bool  # replace_if_match is atomic across processes and machines
     ranged_reads: bool = True  # get(start, end) reads only that range
     concurrent_io: int = 8  # a good number of parallel requests for this backend
+    local: bool = False  # reads are local (disk, memory): no network round trip or transfer
 
 
 class ObjectStore(abc.ABC):

@@ -73,7 +73,9 @@ def _fsync_path(path: str, *, directory: bool) -> None:
 class LocalStore(ObjectStore):
     """Objects as files under ``root`` (keys map to relative paths; see module docstring)."""
 
-    capabilities = Capabilities(atomic_create=True, conditional_replace=True, concurrent_io=8)
+    capabilities = Capabilities(
+        atomic_create=True, conditional_replace=True, concurrent_io=8, local=True
+    )
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = os.path.abspath(os.fspath(root))

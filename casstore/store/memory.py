@@ -24,7 +24,9 @@ _named_lock = threading.Lock()
 class MemoryStore(ObjectStore):
     """A dict of key -> (bytes, mtime, generation). The CAS token is the generation."""
 
-    capabilities = Capabilities(atomic_create=True, conditional_replace=True, concurrent_io=4)
+    capabilities = Capabilities(
+        atomic_create=True, conditional_replace=True, concurrent_io=4, local=True
+    )
 
     def __init__(self, name: str = "") -> None:
         self.url = f"memory://{name}"

@@ -34,7 +34,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.torch]
 def test_every_chosen_section_ran(quick_run):
     doc, _ = quick_run
     sections = doc["sections"]
-    assert set(sections) == {"series", "peers", "rss_2g", "rollback", "gc", "sweep"}
+    assert set(sections) == {"series", "peers", "rss_2g", "rollback", "gc", "sweep", "training",
+                             "codecs"}
     for name, r in sections.items():
         assert r["status"] == "ok", (name, r.get("reason"), r.get("traceback"))
 
@@ -53,16 +54,19 @@ def test_casstore_restores_byte_identical_and_dedups(quick_run):
         for key in ("ingest_MBps", "restore_MBps", "stored_bytes", "ingest_peak_rss",
                     "stored_vs_unique"):
             assert t[key] > 0, (name, key)
-    assert set(peers["tools"]) | set(peers["skipped"]) == {"casstore", "restic", "borg", "copy"}
+    assert set(peers["tools"]) | set(peers["skipped"]) == {"casstore", "casstore-off", "restic",
+                                                           "borg", "copy"}
 
 
 def test_targets_and_report(quick_run):
     doc, out = quick_run
     targets = doc["targets"]
-    assert len(targets) == 6
+    assert len([t for t in targets if t["issue"] == 7]) == 6
+    assert len([t for t in targets if t["issue"] == 13]) == 7
     assert all(t["status"] in ("PASS", "MISS", "N/A") for t in targets)
     report = (out / "report.md").read_text()
     assert "## Headline" in report and "## Targets (issue 7)" in report
+    assert "## Targets (issue 13)" in report
     for t in targets:
         assert t["line"] in report
     assert "| casstore |" in report
@@ -75,6 +79,14 @@ def test_other_sections_have_data(quick_run):
     assert [r["chunks"] for r in s["gc"]["data"]["runs"]] == [200, 1000]
     assert all(r["chunks_deleted"] > 0 for r in s["gc"]["data"]["runs"])
     assert s["rss_2g"]["data"]["tools"]["casstore"]["peak_rss"] > 0
+    tr = s["training"]["data"]
+    for kind in ("fp32", "bf16", "optim"):
+        cas = tr["kinds"][kind]["casstore"]
+        assert cas["restored_identical"] and len(cas["restored_identical_files"]) == 8
+        assert tr["kinds"][kind]["casstore-off"]["stored_vs_logical"] > 0.99
+    rows = s["codecs"]["data"]["rows"]
+    assert all(r["round_trip"] for r in rows if r["codec"].startswith("casstore"))
+    assert {r["mode"] for r in rows} == {"plain", "xor"}
     sweep = s["sweep"]["data"]
     assert {r["setting"]["kind"] for r in sweep["results"]} == {"tensor", "fastcdc", "fixed"}
     assert sweep["recommendation"]["command"].startswith("casstore init --chunker ")
