@@ -3,9 +3,6 @@ and verifies them, hostile objects are refused within a fixed memory bound."""
 
 from __future__ import annotations
 
-import json
-import struct
-
 import numpy as np
 import pytest
 
@@ -31,20 +28,10 @@ from casstore.repo.keys import chunk_key
 from casstore.repo.manifest import FileEntry, Manifest, TensorEntry
 from casstore.store import open_store
 from casstore.store.memory import MemoryStore
+from tests.fixtures.make_v1_store import _safetensors
 
 FAST = E.POLICIES["fast"]
-
-
-def safetensors_bytes(tensors: dict[str, tuple[str, tuple[int, ...], bytes]]) -> bytes:
-    header, off, body = {}, 0, []
-    for name, (dtype, shape, data) in tensors.items():
-        header[name] = {"dtype": dtype, "shape": list(shape),
-                        "data_offsets": [off, off + len(data)]}
-        off += len(data)
-        body.append(data)
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * (-len(h) % 8)
-    return struct.pack("<Q", len(h)) + h + b"".join(body)
+safetensors_bytes = _safetensors  # the hand-written writer the fixture store was made with
 
 
 def _weights(seed: int, n: int = 1 << 16) -> np.ndarray:
