@@ -37,6 +37,7 @@ def test_empty_policy_refused(repo: Repository, tmp_path: Path):
         GarbageCollector(repo, grace_seconds=0).plan()
 
 
+@pytest.mark.every_backend
 def test_keep_last_and_refs(repo: Repository, tmp_path: Path):
     vs = commit_chain(repo, tmp_path, 6)
     repo.promote("m", vs[2], ref="production")
@@ -125,6 +126,7 @@ def test_listing_error_aborts(repo: Repository, tmp_path: Path):
     assert after == {k for k in before if not k.startswith(("gc/", "sessions/"))}
 
 
+@pytest.mark.every_backend
 def test_sweep_waits_for_writers(repo: Repository, tmp_path: Path):
     from casstore.repo.leases import Leases, LeaseSettings
 

@@ -24,6 +24,7 @@ def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@pytest.mark.every_backend
 def test_commit_checkout_roundtrip(repo: Repository, tmp_path: Path):
     src = series.save(tmp_path / "in" / "model.safetensors", series.tensors())
     (tmp_path / "in" / "config.json").write_text('{"hidden": 64}')
@@ -164,6 +165,7 @@ def test_corrupt_chunk_named_in_error(repo: Repository, tmp_path: Path):
         repo.open_file("m", "1.0.0").read()
 
 
+@pytest.mark.every_backend
 def test_open_file_ranges(repo: Repository, tmp_path: Path):
     f = series.save(tmp_path / "m.safetensors", series.tensors(n=4, size=1 << 20))
     data = f.read_bytes()

@@ -32,8 +32,9 @@ def local(tmp_path: Path) -> Repository:
     return repo
 
 
-def test_push_everything_then_nothing(local: Repository, s3_url: str, tmp_path: Path):
-    remote = Repository(s3_url)
+@pytest.mark.every_backend
+def test_push_everything_then_nothing(local: Repository, remote_url: str, tmp_path: Path):
+    remote = Repository(remote_url)
     r1 = transfer(local, remote, select_versions(local, "m", None, True), refs=["current"])
     assert r1.chunks_sent > 0 and r1.refs_moved == ["m@current"]
     assert [v.version for v in remote.history("m")] == ["1.0.0", "1.0.1"]
@@ -46,8 +47,9 @@ def test_push_everything_then_nothing(local: Repository, s3_url: str, tmp_path: 
     assert verify(remote.store, read_data=True).ok
 
 
-def test_push_finetune_sends_only_changed_tensors(local: Repository, s3_url: str):
-    counting = CountingStore(open_store(s3_url))
+@pytest.mark.every_backend
+def test_push_finetune_sends_only_changed_tensors(local: Repository, remote_url: str):
+    counting = CountingStore(open_store(remote_url))
     remote = Repository(counting)
     transfer(local, remote, [local.get_version("m", "1.0.0")])
     counting.reset()
