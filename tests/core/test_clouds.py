@@ -30,7 +30,7 @@ def test_rollback_across_s3_azure_and_gcs(
         bucket.promote("m", "1.0.1", reason="canary")
 
     r = run("rollback", "m", "--to", "1.0.0", "--reason", "bad canary", "--replica", azure_url,
-            "--replica", gcs_url, "--json", store=s3_url)  # fmt: skip
+            "--replica", gcs_url, "--json", store=s3_url, subprocess=True)  # fmt: skip
     assert r.code == 0, r.err
     stores = r.json()["stores"]
     assert [s["ok"] for s in stores] == [True, True, True], stores
