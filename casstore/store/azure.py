@@ -49,7 +49,9 @@ class AzureBlobStore(FsspecStore):
         if fs is None:
             from adlfs import AzureBlobFileSystem
 
-            storage_options.setdefault("use_listings_cache", False)
+            # abfs://container@ACCOUNT.dfs.core.windows.net/... names the account in the URL
+            url_options = AzureBlobFileSystem._get_kwargs_from_urls(url)
+            storage_options = {"use_listings_cache": False, **url_options, **storage_options}
             fs = AzureBlobFileSystem(**storage_options)
         super().__init__(url, fs=fs)
         container, _, prefix = self.root.partition("/")

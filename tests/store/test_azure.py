@@ -79,3 +79,11 @@ def test_missing_adlfs_is_explained(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "adlfs", None)
     with pytest.raises(UnsupportedError, match=r"pip install casstore\[azure\]"):
         open_store("az://container/prefix")
+
+
+def test_account_named_in_the_url(azurite: str, monkeypatch) -> None:
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", azurite)
+    store = AzureBlobStore(f"abfs://{azure.CONTAINER}@{azure.ACCOUNT}.dfs.core.windows.net/p")
+    assert (store.fs.account_name, store.root) == (azure.ACCOUNT, f"{azure.CONTAINER}/p")
+    store.put("k", b"v")
+    assert open_store(f"az://{azure.CONTAINER}/p").get("k") == b"v"
