@@ -20,6 +20,7 @@ from casstore.repo.catalog import Version
 from casstore.repo.files import VersionFile
 from casstore.repo.keys import versions_prefix
 from casstore.repository import Repository
+from casstore.store import ReadOnlyStore, open_store
 from casstore.store.base import ObjectStore
 
 DEFAULT_STORE = ".casstore"
@@ -90,12 +91,13 @@ class CasstoreFileSystem(AbstractFileSystem):
         super().__init__(**kwargs)
         where = _store_location(store, fo, target_protocol)
         options = {**(target_options or {}), **(store_options or {})}
+        if isinstance(where, (Repository, ObjectStore)) and options:
+            raise InvalidInputError("store options given with an already open store")
         if isinstance(where, Repository):
-            if options:
-                raise InvalidInputError("store options given with an open Repository")
             self.repo = where
-        else:
-            self.repo = Repository(where, **options)
+        else:  # a read-only view of the store: no code path here can write to it
+            store = where if isinstance(where, ObjectStore) else open_store(where, **options)
+            self.repo = Repository(ReadOnlyStore(store))
 
     @classmethod
     def _strip_protocol(cls, path: Any) -> Any:

@@ -45,6 +45,8 @@ def _container_missing(exc: BaseException) -> bool:
 class AzureBlobStore(FsspecStore):
     """An ObjectStore over one Azure Blob container (and an optional key prefix)."""
 
+    list_page_size: int | None = None  # blobs per listing request (None: the service's 5000)
+
     def __init__(self, url: str, *, fs: Any = None, **storage_options: Any) -> None:
         if fs is None:
             from adlfs import AzureBlobFileSystem
@@ -131,7 +133,10 @@ class AzureBlobStore(FsspecStore):
         self, prefix: str, token: str | None
     ) -> tuple[list[ObjectInfo], str | None]:
         cc = self.fs.service_client.get_container_client(self._container)
-        pages = cc.list_blobs(name_starts_with=self._prefix + prefix).by_page(token)
+        blobs = cc.list_blobs(
+            name_starts_with=self._prefix + prefix, results_per_page=self.list_page_size
+        )
+        pages = blobs.by_page(token)
         out = []
         async for blob in await pages.__anext__():
             key = blob.name[len(self._prefix) :]

@@ -54,6 +54,8 @@ def _timestamp(text: str | None) -> float:
 class GcsStore(FsspecStore):
     """An ObjectStore over one GCS bucket (and an optional key prefix)."""
 
+    list_page_size: int | None = None  # objects per listing request (None: the service's 1000)
+
     def __init__(self, url: str, *, fs: Any = None, **storage_options: Any) -> None:
         if fs is None:
             from gcsfs.core import GCSFileSystem
@@ -163,6 +165,8 @@ class GcsStore(FsspecStore):
         params = {"prefix": self._prefix + prefix}
         if token:
             params["pageToken"] = token
+        if self.list_page_size:
+            params["maxResults"] = str(self.list_page_size)
         status, _, body = await self._request("GET", url, params=params, ok=(200, 404))
         if status == 404:
             raise NotFoundError(f"the bucket does not exist: gs://{self._bucket}")

@@ -8,7 +8,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from casstore.errors import NotFoundError, PermissionDeniedError, UnsupportedError
+from casstore.errors import (
+    BackendError,
+    ConflictError,
+    NotFoundError,
+    PermissionDeniedError,
+    TransientBackendError,
+    UnsupportedError,
+)
 from casstore.store import AzureBlobStore, FaultInjectingStore, RetryingStore, open_store
 from casstore.testing import azure
 from casstore.testing.store_suite import StoreConformance
@@ -87,3 +94,46 @@ def test_account_named_in_the_url(azurite: str, monkeypatch) -> None:
     assert (store.fs.account_name, store.root) == (azure.ACCOUNT, f"{azure.CONTAINER}/p")
     store.put("k", b"v")
     assert open_store(f"az://{azure.CONTAINER}/p").get("k") == b"v"
+
+
+def test_listing_follows_pages(azure_url: str) -> None:
+    store = open_store(azure_url, retry=False)
+    store.list_page_size = 2
+    store.put_many({f"p/{i}": b"x" for i in range(5)})
+    assert sorted(i.key for i in store.list("p/")) == [f"p/{i}" for i in range(5)]
+
+
+@pytest.mark.parametrize(
+    ("make", "expected", "match"),
+    [
+        (lambda e: e.ServiceRequestError("connection refused"), TransientBackendError, "refused"),
+        (lambda e: e.ServiceResponseError("connection reset"), TransientBackendError, "reset"),
+        (lambda e: _status(e.HttpResponseError("busy"), 503), TransientBackendError, "503"),
+        (lambda e: _status(e.HttpResponseError("slow down"), 429), TransientBackendError, "429"),
+        (lambda e: _status(e.ClientAuthenticationError("x"), 403), PermissionDeniedError,
+         "denied"),
+        (lambda e: _status(e.ResourceModifiedError("stale"), 412), ConflictError, "precondition"),
+        (lambda e: _status(e.ResourceNotFoundError("gone"), 404), NotFoundError, "not found"),
+        (lambda e: _code(e.ResourceNotFoundError("c"), "ContainerNotFound"), NotFoundError,
+         "container does not exist"),
+        (lambda e: _status(e.HttpResponseError("bad"), 400), BackendError, "bad"),
+    ],
+)  # fmt: skip
+def test_azure_errors_are_translated(make, expected: type, match: str) -> None:
+    from azure.core import exceptions
+
+    from casstore.store._translate import translate_error
+
+    err = translate_error(make(exceptions), op="get", where="az://c/k")
+    assert type(err) is expected and "az://c/k" in str(err)
+    assert match in str(err)
+
+
+def _status(exc: Exception, status: int) -> Exception:
+    exc.status_code = status  # type: ignore[attr-defined]
+    return exc
+
+
+def _code(exc: Exception, code: str) -> Exception:
+    exc.error_code = code  # type: ignore[attr-defined]
+    return _status(exc, 404)

@@ -10,7 +10,14 @@ from collections.abc import Iterator
 import pytest
 
 from casstore import Repository
-from casstore.errors import NotFoundError, TransientBackendError, UnsupportedError
+from casstore.errors import (
+    BackendError,
+    ConflictError,
+    NotFoundError,
+    PermissionDeniedError,
+    TransientBackendError,
+    UnsupportedError,
+)
 from casstore.store import FaultInjectingStore, GcsStore, RetryingStore, open_store
 from casstore.testing import gcs
 from casstore.testing.s3 import free_port
@@ -104,3 +111,24 @@ def test_missing_gcsfs_is_explained(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "gcsfs", None)
     with pytest.raises(UnsupportedError, match=r"pip install casstore\[gcs\]"):
         open_store("gs://bucket/prefix")
+
+
+def test_listing_follows_pages(gcs_url: str) -> None:
+    store = open_store(gcs_url, retry=False)
+    store.list_page_size = 2
+    store.put_many({f"p/{i}": b"x" for i in range(5)})
+    assert sorted(i.key for i in store.list("p/")) == [f"p/{i}" for i in range(5)]
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [(404, NotFoundError), (403, PermissionDeniedError), (401, PermissionDeniedError),
+     (412, ConflictError), (429, TransientBackendError), (503, TransientBackendError),
+     (400, BackendError)],
+)  # fmt: skip
+def test_gcs_http_errors_are_translated(status: int, expected: type) -> None:
+    from casstore.store._translate import translate_error
+    from casstore.store.gcs import GcsHttpError
+
+    err = translate_error(GcsHttpError(status, "message"), op="get", where="gs://b/k")
+    assert type(err) is expected and "gs://b/k" in str(err)
