@@ -21,13 +21,12 @@ committed by one Put Block List, which is also atomic. Errors are translated in
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from casstore.errors import ConflictError, NotFoundError
-from casstore.store._util import as_bytes, check_key, check_prefix, check_range, shows_reserved
+from casstore.errors import NotFoundError
+from casstore.store._object_api import ObjectApiStore
+from casstore.store._util import shows_reserved
 from casstore.store.base import Capabilities, ObjectInfo
-from casstore.store.fsspec_store import FsspecStore
 
 AZURE_SCHEMES = ("az", "abfs", "abfss")
 _NO_RETRY = {"retry_total": 0}
@@ -42,10 +41,8 @@ def _container_missing(exc: BaseException) -> bool:
     return str(getattr(exc, "error_code", "") or "") == "ContainerNotFound"
 
 
-class AzureBlobStore(FsspecStore):
+class AzureBlobStore(ObjectApiStore):
     """An ObjectStore over one Azure Blob container (and an optional key prefix)."""
-
-    list_page_size: int | None = None  # blobs per listing request (None: the service's 5000)
 
     def __init__(self, url: str, *, fs: Any = None, **storage_options: Any) -> None:
         if fs is None:
@@ -68,21 +65,25 @@ class AzureBlobStore(FsspecStore):
             return NotFoundError(f"the container does not exist: az://{self._container}")
         return NotFoundError(f"object not found: {self._where(key)}")
 
-    # -- requests ------------------------------------------------------------------------
-    async def _az_get(self, key: str, start: int = 0, end: int | None = None) -> tuple[bytes, str]:
-        from azure.core.exceptions import ResourceNotFoundError
+    async def _get_object(
+        self, key: str, start: int = 0, end: int | None = None
+    ) -> tuple[bytes, str]:
+        from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
         length = None if end is None else end - start
         async with self._blob(key) as bc:
             try:
-                stream = await bc.download_blob(
-                    offset=start if start or length else None, length=length
-                )
+                offset = start if start or length is not None else None
+                stream = await bc.download_blob(offset=offset, length=length)
             except ResourceNotFoundError as e:
                 raise self._not_found(e, key) from e
+            except HttpResponseError as e:
+                if _status(e) == 416:  # the range starts past the end of an existing blob
+                    return b"", ""
+                raise
             return await stream.readall(), str(stream.properties.etag)
 
-    async def _az_head(self, key: str) -> ObjectInfo | None:
+    async def _head(self, key: str) -> ObjectInfo | None:
         from azure.core.exceptions import ResourceNotFoundError
 
         async with self._blob(key) as bc:
@@ -94,14 +95,13 @@ class AzureBlobStore(FsspecStore):
                 return None
         return ObjectInfo(key, int(props.size), props.last_modified.timestamp())
 
-    async def _az_put(self, item: tuple[str, bytes]) -> str:
+    async def _put_object(self, item: tuple[str, bytes]) -> str:
         key, data = item
         async with self._blob(key) as bc:
             out = await bc.upload_blob(data, overwrite=True)
         return str(out["etag"])
 
-    async def _az_put_cond(self, key: str, data: bytes, token: str | None) -> str | None:
-        """Upload with a precondition; the new ETag, or None if the precondition failed."""
+    async def _put_conditional(self, key: str, data: bytes, token: str | None) -> str | None:
         from azure.core import MatchConditions
         from azure.core.exceptions import HttpResponseError
 
@@ -119,7 +119,7 @@ class AzureBlobStore(FsspecStore):
                 raise
         return str(out["etag"])
 
-    async def _az_delete(self, key: str) -> None:
+    async def _delete_object(self, key: str) -> None:
         from azure.core.exceptions import ResourceNotFoundError
 
         async with self._blob(key) as bc:
@@ -129,111 +129,20 @@ class AzureBlobStore(FsspecStore):
                 if _container_missing(e):
                     raise self._not_found(e, key) from e
 
-    async def _az_list_page(
-        self, prefix: str, token: str | None
+    async def _list_page(
+        self, prefix: str, page_token: str | None
     ) -> tuple[list[ObjectInfo], str | None]:
         cc = self.fs.service_client.get_container_client(self._container)
         blobs = cc.list_blobs(
             name_starts_with=self._prefix + prefix, results_per_page=self.list_page_size
         )
-        pages = blobs.by_page(token)
+        pages = blobs.by_page(page_token)
         out = []
         async for blob in await pages.__anext__():
             key = blob.name[len(self._prefix) :]
             if key and not key.endswith("/") and shows_reserved(prefix, key):
                 out.append(ObjectInfo(key, int(blob.size), blob.last_modified.timestamp()))
         return out, pages.continuation_token
-
-    # -- the interface -------------------------------------------------------------------
-    def get(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
-        s, e = check_range(start, end)
-        check_key(key)
-        if e is not None and s >= e:
-            self.stat(key)
-            return b""
-        with self._errors("get", key):
-            try:
-                return self._run(self._az_get, key, s, e)[0]
-            except Exception as exc:
-                if _status(exc) != 416:  # a range starting past the end of the blob
-                    raise
-        self.stat(key)
-        return b""
-
-    def get_with_token(self, key: str) -> tuple[bytes, str]:
-        check_key(key)
-        with self._errors("get", key):
-            return self._run(self._az_get, key)
-
-    def stat(self, key: str) -> ObjectInfo:
-        check_key(key)
-        with self._errors("stat", key):
-            found = self._run(self._az_head, key)
-        if found is None:
-            raise NotFoundError(f"object not found: {self._where(key)}")
-        return found
-
-    def exists(self, key: str) -> bool:
-        check_key(key)
-        with self._errors("exists", key):
-            return self._run(self._az_head, key) is not None
-
-    def exists_many(self, keys: Iterable[str]) -> set[str]:
-        keys = [check_key(k) for k in keys]
-        with self._errors("exists"):
-            found = self._run(self._gather, self._az_head, keys)
-        return {k for k, info in zip(keys, found) if info is not None}
-
-    def get_many(self, keys: Iterable[str]) -> dict[str, bytes]:
-        keys = [check_key(k) for k in keys]
-        with self._errors("get_many"):
-            results = self._run(self._gather, self._az_get, keys)
-        return {k: r[0] for k, r in zip(keys, results)}
-
-    def list(self, prefix: str) -> Iterator[ObjectInfo]:
-        check_prefix(prefix)
-        token: str | None = None
-        while True:
-            with self._errors("list", prefix):
-                page, token = self._run(self._az_list_page, prefix, token)
-            yield from page
-            if not token:
-                return
-
-    def put(self, key: str, data: bytes | memoryview, *, sync: bool = True) -> None:
-        item = (check_key(key), as_bytes(data))
-        with self._errors("put", key):
-            self._run(self._az_put, item)
-
-    def put_many(self, items: Mapping[str, bytes | memoryview], *, sync: bool = True) -> None:
-        batch = [(check_key(k), as_bytes(v)) for k, v in items.items()]
-        with self._errors("put_many"):
-            self._run(self._gather, self._az_put, batch)
-
-    def put_if_absent(self, key: str, data: bytes | memoryview, *, sync: bool = True) -> bool:
-        key, data = check_key(key), as_bytes(data)
-        with self._errors("put_if_absent", key):
-            return self._run(self._az_put_cond, key, data, None) is not None
-
-    def replace_if_match(self, key: str, data: bytes, token: str | None) -> str:
-        key, data = check_key(key), as_bytes(data)
-        with self._errors("replace_if_match", key):
-            new = self._run(self._az_put_cond, key, data, token)
-        if new is None:
-            raise ConflictError(
-                f"compare-and-swap failed on {self._where(key)}: token {token!r} is stale"
-            )
-        return new
-
-    def delete(self, key: str) -> None:
-        check_key(key)
-        with self._errors("delete", key):
-            self._run(self._az_delete, key)
-
-    def delete_many(self, keys: Iterable[str]) -> None:
-        keys = [check_key(k) for k in keys]
-        with self._errors("delete_many"):
-            self._run(self._gather, self._az_delete, keys)
 
 
 __all__ = ["AZURE_SCHEMES", "AzureBlobStore"]

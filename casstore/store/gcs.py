@@ -24,15 +24,15 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
-from casstore.errors import BackendError, ConflictError, NotFoundError
-from casstore.store._util import as_bytes, check_key, check_prefix, check_range, shows_reserved
+from casstore.errors import NotFoundError
+from casstore.store._object_api import ObjectApiStore
+from casstore.store._util import shows_reserved
 from casstore.store.base import Capabilities, ObjectInfo
-from casstore.store.fsspec_store import FsspecStore
 
 GCS_SCHEMES = ("gs", "gcs")
 
@@ -51,10 +51,8 @@ def _timestamp(text: str | None) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-class GcsStore(FsspecStore):
+class GcsStore(ObjectApiStore):
     """An ObjectStore over one GCS bucket (and an optional key prefix)."""
-
-    list_page_size: int | None = None  # objects per listing request (None: the service's 1000)
 
     def __init__(self, url: str, *, fs: Any = None, **storage_options: Any) -> None:
         if fs is None:
@@ -102,7 +100,9 @@ class GcsStore(FsspecStore):
                 raise NotFoundError(f"the bucket does not exist: gs://{self._bucket}")
             self._bucket_seen = True
 
-    async def _gcs_get(self, key: str, start: int = 0, end: int | None = None) -> tuple[bytes, str]:
+    async def _get_object(
+        self, key: str, start: int = 0, end: int | None = None
+    ) -> tuple[bytes, str]:
         headers = {}
         if start or end is not None:
             headers["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
@@ -118,7 +118,7 @@ class GcsStore(FsspecStore):
         generation = h.get("x-goog-generation", "")
         return body, generation
 
-    async def _gcs_head(self, key: str) -> ObjectInfo | None:
+    async def _head(self, key: str) -> ObjectInfo | None:
         status, _, body = await self._request("GET", self._object_url(key), ok=(200, 404))
         if status == 404:
             await self._check_bucket()
@@ -126,7 +126,7 @@ class GcsStore(FsspecStore):
         meta = json.loads(body)
         return ObjectInfo(key, int(meta.get("size", 0)), _timestamp(meta.get("updated")))
 
-    async def _gcs_upload(self, key: str, data: bytes, generation: str | None) -> str | None:
+    async def _upload(self, key: str, data: bytes, generation: str | None) -> str | None:
         """One multipart upload, with ``ifGenerationMatch`` unless ``generation`` is None.
         The new generation, or None if the precondition failed."""
         import aiohttp
@@ -150,21 +150,24 @@ class GcsStore(FsspecStore):
             return None
         return str(json.loads(out)["generation"])
 
-    async def _gcs_put(self, item: tuple[str, bytes]) -> str:
-        new = await self._gcs_upload(item[0], item[1], None)
-        assert new is not None
+    async def _put_object(self, item: tuple[str, bytes]) -> str:
+        new = await self._upload(item[0], item[1], None)
+        assert new is not None  # no precondition, so none failed
         return new
 
-    async def _gcs_delete(self, key: str) -> None:
+    async def _put_conditional(self, key: str, data: bytes, token: str | None) -> str | None:
+        return await self._upload(key, data, "0" if token is None else token)
+
+    async def _delete_object(self, key: str) -> None:
         await self._request("DELETE", self._object_url(key), ok=(200, 204, 404))
 
-    async def _gcs_list_page(
-        self, prefix: str, token: str | None
+    async def _list_page(
+        self, prefix: str, page_token: str | None
     ) -> tuple[list[ObjectInfo], str | None]:
         url = f"{self.fs._location}/storage/v1/b/{quote(self._bucket)}/o"
         params = {"prefix": self._prefix + prefix}
-        if token:
-            params["pageToken"] = token
+        if page_token:
+            params["pageToken"] = page_token
         if self.list_page_size:
             params["maxResults"] = str(self.list_page_size)
         status, _, body = await self._request("GET", url, params=params, ok=(200, 404))
@@ -179,94 +182,6 @@ class GcsStore(FsspecStore):
                     ObjectInfo(key, int(item.get("size", 0)), _timestamp(item.get("updated")))
                 )
         return out, page.get("nextPageToken")
-
-    # -- the interface -------------------------------------------------------------------
-    def get(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
-        s, e = check_range(start, end)
-        check_key(key)
-        if e is not None and s >= e:
-            self.stat(key)
-            return b""
-        with self._errors("get", key):
-            return self._run(self._gcs_get, key, s, e)[0]
-
-    def get_with_token(self, key: str) -> tuple[bytes, str]:
-        check_key(key)
-        with self._errors("get", key):
-            data, generation = self._run(self._gcs_get, key)
-        if not generation:
-            raise BackendError(f"get {self._where(key)}: the server sent no x-goog-generation")
-        return data, generation
-
-    def stat(self, key: str) -> ObjectInfo:
-        check_key(key)
-        with self._errors("stat", key):
-            found = self._run(self._gcs_head, key)
-        if found is None:
-            raise NotFoundError(f"object not found: {self._where(key)}")
-        return found
-
-    def exists(self, key: str) -> bool:
-        check_key(key)
-        with self._errors("exists", key):
-            return self._run(self._gcs_head, key) is not None
-
-    def exists_many(self, keys: Iterable[str]) -> set[str]:
-        keys = [check_key(k) for k in keys]
-        with self._errors("exists"):
-            found = self._run(self._gather, self._gcs_head, keys)
-        return {k for k, info in zip(keys, found) if info is not None}
-
-    def get_many(self, keys: Iterable[str]) -> dict[str, bytes]:
-        keys = [check_key(k) for k in keys]
-        with self._errors("get_many"):
-            results = self._run(self._gather, self._gcs_get, keys)
-        return {k: r[0] for k, r in zip(keys, results)}
-
-    def list(self, prefix: str) -> Iterator[ObjectInfo]:
-        check_prefix(prefix)
-        token: str | None = None
-        while True:
-            with self._errors("list", prefix):
-                page, token = self._run(self._gcs_list_page, prefix, token)
-            yield from page
-            if not token:
-                return
-
-    def put(self, key: str, data: bytes | memoryview, *, sync: bool = True) -> None:
-        item = (check_key(key), as_bytes(data))
-        with self._errors("put", key):
-            self._run(self._gcs_put, item)
-
-    def put_many(self, items: Mapping[str, bytes | memoryview], *, sync: bool = True) -> None:
-        batch = [(check_key(k), as_bytes(v)) for k, v in items.items()]
-        with self._errors("put_many"):
-            self._run(self._gather, self._gcs_put, batch)
-
-    def put_if_absent(self, key: str, data: bytes | memoryview, *, sync: bool = True) -> bool:
-        key, data = check_key(key), as_bytes(data)
-        with self._errors("put_if_absent", key):
-            return self._run(self._gcs_upload, key, data, "0") is not None
-
-    def replace_if_match(self, key: str, data: bytes, token: str | None) -> str:
-        key, data = check_key(key), as_bytes(data)
-        with self._errors("replace_if_match", key):
-            new = self._run(self._gcs_upload, key, data, "0" if token is None else token)
-        if new is None:
-            raise ConflictError(
-                f"compare-and-swap failed on {self._where(key)}: token {token!r} is stale"
-            )
-        return new
-
-    def delete(self, key: str) -> None:
-        check_key(key)
-        with self._errors("delete", key):
-            self._run(self._gcs_delete, key)
-
-    def delete_many(self, keys: Iterable[str]) -> None:
-        keys = [check_key(k) for k in keys]
-        with self._errors("delete_many"):
-            self._run(self._gather, self._gcs_delete, keys)
 
 
 __all__ = ["GCS_SCHEMES", "GcsHttpError", "GcsStore"]
