@@ -159,7 +159,9 @@ class GcsStore(ObjectApiStore):
         return await self._upload(key, data, "0" if token is None else token)
 
     async def _delete_object(self, key: str) -> None:
-        await self._request("DELETE", self._object_url(key), ok=(200, 204, 404))
+        status, _, _ = await self._request("DELETE", self._object_url(key), ok=(200, 204, 404))
+        if status == 404:
+            await self._check_bucket()  # a missing object is fine, a missing bucket is not
 
     async def _list_page(
         self, prefix: str, page_token: str | None

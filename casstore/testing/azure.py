@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from casstore.testing import _servers
 from casstore.testing.s3 import free_port
 
 CONTAINER = "casstore-test"
@@ -82,7 +83,7 @@ def azurite_server(container: str = CONTAINER) -> Iterator[str]:
     port = free_port()
     args = [binary, "--blobHost", "127.0.0.1", "--blobPort", str(port), "--inMemoryPersistence",
             "--skipApiVersionCheck", "--loose", "--disableTelemetry", "--silent"]  # fmt: skip
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = _servers.start(args)
     try:
         _wait_for_port(port, proc)
         conn = connection_string(f"http://127.0.0.1:{port}")
@@ -90,9 +91,4 @@ def azurite_server(container: str = CONTAINER) -> Iterator[str]:
             client.create_container(container)
         yield conn
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _servers.stop(proc)

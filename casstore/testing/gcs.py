@@ -9,7 +9,6 @@ sends. ``gcp-storage-emulator`` (pure Python) ignores preconditions: it is the b
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -17,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from casstore.testing import _servers
 from casstore.testing.s3 import free_port
 
 BUCKET = "casstore-test"
@@ -79,17 +79,12 @@ def fake_gcs_server(bucket: str = BUCKET) -> Iterator[str]:
     endpoint = f"http://127.0.0.1:{port}"
     args = [str(binary), "-scheme", "http", "-backend", "memory", "-host", "127.0.0.1",
             "-port", str(port), "-external-url", endpoint, "-log-level", "error"]  # fmt: skip
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = _servers.start(args)
     try:
         _create_bucket(endpoint, bucket)
         yield endpoint
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _servers.stop(proc)
 
 
 @contextmanager
