@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import multiprocessing as mp
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from casstore import (
     Repository,
 )
 from tests import series
+from tests.core.conftest import needs_another_process
 
 
 @pytest.fixture
@@ -86,15 +88,22 @@ def test_incomplete_target_refused(three: Repository):
     assert three.resolve("m").version == "1.0.0"
 
 
+def _about(count: int, n: int, p: float) -> bool:
+    """``count`` of ``n`` keys is within 5 standard deviations of ``n * p``."""
+    return abs(count - n * p) < 5 * math.sqrt(n * p * (1 - p))
+
+
 def test_progressive_split_sticky(three: Repository):
     three.promote("m", "1.0.2")
     three.start_split("m", "1.0.0", steps=(0.1, 0.5, 1.0), op="rollback")
-    keys = [f"user-{i}" for i in range(2000)]
+    # every resolve reads the ref: an HTTP request on S3, where fewer keys keep it quick
+    n = 300 if three.store.url.startswith("s3://") else 2000
+    keys = [f"user-{i}" for i in range(n)]
     at10 = {k for k in keys if three.resolve("m", "current", k).version == "1.0.0"}
-    assert 100 < len(at10) < 320
+    assert _about(len(at10), n, 0.1)
     three.advance("m")
     at50 = {k for k in keys if three.resolve("m", "current", k).version == "1.0.0"}
-    assert at10 <= at50 and 850 < len(at50) < 1150  # sticky: nobody flips back
+    assert at10 <= at50 and _about(len(at50), n, 0.5)  # sticky: nobody flips back
     assert three.resolve("m").version == "1.0.2"  # no key: the base
     three.advance("m")
     assert three.refs.get("m", "current").target.version == "1.0.0"
@@ -168,6 +177,8 @@ def _racer(url: str, n: int, versions: list[str], out) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("procs", [2, 8])
 def test_racing_processes(three: Repository, procs: int):
+    url = three.store.url
+    needs_another_process(url)
     if procs > 2 and three.store.url.split("://")[0] in ("az", "gs"):
         pytest.skip(
             "Azure and GCS race 2 processes here (suite time); 8 race on local and S3, "
@@ -175,7 +186,6 @@ def test_racing_processes(three: Repository, procs: int):
         )
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    url = three.store.url
     ps = [
         ctx.Process(target=_racer, args=(url, 12, ["1.0.0", "1.0.1", "1.0.2"], q))
         for _ in range(procs)
@@ -207,6 +217,7 @@ def test_sigkill_during_rollbacks(three: Repository):
     import time
 
     url = three.store.url
+    needs_another_process(url)
     script = (
         "import sys; from casstore import Repository\n"
         "r = Repository(sys.argv[1])\n"
