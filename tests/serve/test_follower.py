@@ -242,8 +242,13 @@ def test_live_server_follows_rollbacks_without_failed_requests(tmp_path: Path):
         assert fol["versions"] == ["1.0.1"] and fol["on_target"] is False
         r = run("rollback", "m", "--to", "1.0.1", "--wait", "--timeout", "30", store=store)
         assert r.code == 0 and "1 live follower(s) serving it" in r.out, r.out
-        r = run("status", "m", "--json", store=store)
-        (fol,) = r.json()["followers"]
+        deadline = time.monotonic() + 10  # it already serves 1.0.1: "ok" on its next poll
+        while True:
+            r = run("status", "m", "--json", store=store)
+            (fol,) = r.json()["followers"]
+            if fol["state"] == "ok" or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         assert fol["state"] == "ok" and fol["on_target"] is True
 
         stop.set()
