@@ -10,11 +10,19 @@ import hashlib
 import os
 import struct
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 from casstore.errors import ConflictError, NotFoundError
 
 StoreSpec = tuple[str, dict[str, Any]]
+
+
+def in_environment(env: dict[str, str], target: Callable[..., None], *args: Any) -> None:
+    """Run ``target(*args)`` under ``env`` (a forkserver child starts with the server's)."""
+    os.environ.clear()
+    os.environ.update(env)
+    target(*args)
 
 
 def _open(spec: StoreSpec) -> Any:

@@ -18,7 +18,6 @@ processes reopen the store with ``open_store(*self.reopen_spec(store))``.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import random
 import threading
@@ -33,9 +32,9 @@ from casstore.errors import ConflictError, InvalidInputError, NotFoundError
 from casstore.store.base import Capabilities, ObjectStore
 from casstore.store.probe import probe_conditional_writes
 from casstore.testing import _workers
+from casstore.testing.children import CONTEXT, child
 
 BAD_KEYS = ["", "/abs", "a//b", "a/", "../x", "a/../b", "./a", "a/./b", "a\\b", "a\x00b"]
-SPAWN = multiprocessing.get_context("spawn")
 
 
 def _keys(store: ObjectStore, prefix: str) -> set[str]:
@@ -43,10 +42,10 @@ def _keys(store: ObjectStore, prefix: str) -> set[str]:
 
 
 def _run_children(target: Callable[..., None], args: list[tuple[Any, ...]]) -> list[Any]:
-    """Start one spawned child per args tuple (each gets a shared barrier and queue
-    appended), collect one result per child, and fail on any child error."""
-    barrier, out = SPAWN.Barrier(len(args)), SPAWN.Queue()
-    procs = [SPAWN.Process(target=target, args=(*a, barrier, out)) for a in args]
+    """Start one child per args tuple (each gets a shared barrier and queue appended),
+    collect one result per child, and fail on any child error."""
+    barrier, out = CONTEXT.Barrier(len(args)), CONTEXT.Queue()
+    procs = [child(target, *a, barrier, out) for a in args]
     for p in procs:
         p.start()
     try:
@@ -270,9 +269,9 @@ class StoreConformance:
             pytest.skip("store cannot be shared with another process")
         rng = random.Random(1234)
         for round_ in range(3):
-            started = SPAWN.Event()
+            started = CONTEXT.Event()
             args = (self.reopen_spec(store), "killed/", 3 << 20, started, round_ % 2 == 0)
-            proc = SPAWN.Process(target=_workers.write_forever, args=args)
+            proc = child(_workers.write_forever, *args)
             proc.start()
             try:
                 assert started.wait(60), "writer did not start"

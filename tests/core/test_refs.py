@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import multiprocessing as mp
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from casstore import (
     RegressionPolicy,
     Repository,
 )
+from casstore.testing.children import CONTEXT, child
 from tests import series
 from tests.core.conftest import needs_another_process
 
@@ -184,12 +184,8 @@ def test_racing_processes(three: Repository, procs: int):
             "Azure and GCS race 2 processes here (suite time); 8 race on local and S3, "
             "and python -m benchmarks.ref_race races 8 on every backend"
         )
-    ctx = mp.get_context("spawn")
-    q = ctx.Queue()
-    ps = [
-        ctx.Process(target=_racer, args=(url, 12, ["1.0.0", "1.0.1", "1.0.2"], q))
-        for _ in range(procs)
-    ]
+    q = CONTEXT.Queue()
+    ps = [child(_racer, url, 12, ["1.0.0", "1.0.1", "1.0.2"], q) for _ in range(procs)]
     for p in ps:
         p.start()
     results = [q.get(timeout=300) for _ in ps]
