@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import random
 import signal
@@ -19,6 +18,7 @@ from casstore.ops.gc import GarbageCollector
 from casstore.ops.retention import RetentionPolicy
 from casstore.ops.verify import verify
 from casstore.repo.config import StoreConfig
+from casstore.testing.children import CONTEXT, child
 from tests import series
 
 pytestmark = pytest.mark.slow
@@ -80,13 +80,12 @@ def test_gc_alongside_writers_and_rollbacks(store_kind: str, tmp_path: Path, req
     repo.commit(
         "m", [series.save(tmp_path / "seed.safetensors", series.tensors(n=6, size=16 << 10))]
     )
-    ctx = mp.get_context("spawn")
-    q = ctx.Queue()
+    q = CONTEXT.Queue()
     procs = [
-        ctx.Process(target=_writer, args=(url, 1, seconds, q)),
-        ctx.Process(target=_writer, args=(url, 2, seconds, q)),
-        ctx.Process(target=_roller, args=(url, seconds, q)),
-        ctx.Process(target=_collector, args=(url, seconds, q)),
+        child(_writer, url, 1, seconds, q),
+        child(_writer, url, 2, seconds, q),
+        child(_roller, url, seconds, q),
+        child(_collector, url, seconds, q),
     ]
     for p in procs:
         p.start()
