@@ -34,7 +34,7 @@ def run_one(total_chunks: int, workdir: Path) -> dict:
         repo.commit_sources("m", [("w.bin", len(data), lambda o, n, d=data: d[o : o + n])])
     repo.promote("m", "1.0.9")
     os.sync()  # GC collects old data: let the page cache write it back first
-    gc = GarbageCollector(repo, grace_seconds=0)
+    gc = GarbageCollector(repo.ctx, grace_seconds=0)
     policy = RetentionPolicy(keep_last=5, keep_reflog_seconds=0)
     t0 = time.perf_counter()
     plan = gc.plan(policy)

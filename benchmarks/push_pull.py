@@ -26,8 +26,9 @@ def run(size_mb: float = 32, workdir: Path | None = None) -> dict:
     from benchmarks.series import SERIES_CORE, make_series
     from casstore import Repository
     from casstore.ops.transfer import transfer
-    from casstore.store import CountingStore, open_store
+    from casstore.store import open_store
     from casstore.testing.s3 import BUCKET, moto_s3_server
+    from casstore.testing.stores import CountingStore
 
     work = Path(tempfile.mkdtemp(dir=workdir))
     try:
@@ -43,12 +44,12 @@ def run(size_mb: float = 32, workdir: Path | None = None) -> dict:
             counting = CountingStore(open_store(url))
             remote = Repository(counting)
             t0 = time.perf_counter()
-            rep = transfer(local, remote, local.versions("series"), refs=["current"])
+            rep = transfer(local.ctx, remote.ctx, local.versions("series"), refs=["current"])
             push_s = time.perf_counter() - t0
             sent = counting.bytes_written
             pulled = Repository(str(work / "pulled"))
             t0 = time.perf_counter()
-            transfer(Repository(url), pulled, Repository(url).versions("series"))
+            transfer(Repository(url).ctx, pulled.ctx, Repository(url).versions("series"))
             os.sync()
             pull_s = time.perf_counter() - t0
             fs = fsspec.filesystem("s3", client_kwargs={"endpoint_url": endpoint},

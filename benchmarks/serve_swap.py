@@ -22,7 +22,8 @@ from typing import Any
 def _full_load(store: str) -> tuple[float, int]:
     from casstore import Repository
     from casstore.serving import Follower
-    from casstore.store import CountingStore, open_store
+    from casstore.store import open_store
+    from casstore.testing.stores import CountingStore
 
     counting = CountingStore(open_store(store))
     t0 = time.perf_counter()
@@ -43,7 +44,8 @@ def run(size_mb: int = 512, repeat: int = 4, workdir: Path | None = None) -> dic
     import casstore.torch as ct
     from casstore import Repository
     from casstore.serving import Follower
-    from casstore.store import CountingStore, open_store
+    from casstore.store import open_store
+    from casstore.testing.stores import CountingStore
 
     with tempfile.TemporaryDirectory(dir=workdir) as d:
         store = str(Path(d) / "s")

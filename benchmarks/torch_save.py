@@ -122,7 +122,8 @@ def bench_resave(sd: dict[str, Any], store: Path) -> dict[str, Any]:
 
 def bench_loads(sd: dict[str, Any], store: Path, repeat: int) -> dict[str, Any]:
     import casstore.torch as ct
-    from casstore.store import CountingStore, LocalStore
+    from casstore.store import LocalStore
+    from casstore.testing.stores import CountingStore
 
     key = sorted(sd)[len(sd) // 2]
     counting = CountingStore(LocalStore(store))

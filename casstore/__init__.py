@@ -5,7 +5,9 @@
     >>> repo.commit("bert", ["checkpoint/"], metrics={"accuracy": 0.91})
     >>> repo.rollback("bert")                     # quick rollback to the previous stable
 
-Importing casstore never imports torch; ``casstore.torch`` does.
+The public API is what this module exports; the packages below it (``store``, ``chunking``,
+``repo``, ``ops``) are the layers it is built from. Importing casstore never imports torch;
+``casstore.torch`` does.
 """
 
 from casstore.digest import Digest
@@ -23,12 +25,18 @@ from casstore.errors import (
     UnsafePickleError,
     UnsupportedError,
 )
+from casstore.ops.gc import GarbageCollector, GcPlan, GcReport
+from casstore.ops.hooks import Hooks
 from casstore.ops.regression import MetricRule, RegressionPolicy
+from casstore.ops.retention import RetentionPolicy
 from casstore.ops.rollout import MoveResult
-from casstore.repo.manifest import FileEntry, Manifest, TensorEntry, TrainingData
+from casstore.ops.transfer import StoreOutcome, TransferReport
+from casstore.ops.verify import Problem, VerifyReport
+from casstore.repo.commit import CommitResult, CommitSpec
+from casstore.repo.config import StoreConfig
+from casstore.repo.leases import LeaseSettings
 from casstore.repo.query import MetricCondition, Query, parse_condition
-from casstore.repo.refs import ReflogEntry, RefValue, Split, Target
-from casstore.repository import CommitResult, Repository, Stats, Version
+from casstore.repository import Repository, Stats, Version
 from casstore.store import ObjectStore, open_store
 
 __version__ = "0.1.0"
@@ -38,32 +46,36 @@ __all__ = [
     "BackendError",
     "CasstoreError",
     "CommitResult",
+    "CommitSpec",
     "ConflictError",
     "CorruptObjectError",
     "Digest",
-    "FileEntry",
+    "GarbageCollector",
+    "GcPlan",
+    "GcReport",
+    "Hooks",
     "InvalidInputError",
-    "Manifest",
+    "LeaseSettings",
     "MetricCondition",
     "MetricRule",
     "MoveResult",
     "NotFoundError",
     "ObjectStore",
     "PermissionDeniedError",
+    "Problem",
     "Query",
-    "RefValue",
-    "ReflogEntry",
     "RegressionPolicy",
     "Repository",
-    "Split",
+    "RetentionPolicy",
     "Stats",
+    "StoreConfig",
     "StoreFormatError",
-    "Target",
-    "TensorEntry",
-    "TrainingData",
+    "StoreOutcome",
+    "TransferReport",
     "TransientBackendError",
     "UnsafePickleError",
     "UnsupportedError",
+    "VerifyReport",
     "Version",
     "__version__",
     "open_store",

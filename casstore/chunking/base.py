@@ -71,10 +71,17 @@ class Chunker(abc.ABC):
 
     @abc.abstractmethod
     def split(
-        self, read_at: ReadAt, size: int, filename: str = "", *, view_at: ReadAt | None = None
+        self,
+        read_at: ReadAt,
+        size: int,
+        filename: str = "",
+        *,
+        view_at: ReadAt | None = None,
+        layout: FileLayout | None = None,
     ) -> tuple[FileLayout, Iterator[memoryview]]:
         """Parse the file eagerly (raising InvalidInputError before any piece is yielded) and
         return its layout plus a lazy iterator of pieces covering ``[0, size)`` in order.
+        ``layout``: the file's layout as :func:`detect_layout` already parsed it (not again).
 
         ``view_at`` (optional) serves the bulk reads of piece data and may return any buffer,
         e.g. a memoryview of a memory-mapped window (zero copy); parsing always uses

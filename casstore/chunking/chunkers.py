@@ -40,9 +40,16 @@ class _PlannedChunker(Chunker):
         self._cutter = cdc.cutter()  # immutable configuration: safe to share across threads
 
     def split(
-        self, read_at: ReadAt, size: int, filename: str = "", *, view_at: ReadAt | None = None
+        self,
+        read_at: ReadAt,
+        size: int,
+        filename: str = "",
+        *,
+        view_at: ReadAt | None = None,
+        layout: FileLayout | None = None,
     ) -> tuple[FileLayout, Iterator[memoryview]]:
-        layout = detect_layout(read_at, size, filename)
+        if layout is None:
+            layout = detect_layout(read_at, size, filename)
         plan = self.plan(layout, size)
         return layout, iter_pieces(view_at or read_at, plan, self._cutter, self.window, filename)
 

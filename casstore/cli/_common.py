@@ -36,10 +36,27 @@ def store_url(args: argparse.Namespace) -> str:
 
 
 def open_repo(args: argparse.Namespace, url: str | None = None) -> Any:
-    """The repository at ``url`` (default: the store the arguments name)."""
+    """The repository at ``url`` (default: the store the arguments name), configured from the
+    environment: the actor (``$CASSTORE_ACTOR``), a notify command (``$CASSTORE_NOTIFY``), the
+    health-check timeout (``$CASSTORE_HEALTH_TIMEOUT``) and the lease timeouts
+    (``$CASSTORE_SESSION_TIMEOUT``, ``$CASSTORE_LOCK_TIMEOUT``, ``$CASSTORE_LEASE_WAIT``)."""
+    from casstore.ops.hooks import Hooks
+    from casstore.repo.leases import LeaseSettings
     from casstore.repository import Repository
 
-    return Repository(url or store_url(args))
+    env = os.environ
+    hooks = Hooks(notify_commands=[env["CASSTORE_NOTIFY"]] if env.get("CASSTORE_NOTIFY") else [])
+    if env.get("CASSTORE_HEALTH_TIMEOUT"):
+        try:
+            hooks.health_timeout = float(env["CASSTORE_HEALTH_TIMEOUT"])
+        except ValueError:
+            raise errors.InvalidInputError("$CASSTORE_HEALTH_TIMEOUT must be seconds") from None
+    return Repository(
+        url or store_url(args),
+        actor=env.get("CASSTORE_ACTOR") or None,
+        hooks=hooks,
+        lease_settings=LeaseSettings.from_env(env),
+    )
 
 
 def parse_metrics(items: Sequence[str]) -> dict[str, float]:

@@ -156,7 +156,7 @@ def _collect_garbage(repo: Any) -> str | None:
     except ImportError:  # pragma: no cover - GC ships with the package
         return None
     policy = RetentionPolicy(keep_tags=("stable",), keep_reflog_seconds=0)
-    gc = GarbageCollector(repo, grace_seconds=0)
+    gc = GarbageCollector(repo.ctx, grace_seconds=0)
     plan = gc.plan(policy, models=[MODEL])
     report = gc.execute(plan)
     return (

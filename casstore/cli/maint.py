@@ -36,7 +36,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
     from casstore.ops.gc import GarbageCollector
 
     repo = open_repo(args)
-    gc = GarbageCollector(repo, grace_seconds=parse_duration(args.grace))
+    gc = GarbageCollector(repo.ctx, grace_seconds=parse_duration(args.grace))
     plan = gc.plan(_policy_from_args(args), args.model or None)
     doc: dict[str, Any] = {"dry_run": args.dry_run, "plan": plan.to_dict()}
     if not args.dry_run:
@@ -94,7 +94,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from casstore.ops.verify import verify
 
     repo = open_repo(args)
-    report = verify(repo.store, read_data=args.read_data)
+    report = verify(repo.ctx, read_data=args.read_data)
     if args.json:
         emit_json(report.to_dict())
     else:
@@ -117,7 +117,7 @@ def cmd_repair(args: argparse.Namespace) -> int:
 
     repo = open_repo(args)
     source = open_store(args.source)
-    out = repair(repo.store, source)
+    out = repair(repo.ctx, source)
     if args.json:
         emit_json(out.to_dict())
     else:

@@ -20,7 +20,7 @@ from casstore.cli._render import emit_json, table
 def _repo(args: argparse.Namespace) -> Any:
     repo = open_repo(args)
     for cmd in getattr(args, "notify", None) or []:
-        repo.notify_commands.append(cmd)
+        repo.hooks.notify_commands.append(cmd)
     return repo
 
 
@@ -128,11 +128,10 @@ def cmd_reflog(args: argparse.Namespace) -> int:
 
 def _across(args: argparse.Namespace, repo: Any, to: str | None, op: str) -> int:
     from casstore.ops.transfer import rollback_across
-    from casstore.repository import Repository
 
-    repos = [repo] + [Repository(u) for u in args.replica]
+    repos = [repo] + [open_repo(args, u) for u in args.replica]
     outcomes = rollback_across(
-        repos,
+        [r.rollout for r in repos],
         args.model,
         to=to,
         ref=args.ref,

@@ -4,23 +4,22 @@ from __future__ import annotations
 
 import argparse
 
-from casstore.cli._common import AddCommand, store_url
+from casstore.cli._common import AddCommand, open_repo, store_url
 from casstore.cli._render import ProgressBar, emit_json, human_bytes
 
 
 def _run_transfer(args: argparse.Namespace, src_url: str, dst_url: str) -> int:
-    from casstore.ops.transfer import select_versions, transfer
-    from casstore.repository import Repository
+    from casstore.ops.transfer import select_versions
 
-    src, dst = Repository(src_url), Repository(dst_url)
-    versions = select_versions(src, args.model, args.version, args.all)
+    src, dst = open_repo(args, src_url), open_repo(args, dst_url)
+    versions = select_versions(src.ctx, args.model, args.version, args.all)
     refs = list(args.ref)
     if args.version and args.version.startswith("@") and args.version[1:] not in refs:
         refs.append(args.version[1:])
     total = sum(v.size_bytes for v in versions)
     bar = None if args.json else ProgressBar(total, f"{args.command} {dst_url}")
     try:
-        report = transfer(src, dst, versions, refs=refs, progress=bar)
+        report = src.push(dst, versions, refs=refs, progress=bar)
     finally:
         if bar:
             bar.close()
@@ -46,15 +45,12 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
 
 def cmd_replicate(args: argparse.Namespace) -> int:
-    from casstore.ops.transfer import transfer
-    from casstore.repository import Repository
-
-    src, dst = Repository(args.source), Repository(args.dest)
+    src, dst = open_repo(args, args.source), open_repo(args, args.dest)
     models = args.model or src.models()
     out = []
     for m in models:
         refs = list(src.refs.list(m))
-        out.append(transfer(src, dst, src.versions(m), refs=refs).to_dict() | {"model": m})
+        out.append(src.push(dst, src.versions(m), refs=refs).to_dict() | {"model": m})
     if args.json:
         emit_json({"from": src.store.url, "to": dst.store.url, "models": out})
     else:

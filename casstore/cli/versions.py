@@ -14,15 +14,17 @@ from casstore.cli._render import ProgressBar, emit_json, human_bytes, table
 
 def cmd_init(args: argparse.Namespace) -> int:
     from casstore.chunking import make_chunker
-    from casstore.repo.config import StoreConfig, replace_config
+    from casstore.repo.config import StoreConfig
 
     repo = open_repo(args)
     chunker = make_chunker(args.chunker, max_chunk=args.max_chunk, cdc_avg=args.cdc_avg).name
     cfg = StoreConfig(chunker=chunker, single_writer=args.single_writer)
     if repo.exists:
-        cfg = cfg.model_copy(update={"created_at": repo.config.created_at})
-        replace_config(repo.store, cfg)
-        repo = open_repo(args)
+        old = repo.config
+        cfg = cfg.model_copy(
+            update={"created_at": old.created_at, "conditional_writes": old.conditional_writes}
+        )
+        repo.ctx.replace_config(cfg)
     else:
         repo.init(cfg)
     doc = {"store": repo.store.url, **repo.config.model_dump(mode="json")}

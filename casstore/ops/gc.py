@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from casstore.digest import Digest
-from casstore.errors import NotFoundError
+from casstore.errors import InvalidInputError, NotFoundError
 from casstore.ops.retention import RetentionPolicy, effective_policy
-from casstore.repo.catalog import Catalog
+from casstore.repo.context import StoreContext
 from casstore.repo.keys import (
     CHUNKS,
     MANIFESTS,
@@ -32,9 +32,6 @@ from casstore.repo.keys import (
     tag_key,
     version_key,
 )
-from casstore.repo.leases import Leases
-from casstore.repo.refs import RefStore
-from casstore.store.base import ObjectStore
 
 TMP = "tmp/"
 DEFAULT_GRACE_SECONDS = 3600.0
@@ -114,20 +111,15 @@ class GcReport:
 class GarbageCollector:
     """Plans and executes garbage collection on one store."""
 
-    def __init__(
-        self,
-        repo_or_store: Any,
-        *,
-        grace_seconds: float = DEFAULT_GRACE_SECONDS,
-        leases: Leases | None = None,
-    ) -> None:
-        store: ObjectStore = getattr(repo_or_store, "store", repo_or_store)
-        self.store = store
-        single = getattr(getattr(repo_or_store, "config", None), "single_writer", False)
-        self.catalog = Catalog(store)
-        self.refs = RefStore(store, single_writer=single)
+    def __init__(self, ctx: StoreContext, *, grace_seconds: float = DEFAULT_GRACE_SECONDS) -> None:
+        if grace_seconds < 0:
+            raise InvalidInputError(f"grace must be >= 0 seconds, got {grace_seconds}")
+        self.ctx = ctx
+        self.store = ctx.store
+        self.catalog = ctx.catalog
+        self.refs = ctx.refs
         self.grace = float(grace_seconds)
-        self.leases = leases or Leases(store)
+        self.leases = ctx.leases
 
     # -- plan ------------------------------------------------------------------------------
     def plan(

@@ -1,4 +1,5 @@
-"""Regression policies: when is a candidate version's metric worse enough to refuse or roll back.
+"""Regression policies: when is a candidate version's metric worse enough to refuse or roll back,
+and :func:`check_regression`, which applies one to a ref (rolling back or refusing).
 
 A policy is a list of rules, one per metric: higher-is-better or lower-is-better, with an
 absolute or relative threshold. Loaded from JSON::
@@ -13,11 +14,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from casstore.errors import InvalidInputError
+from casstore.errors import ConflictError, InvalidInputError, NotFoundError
+from casstore.ops.rollout import Rollout
 
 
 class MetricRule(BaseModel):
@@ -67,3 +69,73 @@ class RegressionPolicy(BaseModel):
             return cls.model_validate(json.loads(text))
         except (ValueError, ValidationError) as e:
             raise InvalidInputError(f"{where} is not a valid regression policy: {e}") from e
+
+
+def check_regression(
+    rollout: Rollout,
+    model: str,
+    policy: RegressionPolicy,
+    *,
+    ref: str = "current",
+    candidate: str | None = None,
+    metrics: dict[str, float] | None = None,
+    act: bool = True,
+    reason: str = "",
+) -> dict[str, Any]:
+    """Compare a candidate's metrics with a baseline under ``policy``.
+
+    Without ``candidate``: the candidate is what ``ref`` points at now and the baseline what
+    it pointed at before its last move; a violation rolls ``ref`` back (trigger
+    ``metric-regression``). With ``candidate``: the baseline is what ``ref`` points at; a
+    violation refuses the promotion, otherwise (``act``) the candidate is promoted.
+    ``metrics`` overrides the candidate's recorded metrics (e.g. measured in production).
+    """
+    rec, _ = rollout.refs.read(model, ref)
+    if rec is None or rec.value is None:
+        raise NotFoundError(f"model {model!r} has no ref {ref!r}")
+    current = rec.value.target or rec.value.split.candidate  # type: ignore[union-attr]
+    if candidate is None:
+        cand = rollout.ctx.get_version(model, current.version)
+        prev = rec.entry.old
+        if prev is None:
+            raise NotFoundError(f"{model}@{ref} has no earlier version to compare with")
+        base = rollout.ctx.get_version(model, (prev.target or prev.split.base).version)  # type: ignore[union-attr]
+    else:
+        cand = rollout.ctx.get_version(model, candidate)
+        base = rollout.ctx.get_version(model, current.version)
+    observed = {**cand.metrics, **(metrics or {})}
+    violations = policy.violations(observed, dict(base.metrics))
+    out: dict[str, Any] = {
+        "model": model,
+        "ref": ref,
+        "candidate": cand.version,
+        "baseline": base.version,
+        "violations": violations,
+        "action": "none",
+    }
+    if not violations:
+        if candidate is not None and act:
+            r = rollout.promote(
+                model,
+                cand.version,
+                ref=ref,
+                trigger="promote",
+                reason=reason or "passed regression policy",
+            )
+            out["action"] = "promoted" if r.ok else "refused"
+            out["result"] = r.to_dict()
+        return out
+    why = reason or "metric regression: " + "; ".join(violations)
+    if candidate is not None:
+        out["action"] = "refused-promotion"
+    elif act:
+        try:
+            r = rollout.set_ref(
+                model, ref, base.version, reason=why, trigger="metric-regression", op="rollback"
+            )
+        except ConflictError as e:
+            out["action"] = f"rollback-conflict: {e}"
+        else:
+            out["action"] = "rolled-back" if r.ok else "rollback-refused"
+            out["result"] = r.to_dict()
+    return out

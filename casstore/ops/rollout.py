@@ -9,25 +9,17 @@ notification hooks (Python callables and a shell command that reads a JSON event
 from __future__ import annotations
 
 import json
-import os
-import shlex
-import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from casstore.errors import ConflictError, InvalidInputError, NotFoundError
-from casstore.ops.regression import RegressionPolicy
-from casstore.repo.chunks import ChunkReader
+from casstore.errors import InvalidInputError, NotFoundError
+from casstore.ops.hooks import HealthCheck, Hooks
+from casstore.repo.catalog import Version
+from casstore.repo.context import StoreContext
 from casstore.repo.keys import chunk_key, manifest_key, version_key
 from casstore.repo.refs import ReflogEntry, RefStore, RefValue, Split, Target, Trigger
 from casstore.repo.versioning import semver_key
-
-if TYPE_CHECKING:
-    from casstore.repo.catalog import Version
-
-HealthCheck = Callable[["Version"], bool] | str
-Notifier = Callable[[dict[str, Any]], None]
 
 DEFAULT_STEPS: tuple[float, ...] = (0.1, 0.5, 1.0)
 
@@ -60,73 +52,20 @@ class MoveResult:
         }
 
 
-def run_health_check(check: HealthCheck, version: Version, ref: str) -> tuple[bool, str]:
-    """Run a callable or a shell command (exit 0 = healthy) against a version."""
-    if callable(check):
-        try:
-            ok = bool(check(version))
-        except Exception as e:  # a crashing check is a failed check
-            return False, f"health check raised {type(e).__name__}: {e}"
-        return ok, "health check passed" if ok else "health check returned false"
-    env = dict(
-        os.environ,
-        CASSTORE_MODEL=version.model,
-        CASSTORE_VERSION=version.version,
-        CASSTORE_VERSION_NAME=version.name,
-        CASSTORE_REF=ref,
-    )
-    try:
-        proc = subprocess.run(
-            check,
-            shell=True,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=float(os.environ.get("CASSTORE_HEALTH_TIMEOUT", "300")),
-        )
-    except subprocess.TimeoutExpired:
-        return False, f"health check timed out: {check}"
-    if proc.returncode == 0:
-        return True, "health check passed"
-    tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [""]
-    return False, f"health check exited {proc.returncode}: {tail[0]}"
+class Rollout:
+    """Moves the refs of one store: every promote, rollback and split step goes through
+    :meth:`move`, which writes the ref by compare-and-swap and then fires the hooks."""
 
+    def __init__(self, ctx: StoreContext, hooks: Hooks | None = None) -> None:
+        self.ctx = ctx
+        self.hooks = hooks if hooks is not None else Hooks()
 
-def notify_command(command: str, event: dict[str, Any]) -> None:
-    """Send a JSON event on stdin to a shell command; its failure never undoes a move."""
-    try:
-        subprocess.run(
-            command if isinstance(command, str) else shlex.join(command),
-            shell=True,
-            input=json.dumps(event, default=str),
-            text=True,
-            timeout=60,
-            capture_output=True,
-        )
-    except (OSError, subprocess.SubprocessError):
-        pass
-
-
-class RefOperations:
-    """Mixed into Repository: everything that moves refs goes through ``_move``."""
-
-    refs: RefStore
-    chunks: ChunkReader
-    notifiers: list[Notifier]
-    notify_commands: list[str]
-
-    # provided by Repository
-    def _writing(self, kind: str) -> Any:
-        raise NotImplementedError
-
-    def get_version(self, model: str, spec: str, *, request_key: str | None = None) -> Version:
-        raise NotImplementedError
-
-    def versions(self, model: str) -> list[Version]:
-        raise NotImplementedError
+    @property
+    def refs(self) -> RefStore:
+        return self.ctx.refs
 
     # -- the single place refs move ------------------------------------------------------
-    def _move(
+    def move(
         self,
         model: str,
         ref: str,
@@ -148,19 +87,12 @@ class RefOperations:
             op=op,
             actor=actor,
         )
-        event = {"event": "ref-moved", **entry.model_dump(mode="json")}
-        for fn in self.notifiers:
-            try:
-                fn(event)
-            except Exception:
-                pass
-        for cmd in self.notify_commands:
-            notify_command(cmd, event)
+        self.hooks.notify({"event": "ref-moved", **entry.model_dump(mode="json")})
         return entry
 
     def verify_version(self, version: Version, *, read_data: bool = False) -> list[str]:
         """Problems that would make ``version`` unreadable (empty list: complete)."""
-        store = self.chunks.store
+        store = self.ctx.store
         try:  # still indexed, with the same manifest (a GC may have expired it meanwhile)
             indexed = json.loads(store.get(version_key(version.model, version.version)))
             if indexed.get("manifest") != version.id.hex():
@@ -177,7 +109,7 @@ class RefOperations:
         if read_data and not problems:
             for d in sorted(digests):
                 try:
-                    self.chunks.read(d)
+                    self.ctx.chunks.read(d)
                 except Exception as e:
                     problems.append(str(e))
         return problems
@@ -197,7 +129,7 @@ class RefOperations:
         actor: str | None = None,
     ) -> MoveResult:
         """Point ``ref`` at a version: verify, switch atomically, health-check, maybe revert."""
-        target = self.get_version(model, spec)
+        target = self.ctx.get_version(model, spec)
         rec, _ = self.refs.read(model, ref)
         seq = None if rec is None else rec.seq
         old = None if rec is None else rec.value
@@ -232,7 +164,7 @@ class RefOperations:
         health_check: HealthCheck | None,
         actor: str | None,
     ) -> MoveResult:
-        with self._writing("ref"):
+        with self.ctx.writing("ref"):
             problems = self.verify_version(check_version, read_data=verify_data)
             if problems:
                 return MoveResult(
@@ -244,7 +176,7 @@ class RefOperations:
                     [],
                     f"refused: {check_version.name} is incomplete: " + "; ".join(problems[:5]),
                 )
-            entry = self._move(
+            entry = self.move(
                 model,
                 ref,
                 new,
@@ -265,11 +197,11 @@ class RefOperations:
             )
             if health_check is None:
                 return res
-            ok, msg = run_health_check(health_check, check_version, ref)
+            ok, msg = self.hooks.health_check(health_check, check_version, ref)
             if ok:
                 res.message += f"; {msg}"
                 return res
-            back = self._move(
+            back = self.move(
                 model,
                 ref,
                 old,
@@ -293,7 +225,9 @@ class RefOperations:
         """The newest version before the one ``ref`` points at that is a release or `stable`."""
         value = self.refs.get(model, ref)
         cur = value.target if value.target is not None else value.split.candidate  # type: ignore[union-attr]
-        older = [v for v in self.versions(model) if semver_key(v.version) < semver_key(cur.version)]
+        older = [
+            v for v in self.ctx.versions(model) if semver_key(v.version) < semver_key(cur.version)
+        ]
         for v in reversed(older):
             if v.version_type == "release" or "stable" in v.tags:
                 return v
@@ -331,7 +265,7 @@ class RefOperations:
         rec, _ = self.refs.read(model, ref)
         if rec is None or rec.value is None or rec.value.target is None:
             raise InvalidInputError(f"{model}@{ref} must point at one version to start a split")
-        cand = self.get_version(model, spec)
+        cand = self.ctx.get_version(model, spec)
         if cand.version == rec.value.target.version:
             raise InvalidInputError(f"{model}@{ref} already points at {cand.version}")
         new = RefValue(
@@ -364,7 +298,7 @@ class RefOperations:
         actor: str | None = None,
     ) -> MoveResult:
         """Move a split to its next step (or to ``weight``); at 100% the ref becomes plain."""
-        with self._writing("ref"):
+        with self.ctx.writing("ref"):
             rec, _ = self.refs.read(model, ref)
             if rec is None or rec.value is None or rec.value.split is None:
                 raise InvalidInputError(f"{model}@{ref} is not in a progressive split")
@@ -379,7 +313,7 @@ class RefOperations:
                 if weight >= 1.0
                 else RefValue(split=s.model_copy(update={"weight": weight}))
             )
-            entry = self._move(
+            entry = self.move(
                 model,
                 ref,
                 new,
@@ -409,12 +343,12 @@ class RefOperations:
         actor: str | None = None,
     ) -> MoveResult:
         """Stop a split: all traffic back to its base version."""
-        with self._writing("ref"):
+        with self.ctx.writing("ref"):
             rec, _ = self.refs.read(model, ref)
             if rec is None or rec.value is None or rec.value.split is None:
                 raise InvalidInputError(f"{model}@{ref} is not in a progressive split")
             new = RefValue.of(rec.value.split.base)
-            entry = self._move(
+            entry = self.move(
                 model,
                 ref,
                 new,
@@ -437,76 +371,6 @@ class RefOperations:
     def resolve(self, model: str, ref: str = "current", request_key: str | None = None) -> Target:
         """Which version ``ref`` sends ``request_key`` to (sticky within a split)."""
         return self.refs.resolve(model, ref, request_key)
-
-    # -- automatic triggers ----------------------------------------------------------------
-    def check_regression(
-        self,
-        model: str,
-        policy: RegressionPolicy,
-        *,
-        ref: str = "current",
-        candidate: str | None = None,
-        metrics: dict[str, float] | None = None,
-        act: bool = True,
-        reason: str = "",
-    ) -> dict[str, Any]:
-        """Compare a candidate's metrics with a baseline under ``policy``.
-
-        Without ``candidate``: the candidate is what ``ref`` points at now and the baseline what
-        it pointed at before its last move; a violation rolls ``ref`` back (trigger
-        ``metric-regression``). With ``candidate``: the baseline is what ``ref`` points at; a
-        violation refuses the promotion, otherwise (``act``) the candidate is promoted.
-        ``metrics`` overrides the candidate's recorded metrics (e.g. measured in production).
-        """
-        rec, _ = self.refs.read(model, ref)
-        if rec is None or rec.value is None:
-            raise NotFoundError(f"model {model!r} has no ref {ref!r}")
-        current = rec.value.target or rec.value.split.candidate  # type: ignore[union-attr]
-        if candidate is None:
-            cand = self.get_version(model, current.version)
-            prev = rec.entry.old
-            if prev is None:
-                raise NotFoundError(f"{model}@{ref} has no earlier version to compare with")
-            base = self.get_version(model, (prev.target or prev.split.base).version)  # type: ignore[union-attr]
-        else:
-            cand = self.get_version(model, candidate)
-            base = self.get_version(model, current.version)
-        observed = {**cand.metrics, **(metrics or {})}
-        violations = policy.violations(observed, dict(base.metrics))
-        out: dict[str, Any] = {
-            "model": model,
-            "ref": ref,
-            "candidate": cand.version,
-            "baseline": base.version,
-            "violations": violations,
-            "action": "none",
-        }
-        if not violations:
-            if candidate is not None and act:
-                r = self.promote(
-                    model,
-                    cand.version,
-                    ref=ref,
-                    trigger="promote",
-                    reason=reason or "passed regression policy",
-                )
-                out["action"] = "promoted" if r.ok else "refused"
-                out["result"] = r.to_dict()
-            return out
-        why = reason or "metric regression: " + "; ".join(violations)
-        if candidate is not None:
-            out["action"] = "refused-promotion"
-        elif act:
-            try:
-                r = self.set_ref(
-                    model, ref, base.version, reason=why, trigger="metric-regression", op="rollback"
-                )
-            except ConflictError as e:
-                out["action"] = f"rollback-conflict: {e}"
-            else:
-                out["action"] = "rolled-back" if r.ok else "rollback-refused"
-                out["result"] = r.to_dict()
-        return out
 
 
 def _check_steps(steps: Sequence[float]) -> tuple[float, ...]:

@@ -13,18 +13,16 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from casstore.digest import Digest
 from casstore.errors import AlreadyExistsError, CasstoreError, InvalidInputError, NotFoundError
+from casstore.ops.hooks import Hooks
+from casstore.ops.rollout import MoveResult, Rollout
+from casstore.repo.catalog import Version
 from casstore.repo.chunks import decode_chunk
+from casstore.repo.context import StoreContext
 from casstore.repo.keys import chunk_key, manifest_key, tag_key, version_key
-from casstore.repo.refs import RefValue
-
-if TYPE_CHECKING:
-    from casstore.ops.rollout import MoveResult
-    from casstore.repo.catalog import Version
-    from casstore.repository import Repository
 
 
 @dataclass
@@ -42,13 +40,13 @@ class TransferReport:
 
 
 def select_versions(
-    repo: Repository, model: str | None, spec: str | None, all_versions: bool
+    repo: StoreContext, model: str | None, spec: str | None, all_versions: bool
 ) -> list[Version]:
     """What to transfer: one version (or ``@ref``), every version of a model, or everything."""
     if model is None:
         if spec is not None:
             raise InvalidInputError("a version needs a model")
-        return [v for m in repo.models() for v in repo.versions(m)]
+        return [v for m in repo.catalog.models() for v in repo.versions(m)]
     if spec is not None:
         return [repo.get_version(model, spec)]
     if all_versions:
@@ -57,32 +55,35 @@ def select_versions(
 
 
 def transfer(
-    src: Repository,
-    dst: Repository,
+    src: StoreContext,
+    dst: StoreContext,
     versions: Sequence[Version],
     *,
     refs: Iterable[str] = (),
     progress: Callable[[int], None] | None = None,
+    hooks: Hooks | None = None,
 ) -> TransferReport:
-    """Copy ``versions`` (and then move ``refs`` of their models) from ``src`` to ``dst``."""
+    """Copy ``versions`` (and then move ``refs`` of their models) from ``src`` to ``dst``;
+    ``hooks`` are told about the destination's ref moves."""
     import time
 
     t0 = time.perf_counter()
     report = TransferReport()
     if not dst.exists:
         dst.init(src.config.model_copy(update={"created_at": None}))
-    with dst._writing("transfer"):
+    mover = Rollout(dst, hooks)
+    with dst.writing("transfer"):
         known = _known_at_destination(dst, {v.model for v in versions})
         for v in versions:
             _copy_version(src, dst, v, known, report, progress)
         for ref in refs:
             for model in sorted({v.model for v in versions}):
-                _copy_ref(src, dst, model, ref, report)
+                _copy_ref(src, mover, model, ref, report)
     report.seconds = time.perf_counter() - t0
     return report
 
 
-def _known_at_destination(dst: Repository, models: set[str]) -> set[Digest]:
+def _known_at_destination(dst: StoreContext, models: set[str]) -> set[Digest]:
     """Chunks the destination's own versions vouch for (a stored version has all its chunks)."""
     known: set[Digest] = set()
     for model in models:
@@ -96,8 +97,8 @@ def _known_at_destination(dst: Repository, models: set[str]) -> set[Digest]:
 
 
 def _copy_version(
-    src: Repository,
-    dst: Repository,
+    src: StoreContext,
+    dst: StoreContext,
     v: Version,
     known: set[Digest],
     report: TransferReport,
@@ -155,7 +156,7 @@ _BATCH_BYTES = 64 << 20
 _PROBE = 16
 
 
-def _missing_at(dst: Repository, needed: list[Digest]) -> list[Digest]:
+def _missing_at(dst: StoreContext, needed: list[Digest]) -> list[Digest]:
     """The chunks ``dst`` lacks. A small probe first: when none of it exists (a fresh
     destination), asking about every other chunk would only cost requests."""
     if not needed:
@@ -184,14 +185,15 @@ def _batches(items: list[Digest], sizes: dict[Digest, int], limit: int) -> Itera
         yield batch
 
 
-def _copy_tags(dst: Repository, v: Version) -> None:
+def _copy_tags(dst: StoreContext, v: Version) -> None:
     for t in v.tags:
         dst.store.put_if_absent(tag_key(v.model, t, v.version), b"")
 
 
 def _copy_ref(
-    src: Repository, dst: Repository, model: str, ref: str, report: TransferReport
+    src: StoreContext, mover: Rollout, model: str, ref: str, report: TransferReport
 ) -> None:
+    dst = mover.ctx
     value = src.refs.get(model, ref)
     for t in value.versions():  # indexed at dst = complete there (chunks go in first)
         v = dst.get_version(model, t.version)
@@ -200,7 +202,7 @@ def _copy_ref(
     rec, _ = dst.refs.read(model, ref)
     if rec is not None and rec.value == value:
         return
-    dst._move(
+    mover.move(
         model,
         ref,
         value,
@@ -222,7 +224,7 @@ class StoreOutcome:
 
 
 def rollback_across(
-    repos: Sequence[Repository],
+    repos: Sequence[Rollout],
     model: str,
     *,
     to: str | None,
@@ -242,19 +244,21 @@ def rollback_across(
     if not repos:
         raise InvalidInputError("no stores given")
     first = repos[0]
-    target = first.get_version(model, to) if to is not None else first.previous_stable(model, ref)
+    target = (
+        first.ctx.get_version(model, to) if to is not None else first.previous_stable(model, ref)
+    )
     checks: list[StoreOutcome] = []
     for r in repos:
         try:
-            there = r.get_version(model, target.version)
+            there = r.ctx.get_version(model, target.version)
             if there.id != target.id:
                 raise AlreadyExistsError(f"{target.version} has different content here")
             problems = r.verify_version(there, read_data=verify_data)
             if problems:
                 raise CasstoreError("; ".join(problems[:3]))
-            checks.append(StoreOutcome(r.store.url, True, "target complete"))
+            checks.append(StoreOutcome(r.ctx.store.url, True, "target complete"))
         except CasstoreError as e:
-            checks.append(StoreOutcome(r.store.url, False, f"check failed: {e}"))
+            checks.append(StoreOutcome(r.ctx.store.url, False, f"check failed: {e}"))
     if not all(c.ok for c in checks):
         return [
             StoreOutcome(
@@ -276,14 +280,13 @@ def rollback_across(
                 op=op,
                 verify_data=False,
             )
-            out.append(StoreOutcome(r.store.url, res.ok, res.message, res.to_dict()))
+            out.append(StoreOutcome(r.ctx.store.url, res.ok, res.message, res.to_dict()))
         except CasstoreError as e:
-            out.append(StoreOutcome(r.store.url, False, f"switch failed, ref untouched: {e}"))
+            out.append(StoreOutcome(r.ctx.store.url, False, f"switch failed, ref untouched: {e}"))
     return out
 
 
 __all__ = [
-    "RefValue",
     "StoreOutcome",
     "TransferReport",
     "rollback_across",

@@ -16,8 +16,8 @@ from typing import Any, Literal
 
 from casstore.digest import Digest
 from casstore.errors import CasstoreError, CorruptObjectError, NotFoundError
-from casstore.repo.catalog import Catalog
 from casstore.repo.chunks import decode_chunk
+from casstore.repo.context import StoreContext
 from casstore.repo.keys import chunk_key, expired_key, manifest_key
 from casstore.repo.manifest import Manifest, decode
 from casstore.repo.refs import RefStore
@@ -60,12 +60,13 @@ class VerifyReport:
                 "bytes_read": self.bytes_read, "seconds": round(self.seconds, 4)}
 
 
-def verify(store: ObjectStore, *, read_data: bool = False, workers: int = 8,
+def verify(ctx: StoreContext, *, read_data: bool = False, workers: int = 8,
            progress: Callable[[int], None] | None = None) -> VerifyReport:
+    """Check every version, ref and reflog entry of the store (chunks re-hashed with
+    ``read_data``); every problem is collected, with the versions it affects."""
     t0 = time.perf_counter()
     report = VerifyReport()
-    catalog = Catalog(store)
-    refs = RefStore(store)
+    store, catalog, refs = ctx.store, ctx.catalog, ctx.refs
     users: dict[Digest, set[str]] = {}  # chunk -> versions using it
     manifests: dict[Digest, Manifest] = {}
     for model in catalog.models():
@@ -163,9 +164,10 @@ class RepairReport:
                 "after": None if self.after is None else self.after.to_dict()}
 
 
-def repair(store: ObjectStore, source: ObjectStore, *, read_data: bool = True) -> RepairReport:
+def repair(ctx: StoreContext, source: ObjectStore, *, read_data: bool = True) -> RepairReport:
     """Restore missing/corrupt chunks and manifests from ``source``, then re-verify."""
-    before = verify(store, read_data=read_data)
+    store = ctx.store
+    before = verify(ctx, read_data=read_data)
     out = RepairReport()
     for p in before.problems:
         kind, _, hexd = p.object.partition(" ")
@@ -185,5 +187,5 @@ def repair(store: ObjectStore, source: ObjectStore, *, read_data: bool = True) -
             continue
         store.put(key, raw)
         out.repaired.append(p.object)
-    out.after = verify(store, read_data=read_data)
+    out.after = verify(ctx, read_data=read_data)
     return out

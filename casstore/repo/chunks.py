@@ -250,10 +250,12 @@ class ChunkWriter:
         filename: str = "",
         *,
         view_at: ReadAt | None = None,
+        layout: FileLayout | None = None,
     ) -> tuple[FileLayout, list[tuple[Digest, int]]]:
         """Chunk, hash and store one file; returns its layout and ordered (digest, size).
-        ``view_at`` serves piece data without copying (e.g. from a memory map)."""
-        layout, pieces = chunker.split(read_at, size, filename, view_at=view_at)
+        ``view_at`` serves piece data without copying (e.g. from a memory map); ``layout`` is
+        the file's already parsed layout."""
+        layout, pieces = chunker.split(read_at, size, filename, view_at=view_at, layout=layout)
         tensors = TensorCursor(layout.tensors)
         futures: deque[Future[tuple[Digest, int]]] = deque()
         out: list[tuple[Digest, int]] = []

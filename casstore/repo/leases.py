@@ -25,29 +25,47 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import ClassVar
 
-from casstore.errors import ConflictError, NotFoundError
+from casstore.errors import ConflictError, InvalidInputError, NotFoundError
 from casstore.store.base import ObjectStore
 
 SESSIONS = "sessions/"
 GC_LOCK = "gc/lock"
 
 
-def _env(name: str, default: float) -> Callable[[], float]:
-    return lambda: float(os.environ.get(name, default))
-
-
-@dataclass
+@dataclass(frozen=True)
 class LeaseSettings:
-    """Timeouts in seconds (environment variables override the defaults)."""
+    """Timeouts in seconds: a session or the sweep lease not refreshed within its timeout is
+    stale; ``wait_timeout`` bounds how long a writer waits for a sweep (and a sweep for
+    writers). The CLI builds these from ``$CASSTORE_SESSION_TIMEOUT``,
+    ``$CASSTORE_LOCK_TIMEOUT`` and ``$CASSTORE_LEASE_WAIT`` (:meth:`from_env`)."""
 
-    session_timeout: float = field(default_factory=_env("CASSTORE_SESSION_TIMEOUT", 300))
-    lock_timeout: float = field(default_factory=_env("CASSTORE_LOCK_TIMEOUT", 120))
-    wait_timeout: float = field(default_factory=_env("CASSTORE_LEASE_WAIT", 600))
+    session_timeout: float = 300.0
+    lock_timeout: float = 120.0
+    wait_timeout: float = 600.0
     poll: float = 0.05
+
+    ENV: ClassVar[dict[str, str]] = {
+        "session_timeout": "CASSTORE_SESSION_TIMEOUT",
+        "lock_timeout": "CASSTORE_LOCK_TIMEOUT",
+        "wait_timeout": "CASSTORE_LEASE_WAIT",
+    }
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> LeaseSettings:
+        """Settings with any of :attr:`ENV`'s variables set in ``environ`` applied."""
+        given: dict[str, float] = {}
+        for name, var in cls.ENV.items():
+            if environ.get(var):
+                try:
+                    given[name] = float(environ[var])
+                except ValueError:
+                    raise InvalidInputError(f"${var} must be a number of seconds") from None
+        return cls(**given)
 
 
 def _now() -> float:

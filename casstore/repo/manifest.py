@@ -40,6 +40,13 @@ def check_relpath(path: str) -> str:
     """A file path inside a version: relative, '/'-separated, no '..', '.', empty or control."""
     if not isinstance(path, str) or not path or _CTRL.search(path) or "\\" in path:
         raise InvalidInputError(f"invalid file path in version: {path!r}")
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:  # an undecodable OS file name (surrogate escapes)
+        raise InvalidInputError(
+            f"file name is not valid UTF-8: {path.encode('utf-8', 'backslashreplace')!r}; "
+            "rename it (casstore stores names as UTF-8 text)"
+        ) from None
     parts = path.split("/")
     if path.startswith("/") or any(p in ("", ".", "..") for p in parts):
         raise InvalidInputError(f"file path must be relative without '.' or '..': {path!r}")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as dt
 import getpass
 import json
-import os
 import socket
 from typing import Literal
 
@@ -123,9 +122,7 @@ class RefRecord(_Frozen):
 
 
 def default_actor() -> str:
-    user = os.environ.get("CASSTORE_ACTOR")
-    if user:
-        return user
+    """``user@host`` of this process (the CLI lets ``$CASSTORE_ACTOR`` override it)."""
     try:
         user = getpass.getuser()
     except (KeyError, OSError):
@@ -147,9 +144,16 @@ def _dump(model: BaseModel) -> bytes:
 class RefStore:
     """Compare-and-swap refs and their reflog on an ObjectStore."""
 
-    def __init__(self, store: ObjectStore, *, single_writer: bool = False,
-                 conditional: bool = True) -> None:
+    def __init__(
+        self,
+        store: ObjectStore,
+        *,
+        single_writer: bool = False,
+        conditional: bool = True,
+        actor: str | None = None,
+    ) -> None:
         self.store = store
+        self.actor = actor or default_actor()
         self.single_writer = single_writer
         self.conditional = conditional and store.capabilities.conditional_replace
 
@@ -261,7 +265,7 @@ class RefStore:
             old=None if rec is None else rec.value,
             new=new,
             time=dt.datetime.now(dt.timezone.utc),
-            actor=actor or default_actor(),
+            actor=actor or self.actor,
             reason=reason,
             trigger=trigger,
             op=op,

@@ -26,14 +26,7 @@ from casstore.store.base import Capabilities, ObjectInfo, ObjectStore
 from casstore.store.local import LocalStore
 from casstore.store.memory import MemoryStore
 from casstore.store.probe import probe_conditional_writes
-from casstore.store.wrappers import (
-    CountingStore,
-    FaultInjectingStore,
-    OpCount,
-    ReadOnlyStore,
-    RetryingStore,
-    WrappingStore,
-)
+from casstore.store.wrappers import ReadOnlyStore, RetryingStore, WrappingStore
 
 
 def open_store(
@@ -105,15 +98,12 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "AzureBlobStore",
     "Capabilities",
-    "CountingStore",
-    "FaultInjectingStore",
     "FsspecStore",
     "GcsStore",
     "LocalStore",
     "MemoryStore",
     "ObjectInfo",
     "ObjectStore",
-    "OpCount",
     "ReadOnlyStore",
     "RetryingStore",
     "WrappingStore",

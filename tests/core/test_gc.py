@@ -13,7 +13,8 @@ from casstore.ops.gc import GarbageCollector
 from casstore.ops.retention import RetentionPolicy, parse_duration
 from casstore.ops.verify import repair, verify
 from casstore.repo.keys import chunk_key, manifest_key
-from casstore.store import FaultInjectingStore, open_store
+from casstore.store import open_store
+from casstore.testing.stores import FaultInjectingStore
 from tests import series
 
 
@@ -34,14 +35,14 @@ def reads_back(repo: Repository, model: str, version: str, tmp_path: Path) -> No
 def test_empty_policy_refused(repo: Repository, tmp_path: Path):
     commit_chain(repo, tmp_path, 2)
     with pytest.raises(InvalidInputError, match="empty retention policy"):
-        GarbageCollector(repo, grace_seconds=0).plan()
+        GarbageCollector(repo.ctx, grace_seconds=0).plan()
 
 
 @pytest.mark.every_backend
 def test_keep_last_and_refs(repo: Repository, tmp_path: Path):
     vs = commit_chain(repo, tmp_path, 6)
     repo.promote("m", vs[2], ref="production")
-    gc = GarbageCollector(repo, grace_seconds=0)
+    gc = GarbageCollector(repo.ctx, grace_seconds=0)
     plan = gc.plan(RetentionPolicy(keep_last=2, keep_reflog_seconds=0))
     assert sorted(e.version for e in plan.expire) == ["1.0.1", "1.0.3"]
     assert "ref production" in plan.kept["m"]["1.0.2"]
@@ -54,7 +55,7 @@ def test_keep_last_and_refs(repo: Repository, tmp_path: Path):
     assert [v.version for v in repo.history("m")] == ["1.0.0", "1.0.2", "1.0.4", "1.0.5"]
     for v in repo.history("m"):
         reads_back(repo, "m", v.version, tmp_path)
-    assert verify(repo.store, read_data=True).ok
+    assert verify(repo.ctx, read_data=True).ok
 
 
 def test_tags_types_reflog_window_and_split(repo: Repository, tmp_path: Path):
@@ -63,13 +64,13 @@ def test_tags_types_reflog_window_and_split(repo: Repository, tmp_path: Path):
     repo.promote("m", vs[3])
     repo.promote("m", vs[4])  # vs[3] now only in the reflog
     keep_tag = RetentionPolicy(keep_tags=("stable",), keep_reflog_seconds=3600)
-    plan = GarbageCollector(repo, grace_seconds=0).plan(keep_tag)
+    plan = GarbageCollector(repo.ctx, grace_seconds=0).plan(keep_tag)
     assert sorted(e.version for e in plan.expire) == ["1.0.2"]
     no_reflog = RetentionPolicy(keep_tags=("stable",), keep_reflog_seconds=0)
-    plan = GarbageCollector(repo, grace_seconds=0).plan(no_reflog)
+    plan = GarbageCollector(repo.ctx, grace_seconds=0).plan(no_reflog)
     assert sorted(e.version for e in plan.expire) == ["1.0.0", "1.0.2", "1.0.3"]
     repo.start_split("m", vs[2], steps=(0.5, 1.0))
-    plan = GarbageCollector(repo, grace_seconds=0).plan(no_reflog)
+    plan = GarbageCollector(repo.ctx, grace_seconds=0).plan(no_reflog)
     assert "1.0.2" not in {e.version for e in plan.expire}  # both sides of a split are kept
     assert "1.0.4" in plan.kept["m"]
 
@@ -79,7 +80,7 @@ def test_stored_policy_and_override(repo: Repository, tmp_path: Path):
 
     commit_chain(repo, tmp_path, 4)
     save_policy(repo.store, None, RetentionPolicy(keep_last=3, keep_reflog_seconds=0))
-    gc = GarbageCollector(repo, grace_seconds=0)
+    gc = GarbageCollector(repo.ctx, grace_seconds=0)
     assert [e.version for e in gc.plan().expire] == []  # 1.0.0 is current, 1..3 last three
     save_policy(repo.store, "m", RetentionPolicy(keep_last=1))
     assert sorted(e.version for e in gc.plan().expire) == ["1.0.1", "1.0.2"]
@@ -89,7 +90,7 @@ def test_stored_policy_and_override(repo: Repository, tmp_path: Path):
 def test_grace_protects_young_garbage(repo: Repository, tmp_path: Path):
     commit_chain(repo, tmp_path, 3)
     policy = RetentionPolicy(keep_last=1, keep_reflog_seconds=0)
-    plan = GarbageCollector(repo, grace_seconds=3600).plan(policy)
+    plan = GarbageCollector(repo.ctx, grace_seconds=3600).plan(policy)
     assert len(plan.expire) == 1 and plan.chunks == ()  # young chunks wait for the grace period
 
 
@@ -103,20 +104,20 @@ def test_crash_leftovers_reclaimed(repo: Repository, tmp_path: Path):
     repo.store.put(chunk_key(d), encode_chunk(stray))  # a chunk whose commit died
     repo.store.put(manifest_key(Digest.of(b"orphan")), b"orphan manifest")
     repo.store.put("tmp/dead-writer.part", b"partial")
-    gc = GarbageCollector(repo, grace_seconds=0)
+    gc = GarbageCollector(repo.ctx, grace_seconds=0)
     plan = gc.plan(RetentionPolicy(keep_last=5))
     assert (d.hex(), len(stray) + 5) in plan.chunks
     assert len(plan.manifests) == 1 and len(plan.tmp) == 1
     gc.execute(plan)
     assert not repo.store.exists(chunk_key(d))
-    assert verify(repo.store, read_data=True).ok
+    assert verify(repo.ctx, read_data=True).ok
 
 
 def test_listing_error_aborts(repo: Repository, tmp_path: Path):
     commit_chain(repo, tmp_path, 3)
     faulty = FaultInjectingStore(repo.store, fail_rate=1.0, ops={"list"})
     faulty.active = False
-    gc = GarbageCollector(faulty, grace_seconds=0)
+    gc = GarbageCollector(Repository(faulty).ctx, grace_seconds=0)
     plan = gc.plan(RetentionPolicy(keep_last=1, keep_reflog_seconds=0))
     faulty.active = True
     before = {i.key for i in repo.store.list("")}
@@ -128,19 +129,19 @@ def test_listing_error_aborts(repo: Repository, tmp_path: Path):
 
 @pytest.mark.every_backend
 def test_sweep_waits_for_writers(repo: Repository, tmp_path: Path):
-    from casstore.repo.leases import Leases, LeaseSettings
+    from casstore.repo.leases import LeaseSettings
 
     commit_chain(repo, tmp_path, 3)
-    leases = Leases(repo.store, LeaseSettings(wait_timeout=0.3, poll=0.01))
-    with leases.session("commit"):
-        gc = GarbageCollector(repo, grace_seconds=0, leases=leases)
+    impatient = Repository(repo.store, lease_settings=LeaseSettings(wait_timeout=0.3, poll=0.01))
+    with impatient.leases.session("commit"):
+        gc = GarbageCollector(impatient.ctx, grace_seconds=0)
         plan = gc.plan(RetentionPolicy(keep_last=1, keep_reflog_seconds=0))
         with pytest.raises(ConflictError, match="in flight"):
             gc.execute(plan)
     assert len(repo.history("m")) == 3  # nothing was deleted
-    stale = Leases(repo.store, LeaseSettings(session_timeout=0.0, poll=0.01))
+    stale = Repository(repo.store, lease_settings=LeaseSettings(session_timeout=0.0, poll=0.01))
     repo.store.put("sessions/dead", b"{}")  # a writer killed with -9
-    GarbageCollector(repo, grace_seconds=0, leases=stale).execute(plan)
+    GarbageCollector(stale.ctx, grace_seconds=0).execute(plan)
     assert [v.version for v in repo.history("m")] == ["1.0.0", "1.0.2"]
 
 
@@ -154,17 +155,17 @@ def test_verify_finds_flipped_byte_and_repair_fixes(repo: Repository, tmp_path: 
     raw = bytearray(repo.store.get(chunk_key(d)))
     raw[len(raw) // 2] ^= 0x01
     repo.store.put(chunk_key(d), bytes(raw))
-    assert verify(repo.store).ok  # presence only
-    report = verify(repo.store, read_data=True)
+    assert verify(repo.ctx).ok  # presence only
+    report = verify(repo.ctx, read_data=True)
     (p,) = report.problems
     assert p.kind == "corrupt" and d.hex() in p.object
     assert set(p.versions) == {f"m@{x}" for x in vs}
-    out = repair(repo.store, replica)
+    out = repair(repo.ctx, replica)
     assert out.repaired == [p.object] and out.after.ok
     missing = v.manifest.files[0].object_digests()[-1]
     repo.store.delete(chunk_key(missing))
-    assert verify(repo.store).problems[0].kind == "missing"
-    assert repair(repo.store, replica).after.ok
+    assert verify(repo.ctx).problems[0].kind == "missing"
+    assert repair(repo.ctx, replica).after.ok
 
 
 def test_verify_reports_dangling_ref(repo: Repository, tmp_path: Path):
@@ -172,7 +173,7 @@ def test_verify_reports_dangling_ref(repo: Repository, tmp_path: Path):
     v = repo.get_version("m", vs[1])
     repo.promote("m", vs[1])
     repo.store.delete(manifest_key(v.id))
-    kinds = {(p.kind, p.object.split()[0]) for p in verify(repo.store).problems}
+    kinds = {(p.kind, p.object.split()[0]) for p in verify(repo.ctx).problems}
     assert ("missing", "manifest") in kinds and ("dangling", "ref") in kinds
 
 

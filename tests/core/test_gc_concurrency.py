@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import subprocess
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from casstore import Repository
+from casstore import LeaseSettings, Repository
 from casstore.chunking import make_chunker
 from casstore.ops.gc import GarbageCollector
 from casstore.ops.retention import RetentionPolicy
@@ -61,7 +60,7 @@ def _roller(url: str, seconds: float, out) -> None:
 
 def _collector(url: str, seconds: float, out) -> None:
     repo = Repository(url)
-    gc = GarbageCollector(repo, grace_seconds=0)
+    gc = GarbageCollector(repo.ctx, grace_seconds=0)
     runs = expired = 0
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -96,7 +95,7 @@ def test_gc_alongside_writers_and_rollbacks(store_kind: str, tmp_path: Path, req
     counts = {r[0]: r for r in results}
     assert counts["gc"][2] > 0, results  # GC really expired versions while others worked
     final = Repository(url)
-    report = verify(final.store, read_data=True)
+    report = verify(final.ctx, read_data=True)
     assert report.ok, report.problems[:5]
     for v in final.history("m"):  # every retained version checks out byte-identical
         final.checkout("m", v.version, tmp_path / "out" / v.version)
@@ -106,38 +105,41 @@ def test_gc_alongside_writers_and_rollbacks(store_kind: str, tmp_path: Path, req
 def test_gc_killed_at_random_moments(tmp_path: Path):
     url = str(tmp_path / "store")
     rng = random.Random(99)
-    env = dict(os.environ, CASSTORE_LOCK_TIMEOUT="0.5")
-    os.environ["CASSTORE_LOCK_TIMEOUT"] = "0.5"  # before any Repository reads its leases
-    try:
-        repo = Repository(url)
-        repo.init(StoreConfig(chunker=make_chunker("fastcdc", cdc_avg=1024).name))
-        for trial in range(12):
-            for i in range(3):  # fresh garbage for every trial: many small chunks
-                t = series.tensors(n=4, size=48 << 10, seed=trial * 10 + i)
-                repo.commit("m", [series.save(tmp_path / f"t{trial}-{i}.safetensors", t)])
-            script = (
-                "import sys; from casstore import Repository\n"
-                "from casstore.ops.gc import GarbageCollector\n"
-                "from casstore.ops.retention import RetentionPolicy\n"
-                "GarbageCollector(Repository(sys.argv[1]), grace_seconds=0).collect("
-                "RetentionPolicy(keep_last=2, keep_reflog_seconds=0))\n"
-            )
-            p = subprocess.Popen([sys.executable, "-c", script, url], env=env)
-            time.sleep(rng.uniform(0.2, 1.0))
-            p.send_signal(signal.SIGKILL)
-            p.wait()
-            time.sleep(0.6)  # let the dead sweeper's lease go stale
-            after = Repository(url)
-            for v in after.history("m"):  # every version still listed must read back
-                after.checkout("m", v.version, tmp_path / "o" / f"{trial}-{v.version}")
-            after.checkout("m", "@current", tmp_path / "o" / f"{trial}-current")
-        _, _report = GarbageCollector(Repository(url), grace_seconds=0).collect(
-            RetentionPolicy(keep_last=2, keep_reflog_seconds=0)
+    settings = LeaseSettings(lock_timeout=0.5)  # a dead sweeper's lease goes stale quickly
+
+    def open_repo() -> Repository:
+        return Repository(url, lease_settings=settings)
+
+    repo = open_repo()
+    repo.init(StoreConfig(chunker=make_chunker("fastcdc", cdc_avg=1024).name))
+    for trial in range(12):
+        for i in range(3):  # fresh garbage for every trial: many small chunks
+            t = series.tensors(n=4, size=48 << 10, seed=trial * 10 + i)
+            repo.commit("m", [series.save(tmp_path / f"t{trial}-{i}.safetensors", t)])
+        script = (
+            "import sys; from casstore import LeaseSettings, Repository\n"
+            "from casstore.ops.gc import GarbageCollector\n"
+            "from casstore.ops.retention import RetentionPolicy\n"
+            "repo = Repository(sys.argv[1], lease_settings=LeaseSettings(lock_timeout=0.5))\n"
+            "GarbageCollector(repo.ctx, grace_seconds=0).collect("
+            "RetentionPolicy(keep_last=2, keep_reflog_seconds=0))\n"
         )
-        assert verify(Repository(url).store, read_data=True).ok
-        plan = GarbageCollector(Repository(url), grace_seconds=0).plan(
-            RetentionPolicy(keep_last=2, keep_reflog_seconds=0)
-        )
-        assert plan.chunks == () and plan.manifests == () and plan.expire == ()  # finished
-    finally:
-        os.environ.pop("CASSTORE_LOCK_TIMEOUT", None)
+        p = subprocess.Popen([sys.executable, "-c", script, url])
+        time.sleep(rng.uniform(0.2, 1.0))
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        time.sleep(0.6)  # let the dead sweeper's lease go stale
+        after = open_repo()
+        for v in after.history("m"):  # every version still listed must read back
+            after.checkout("m", v.version, tmp_path / "o" / f"{trial}-{v.version}")
+        after.checkout("m", "@current", tmp_path / "o" / f"{trial}-current")
+    time.sleep(2.1)  # the final sweep refreshes its lease at a pace a loaded machine keeps
+    final = Repository(url, lease_settings=LeaseSettings(lock_timeout=2.0))
+    _, _report = GarbageCollector(final.ctx, grace_seconds=0).collect(
+        RetentionPolicy(keep_last=2, keep_reflog_seconds=0)
+    )
+    assert verify(open_repo().ctx, read_data=True).ok
+    plan = GarbageCollector(open_repo().ctx, grace_seconds=0).plan(
+        RetentionPolicy(keep_last=2, keep_reflog_seconds=0)
+    )
+    assert plan.chunks == () and plan.manifests == () and plan.expire == ()  # finished

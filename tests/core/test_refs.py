@@ -12,10 +12,10 @@ from casstore import (
     ConflictError,
     InvalidInputError,
     NotFoundError,
-    RefValue,
     RegressionPolicy,
     Repository,
 )
+from casstore.repo.refs import RefValue
 from casstore.testing.children import CONTEXT, child
 from tests import series
 from tests.core.conftest import needs_another_process
@@ -142,7 +142,7 @@ def test_notify_hooks(three: Repository, tmp_path: Path):
     events = []
     three.on_ref_move(events.append)
     sink = tmp_path / "events.jsonl"
-    three.notify_commands.append(f"cat >> {sink}")
+    three.hooks.notify_commands.append(f"cat >> {sink}")
     three.promote("m", "1.0.1")
     assert events[-1]["new"]["target"]["version"] == "1.0.1"
     assert json.loads(sink.read_text().strip())["event"] == "ref-moved"

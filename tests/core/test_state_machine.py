@@ -106,12 +106,12 @@ class StoreMachine(RuleBasedStateMachine):
         policy = RetentionPolicy(
             keep_last=keep_last, keep_reflog_seconds=reflog, keep_tags=("keep",) if keep_tag else ()
         )
-        GarbageCollector(self.repo, grace_seconds=0).collect(policy)
+        GarbageCollector(self.repo.ctx, grace_seconds=0).collect(policy)
 
     @precondition(lambda self: self.n > 0)
     @invariant()
     def everything_reachable_reads_back(self) -> None:
-        assert verify(self.repo.store, read_data=True).ok
+        assert verify(self.repo.ctx, read_data=True).ok
         for model in ("a", "b"):
             for v in self.versions(model):
                 data = self.repo.open_file(model, v, "w.safetensors").read()

@@ -15,7 +15,8 @@ import pytest
 from casstore import AlreadyExistsError, Repository
 from casstore.ops.transfer import rollback_across, select_versions, transfer
 from casstore.ops.verify import verify
-from casstore.store import CountingStore, FaultInjectingStore, RetryingStore, open_store
+from casstore.store import RetryingStore, open_store
+from casstore.testing.stores import CountingStore, FaultInjectingStore
 from tests import series
 from tests.cli_helpers import run
 
@@ -35,29 +36,30 @@ def local(tmp_path: Path) -> Repository:
 @pytest.mark.every_backend
 def test_push_everything_then_nothing(local: Repository, remote_url: str, tmp_path: Path):
     remote = Repository(remote_url)
-    r1 = transfer(local, remote, select_versions(local, "m", None, True), refs=["current"])
+    everything = select_versions(local.ctx, "m", None, True)
+    r1 = local.push(remote, everything, refs=["current"])
     assert r1.chunks_sent > 0 and r1.refs_moved == ["m@current"]
     assert [v.version for v in remote.history("m")] == ["1.0.0", "1.0.1"]
     assert remote.get_version("m", "1.0.0").tags == ("stable",)
-    r2 = transfer(local, remote, select_versions(local, "m", None, True), refs=["current"])
+    r2 = local.push(remote, everything, refs=["current"])
     assert r2.chunks_sent == 0 and r2.bytes_sent == 0  # resumable and idempotent
     remote.checkout("m", "1.0.1", tmp_path / "out")
     assert (tmp_path / "out" / "w.safetensors").read_bytes() == \
         (tmp_path / "b" / "w.safetensors").read_bytes()
-    assert verify(remote.store, read_data=True).ok
+    assert verify(remote.ctx, read_data=True).ok
 
 
 @pytest.mark.every_backend
 def test_push_finetune_sends_only_changed_tensors(local: Repository, remote_url: str):
     counting = CountingStore(open_store(remote_url))
     remote = Repository(counting)
-    transfer(local, remote, [local.get_version("m", "1.0.0")])
+    transfer(local.ctx, remote.ctx, [local.get_version("m", "1.0.0")])
     counting.reset()
     v = local.get_version("m", "1.0.1")
     c = local.compare("m", "1.0.0", "1.0.1")
     changed = sum(t.length for t in v.manifest.files[0].tensors
                   if t.name in c.files[0].tensors.changed)
-    report = transfer(local, remote, [v], refs=["current"])
+    report = transfer(local.ctx, remote.ctx, [v], refs=["current"])
     assert report.versions == ["m@1.0.1"]
     sent = counting.bytes_written
     assert changed <= sent <= 1.05 * changed, (sent, changed)
@@ -67,10 +69,10 @@ def test_push_with_faults_completes(local: Repository, s3_url: str):
     flaky = FaultInjectingStore(open_store(s3_url, retry=False), seed=5, fail_rate=0.15,
                                 lost_response_rate=0.1)
     remote = Repository(RetryingStore(flaky, base_delay=0.001, attempts=12))
-    transfer(local, remote, local.versions("m"), refs=["current"])
+    transfer(local.ctx, remote.ctx, local.versions("m"), refs=["current"])
     assert sum(flaky.injected.values()) > 5
     flaky.active = False
-    assert verify(remote.store, read_data=True).ok
+    assert verify(remote.ctx, read_data=True).ok
     assert remote.resolve("m").version == "1.0.0"
 
 
@@ -78,7 +80,7 @@ def test_conflicting_version_refused(local: Repository, s3_url: str, tmp_path: P
     remote = Repository(s3_url)
     remote.commit("m", [series.save(tmp_path / "x.safetensors", series.tensors(n=1, seed=9))])
     with pytest.raises(AlreadyExistsError, match="different content"):
-        transfer(local, remote, [local.get_version("m", "1.0.0")])
+        transfer(local.ctx, remote.ctx, [local.get_version("m", "1.0.0")])
 
 
 @pytest.mark.slow
@@ -100,7 +102,7 @@ def test_push_killed_midway_then_rerun(tmp_path: Path, s3_url: str):
     assert r.code == 0, r.err
     remote = Repository(s3_url)
     assert remote.resolve("m").version == "1.0.0"
-    assert verify(remote.store, read_data=True).ok
+    assert verify(remote.ctx, read_data=True).ok
     remote.checkout("m", "@current", tmp_path / "out")
     for f in big.iterdir():
         assert (tmp_path / "out" / f.name).read_bytes() == f.read_bytes()
@@ -123,10 +125,10 @@ def test_rollback_across_buckets(local: Repository, s3_url: str, tmp_path: Path)
     second = Repository(str(tmp_path / "region2"))
     remote = Repository(s3_url)
     for dst in (remote, second):
-        transfer(local, dst, local.versions("m"), refs=["current"])
+        transfer(local.ctx, dst.ctx, local.versions("m"), refs=["current"])
     for r in (local, remote, second):
         r.promote("m", "1.0.1")
-    outcomes = rollback_across([remote, second, local], "m", to=None, reason="bad canary")
+    outcomes = remote.rollback_across([second, local], "m", to=None, reason="bad canary")
     assert all(o.ok for o in outcomes), outcomes
     assert {r.resolve("m").version for r in (local, remote, second)} == {"1.0.0"}
     # a bucket lacking the target: nothing moves anywhere, the failure is named
@@ -136,7 +138,7 @@ def test_rollback_across_buckets(local: Repository, s3_url: str, tmp_path: Path)
     from casstore.repo.keys import chunk_key
 
     second.store.delete(chunk_key(v.manifest.files[0].object_digests()[0]))
-    outcomes = rollback_across([remote, second], "m", to="1.0.0")
+    outcomes = rollback_across([remote.rollout, second.rollout], "m", to="1.0.0")
     assert not any(o.ok for o in outcomes)
     assert "missing" in outcomes[1].message
     assert {r.resolve("m").version for r in (remote, second)} == {"1.0.1"}

@@ -15,7 +15,8 @@ import pytest
 
 from casstore import Repository
 from casstore.serving import Follower, read_acks, wait_for_followers
-from casstore.store import CountingStore, FaultInjectingStore, open_store
+from casstore.store import open_store
+from casstore.testing.stores import CountingStore, FaultInjectingStore
 from tests.cli_helpers import run
 
 torch = pytest.importorskip("torch")
@@ -273,7 +274,7 @@ def test_rollback_wait_across_replicas(tmp_path: Path):
     ct.save(weights(1), a, "m")
     ct.save(weights(2), a, "m")
     src, replica = Repository(a), Repository(b)
-    transfer(src, replica, src.versions("m"), refs=["current"])
+    transfer(src.ctx, replica.ctx, src.versions("m"), refs=["current"])
     for r in (src, replica):
         r.promote("m", "1.0.1")
     with Follower(b, "m", interval=0.05, follower_id="on-b"):

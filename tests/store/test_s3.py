@@ -212,7 +212,8 @@ def test_s3_409_conflicts_are_retried(flaky_s3) -> None:
 
 
 def test_s3_lost_responses_with_retrying_store(s3_url: str) -> None:
-    from casstore.store import FaultInjectingStore, RetryingStore
+    from casstore.store import RetryingStore
+    from casstore.testing.stores import FaultInjectingStore
 
     flaky = FaultInjectingStore(open_store(s3_url, retry=False), seed=3, lost_response_rate=0.5)
     store = RetryingStore(flaky, base_delay=0, sleep=lambda _: None)

@@ -8,8 +8,6 @@ import pytest
 
 from casstore.errors import NotFoundError, PermissionDeniedError, TransientBackendError
 from casstore.store import (
-    CountingStore,
-    FaultInjectingStore,
     MemoryStore,
     ObjectInfo,
     ReadOnlyStore,
@@ -19,6 +17,7 @@ from casstore.store import (
 )
 from casstore.testing._workers import cas_increment
 from casstore.testing.store_suite import StoreConformance
+from casstore.testing.stores import CountingStore, FaultInjectingStore
 
 
 def _retrying(inner: MemoryStore, **faults: float) -> RetryingStore:

@@ -9,7 +9,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import casstore.torch as ct  # noqa: E402
-from casstore.store import CountingStore, LocalStore  # noqa: E402
+from casstore.store import LocalStore  # noqa: E402
+from casstore.testing.stores import CountingStore  # noqa: E402
 
 N_LAYERS = 16
 NUMEL = 16 << 20  # float32: 64 MiB per tensor, 1 GiB in all

@@ -1,0 +1,406 @@
+"""The commit path, in three steps that never interleave: validate -> store -> publish.
+
+1. :func:`prepare` checks every input before the first byte reaches the store: the options
+   (:class:`CommitSpec`), the file names, each file's format (hostile files are refused here),
+   the parent version, an explicit version's availability and that refs can be moved.
+   A refused commit leaves the store exactly as it was.
+2. :func:`store_and_publish` chunks and stores the files (only chunks the store lacks), then
+   publishes: manifest -> version index entry -> tags. A reader that lists versions never
+   reaches something that is not fully stored.
+The ref move that may follow (``current`` on a model's first version, or ``ref=``) belongs to
+the caller, which holds the same write session around both.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+from pydantic import ValidationError
+
+from casstore.chunking import Chunker, FileLayout, ReadAt, detect_layout, get_chunker
+from casstore.digest import Digest
+from casstore.errors import AlreadyExistsError, InvalidInputError, NotFoundError
+from casstore.repo.catalog import Version
+from casstore.repo.chunks import ChunkWriter, Progress
+from casstore.repo.context import StoreContext
+from casstore.repo.keys import check_name, chunk_key, manifest_key, tag_key, version_key
+from casstore.repo.leases import Session
+from casstore.repo.manifest import (
+    VERSION_TYPES,
+    FileEntry,
+    Manifest,
+    TensorEntry,
+    TrainingData,
+    VersionType,
+    check_relpath,
+    encode,
+    version_name,
+)
+from casstore.repo.versioning import Bump, bump, parse_spec, semver_key
+
+Source = tuple[str, int, ReadAt] | tuple[str, int, ReadAt, ReadAt]
+"""A file to commit: ``(path in the version, size, read_at[, view_at])``.
+
+``read_at(offset, n)`` must return exactly ``n`` bytes; it is called from one thread at a time
+per source, with bounded read sizes. ``view_at`` (optional) serves bulk piece data without a
+copy, e.g. from a memory map."""
+
+_BUMPS = ("major", "minor", "patch")
+
+
+@dataclass(frozen=True)
+class CommitSpec:
+    """Everything a commit records besides the files, validated by :meth:`build`."""
+
+    model: str
+    version: str | None = None  # explicit MAJOR.MINOR.PATCH; None: bump the latest
+    bump: Bump = "patch"
+    version_type: VersionType = "release"
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    training_data: TrainingData = field(default_factory=TrainingData)
+    change_log: str = ""
+    tags: tuple[str, ...] = ()
+    dependencies: tuple[str, ...] = ()
+    parent: str | None = None  # a version spec; None: what ``current`` points at
+    created_by: str | None = None
+    ref: str | None = None  # move this ref to the new version
+    reason: str = ""
+    chunker: str | None = None  # None: the store's chunker
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def build(
+        cls,
+        model: str,
+        *,
+        version: str | None = None,
+        bump_part: str = "patch",
+        version_type: str = "release",
+        metrics: Mapping[str, float] | None = None,
+        training_data: Mapping[str, Any] | TrainingData | None = None,
+        change_log: str = "",
+        tags: Iterable[str] = (),
+        dependencies: Iterable[str] = (),
+        parent: str | None = None,
+        created_by: str | None = None,
+        ref: str | None = None,
+        reason: str = "",
+        chunker: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> CommitSpec:
+        """Check every option; InvalidInputError names the first bad one. Touches no store."""
+        check_name("model", model)
+        if version is not None:
+            version = parse_spec(model, _text("version", version)).semver
+            if version is None:
+                raise InvalidInputError("an explicit version must be MAJOR.MINOR.PATCH")
+        if bump_part not in _BUMPS:
+            raise InvalidInputError(f"bump must be one of {', '.join(_BUMPS)}, not {bump_part!r}")
+        if version_type not in VERSION_TYPES:
+            raise InvalidInputError(
+                f"version type must be one of {', '.join(VERSION_TYPES)}, not {version_type!r}"
+            )
+        if parent is not None:
+            parse_spec(model, _text("parent", parent))
+        if ref is not None:
+            check_name("ref", ref)
+        if chunker is not None:
+            get_chunker(chunker)
+        spec = cls(
+            model=model,
+            version=version,
+            bump=bump_part,  # type: ignore[arg-type]
+            version_type=version_type,  # type: ignore[arg-type]
+            metrics=_metrics(metrics or {}),
+            training_data=_training_data(training_data),
+            change_log=_text("change log", change_log),
+            tags=tuple(check_name("tag", t) for t in _strings("tags", tags)),
+            dependencies=tuple(_strings("dependencies", dependencies)),
+            parent=parent,
+            created_by=None if created_by is None else _text("created_by", created_by),
+            ref=ref,
+            reason=_text("reason", reason),
+            chunker=chunker,
+            extra=_extra(extra or {}),
+        )
+        spec.draft(version or "0.0.0", "")  # what the manifest's own validators would refuse
+        return spec
+
+    def draft(
+        self, semver: str, created_by: str, parent: str | None = None,
+        files: tuple[FileEntry, ...] = (),
+    ) -> Manifest:
+        """The manifest this spec makes (now), checked and encodable; InvalidInputError if not."""
+        now = dt.datetime.now(dt.timezone.utc)
+        try:
+            m = Manifest(
+                model=self.model,
+                version=semver,
+                name=version_name(self.model, semver, now),
+                created_at=now,
+                created_by=self.created_by or created_by,
+                version_type=self.version_type,
+                performance_metrics=dict(self.metrics),
+                training_data=self.training_data,
+                change_log=self.change_log,
+                tags=self.tags,
+                dependencies=self.dependencies,
+                parent=parent,
+                files=files,
+                extra=dict(self.extra),
+            )
+            encode(m)
+        except ValidationError as e:
+            raise InvalidInputError(f"invalid version metadata: {_first_error(e)}") from None
+        except (TypeError, ValueError, OverflowError) as e:  # msgpack: not encodable
+            raise InvalidInputError(f"version metadata cannot be stored: {e}") from None
+        return m
+
+
+@dataclass
+class CommitResult:
+    """What a commit stored: the new version and the bytes it added."""
+
+    version: Version
+    logical_bytes: int
+    new_bytes: int
+    chunks: int
+    new_chunks: int
+    seconds: float
+    ref_moved: str | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"CommitResult({self.version.name}, {self.logical_bytes} bytes, "
+            f"{self.new_bytes} new, ref={self.ref_moved!r})"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        v = self.version
+        return {
+            "model": v.model,
+            "version": v.version,
+            "name": v.name,
+            "id": v.id.hex(),
+            "logical_bytes": self.logical_bytes,
+            "new_bytes": self.new_bytes,
+            "chunks": self.chunks,
+            "new_chunks": self.new_chunks,
+            "seconds": round(self.seconds, 4),
+            "ref": self.ref_moved,
+        }
+
+
+@dataclass
+class PreparedCommit:
+    """A validated commit: what :func:`store_and_publish` needs, nothing stored yet."""
+
+    spec: CommitSpec
+    sources: list[tuple[Source, FileLayout]]
+    prechunked: tuple[FileEntry, ...]
+    chunker: Chunker
+    existing: dict[str, Digest]  # semver -> manifest of the model's versions
+    parent: Version | None
+    started: float
+
+
+def prepare(
+    ctx: StoreContext,
+    spec: CommitSpec,
+    sources: Sequence[Source],
+    prechunked: Sequence[FileEntry] = (),
+) -> PreparedCommit:
+    """Validate everything about a commit; reads the store, writes nothing."""
+    t0 = time.perf_counter()
+    if not sources and not prechunked:
+        raise InvalidInputError("nothing to commit")
+    ctx.refs.check_writable()  # a commit may move a ref: refuse before storing anything
+    seen: set[str] = set()
+    for rel in [s[0] for s in sources] + [e.path for e in prechunked]:
+        check_relpath(rel)
+        if rel in seen:
+            raise InvalidInputError(f"duplicate path {rel!r}")
+        seen.add(rel)
+    chunker = get_chunker(spec.chunker or ctx.config.chunker)
+    # every file's format, parsed once: hostile files are refused before anything is stored
+    parsed = [(s, detect_layout(s[2], s[1], s[0])) for s in sources]
+    existing = ctx.catalog.version_index(spec.model)
+    if spec.version is not None and spec.version in existing:
+        raise AlreadyExistsError(f"{spec.model} v{spec.version} already exists")
+    parent_spec = spec.parent if spec.parent is not None else _default_parent(ctx, spec.model,
+                                                                                existing)
+    parent = ctx.get_version(spec.model, parent_spec) if parent_spec else None
+    return PreparedCommit(spec, parsed, tuple(prechunked), chunker, existing, parent, t0)
+
+
+def store_and_publish(
+    ctx: StoreContext,
+    plan: PreparedCommit,
+    session: Session,
+    *,
+    progress: Progress | None = None,
+) -> CommitResult:
+    """Store the files' chunks, then publish manifest -> index entry -> tags."""
+    if not ctx.exists:
+        ctx.init()
+    known = plan.parent.manifest.chunk_set() if plan.parent else set()
+    writer = ChunkWriter(ctx.store, known=known, progress=progress)
+    entries: list[FileEntry] = []
+    try:
+        for (rel, size, read_at, *view), layout in plan.sources:
+            _, chunks = writer.add_file(
+                plan.chunker, read_at, size, rel,
+                view_at=view[0] if view else None, layout=layout,
+            )
+            entries.append(_file_entry(rel, size, layout, plan.chunker, chunks, writer))
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    if plan.prechunked:
+        _check_present(ctx, plan.prechunked)
+        entries.extend(plan.prechunked)
+    session.check()  # a reaped (stale) session must not publish
+    version = _publish(ctx, plan, tuple(entries))
+    st = writer.stats
+    return CommitResult(
+        version,
+        st.logical_bytes + sum(e.size for e in plan.prechunked),
+        st.new_bytes,
+        st.chunks,
+        st.new_chunks,
+        time.perf_counter() - plan.started,
+    )
+
+
+def _publish(ctx: StoreContext, plan: PreparedCommit, files: tuple[FileEntry, ...]) -> Version:
+    spec, existing = plan.spec, plan.existing
+    parent = plan.parent.version if plan.parent else None
+    for _attempt in range(20):
+        latest = max(existing, key=semver_key) if existing else None
+        semver = spec.version or bump(latest, spec.bump)
+        manifest = spec.draft(semver, ctx.actor, parent, files)
+        raw = encode(manifest)
+        mid = Digest.of(raw)
+        ctx.store.put_if_absent(manifest_key(mid), raw)
+        index = json.dumps({"manifest": mid.hex(), "name": manifest.name}).encode()
+        if ctx.store.put_if_absent(version_key(spec.model, semver), index):
+            break
+        if spec.version is not None:
+            raise AlreadyExistsError(f"{spec.model} v{semver} already exists")
+        existing = ctx.catalog.version_index(spec.model)  # lost a race for the number: retry
+    else:  # pragma: no cover - twenty concurrent committers in a row
+        raise AlreadyExistsError(f"could not allocate a new version of {spec.model}")
+    ctx.catalog.remember(mid, manifest)
+    for t in spec.tags:
+        ctx.store.put_if_absent(tag_key(spec.model, t, semver), b"")
+    return Version(manifest, mid, spec.tags)
+
+
+def _file_entry(
+    rel: str,
+    size: int,
+    layout: FileLayout,
+    chunker: Chunker,
+    chunks: list[tuple[Digest, int]],
+    writer: ChunkWriter,
+) -> FileEntry:
+    return FileEntry(
+        path=rel,
+        size=size,
+        format=layout.format,
+        chunker=chunker.name,
+        chunks=tuple((bytes(d), n) for d, n in chunks),
+        tensors=tuple(
+            TensorEntry(name=t.name, dtype=t.dtype, shape=t.shape, offset=t.offset,
+                        length=t.length)
+            for t in layout.tensors
+        ),
+        metadata=dict(layout.metadata),
+        inline={bytes(d): writer.inline[d] for d, _ in chunks if d in writer.inline},
+    )
+
+
+def _check_present(ctx: StoreContext, entries: Sequence[FileEntry]) -> None:
+    keys = {chunk_key(d): d for e in entries for d in e.chunk_digests() if d not in e.inline}
+    missing = set(keys) - ctx.store.exists_many(keys)
+    if missing:
+        raise NotFoundError(
+            f"{len(missing)} chunk(s) of pre-stored files are missing, e.g. "
+            f"{keys[min(missing)].short()} (swept by GC or never written)"
+        )
+
+
+def _default_parent(ctx: StoreContext, model: str, existing: dict[str, Digest]) -> str | None:
+    if not existing:
+        return None
+    try:
+        return ctx.refs.resolve(model, "current").version
+    except NotFoundError:
+        return max(existing, key=semver_key)
+
+
+# -- option checks ---------------------------------------------------------------------------
+def _text(what: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise InvalidInputError(f"{what} must be text, not {type(value).__name__}")
+    return value
+
+
+def _strings(what: str, values: Iterable[str]) -> list[str]:
+    if isinstance(values, str):
+        raise InvalidInputError(f"{what} must be a list of strings, not one string")
+    return [_text(what, v) for v in values]
+
+
+def _metrics(metrics: Mapping[str, float]) -> dict[str, float]:
+    if not isinstance(metrics, Mapping):
+        raise InvalidInputError("metrics must be a mapping of name -> number")
+    out: dict[str, float] = {}
+    for k, v in metrics.items():
+        if not isinstance(k, str) or not k:
+            raise InvalidInputError(f"metric name {k!r} must be non-empty text")
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise InvalidInputError(f"metric {k}={v!r} is not a number")
+        if not math.isfinite(v):
+            raise InvalidInputError(f"metric {k}={v!r} is not a finite number")
+        out[k] = float(v)
+    return out
+
+
+def _training_data(value: Mapping[str, Any] | TrainingData | None) -> TrainingData:
+    if value is None:
+        return TrainingData()
+    if isinstance(value, TrainingData):
+        return value
+    if not isinstance(value, Mapping):
+        raise InvalidInputError("training data must be a JSON object (a mapping)")
+    try:
+        return TrainingData(**value)
+    except ValidationError as e:
+        raise InvalidInputError(f"invalid training data: {_first_error(e)}") from None
+    except TypeError as e:  # non-string keys
+        raise InvalidInputError(f"invalid training data: {e}") from None
+
+
+def _extra(extra: Mapping[str, Any]) -> dict[str, Any]:
+    if not isinstance(extra, Mapping) or not all(isinstance(k, str) for k in extra):
+        raise InvalidInputError("extra metadata must be a mapping with text keys")
+    try:
+        msgpack.packb(dict(extra), use_bin_type=True)
+    except (TypeError, ValueError, OverflowError) as e:
+        raise InvalidInputError(f"extra metadata cannot be stored: {e}") from None
+    return dict(extra)
+
+
+def _first_error(e: ValidationError) -> str:
+    err = e.errors()[0]
+    where = ".".join(str(p) for p in err.get("loc", ()))
+    return f"{where}: {err.get('msg', 'invalid')}" if where else str(err.get("msg", e))

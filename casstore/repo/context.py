@@ -1,0 +1,112 @@
+"""One store's services, assembled once: store, config, catalog, refs, leases, chunk reader.
+
+Every operation above this layer (commit, rollout, GC, verify, transfer) takes a
+:class:`StoreContext` instead of building its own pieces, so they all see one config (single
+writer, conditional writes), one manifest cache and one write-session discipline.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from casstore.repo.catalog import Catalog, Version
+from casstore.repo.chunks import ChunkReader
+from casstore.repo.config import StoreConfig, load_config, replace_config, save_config
+from casstore.repo.leases import Leases, LeaseSettings, Session
+from casstore.repo.refs import RefStore, default_actor
+from casstore.store import ObjectStore, probe_conditional_writes
+
+
+class StoreContext:
+    """The services of one store. ``actor`` names whoever moves refs through it."""
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        *,
+        actor: str | None = None,
+        lease_settings: LeaseSettings | None = None,
+    ) -> None:
+        self.store = store
+        self.actor = actor or default_actor()
+        self._config: StoreConfig | None = load_config(store)
+        self.chunks = ChunkReader(store)
+        self.catalog = Catalog(store, on_manifest=self.chunks.remember_inline)
+        self.leases = Leases(store, lease_settings)
+        self._refs: RefStore | None = None
+        self._local = threading.local()
+
+    # -- config --------------------------------------------------------------------------
+    @property
+    def config(self) -> StoreConfig:
+        return self._config or StoreConfig()
+
+    @property
+    def exists(self) -> bool:
+        """True once the store has a config (a writing command created it)."""
+        return self._config is not None
+
+    def init(self, config: StoreConfig | None = None) -> StoreConfig:
+        """Create the store's config if absent; returns the config in force.
+
+        Probes once whether the backend really honours conditional writes (some S3-compatible
+        servers ignore preconditions) and records the answer: refs then refuse concurrent
+        writers on a backend that failed, unless the store is declared single-writer.
+        """
+        cfg = config or StoreConfig()
+        if cfg.conditional_writes is None:
+            ok = self.store.capabilities.conditional_replace and probe_conditional_writes(
+                self.store
+            )
+            cfg = cfg.model_copy(update={"conditional_writes": ok})
+        self._set_config(save_config(self.store, cfg))
+        return self.config
+
+    def replace_config(self, config: StoreConfig) -> StoreConfig:
+        """Change an existing store's settings (``casstore init`` on an existing store)."""
+        replace_config(self.store, config)
+        self._set_config(load_config(self.store))
+        return self.config
+
+    def _set_config(self, cfg: StoreConfig | None) -> None:
+        self._config = cfg
+        self._refs = None  # built again with the new writer settings
+
+    # -- refs ----------------------------------------------------------------------------
+    @property
+    def refs(self) -> RefStore:
+        if self._refs is None:
+            cfg = self.config
+            self._refs = RefStore(
+                self.store,
+                single_writer=cfg.single_writer,
+                conditional=cfg.conditional_writes is not False,
+                actor=self.actor,
+            )
+        return self._refs
+
+    # -- versions ------------------------------------------------------------------------
+    def versions(self, model: str) -> list[Version]:
+        """Every version of ``model``, oldest semantic version first."""
+        return self.catalog.versions(model)
+
+    def get_version(self, model: str, spec: str, *, request_key: str | None = None) -> Version:
+        """A version by full name, ``1.2.0``/``v1.2.0``, ``@ref`` or ``latest``."""
+        return self.catalog.get_version(model, spec, self.refs, request_key=request_key)
+
+    # -- write sessions ------------------------------------------------------------------
+    @contextmanager
+    def writing(self, kind: str) -> Iterator[Session]:
+        """Hold a write session (re-entrant per thread) so GC never sweeps under a writer."""
+        current = getattr(self._local, "session", None)
+        if current is not None:
+            yield current
+            return
+        with self.leases.session(kind) as s:
+            self._local.session = s
+            try:
+                yield s
+            finally:
+                self._local.session = None
