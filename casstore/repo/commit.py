@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -369,9 +368,7 @@ def _metrics(metrics: Mapping[str, float]) -> dict[str, float]:
             raise InvalidInputError(f"metric name {k!r} must be non-empty text")
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise InvalidInputError(f"metric {k}={v!r} is not a number")
-        if not math.isfinite(v):
-            raise InvalidInputError(f"metric {k}={v!r} is not a finite number")
-        out[k] = float(v)
+        out[k] = float(v)  # NaN and inf are recorded as measured (a diverged run)
     return out
 
 
