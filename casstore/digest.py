@@ -35,10 +35,6 @@ class Digest(bytes):
             raise InvalidInputError(f"not a blake3 hex digest: {text!r}")
         return cls(bytes.fromhex(text))
 
-    @property
-    def hex_(self) -> str:
-        return self.hex()
-
     def short(self, n: int = 12) -> str:
         return self.hex()[:n]
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import struct
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from casstore.chunking.base import (
     MAX_WINDOW,
@@ -47,7 +49,9 @@ class UnreadableZip(InvalidInputError):
 
 
 @dataclass(frozen=True)
-class _Entry:
+class ZipEntry:
+    """One member of the archive and where its bytes are."""
+
     name: str
     header: int  # offset of the local header
     start: int  # offset of the payload
@@ -55,8 +59,32 @@ class _Entry:
     stored: bool  # uncompressed (and so directly addressable)
 
 
-def parse_torch_zip(read_at: ReadAt, size: int, filename: str = "") -> FileLayout:
-    """The layout of a torch zip archive; InvalidInputError for a corrupt or lying one."""
+@dataclass(frozen=True)
+class TorchArchive:
+    """A parsed ``torch.save`` archive: its members and its object graph, in which every
+    tensor is a :class:`TensorStub` (read by the restricted unpickler: nothing was run)."""
+
+    prefix: str
+    entries: dict[str, ZipEntry]
+    obj: Any
+    filename: str = ""
+
+    def tensors(self) -> Iterator[tuple[str, TensorStub, ZipEntry]]:
+        """``(dotted name, stub, the storage member holding its bytes)`` for every tensor."""
+        for name, stub in named_tensors(self.obj):
+            entry = self.entries.get(f"{self.prefix}/data/{stub.storage.key}")
+            if entry is None:
+                raise InvalidInputError(
+                    f"{describe(self.filename)}: tensor {name!r}: storage "
+                    f"{stub.storage.key!r} is missing"
+                )
+            yield name, stub, entry
+
+
+def read_torch_archive(read_at: ReadAt, size: int, filename: str = "") -> TorchArchive:
+    """Parse the zip directory, every member's offsets and ``data.pkl`` (restricted: a pickle
+    that would import or call code raises UnsafePickleError). InvalidInputError for a corrupt
+    or lying archive; NotTorchZip / UnreadableZip when it is not a torch archive at all."""
     where = describe(filename)
     infos, directory_start = _directory(read_at, size, filename)
     prefix = infos[0].filename.split("/", 1)[0]
@@ -67,13 +95,15 @@ def parse_torch_zip(read_at: ReadAt, size: int, filename: str = "") -> FileLayou
     if not pkl.stored:
         raise InvalidInputError(f"{where}: {pkl.name} is compressed; torch writes it stored")
     obj, _ = load_torch_pickle(read_at, pkl.start, pkl.start + pkl.size, filename)
+    return TorchArchive(prefix, entries, obj, filename)
+
+
+def parse_torch_zip(read_at: ReadAt, size: int, filename: str = "") -> FileLayout:
+    """The layout of a torch zip archive; InvalidInputError for a corrupt or lying one."""
+    archive = read_torch_archive(read_at, size, filename)
+    where = describe(filename)
     tensors = []
-    for name, stub in named_tensors(obj):
-        entry = entries.get(f"{prefix}/data/{stub.storage.key}")
-        if entry is None:
-            raise InvalidInputError(
-                f"{where}: tensor {name!r}: storage {stub.storage.key!r} is missing"
-            )
+    for name, stub, entry in archive.tensors():
         info = _tensor_info(name, stub, entry, where)
         if info is not None:
             tensors.append(info)
@@ -81,7 +111,7 @@ def parse_torch_zip(read_at: ReadAt, size: int, filename: str = "") -> FileLayou
     return FileLayout(TORCH_ZIP, tuple(tensors), {})
 
 
-def _tensor_info(name: str, stub: TensorStub, entry: _Entry, where: str) -> TensorInfo | None:
+def _tensor_info(name: str, stub: TensorStub, entry: ZipEntry, where: str) -> TensorInfo | None:
     if not entry.stored:
         raise InvalidInputError(f"{where}: storage {entry.name} is compressed; it must be stored")
     storage_dtype = TORCH_DTYPES.get(stub.storage.dtype)
@@ -125,11 +155,11 @@ def _directory(read_at: ReadAt, size: int, filename: str) -> tuple[list[zipfile.
 
 def _entries(
     read_at: ReadAt, size: int, infos: list[zipfile.ZipInfo], directory_start: int, filename: str
-) -> dict[str, _Entry]:
+) -> dict[str, ZipEntry]:
     """Every entry with its payload offset, checked to lie inside the file without overlap."""
     where = describe(filename)
     ordered = sorted(infos, key=lambda i: i.header_offset)
-    entries: dict[str, _Entry] = {}
+    entries: dict[str, ZipEntry] = {}
     window, window_start = b"", 0
     previous_end = 0
     for k, info in enumerate(ordered):
@@ -162,7 +192,7 @@ def _entries(
         stored = info.compress_type == zipfile.ZIP_STORED and info.compress_size == info.file_size
         if info.filename in entries:
             raise InvalidInputError(f"{where}: zip entry {info.filename!r} appears twice")
-        entries[info.filename] = _Entry(info.filename, h, start, info.compress_size, stored)
+        entries[info.filename] = ZipEntry(info.filename, h, start, info.compress_size, stored)
         previous_end = end
     return entries
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import operator
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from casstore.errors import InvalidInputError
@@ -79,6 +79,3 @@ class Query:
             and (self.since is None or m.created_at >= self.since)
             and (self.until is None or m.created_at <= self.until)
         )
-
-    def filter(self, versions: Iterable[object]) -> list[object]:
-        return [v for v in versions if self.matches(v)]

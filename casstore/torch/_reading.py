@@ -22,8 +22,7 @@ import torch
 from casstore.chunking import detect_layout
 from casstore.chunking.base import SAFETENSORS, TORCH_PICKLE, TORCH_ZIP
 from casstore.chunking.detect import TORCH_SUFFIXES
-from casstore.chunking.torch_pickle import load_torch_pickle, named_tensors
-from casstore.chunking.torch_zip import _directory, _entries  # the one zip parser
+from casstore.chunking.torch_zip import ZIP_MAGIC, read_torch_archive
 from casstore.errors import CorruptObjectError, InvalidInputError, NotFoundError
 from casstore.repo.catalog import Version
 from casstore.repo.chunks import ChunkReader
@@ -180,29 +179,24 @@ class TensorIndex:
         def read_at(offset: int, n: int) -> bytes:
             return vf.read_range(offset, offset + n)
 
-        # The commit-time check again, on verified bytes: refuses any pickle that would
-        # import or call code (UnsafePickleError) before anything is built from it.
-        layout = detect_layout(read_at, f.size, f.path)
-        if layout.format == TORCH_ZIP:
+        # The commit-time checks again, on verified bytes: a pickle that would import or call
+        # code raises UnsafePickleError before anything is built from it.
+        if f.size >= len(ZIP_MAGIC) and read_at(0, len(ZIP_MAGIC)) == ZIP_MAGIC:
             self._add_torch_zip(f, read_at)
-        elif layout.format == TORCH_PICKLE:  # legacy format: torch's own weights_only loader
-            data = io.BytesIO(read_at(0, f.size))
-            obj = torch.load(data, map_location="cpu", weights_only=True)
-            for name, t in _named(obj):
-                self._claim(self._where, name, f.path, self.version.name)
-                self.eager[name] = t
-        else:
+            return
+        layout = detect_layout(read_at, f.size, f.path)
+        if layout.format != TORCH_PICKLE:
             raise InvalidInputError(f"{f.path} is not a torch file (found {layout.format})")
+        data = io.BytesIO(read_at(0, f.size))  # legacy format: torch's own weights_only loader
+        obj = torch.load(data, map_location="cpu", weights_only=True)
+        for name, t in _named(obj):
+            self._claim(self._where, name, f.path, self.version.name)
+            self.eager[name] = t
 
     def _add_torch_zip(self, f: FileEntry, read_at) -> None:
-        infos, directory = _directory(read_at, f.size, f.path)
-        prefix = infos[0].filename.split("/", 1)[0]
-        entries = _entries(read_at, f.size, infos, directory, f.path)
-        pkl = entries[f"{prefix}/data.pkl"]
-        obj, _ = load_torch_pickle(read_at, pkl.start, pkl.start + pkl.size, f.path)
-        for name, stub in named_tensors(obj):
+        archive = read_torch_archive(read_at, f.size, f.path)
+        for name, stub, storage in archive.tensors():
             where = f"{f.path}: {name}"
-            storage = entries[f"{prefix}/data/{stub.storage.key}"]
             dtype, size = dtype_by_torch_name(stub.dtype, where)
             if any(s < 0 for s in stub.stride):
                 raise InvalidInputError(f"{where}: negative strides")

@@ -65,10 +65,6 @@ class SafetensorsSource:
         self.size = base + pos
         self._cache: tuple[int, memoryview] | None = None
 
-    @property
-    def data_bytes(self) -> int:
-        return self.size - len(self.header)
-
     def _bytes(self, i: int) -> memoryview:
         if self._cache is not None and self._cache[0] == i:
             return self._cache[1]
