@@ -42,7 +42,7 @@ def test_old_store_checks_out_byte_identical(old_store: Path, tmp_path: Path) ->
         repo.checkout("fixture", semver, out)
         for p in sorted(out.iterdir()):
             assert blake3.blake3(p.read_bytes()).hexdigest() == EXPECTED[f"{folder}/{p.name}"]
-    assert verify(repo.store, read_data=True).ok
+    assert verify(repo.ctx, read_data=True).ok
 
 
 def test_old_store_accepts_new_versions_and_keeps_old_objects(old_store: Path,
@@ -59,7 +59,7 @@ def test_old_store_accepts_new_versions_and_keeps_old_objects(old_store: Path,
     back = tmp_path / "back"
     Repository(str(old_store)).checkout("fixture", "1.0.2", back)
     assert (back / "notes.bin").read_bytes() == b"changed" * 5000
-    assert verify(repo.store, read_data=True).ok
+    assert verify(repo.ctx, read_data=True).ok
 
 
 def test_old_config_reads_as_encoding_off_and_new_stores_encode(old_store: Path,

@@ -16,7 +16,8 @@ import pytest
 
 from casstore import CorruptObjectError, InvalidInputError, Repository
 from casstore.fs import CasstoreFileSystem, parse_path, version_spec
-from casstore.store import CountingStore, open_store
+from casstore.store import open_store
+from casstore.testing.stores import CountingStore
 from tests import series
 
 
