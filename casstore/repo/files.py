@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from casstore.chunking.base import SeekableReader
+from casstore.digest import Digest
 from casstore.errors import CasstoreError, CorruptObjectError, NotFoundError
 from casstore.repo.chunks import ChunkReader
 from casstore.repo.manifest import FileEntry, Manifest
@@ -69,6 +70,14 @@ class VersionFile(SeekableReader):
         buf = bytearray(max(0, min(end, self.size) - start))
         self.pread_into(memoryview(buf), start)
         return bytes(buf)
+
+    def chunks_for_range(self, start: int, end: int) -> list[Digest]:
+        """The chunks that cover bytes [start, end)."""
+        if end <= start:
+            return []
+        i = bisect.bisect_right(self._starts, start) - 1
+        j = bisect.bisect_left(self._starts, end)
+        return [d for d, _, _ in self._chunks[max(i, 0) : j]]
 
 
 def checkout_file(reader: ChunkReader, manifest: Manifest, entry: FileEntry, dest: Path) -> Path:
