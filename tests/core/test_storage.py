@@ -5,7 +5,7 @@ from __future__ import annotations
 from casstore.chunking import encodings as E
 from casstore.repo.deltas import DeltaIndex
 from casstore.repo.storage import describe_version, savings
-from casstore.store import CountingStore
+from casstore.testing.stores import CountingStore
 from tests.core.test_chunk_objects import _file, _manifest, _weights, _write
 
 FAST = E.POLICIES["fast"]
