@@ -61,6 +61,8 @@ class RegressionPolicy(BaseModel):
             text = Path(path).read_text(encoding="utf-8")
         except OSError as e:
             raise InvalidInputError(f"cannot read policy {path}: {e.strerror}") from e
+        except UnicodeDecodeError as e:
+            raise InvalidInputError(f"policy {path} is not UTF-8 text: {e.reason}") from None
         return cls.parse(text, str(path))
 
     @classmethod
