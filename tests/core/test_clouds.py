@@ -26,7 +26,7 @@ def test_rollback_across_s3_azure_and_gcs(
     local.commit("m", [series.save(tmp_path / "b" / "w.safetensors", tuned)])
     buckets = [Repository(url) for url in (s3_url, azure_url, gcs_url)]
     for bucket in buckets:
-        transfer(local, bucket, local.versions("m"), refs=["current"])
+        transfer(local.ctx, bucket.ctx, local.versions("m"), refs=["current"])
         bucket.promote("m", "1.0.1", reason="canary")
 
     r = run("rollback", "m", "--to", "1.0.0", "--reason", "bad canary", "--replica", azure_url,

@@ -85,7 +85,7 @@ def test_training_series_is_stored_below_its_size_and_reads_back(encoded, tmp_pa
     stored = sum(i.size for i in encoded.store.list(CHUNKS))
     logical = sum(f.stat().st_size for f in files)
     assert stored < 0.85 * logical
-    assert verify(encoded.store, read_data=True).ok
+    assert verify(encoded.ctx, read_data=True).ok
 
 
 def test_delta_bases_survive_gc_until_no_delta_needs_them(tmp_path):
@@ -97,7 +97,7 @@ def test_delta_bases_survive_gc_until_no_delta_needs_them(tmp_path):
     deltas = {d: chain for f in v2.manifest.files for d, chain in f.deltas.items()}
     bases = {c for chain in deltas.values() for c in chain}
     assert deltas and bases <= {d for f in v1.manifest.files for d, _ in f.chunks}
-    gc = GarbageCollector(repo, grace_seconds=0)
+    gc = GarbageCollector(repo.ctx, grace_seconds=0)
     policy = RetentionPolicy(keep_last=1, keep_reflog_seconds=0)
     plan = gc.plan(policy)
     assert [e.version for e in plan.expire] == [v1.version]
@@ -106,7 +106,7 @@ def test_delta_bases_survive_gc_until_no_delta_needs_them(tmp_path):
     for b in bases:  # the parent is gone, the chunks its child's deltas need are not
         assert repo.store.exists(chunk_key(type(v1.id)(b)))
     _checks_out(Repository(str(tmp_path / "store")), v2.version, v2f, tmp_path)
-    assert verify(repo.store, read_data=True).ok
+    assert verify(repo.ctx, read_data=True).ok
     # a new version that shares nothing: once the child expires too, the bases go
     rng = np.random.default_rng(7)
     other = _save(tmp_path / "other" / "model.safetensors",
@@ -127,17 +127,17 @@ def test_verify_reports_a_damaged_base_and_repair_restores_it(tmp_path):
         a.commit("m", [f])
     from casstore.ops.transfer import transfer
 
-    transfer(a, b, a.versions("m"))
+    transfer(a.ctx, b.ctx, a.versions("m"))
     v2 = a.versions("m")[1]
     chain = next(c for f in v2.manifest.files for c in f.deltas.values())
     base_key = chunk_key(type(v2.id)(chain[0]))
     raw = bytearray(a.store.get(base_key))
     raw[-1] ^= 0xFF
     a.store.put(base_key, bytes(raw))
-    report = verify(a.store, read_data=True)
+    report = verify(a.ctx, read_data=True)
     assert not report.ok
     assert any(p.kind == "corrupt" and "1.0.1" in str(p.versions) for p in report.problems)
-    fixed = repair(a.store, b.store)
+    fixed = repair(a.ctx, b.store)
     assert fixed.after is not None and fixed.after.ok
     _checks_out(a, "1.0.1", files[1], tmp_path)
 
@@ -151,13 +151,13 @@ def test_push_pull_send_encoded_objects_as_stored_bases_first(tmp_path, s3_url):
     from casstore.ops.transfer import transfer
 
     dst = Repository(open_store(s3_url))
-    report = transfer(src, dst, src.versions("m"))
+    report = transfer(src.ctx, dst.ctx, src.versions("m"))
     stored = sum(i.size for i in src.store.list(CHUNKS))
     assert report.bytes_sent == stored  # encoded bytes as stored, not decoded ones
     for key in (i.key for i in src.store.list(CHUNKS)):
         assert dst.store.get(key) == src.store.get(key)
     back = Repository(str(tmp_path / "back"))
-    transfer(dst, back, dst.versions("m"))
+    transfer(dst.ctx, back.ctx, dst.versions("m"))
     for v, f in zip(back.versions("m"), files):
         _checks_out(back, v.version, f, tmp_path)
     deltas = [parse_header(src.store.get(i.key)) for i in src.store.list(CHUNKS)]

@@ -9,7 +9,8 @@ import uuid
 import pytest
 
 from casstore.errors import NotFoundError
-from casstore.store import FaultInjectingStore, RetryingStore, open_store
+from casstore.store import RetryingStore, open_store
+from casstore.testing.stores import FaultInjectingStore
 
 
 @pytest.fixture(
