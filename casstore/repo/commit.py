@@ -206,7 +206,6 @@ class PreparedCommit:
     prechunked: tuple[FileEntry, ...]
     chunker: Chunker
     existing: dict[str, Digest]  # semver -> manifest of the model's versions
-    parent: Version | None
     started: float
 
 
@@ -233,10 +232,9 @@ def prepare(
     existing = ctx.catalog.version_index(spec.model)
     if spec.version is not None and spec.version in existing:
         raise AlreadyExistsError(f"{spec.model} v{spec.version} already exists")
-    parent_spec = spec.parent if spec.parent is not None else _default_parent(ctx, spec.model,
-                                                                                existing)
-    parent = ctx.get_version(spec.model, parent_spec) if parent_spec else None
-    return PreparedCommit(spec, parsed, tuple(prechunked), chunker, existing, parent, t0)
+    if spec.parent is not None:
+        ctx.get_version(spec.model, spec.parent)  # refused now if it does not exist
+    return PreparedCommit(spec, parsed, tuple(prechunked), chunker, existing, t0)
 
 
 def store_and_publish(
@@ -246,10 +244,15 @@ def store_and_publish(
     *,
     progress: Progress | None = None,
 ) -> CommitResult:
-    """Store the files' chunks, then publish manifest -> index entry -> tags."""
+    """Store the files' chunks, then publish manifest -> index entry -> tags.
+
+    The parent is resolved here, inside the caller's write session: its chunks are taken as
+    present without asking the store, which is safe only while no GC sweep can run.
+    """
     if not ctx.exists:
         ctx.init()
-    known = plan.parent.manifest.chunk_set() if plan.parent else set()
+    parent = _parent(ctx, plan)
+    known = parent.manifest.chunk_set() if parent else set()
     writer = ChunkWriter(ctx.store, known=known, progress=progress)
     entries: list[FileEntry] = []
     try:
@@ -267,7 +270,7 @@ def store_and_publish(
         _check_present(ctx, plan.prechunked)
         entries.extend(plan.prechunked)
     session.check()  # a reaped (stale) session must not publish
-    version = _publish(ctx, plan, tuple(entries))
+    version = _publish(ctx, plan, tuple(entries), parent.version if parent else None)
     st = writer.stats
     return CommitResult(
         version,
@@ -279,9 +282,10 @@ def store_and_publish(
     )
 
 
-def _publish(ctx: StoreContext, plan: PreparedCommit, files: tuple[FileEntry, ...]) -> Version:
+def _publish(
+    ctx: StoreContext, plan: PreparedCommit, files: tuple[FileEntry, ...], parent: str | None
+) -> Version:
     spec, existing = plan.spec, plan.existing
-    parent = plan.parent.version if plan.parent else None
     for _attempt in range(20):
         latest = max(existing, key=semver_key) if existing else None
         semver = spec.version or bump(latest, spec.bump)
@@ -337,13 +341,18 @@ def _check_present(ctx: StoreContext, entries: Sequence[FileEntry]) -> None:
         )
 
 
-def _default_parent(ctx: StoreContext, model: str, existing: dict[str, Digest]) -> str | None:
-    if not existing:
+def _parent(ctx: StoreContext, plan: PreparedCommit) -> Version | None:
+    """The version this one derives from: ``parent=``, else what ``current`` points at, else
+    the newest version (None for a model's first version)."""
+    model = plan.spec.model
+    if plan.spec.parent is not None:
+        return ctx.get_version(model, plan.spec.parent)
+    if not plan.existing:
         return None
     try:
-        return ctx.refs.resolve(model, "current").version
+        return ctx.get_version(model, "@current")
     except NotFoundError:
-        return max(existing, key=semver_key)
+        return ctx.get_version(model, "latest")
 
 
 # -- option checks ---------------------------------------------------------------------------
