@@ -126,26 +126,41 @@ def _casstore(dtype: str, policy: str) -> Codec:
 
 
 def candidates(dtype: str) -> dict[str, Codec]:
-    out = {
-        "casstore fast": _casstore(dtype, "fast"),
-        "casstore max": _casstore(dtype, "max"),
-        "zstd-1 raw": _zstd(1),
-        "grouped+zstd-1 (numpy)": _grouped_zstd(1),
-        "grouped+zstd-3 (numpy)": _grouped_zstd(3),
-        "blosc2 shuffle+zstd-1 t1": _blosc2("shuffle", 1, 1),
-        "blosc2 shuffle+zstd-1 t2": _blosc2("shuffle", 1, 2),
-        "blosc2 bytedelta+zstd-1 t2": _blosc2("bytedelta", 1, 2),
-        "blosc2 bitshuffle+zstd-1 t2": _blosc2("bitshuffle", 1, 2),
-        "blosc2 shuffle+zstd-3 t2": _blosc2("shuffle", 3, 2),
-        "numcodecs Blosc zstd-1 t2": _numcodecs_blosc(2),
-    }
+    """Every candidate that can run here: blosc2, numcodecs and ZipNN are optional (not
+    casstore dependencies); a missing one is listed by :func:`missing` instead."""
     zd = {"F32": "float32", "BF16": "bfloat16", "F16": "float16"}.get(dtype)
+    makers: dict[str, Callable[[], Codec]] = {
+        "casstore fast": lambda: _casstore(dtype, "fast"),
+        "casstore max": lambda: _casstore(dtype, "max"),
+        "zstd-1 raw": lambda: _zstd(1),
+        "grouped+zstd-1 (numpy)": lambda: _grouped_zstd(1),
+        "grouped+zstd-3 (numpy)": lambda: _grouped_zstd(3),
+        "blosc2 shuffle+zstd-1 t1": lambda: _blosc2("shuffle", 1, 1),
+        "blosc2 shuffle+zstd-1 t2": lambda: _blosc2("shuffle", 1, 2),
+        "blosc2 bytedelta+zstd-1 t2": lambda: _blosc2("bytedelta", 1, 2),
+        "blosc2 bitshuffle+zstd-1 t2": lambda: _blosc2("bitshuffle", 1, 2),
+        "blosc2 shuffle+zstd-3 t2": lambda: _blosc2("shuffle", 3, 2),
+        "numcodecs Blosc zstd-1 t2": lambda: _numcodecs_blosc(2),
+    }
     if zd:
+        makers["zipnn 0.5.4 zstd-1 t2"] = lambda: _zipnn(zd)
+    out = {}
+    for name, make in makers.items():
         try:
-            out["zipnn 0.5.4 zstd-1 t2"] = _zipnn(zd)
-        except ImportError:
-            pass
+            out[name] = make()
+        except ImportError as e:
+            if name.startswith("casstore"):
+                raise
+            _MISSING[name] = f"not installed here ({e.name})"
     return out
+
+
+_MISSING: dict[str, str] = {}
+
+
+def missing() -> dict[str, str]:
+    """Optional candidates skipped on this machine, with the reason."""
+    return dict(_MISSING)
 
 
 def tensor_pieces(path: Path) -> dict[str, tuple[str, bytes]]:
@@ -204,7 +219,7 @@ def measure(files: list[Path], only: set[str] | None = None) -> dict:
         rows.append({"dtype": dtype, "mode": mode, "codec": name, "bytes": int(n),
                      "ratio": round(z / n, 4), "enc_MBps": round(n / te / 1e6, 1),
                      "dec_MBps": round(n / td / 1e6, 1), "round_trip": name not in broken})
-    return {"files": [str(p) for p in files], "rows": rows}
+    return {"files": [str(p) for p in files], "rows": rows, "skipped": missing()}
 
 
 def render(d: dict) -> list[str]:
@@ -214,6 +229,8 @@ def render(d: dict) -> list[str]:
         lines.append(f"| {r['dtype']} | {r['mode']} | {r['codec']} | {r['ratio']:.3f} | "
                      f"{r['enc_MBps']:.0f} | {r['dec_MBps']:.0f} | "
                      f"{'exact' if r['round_trip'] else 'BROKEN'} |")
+    for name, why in sorted(d.get("skipped", {}).items()):
+        lines.append(f"- {name}: {why}")
     return lines
 
 

@@ -101,4 +101,5 @@ def codecs(ctx: Context) -> dict:
         r = measure([Path(p) for p in info["files"][kind][:n]])
         out["files"] += r["files"]
         out["rows"] += r["rows"]
+        out["skipped"] = {**out.get("skipped", {}), **r["skipped"]}
     return out
