@@ -280,7 +280,13 @@ class Repository:
         return self.rollout.rollback(model, to=to, ref=ref, **kw)
 
     def previous_stable(self, model: str, ref: str = "current") -> Version:
+        """Where a quick rollback of ``ref`` goes: the last stable version the ref served
+        before its current one, read from its reflog (see ``Rollout.previous_stable``)."""
         return self.rollout.previous_stable(model, ref)
+
+    def undo(self, model: str, *, ref: str = "current", **kw: Any) -> MoveResult:
+        """Revert ``ref``'s last move (``rollback --undo``)."""
+        return self.rollout.undo(model, ref=ref, **kw)
 
     def start_split(
         self,

@@ -15,6 +15,7 @@ from casstore.cli._common import (
     parse_steps,
 )
 from casstore.cli._render import emit_json, table
+from casstore.ops.rollout import PREVIOUS_STABLE_RULE
 
 
 def _repo(args: argparse.Namespace) -> Any:
@@ -192,13 +193,26 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     from casstore.errors import InvalidInputError
 
     repo = _repo(args)
-    if args.to is None and not args.previous_stable:
-        raise InvalidInputError("say where to: --previous-stable or --to VERSION")
-    if args.to is not None and args.previous_stable:
-        raise InvalidInputError("--to and --previous-stable exclude each other")
+    chosen = [o for o, on in (("--to", args.to is not None), ("--previous-stable",
+              args.previous_stable), ("--undo", args.undo)) if on]
+    if len(chosen) != 1:
+        raise InvalidInputError(
+            "say where to: one of --previous-stable, --to VERSION or --undo"
+            if not chosen else f"{' and '.join(chosen)} exclude each other"
+        )
+    if args.undo and (args.replica or args.steps):
+        raise InvalidInputError("--undo reverts one store's last move: no --replica or --steps")
     if args.replica:
         return _across(args, repo, args.to, "rollback")
-    if args.steps:
+    if args.undo:
+        res = repo.undo(
+            args.model,
+            ref=args.ref,
+            reason=args.reason or "",
+            verify_data=args.verify_data,
+            health_check=args.health_check,
+        )
+    elif args.steps:
         target = args.to or repo.previous_stable(args.model, args.ref).version
         res = repo.start_split(
             args.model,
@@ -293,18 +307,26 @@ def add_parser(add: AddCommand) -> None:
 
     for name, fn, helptext in (
         ("promote", cmd_promote, "point a ref at a version (progressive with --steps)"),
-        ("rollback", cmd_rollback, "roll a ref back: --previous-stable or --to VERSION"),
+        ("rollback", cmd_rollback, "roll a ref back: --previous-stable, --to VERSION or --undo"),
     ):
         sp = add(name, fn, helptext)
         sp.add_argument("model")
         if name == "promote":
             sp.add_argument("version")
         else:
-            sp.add_argument("--to", help="target version (targeted rollback)")
+            sp.add_argument(
+                "--to", help="targeted rollback: exactly this version (any version form)"
+            )
             sp.add_argument(
                 "--previous-stable",
                 action="store_true",
-                help="newest release or stable-tagged version before the current",
+                help="quick rollback to " + PREVIOUS_STABLE_RULE.replace("%", "%%"),
+            )
+            sp.add_argument(
+                "--undo",
+                action="store_true",
+                help="revert the ref's last move, whatever it was: point it back where that "
+                "move (the newest reflog entry) found it; undoing twice redoes",
             )
         ref_opts(sp)
         sp.add_argument("--verify-data", action="store_true", help="re-hash every chunk first")

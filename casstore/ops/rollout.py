@@ -19,9 +19,21 @@ from casstore.repo.catalog import Version
 from casstore.repo.context import StoreContext
 from casstore.repo.keys import chunk_key, manifest_key, version_key
 from casstore.repo.refs import ReflogEntry, RefStore, RefValue, Split, Target, Trigger
-from casstore.repo.versioning import semver_key
 
 DEFAULT_STEPS: tuple[float, ...] = (0.1, 0.5, 1.0)
+
+REJECTING_OPS = frozenset({"rollback", "revert", "undo", "abort"})
+"""Reflog ops that move a ref away from a version because it was bad."""
+REJECTING_TRIGGERS = frozenset({"health-check", "metric-regression", "auto-revert"})
+"""Triggers of moves that left a version because a check failed."""
+
+PREVIOUS_STABLE_RULE = (
+    "the last version this ref served before its current one (read from the ref's own "
+    "reflog, newest first) that is a release or tagged stable, is not tagged deprecated, is "
+    "still stored, and was not left by a rollback, revert, undo, abort or failed check; "
+    "exit 3 if there is none"
+)
+"""How :meth:`Rollout.previous_stable` chooses, in words (``rollback --help`` shows it)."""
 
 
 @dataclass
@@ -222,16 +234,105 @@ class Rollout:
         return self.set_ref(model, ref, spec, **kw)
 
     def previous_stable(self, model: str, ref: str = "current") -> Version:
-        """The newest version before the one ``ref`` points at that is a release or `stable`."""
-        value = self.refs.get(model, ref)
-        cur = value.target if value.target is not None else value.split.candidate  # type: ignore[union-attr]
-        older = [
-            v for v in self.ctx.versions(model) if semver_key(v.version) < semver_key(cur.version)
-        ]
-        for v in reversed(older):
-            if v.version_type == "release" or "stable" in v.tags:
-                return v
-        raise NotFoundError(f"no release or stable version of {model} before {cur.version}")
+        """The version a quick rollback of ``ref`` goes to: the one place this choice is made.
+
+        Walks the ref's own reflog newest first (see :data:`PREVIOUS_STABLE_RULE`) and returns
+        the most recent version the ref served, other than the one it serves now, that
+        qualifies: a release or tagged ``stable``, not tagged ``deprecated``, still stored with
+        the same manifest, and not left by a rollback, revert, undo, abort or failed check.
+        NotFoundError (with what was passed over) if none does. Costs the reflog entries
+        walked plus about three small reads per candidate, not the length of history.
+        """
+        entries = self.refs.history(model, ref)
+        newest = next(entries, None)
+        if newest is None or newest.new is None:
+            raise NotFoundError(f"model {model!r} has no ref {ref!r}")
+        now = newest.new
+        current = {now.target.version} if now.target else {now.split.candidate.version}  # type: ignore[union-attr]
+        passed: list[str] = []
+        departure = newest  # the move that ended what the next (older) entry put on the ref
+        seen: set[str] = set()
+        for e in entries:
+            served, left_by, departure = e.new, departure, e
+            if served is None or served.target is None:
+                continue  # deleted or a transitional split: not a version the ref served alone
+            t = served.target
+            if t.version in current or t.version in seen:
+                continue
+            seen.add(t.version)
+            version, why = self._judge(model, t, left_by)
+            if version is not None:
+                return version
+            passed.append(f"{t.version} ({why})")
+        raise NotFoundError(
+            f"{model}@{ref} served no stable version before {now.describe()}"
+            + (f"; passed over {', '.join(passed)}" if passed else "")
+            + "; name one with --to VERSION"
+        )
+
+    def _judge(
+        self, model: str, t: Target, left_by: ReflogEntry
+    ) -> tuple[Version | None, str]:
+        """A version the ref served, if it qualifies as its previous stable, else why not."""
+        if left_by.op in REJECTING_OPS or left_by.trigger in REJECTING_TRIGGERS:
+            return None, f"left by {left_by.op} #{left_by.seq}"
+        try:
+            v = self.ctx.get_version(model, t.version)
+        except NotFoundError:
+            return None, "no longer stored"
+        if v.id.hex() != t.manifest:
+            return None, "replaced since"
+        if "deprecated" in v.tags:
+            return None, "deprecated"
+        if v.version_type != "release" and "stable" not in v.tags:
+            return None, f"a {v.version_type}, not tagged stable"
+        return v, "qualifies"
+
+    def undo(
+        self,
+        model: str,
+        *,
+        ref: str = "current",
+        reason: str = "",
+        verify_data: bool = False,
+        health_check: HealthCheck | None = None,
+        actor: str | None = None,
+    ) -> MoveResult:
+        """Revert the ref's last move: point it where it pointed before (a plain version or a
+        split), after checking that is still complete. The undo is itself a move (op
+        ``undo``), so undoing twice redoes."""
+        rec, _ = self.refs.read(model, ref)
+        if rec is None or rec.value is None:
+            raise NotFoundError(f"model {model!r} has no ref {ref!r}")
+        back = rec.entry.old
+        if back is None:
+            raise InvalidInputError(
+                f"nothing to undo: the last move of {model}@{ref} (#{rec.seq}) created it"
+            )
+        targets = back.versions()
+        versions = [self.ctx.get_version(model, t.version) for t in targets]
+        for t, v in zip(targets, versions):
+            if v.id.hex() != t.manifest:
+                raise NotFoundError(f"{model} {t.version} was replaced since; cannot undo")
+        for v in versions[:-1]:  # the base of a split; _switch checks the other
+            problems = self.verify_version(v, read_data=verify_data)
+            if problems:
+                return MoveResult(model, ref, False, rec.value, rec.value, [],
+                                  f"refused: {v.name} is incomplete: " + "; ".join(problems[:5]))
+        return self._switch(
+            model,
+            ref,
+            rec.value,
+            rec.seq,
+            back,
+            versions[-1],
+            reason=reason or f"undo #{rec.seq} ({rec.entry.op})",
+            trigger="rollback",
+            op="undo",
+            verify_data=verify_data,
+            health_check=health_check,
+            actor=actor,
+        )
 
     def rollback(
         self,

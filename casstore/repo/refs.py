@@ -14,6 +14,7 @@ import datetime as dt
 import getpass
 import json
 import socket
+from collections.abc import Iterator
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -207,6 +208,32 @@ class RefStore:
             if rec is not None:  # the newest entry may not be copied out yet
                 entries[(name, rec.seq)] = rec.entry
         return sorted(entries.values(), key=lambda e: (e.time, e.ref, e.seq))
+
+    def history(self, model: str, ref: str) -> Iterator[ReflogEntry]:
+        """The moves of one ref, newest first, read lazily: the ref object holds the newest
+        entry and older ones are fetched by sequence number in pages that double (4, 8, ...),
+        so a caller that stops early pays for the entries it looked at, not the whole log."""
+        rec, _ = self.read(model, ref)
+        if rec is None:
+            return
+        yield rec.entry
+        seq, page = rec.seq - 1, 4
+        while seq >= 0:
+            keys = [reflog_key(model, ref, s) for s in range(seq, max(seq - page, -1), -1)]
+            try:
+                got = self.store.get_many(keys)
+            except NotFoundError:  # only the newest copy can be missing (a crashed mover)
+                got = {}
+                for key in keys:
+                    try:
+                        got[key] = self.store.get(key)
+                    except NotFoundError:
+                        break
+            for key in keys:
+                if key not in got:
+                    return
+                yield self._parse_entry(got[key], key)
+            seq, page = seq - page, page * 2
 
     def _reflog_refs(self, model: str) -> list[str]:
         names = set(self.list_all_names(model))

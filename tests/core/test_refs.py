@@ -50,18 +50,82 @@ def test_promote_and_reflog(three: Repository):
 
 @pytest.mark.every_backend
 def test_quick_and_targeted_rollback(three: Repository):
+    three.promote("m", "1.0.1")  # a beta the ref served
     three.promote("m", "1.0.2")
     r = three.rollback("m", reason="bad")
     assert r.ok and three.resolve("m").version == "1.0.0"  # 1.0.1 is a beta, not stable
     three.tag("m", "1.0.1", "stable")
+    three.promote("m", "1.0.1", ref="staging")  # another ref's history does not count
     three.promote("m", "1.0.2")
-    assert three.rollback("m").new.describe() == "1.0.1"
+    assert three.rollback("m").new.describe() == "1.0.0"  # 1.0.2 was left by a rollback
     r = three.rollback("m", to="v1.0.2")
     assert r.ok and three.resolve("m").version == "1.0.2"
     entry = three.refs.reflog("m", "current")[-1]
     assert entry.trigger == "rollback" and entry.op == "rollback"
     with pytest.raises(NotFoundError):
         three.rollback("m", to="7.7.7")
+
+
+def _served(repo: Repository, ref: str = "current") -> list[str]:
+    return [e.new.describe() for e in repo.refs.reflog("m", ref)]
+
+
+@pytest.mark.every_backend
+def test_previous_stable_follows_the_refs_reflog(three: Repository):
+    """Issue 15 item 4: quick rollback goes back to what the ref served, not to the newest
+    stable version with a lower number."""
+    three.tag("m", "1.0.1", "stable")
+    three.promote("m", "1.0.2", ref="production")
+    three.promote("m", "1.0.0", ref="production")
+    assert three.previous_stable("m", "production").version == "1.0.2"
+    r = three.rollback("m", ref="production")
+    assert r.ok and three.resolve("m", "production").version == "1.0.2"
+    # 1.0.0 was left by that rollback, 1.0.2 is current: nothing else was served
+    with pytest.raises(NotFoundError, match=r"passed over 1\.0\.0 \(left by rollback"):
+        three.previous_stable("m", "production")
+
+
+def test_previous_stable_skips_what_does_not_qualify(three: Repository):
+    """Betas, deprecated versions and versions a failed health check reverted are skipped."""
+    three.promote("m", "1.0.2")  # current: 1.0.0 -> 1.0.2
+    three.promote("m", "1.0.1")  # a beta
+    three.rollback("m", to="1.0.2", health_check=lambda v: False)  # reverted: stays 1.0.1
+    assert _served(three)[-2:] == ["1.0.2", "1.0.1"]
+    assert three.previous_stable("m").version == "1.0.0"
+    three.tag("m", "1.0.0", "deprecated")
+    with pytest.raises(NotFoundError) as e:
+        three.previous_stable("m")
+    assert "1.0.2 (left by revert" in str(e.value) and "1.0.0 (deprecated)" in str(e.value)
+
+
+def test_previous_stable_reads_only_the_reflog_it_needs(three: Repository):
+    from casstore.testing.stores import CountingStore
+
+    for _ in range(20):
+        three.promote("m", "1.0.2")
+        three.promote("m", "1.0.0")
+    counting = CountingStore(three.store)
+    repo = Repository(counting)
+    assert repo.previous_stable("m").version == "1.0.2"
+    # the ref, one page of its reflog, the candidate's index entry, manifest and tags: not
+    # the 41 entries of its history
+    assert counting.requests <= 10, counting.counts()
+
+
+@pytest.mark.every_backend
+def test_rollback_undo_reverts_the_last_move(three: Repository):
+    """Issue 15 item 4: ``rollback --undo`` points the ref where its last move found it."""
+    with pytest.raises(InvalidInputError, match="nothing to undo"):
+        three.undo("m")  # the commit created the ref
+    three.promote("m", "1.0.2")
+    r = three.undo("m")
+    assert r.ok and three.resolve("m").version == "1.0.0"
+    assert three.refs.reflog("m", "current")[-1].op == "undo"
+    assert three.undo("m").ok and three.resolve("m").version == "1.0.2"  # undo twice: redo
+    three.start_split("m", "1.0.1", steps=(0.5, 1.0))
+    three.advance("m")
+    assert three.undo("m").new.split is not None  # back into the split
+    assert three.refs.get("m", "current").split.weight == 0.5
 
 
 def test_failing_health_check_reverts(three: Repository):
