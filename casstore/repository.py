@@ -22,6 +22,7 @@ from casstore.errors import ConflictError, InvalidInputError, NotFoundError
 from casstore.ops.gc import DEFAULT_GRACE_SECONDS, GarbageCollector, GcPlan, GcReport
 from casstore.ops.hooks import Hooks, Notifier
 from casstore.ops.regression import RegressionPolicy, check_regression
+from casstore.ops.remove import Removed, remove
 from casstore.ops.retention import RetentionPolicy
 from casstore.ops.rollout import DEFAULT_STEPS, MoveResult, Rollout
 from casstore.ops.transfer import StoreOutcome, TransferReport, rollback_across, transfer
@@ -334,6 +335,11 @@ class Repository:
         collector = GarbageCollector(self.ctx, grace_seconds=grace_seconds)
         plan = collector.plan(policy, models)
         return plan, None if dry_run else collector.execute(plan)
+
+    def rm(self, model: str, *versions: str, dry_run: bool = False) -> Removed:
+        """Delete versions: expire them now (refused, nothing removed, while a ref points at
+        one); the next :meth:`gc` reclaims the chunks only they used."""
+        return remove(self.ctx, model, versions, dry_run=dry_run)
 
     def verify(self, *, read_data: bool = False) -> VerifyReport:
         """Every problem in the store, with the versions it affects."""

@@ -78,6 +78,19 @@ def parse_metrics(items: Sequence[str]) -> dict[str, float]:
     return out
 
 
+def parse_params(items: Sequence[str]) -> dict[str, str]:
+    """``["lr=3e-4", "optimizer=adamw"]`` -> ``{"lr": "3e-4", ...}`` (values kept as text)."""
+    out = {}
+    for item in items:
+        k, sep, v = item.partition("=")
+        if not sep or not k.strip():
+            raise errors.InvalidInputError(f"bad param {item!r}: expected NAME=VALUE")
+        if k.strip() in out:
+            raise errors.InvalidInputError(f"param {k.strip()!r} given twice")
+        out[k.strip()] = v
+    return out
+
+
 def parse_training_data(text: str | None) -> dict[str, Any] | None:
     """``--training-data``: a JSON object, or ``@file.json`` holding one."""
     if not text:

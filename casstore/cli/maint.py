@@ -1,4 +1,4 @@
-"""CLI commands that maintain a store: gc, policy, verify, repair."""
+"""CLI commands that maintain a store: rm, gc, policy, verify, repair."""
 
 from __future__ import annotations
 
@@ -63,6 +63,22 @@ def cmd_gc(args: argparse.Namespace) -> int:
               f"{human_bytes(r['bytes_freed'])} in {r['seconds']:.2f}s")
         if r["skipped"]:
             print(f"  {len(r['skipped'])} planned items were no longer garbage and were kept")
+    return 0
+
+
+def cmd_rm(args: argparse.Namespace) -> int:
+    from casstore.ops.remove import remove
+
+    repo = open_repo(args)
+    out = remove(repo.ctx, args.model, args.versions, dry_run=args.dry_run)
+    if args.json:
+        emit_json(out.to_dict())
+        return 0
+    verb = "would remove" if args.dry_run else "removed"
+    for e in out.versions:
+        print(f"{verb} {e.model} v{e.version}")
+    if not args.dry_run:
+        print("their unique chunks are reclaimed by the next `casstore gc` (after --grace)")
     return 0
 
 
@@ -149,6 +165,11 @@ def add_parser(add: AddCommand) -> None:
     sp.add_argument("--grace", default="1h", help="never delete objects younger than this")
     sp.add_argument("--model", action="append", default=[], help="only collect these models")
     _retention_args(sp)
+
+    sp = add("rm", cmd_rm, "delete versions (refused while a ref points at one)")
+    sp.add_argument("model")
+    sp.add_argument("versions", nargs="+", help="versions to delete (1.2.0, v1.2.0, full name)")
+    sp.add_argument("--dry-run", action="store_true", help="only check and list them")
 
     sp = add("policy", cmd_policy, "show or set a retention policy (per model or store-wide)")
     sp.add_argument("action", choices=["show", "set"])

@@ -8,7 +8,13 @@ import sys
 from typing import Any
 
 from casstore import errors
-from casstore.cli._common import AddCommand, open_repo, parse_metrics, parse_training_data
+from casstore.cli._common import (
+    AddCommand,
+    open_repo,
+    parse_metrics,
+    parse_params,
+    parse_training_data,
+)
 from casstore.cli._render import ProgressBar, emit_json, human_bytes, table
 
 
@@ -51,6 +57,9 @@ def cmd_commit(args: argparse.Namespace) -> int:
             bump_part=args.bump,
             version_type=args.type,
             metrics=parse_metrics(args.metric),
+            params=parse_params(args.param),
+            lineage={"run_id": args.run_id, "dataset": args.dataset,
+                     "dataset_version": args.dataset_version},
             training_data=parse_training_data(args.training_data),
             change_log=args.message or "",
             tags=args.tag,
@@ -141,9 +150,19 @@ def cmd_show(args: argparse.Namespace) -> int:
         "dependencies",
         "change_log",
         "performance_metrics",
+        "params",
+        "lineage",
         "training_data",
     ):
         val = d[k]
+        if k == "lineage":
+            val = " ".join(f"{n}={x}" for n, x in val.items() if x is not None)
+            if not val:
+                continue
+        if k == "params":
+            if not val:
+                continue
+            val = " ".join(f"{n}={x}" for n, x in sorted(val.items()))
         if k == "size_bytes":
             val = f"{val} ({human_bytes(val)})"
         print(f"{k:20} {val}")
@@ -316,6 +335,11 @@ def add_parser(add: AddCommand) -> None:
     sp.add_argument("--bump", choices=["major", "minor", "patch"], default="patch")
     sp.add_argument("--type", choices=["release", "beta", "alpha"], default="release")
     sp.add_argument("--metric", "-m", action="append", default=[], help="NAME=NUMBER")
+    sp.add_argument("--param", "-p", action="append", default=[],
+                    help="NAME=TEXT string hyperparameter (query with --where param.NAME=TEXT)")
+    sp.add_argument("--run-id", help="lineage: the training run that produced this version")
+    sp.add_argument("--dataset", help="lineage: the dataset's name")
+    sp.add_argument("--dataset-version", help="lineage: the dataset's version")
     sp.add_argument("--training-data", help="JSON object or @file.json")
     sp.add_argument("--message", "--change-log", help="change log text")
     sp.add_argument("--tag", "-t", action="append", default=[])
@@ -335,7 +359,8 @@ def add_parser(add: AddCommand) -> None:
     sp.add_argument("model", nargs="?")
     sp.add_argument("--tag", "-t", action="append", default=[])
     sp.add_argument("--type", choices=["release", "beta", "alpha"])
-    sp.add_argument("--where", "-w", action="append", default=[], help="e.g. accuracy>=0.9")
+    sp.add_argument("--where", "-w", action="append", default=[],
+                    help="e.g. accuracy>=0.9 or param.optimizer=adamw")
     sp.add_argument("--since", help="YYYY-MM-DD or ISO datetime")
     sp.add_argument("--until", help="YYYY-MM-DD or ISO datetime")
 

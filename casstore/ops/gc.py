@@ -32,6 +32,7 @@ from casstore.repo.keys import (
     tag_key,
     version_key,
 )
+from casstore.store.base import ObjectStore
 
 TMP = "tmp/"
 DEFAULT_GRACE_SECONDS = 3600.0
@@ -218,7 +219,7 @@ class GarbageCollector:
             report.versions_expired = len(expire)
             report.versions_kept = sum(len(v) for v in fresh.kept.values())
             for e in expire:
-                freed = self._expire(e)
+                freed = expire_version(self.store, e)
                 report.manifests_deleted += 1 if freed else 0
                 report.bytes_freed += freed
             refresh()
@@ -244,22 +245,6 @@ class GarbageCollector:
         report.seconds = time.perf_counter() - t0
         return report
 
-    def _expire(self, e: ExpiredVersion) -> int:
-        """Tags, then the index entry, then the manifest: a crash leaves an orphan at worst.
-        Returns the bytes of the manifest removed (0 if it was already gone)."""
-        mark = json.dumps({"manifest": e.manifest, "expired_at": time.time()}).encode()
-        self.store.put(expired_key(e.model, e.version), mark)
-        for t in e.tags:
-            self.store.delete(tag_key(e.model, t, e.version))
-        self.store.delete(version_key(e.model, e.version))
-        key = manifest_key(Digest.parse(e.manifest))
-        try:
-            size = self.store.stat(key).size
-        except NotFoundError:
-            return 0
-        self.store.delete(key)
-        return size
-
     def _delete_many(self, keys: Iterable[str]) -> None:
         keys = list(keys)
         if keys:
@@ -270,6 +255,25 @@ class GarbageCollector:
     ) -> tuple[GcPlan, GcReport]:
         plan = self.plan(override, models)
         return plan, self.execute(plan)
+
+
+def expire_version(store: ObjectStore, e: ExpiredVersion) -> int:
+    """Expire one version: marker, tags, then the index entry, then the manifest (a crash
+    leaves an orphan at worst, which the next GC removes). Its chunks stay until a GC finds
+    nothing retained uses them. Returns the bytes of the manifest removed (0 if already gone).
+    The caller holds the sweep lease, so no ref move or commit interleaves."""
+    mark = json.dumps({"manifest": e.manifest, "expired_at": time.time()}).encode()
+    store.put(expired_key(e.model, e.version), mark)
+    for t in e.tags:
+        store.delete(tag_key(e.model, t, e.version))
+    store.delete(version_key(e.model, e.version))
+    key = manifest_key(Digest.parse(e.manifest))
+    try:
+        size = store.stat(key).size
+    except NotFoundError:
+        return 0
+    store.delete(key)
+    return size
 
 
 def _batches(items: Sequence[Any], n: int) -> Iterable[Sequence[Any]]:
@@ -284,4 +288,5 @@ __all__ = [
     "GcPlan",
     "GcReport",
     "RetentionPolicy",
+    "expire_version",
 ]

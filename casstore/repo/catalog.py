@@ -41,6 +41,7 @@ class Version:
     created_at = property(lambda self: self.manifest.created_at)
     version_type = property(lambda self: self.manifest.version_type)
     metrics = property(lambda self: self.manifest.performance_metrics)
+    params = property(lambda self: self.manifest.params)
     size_bytes = property(lambda self: self.manifest.size_bytes)
 
     @property
@@ -65,6 +66,8 @@ class Version:
             "tags": list(self.tags),
             "dependencies": list(m.dependencies),
             "parent": m.parent,
+            "params": dict(m.params),
+            "lineage": m.lineage.model_dump(),
             "size_bytes": m.size_bytes,
             "hash": self.id.hex(),
             "file_count": len(m.files),

@@ -34,14 +34,17 @@ from casstore.repo.leases import Session
 from casstore.repo.manifest import (
     VERSION_TYPES,
     FileEntry,
+    Lineage,
     Manifest,
     TensorEntry,
     TrainingData,
     VersionType,
+    check_param,
     check_relpath,
     encode,
     version_name,
 )
+from casstore.repo.query import PARAM_PREFIX
 from casstore.repo.versioning import Bump, bump, parse_spec, semver_key
 
 Source = tuple[str, int, ReadAt] | tuple[str, int, ReadAt, ReadAt]
@@ -73,6 +76,8 @@ class CommitSpec:
     reason: str = ""
     chunker: str | None = None  # None: the store's chunker
     extra: Mapping[str, Any] = field(default_factory=dict)
+    params: Mapping[str, str] = field(default_factory=dict)
+    lineage: Lineage = field(default_factory=Lineage)
 
     @classmethod
     def build(
@@ -93,6 +98,8 @@ class CommitSpec:
         reason: str = "",
         chunker: str | None = None,
         extra: Mapping[str, Any] | None = None,
+        params: Mapping[str, str] | None = None,
+        lineage: Mapping[str, str | None] | Lineage | None = None,
     ) -> CommitSpec:
         """Check every option; InvalidInputError names the first bad one. Touches no store."""
         check_name("model", model)
@@ -128,6 +135,8 @@ class CommitSpec:
             reason=_text("reason", reason),
             chunker=chunker,
             extra=_extra(extra or {}),
+            params=_params(params or {}),
+            lineage=_lineage(lineage),
         )
         spec.draft(version or "0.0.0", "")  # what the manifest's own validators would refuse
         return spec
@@ -154,6 +163,8 @@ class CommitSpec:
                 parent=parent,
                 files=files,
                 extra=dict(self.extra),
+                params=dict(self.params),
+                lineage=self.lineage,
             )
             encode(m)
         except ValidationError as e:
@@ -375,10 +386,44 @@ def _metrics(metrics: Mapping[str, float]) -> dict[str, float]:
     for k, v in metrics.items():
         if not isinstance(k, str) or not k:
             raise InvalidInputError(f"metric name {k!r} must be non-empty text")
+        if k.startswith(PARAM_PREFIX):
+            raise InvalidInputError(
+                f"metric name {k!r}: the prefix {PARAM_PREFIX!r} names string params (params=)"
+            )
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise InvalidInputError(f"metric {k}={v!r} is not a number")
         out[k] = float(v)  # NaN and inf are recorded as measured (a diverged run)
     return out
+
+
+def _params(params: Mapping[str, str]) -> dict[str, str]:
+    if not isinstance(params, Mapping):
+        raise InvalidInputError("params must be a mapping of name -> text")
+    return dict(check_param(k, v) for k, v in params.items())
+
+
+_LINEAGE_FIELDS = ("run_id", "dataset", "dataset_version")
+
+
+def _lineage(value: Mapping[str, str | None] | Lineage | None) -> Lineage:
+    if value is None:
+        return Lineage()
+    if isinstance(value, Lineage):
+        return value
+    if not isinstance(value, Mapping):
+        raise InvalidInputError("lineage must be a mapping (run_id=, dataset=, dataset_version=)")
+    unknown = sorted(map(str, set(value) - set(_LINEAGE_FIELDS)))
+    if unknown:
+        raise InvalidInputError(
+            f"unknown lineage field(s) {', '.join(unknown)}: use {', '.join(_LINEAGE_FIELDS)}"
+        )
+    for k, v in value.items():
+        if v is not None and not isinstance(v, str):
+            raise InvalidInputError(f"lineage {k} must be text, not {type(v).__name__}")
+    try:
+        return Lineage(**value)
+    except ValidationError as e:
+        raise InvalidInputError(f"invalid lineage: {_first_error(e)}") from None
 
 
 def _training_data(value: Mapping[str, Any] | TrainingData | None) -> TrainingData:

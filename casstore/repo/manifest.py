@@ -24,12 +24,18 @@ DELTA_FORMAT_VERSION = 2
 """Manifests with delta-encoded chunks are written as format 2 (older casstore refuses them
 with a clear "upgrade" error instead of misreading a store it cannot serve); all others stay
 byte-identical to format 1."""
-READABLE_FORMATS = (FORMAT_VERSION, DELTA_FORMAT_VERSION)
+PARAMS_FORMAT_VERSION = 3
+"""Manifests that record string ``params`` or ``lineage`` are written as format 3 (they may
+also hold deltas); a manifest without them keeps format 1's or 2's exact bytes, so the golden
+digests of older manifests do not move and older casstore refuses format 3 with "upgrade"."""
+READABLE_FORMATS = (FORMAT_VERSION, DELTA_FORMAT_VERSION, PARAMS_FORMAT_VERSION)
+PARAM_VALUE_MAX = 1024
 INLINE_MAX = 4096  # chunks this small live inside the manifest, not as objects of their own
 VersionType = Literal["release", "beta", "alpha"]
 VERSION_TYPES: tuple[str, ...] = ("release", "beta", "alpha")
 
 _CTRL = re.compile(r"[\x00-\x1f\x7f]")
+_PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]{0,127}")
 
 
 class _Frozen(BaseModel):
@@ -141,6 +147,39 @@ class TrainingData(BaseModel):
     data_quality_score: float | None = None
 
 
+def check_param(name: object, value: object) -> tuple[str, str]:
+    """A string hyperparameter: ``lr=3e-4``, ``optimizer=adamw`` (names as metric names)."""
+    if not isinstance(name, str) or not _PARAM_NAME.fullmatch(name):
+        raise InvalidInputError(
+            f"invalid param name {name!r}: a letter or '_' then letters, digits, '_.-'"
+        )
+    if not isinstance(value, str):
+        raise InvalidInputError(f"param {name}={value!r} must be text, not {type(value).__name__}")
+    if _CTRL.search(value) or len(value) > PARAM_VALUE_MAX:
+        raise InvalidInputError(
+            f"param {name}: value must be one line of at most {PARAM_VALUE_MAX} characters"
+        )
+    return name, value
+
+
+class Lineage(_Frozen):
+    """Where a version came from: the training run and the dataset (all optional)."""
+
+    run_id: str | None = None
+    dataset: str | None = None
+    dataset_version: str | None = None
+
+    @field_validator("run_id", "dataset", "dataset_version")
+    @classmethod
+    def _text(cls, v: str | None) -> str | None:
+        if v is not None and (not v or _CTRL.search(v) or len(v) > PARAM_VALUE_MAX):
+            raise ValueError(f"must be one non-empty line of at most {PARAM_VALUE_MAX} characters")
+        return v
+
+    def is_empty(self) -> bool:
+        return self.run_id is None and self.dataset is None and self.dataset_version is None
+
+
 class Manifest(_Frozen):
     """An immutable model version."""
 
@@ -159,6 +198,18 @@ class Manifest(_Frozen):
     parent: str | None = None  # semver of the version this one derives from
     files: tuple[FileEntry, ...]
     extra: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, str] = Field(default_factory=dict)  # format 3: string hyperparameters
+    lineage: Lineage = Field(default_factory=Lineage)  # format 3: run id, dataset
+
+    @field_validator("params")
+    @classmethod
+    def _params(cls, v: dict[str, str]) -> dict[str, str]:
+        for k, x in v.items():
+            try:
+                check_param(k, x)
+            except InvalidInputError as e:
+                raise ValueError(str(e)) from None
+        return v
 
     @field_validator("model")
     @classmethod
@@ -243,11 +294,22 @@ def _default(obj: object) -> object:
 
 
 def encode(manifest: Manifest) -> bytes:
-    """Deterministic msgpack bytes of a manifest (field order is the model's). Without deltas
-    the bytes are exactly format 1's; with them the manifest is format 2."""
+    """Deterministic msgpack bytes of a manifest (field order is the model's). Without deltas,
+    params and lineage the bytes are exactly format 1's; with deltas the manifest is format 2,
+    with params or lineage format 3 (fields left at their defaults are not written)."""
     data = manifest.model_dump(mode="python")
     if manifest.has_deltas:
         data["format_version"] = DELTA_FORMAT_VERSION
+    if manifest.params:
+        data["params"] = dict(sorted(manifest.params.items()))  # bytes independent of order
+    else:
+        del data["params"]
+    if manifest.lineage.is_empty():
+        del data["lineage"]
+    else:
+        data["lineage"] = {k: v for k, v in data["lineage"].items() if v is not None}
+    if manifest.params or not manifest.lineage.is_empty():
+        data["format_version"] = PARAMS_FORMAT_VERSION
     for f in data["files"]:
         if not f["deltas"]:
             del f["deltas"]

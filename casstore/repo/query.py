@@ -1,4 +1,5 @@
-"""Filtering versions: by tag, type, metric conditions such as ``accuracy>=0.9``, and dates."""
+"""Filtering versions: by tag, type, metric conditions such as ``accuracy>=0.9``, string
+params such as ``param.optimizer=adamw``, and dates."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
     "=": operator.eq,
 }
 _COND = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_.\-]*)\s*(>=|<=|!=|==|>|<|=)\s*(\S+)\s*")
+PARAM_PREFIX = "param."
+_PARAM_COND = re.compile(r"\s*param\.([A-Za-z_][A-Za-z0-9_.\-]*?)\s*(!=|==|=)(.*)")
 
 
 @dataclass(frozen=True)
@@ -36,7 +39,35 @@ class MetricCondition:
         return f"{self.metric}{self.op}{self.value:g}"
 
 
-def parse_condition(text: str) -> MetricCondition:
+@dataclass(frozen=True)
+class ParamCondition:
+    """``param.NAME=VALUE`` (or ``!=``): compares a version's string param as text; a version
+    without the param matches only ``!=``."""
+
+    param: str
+    op: str
+    value: str
+
+    def __call__(self, params: dict[str, str]) -> bool:
+        v = params.get(self.param)
+        return (v == self.value) if self.op in ("=", "==") else (v != self.value)
+
+    def __str__(self) -> str:
+        return f"{PARAM_PREFIX}{self.param}{self.op}{self.value}"
+
+
+Condition = MetricCondition | ParamCondition
+
+
+def parse_condition(text: str) -> Condition:
+    """``accuracy>=0.9`` (a metric, compared as a number) or ``param.optimizer=adamw``."""
+    if text.lstrip().startswith(PARAM_PREFIX):
+        p = _PARAM_COND.fullmatch(text)
+        if not p:
+            raise InvalidInputError(
+                f"bad param condition {text!r}: expected param.NAME=VALUE or param.NAME!=VALUE"
+            )
+        return ParamCondition(p[1], p[2], p[3].strip())
     m = _COND.fullmatch(text)
     if not m:
         raise InvalidInputError(f"bad metric condition {text!r}: expected e.g. accuracy>=0.9")
@@ -65,7 +96,7 @@ class Query:
 
     tags: Sequence[str] = ()
     version_type: str | None = None
-    where: Sequence[MetricCondition] = ()
+    where: Sequence[Condition] = ()
     since: dt.datetime | None = None
     until: dt.datetime | None = None
 
@@ -75,7 +106,10 @@ class Query:
         return (
             all(t in tags for t in self.tags)
             and (self.version_type is None or m.version_type == self.version_type)
-            and all(c(m.performance_metrics) for c in self.where)
+            and all(
+                c(m.params) if isinstance(c, ParamCondition) else c(m.performance_metrics)
+                for c in self.where
+            )
             and (self.since is None or m.created_at >= self.since)
             and (self.until is None or m.created_at <= self.until)
         )

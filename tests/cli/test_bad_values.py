@@ -44,6 +44,7 @@ BASE: dict[str, tuple[list[str], dict[str, str]]] = {
     "resolve": (["m"], {}),
     "check": (["m"], {"--policy": "POLICY", "--dry-run": ""}),
     "gc": ([], {"--dry-run": "", "--keep-last": "5"}),
+    "rm": (["m", "1.0.2"], {"--dry-run": ""}),
     "policy": (["show"], {}),
     "verify": ([], {}),
     "repair": ([], {"--from": "OTHER"}),
@@ -119,6 +120,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     repo = Repository(store)
     repo.commit("m", [f1], metrics={"accuracy": 0.9})
     repo.commit("m", [f2], metrics={"accuracy": 0.95}, ref="current")
+    repo.commit("m", [f2], version="1.0.2")  # no ref points at it: rm --dry-run may take it
     repo.promote("m", "1.0.0", ref="canary")
     repo.start_split("m", "1.0.1", ref="canary", steps=(0.01, 0.02, 0.03, 0.04, 0.05))
     assert run("replicate", store, other).code == 0

@@ -64,6 +64,16 @@ BAD_OPTIONS: list[tuple[str, dict[str, Any], type[CasstoreError], str]] = [
     ("chunker", {"chunker": "zip-9"}, InvalidInputError, "chunker"),
     ("extra", {"extra": {"f": object()}}, InvalidInputError, "cannot be stored"),
     ("extra-keys", {"extra": {1: "x"}}, InvalidInputError, "text keys"),
+    ("params-number", {"params": {"lr": 3e-4}}, InvalidInputError, "must be text"),
+    ("params-name", {"params": {"9lives": "x"}}, InvalidInputError, "invalid param name"),
+    ("params-newline", {"params": {"opt": "adam\nw"}}, InvalidInputError, "one line"),
+    ("params-long", {"params": {"opt": "x" * 2000}}, InvalidInputError, "at most"),
+    ("params-type", {"params": ["lr=1"]}, InvalidInputError, "mapping"),
+    ("metrics-param-prefix", {"metrics": {"param.lr": 1.0}}, InvalidInputError, "prefix"),
+    ("lineage-field", {"lineage": {"run": "r1"}}, InvalidInputError, "unknown lineage"),
+    ("lineage-type", {"lineage": "r1"}, InvalidInputError, "lineage must be a mapping"),
+    ("lineage-number", {"lineage": {"run_id": 7}}, InvalidInputError, "must be text"),
+    ("lineage-empty", {"lineage": {"dataset": ""}}, InvalidInputError, "invalid lineage"),
 ]
 
 

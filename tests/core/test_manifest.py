@@ -5,7 +5,7 @@ import pytest
 
 from casstore.digest import Digest
 from casstore.errors import CorruptObjectError, InvalidInputError, StoreFormatError
-from casstore.repo.manifest import FileEntry, Manifest, TensorEntry, decode, encode
+from casstore.repo.manifest import FileEntry, Lineage, Manifest, TensorEntry, decode, encode
 
 WHEN = dt.datetime(2025, 9, 18, 14, 30, 22, tzinfo=dt.timezone.utc)
 
@@ -53,6 +53,26 @@ def test_golden_bytes():
 
 
 GOLDEN = "3a4e9aaecd64af2b4e59e13ee0d976b176d676221c9c5ae1c2e44481d8eae806"
+
+
+def test_params_and_lineage_are_format_3_and_pinned():
+    """Params/lineage bump a manifest to format 3 (older casstore says "upgrade"); without
+    them the bytes stay format 1's, pinned by GOLDEN above."""
+    m = sample().model_copy(update={
+        "params": {"optimizer": "adamw", "lr": "3e-4"},
+        "lineage": Lineage(run_id="run-17", dataset="wiki", dataset_version="2024-06"),
+    })
+    raw = encode(m)
+    assert msgpack.unpackb(raw)["format_version"] == 3
+    assert decode(raw) == m.model_copy(update={"format_version": 3})
+    assert Digest.of(raw).hex() == GOLDEN_3, Digest.of(raw).hex()
+    only_run = sample().model_copy(update={"lineage": Lineage(run_id="r")})
+    assert msgpack.unpackb(encode(only_run))["lineage"] == {"run_id": "r"}
+    assert "params" not in msgpack.unpackb(encode(sample()))  # old manifests decode: defaults
+    assert decode(encode(sample())).params == {} and decode(encode(sample())).lineage.is_empty()
+
+
+GOLDEN_3 = "336539eef0bad589d5645655cd2aa835a51b57057ed99b25c6e3a94d62a15e6f"
 
 
 def test_digest_mismatch_is_corrupt():
