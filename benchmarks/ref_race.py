@@ -30,20 +30,25 @@ VERSIONS = ["1.0.0", "1.0.1", "1.0.2"]
 
 
 def _racer(url: str, moves: int, seed: int, out: Any) -> None:
-    from casstore import ConflictError, RefValue, Repository
+    try:
+        from casstore import ConflictError, Repository
+        from casstore.repo.refs import RefValue
 
-    repo = Repository(url)
-    landed = conflicts = 0
-    for i in range(moves):
-        try:
-            rec, _ = repo.refs.read("m", "race")
-            target = repo.get_version("m", VERSIONS[(i + seed) % 3]).target
-            expected = None if rec is None else rec.seq
-            repo.refs.move("m", "race", RefValue.of(target), expected_seq=expected)
-            landed += 1
-        except ConflictError:
-            conflicts += 1
-    out.put((landed, conflicts))
+        repo = Repository(url)
+        landed = conflicts = 0
+        for i in range(moves):
+            try:
+                rec, _ = repo.refs.read("m", "race")
+                target = repo.get_version("m", VERSIONS[(i + seed) % 3]).target
+                expected = None if rec is None else rec.seq
+                repo.refs.move("m", "race", RefValue.of(target), expected_seq=expected)
+                landed += 1
+            except ConflictError:
+                conflicts += 1
+        out.put((landed, conflicts))
+    except BaseException as e:  # the parent reports it instead of waiting for a result
+        out.put(f"{type(e).__name__}: {e}")
+        raise
 
 
 @contextmanager
@@ -92,6 +97,9 @@ def race(url: str, procs: int, moves: int, tmp: Path) -> dict[str, Any]:
     results = [out.get(timeout=600) for _ in workers]
     for p in workers:
         p.join(60)
+    errors = [r for r in results if isinstance(r, str)]
+    if errors:
+        raise RuntimeError(f"a racing process failed: {errors[0]}")
     seconds = time.perf_counter() - t0
     log = sorted(repo.refs.reflog("m", "race"), key=lambda e: e.seq)
     chain = all(b.old == a.new for a, b in itertools.pairwise(log))
