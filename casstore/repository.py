@@ -28,12 +28,13 @@ from casstore.ops.rollout import DEFAULT_STEPS, MoveResult, Rollout
 from casstore.ops.transfer import StoreOutcome, TransferReport, rollback_across, transfer
 from casstore.ops.verify import VerifyReport, verify
 from casstore.repo.catalog import Catalog, Version
+from casstore.repo.checkout import checkout as _checkout
 from casstore.repo.chunks import ChunkReader, Progress
 from casstore.repo.commit import CommitResult, CommitSpec, Source, prepare, store_and_publish
 from casstore.repo.compare import Comparison, compare
 from casstore.repo.config import StoreConfig
 from casstore.repo.context import StoreContext
-from casstore.repo.files import VersionFile, checkout_file
+from casstore.repo.files import VersionFile
 from casstore.repo.inputs import FileSource, collect
 from casstore.repo.keys import tag_key
 from casstore.repo.leases import Leases, LeaseSettings
@@ -221,12 +222,20 @@ class Repository:
             entry = v.manifest.file(path)
         return VersionFile(self.chunks, v.manifest, entry)
 
-    def checkout(self, model: str, spec: str, dest: str | os.PathLike[str]) -> list[Path]:
-        """Write every file of a version under ``dest``, byte-identical to what was committed."""
+    def checkout(self, model: str, spec: str, dest: str | os.PathLike[str], *,
+                 overwrite: bool = False) -> list[Path]:
+        """Write every file of a version under ``dest``, byte-identical to what was committed.
+
+        Refuses (:class:`AlreadyExistsError`, nothing written) when a file exists, unless
+        ``overwrite``; never writes through a symlink; each file appears only once complete
+        (see :mod:`casstore.repo.checkout`). Memory stays bounded whatever the file sizes."""
         v = self.get_version(model, spec)
         root = Path(dest)
-        root.mkdir(parents=True, exist_ok=True)
-        return [checkout_file(self.chunks, v.manifest, f, root) for f in v.manifest.files]
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OSError(e.errno, f"checkout: cannot create {root}: {e.strerror}") from e
+        return _checkout(self.chunks, v.manifest, root, overwrite=overwrite)
 
     # -- tags ----------------------------------------------------------------------------
     def tag(self, model: str, spec: str, *tags: str) -> Version:

@@ -237,7 +237,7 @@ def cmd_tag(args: argparse.Namespace) -> int:
 def cmd_checkout(args: argparse.Namespace) -> int:
     repo = open_repo(args)
     v = repo.get_version(args.model, args.version)
-    paths = repo.checkout(args.model, v.version, args.output)
+    paths = repo.checkout(args.model, v.version, args.output, overwrite=args.force)
     if args.json:
         emit_json(
             {
@@ -386,6 +386,9 @@ def add_parser(add: AddCommand) -> None:
     sp.add_argument("model")
     sp.add_argument("version", nargs="?", default="@current")
     sp.add_argument("-o", "--output", required=True)
+    sp.add_argument("--force", action="store_true",
+                    help="replace files that already exist in the output folder (default: "
+                    "refuse, exit 4, nothing written)")
 
     sp = add("cat", cmd_cat, "stream one file of a version to stdout")
     sp.add_argument("model")

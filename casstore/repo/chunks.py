@@ -393,6 +393,30 @@ class ChunkReader:
         """The verified bytes of a chunk; ``size`` (from the manifest) bounds decoding."""
         return self._read(digest, size, 0)
 
+    def read_into(self, digest: Digest, size: int, buffer: bytearray) -> memoryview:
+        """The verified ``size`` bytes of a chunk, read into ``buffer`` where the store can
+        (local stores; a raw object then decodes to a view of ``buffer``, no copy); else as
+        :meth:`read`. The result is valid until ``buffer`` is reused."""
+        inline = self._inline.get(digest)
+        if inline is None and self.store.capabilities.local:
+            key = chunk_key(digest)
+            try:
+                n = self.store.get_into(key, buffer)
+            except NotFoundError:
+                raise NotFoundError(f"chunk {digest.short()} is missing from the store") from None
+            if n <= len(buffer):
+                data = decode_chunk(memoryview(buffer)[:n], digest, size=size,
+                                    read_base=self._read)
+            else:
+                data = self._read(digest, size, 0)
+        else:
+            data = inline if inline is not None else self._read(digest, size, 0)
+        if len(data) != size:
+            raise CorruptObjectError(
+                f"chunk {digest.short()}: holds {len(data)} bytes, the manifest says {size}"
+            )
+        return data
+
     def check(self, raw: bytes | memoryview, digest: Digest, size: int | None = None,
               *, bases: dict[Digest, memoryview] | None = None) -> memoryview:
         """Decode and verify an object's bytes already in hand (verify, repair, transfers);

@@ -1,10 +1,8 @@
-"""Reading versions back: a seekable, verified file view and checkout to a folder."""
+"""Reading versions back: a seekable, verified view of one file (checkout: repo/checkout.py)."""
 
 from __future__ import annotations
 
 import bisect
-import os
-from pathlib import Path
 
 from casstore.chunking.base import SeekableReader
 from casstore.digest import Digest
@@ -78,30 +76,3 @@ class VersionFile(SeekableReader):
         i = bisect.bisect_right(self._starts, start) - 1
         j = bisect.bisect_left(self._starts, end)
         return [d for d, _, _ in self._chunks[max(i, 0) : j]]
-
-
-def checkout_file(reader: ChunkReader, manifest: Manifest, entry: FileEntry, dest: Path) -> Path:
-    """Write one file of a version under ``dest``; atomic per file (temp + rename)."""
-    target = dest.joinpath(*entry.path.split("/"))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.casstore-tmp")
-    written = 0
-    try:
-        with open(tmp, "wb") as f:
-            try:
-                for payload in reader.stream(entry.chunk_digests(),
-                                             sizes=[n for _, n in entry.chunks]):
-                    f.write(payload)
-                    written += len(payload)
-            except (NotFoundError, CorruptObjectError) as e:
-                raise _context(e, manifest, entry) from e
-        if written != entry.size:
-            raise CorruptObjectError(
-                f"version {manifest.name}, file {entry.path}: got {written} bytes, "
-                f"expected {entry.size}"
-            )
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return target

@@ -97,6 +97,16 @@ class ObjectStore(abc.ABC):
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         """Every object whose key starts with ``prefix``, in no particular order."""
 
+    def get_into(self, key: str, buffer: bytearray | memoryview) -> int:
+        """Read the whole object into the start of ``buffer``; returns the object's size.
+        If the object is larger than ``buffer``, returns its size and leaves the buffer's
+        content unspecified (call :meth:`get` instead). Local backends read straight into
+        the buffer, so a caller that reuses one buffer allocates nothing per object."""
+        data = self.get(key)
+        if len(data) <= len(buffer):
+            memoryview(buffer).cast("B")[: len(data)] = data
+        return len(data)
+
     def exists(self, key: str) -> bool:
         try:
             self.stat(key)

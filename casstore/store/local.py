@@ -212,6 +212,32 @@ class LocalStore(ObjectStore):
         s, e = check_range(start, end)
         return self._read("get", key, s, e)
 
+    def get_into(self, key: str, buffer: bytearray | memoryview) -> int:
+        path = self._path(key)
+        out = memoryview(buffer).cast("B")
+        try:
+            fd = os.open(path, os.O_RDONLY | _O_CLOEXEC)
+            try:
+                st = os.fstat(fd)
+                if not stat_mod.S_ISREG(st.st_mode):
+                    raise NotFoundError(errno.ENOENT, f"object not found: {path}")
+                size = st.st_size
+                if size > len(out):
+                    return size
+                done = 0
+                while done < size:
+                    n = os.preadv(fd, [out[done:size]], done)
+                    if n == 0:
+                        break  # truncated underneath us: report what is there
+                    done += n
+                return done
+            finally:
+                os.close(fd)
+        except CasstoreError:
+            raise
+        except OSError as e:
+            raise _translate(e, "get", path) from e
+
     def get_with_token(self, key: str) -> tuple[bytes, str]:
         data = self._read("get", key)
         return data, content_token(data)

@@ -50,6 +50,9 @@ class WrappingStore(ObjectStore):
     def get(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
         return self.inner.get(key, start, end)
 
+    def get_into(self, key: str, buffer: bytearray | memoryview) -> int:
+        return self.inner.get_into(key, buffer)
+
     def get_with_token(self, key: str) -> tuple[bytes, str]:
         return self.inner.get_with_token(key)
 
@@ -141,6 +144,9 @@ class RetryingStore(WrappingStore):
 
     def get(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
         return self._retry(self.inner.get, key, start, end)
+
+    def get_into(self, key: str, buffer: bytearray | memoryview) -> int:
+        return self._retry(self.inner.get_into, key, buffer)
 
     def get_with_token(self, key: str) -> tuple[bytes, str]:
         return self._retry(self.inner.get_with_token, key)

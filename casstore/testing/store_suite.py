@@ -118,6 +118,15 @@ class StoreConformance:
         store.put("r", b"0123456789")
         assert store.get("r", start, end) == expected
 
+    def test_get_into(self, store: ObjectStore) -> None:
+        store.put("r", b"0123456789")
+        buf = bytearray(b"-" * 16)
+        assert store.get_into("r", buf) == 10
+        assert bytes(buf) == b"0123456789------"
+        assert store.get_into("r", bytearray(4)) == 10  # too small: the size, to call get
+        store.put("e", b"")
+        assert store.get_into("e", buf) == 0
+
     def test_negative_range_is_refused(self, store: ObjectStore) -> None:
         store.put("r", b"0123456789")
         with pytest.raises(InvalidInputError):
@@ -133,6 +142,7 @@ class StoreConformance:
             lambda: store.get_with_token("nope"),
             lambda: store.stat("nope"),
             lambda: store.get_many(["nope"]),
+            lambda: store.get_into("nope", bytearray(8)),
         ):
             with pytest.raises(NotFoundError) as info:
                 call()

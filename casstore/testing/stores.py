@@ -78,6 +78,12 @@ class CountingStore(WrappingStore):
         self._add("get", 0, read=len(data))
         return data
 
+    def get_into(self, key: str, buffer: bytearray | memoryview) -> int:
+        self._add("get")
+        n = self.inner.get_into(key, buffer)
+        self._add("get", 0, read=min(n, len(buffer)))
+        return n
+
     def get_with_token(self, key: str) -> tuple[bytes, str]:
         self._add("get_with_token")
         data, token = self.inner.get_with_token(key)
@@ -195,6 +201,9 @@ class FaultInjectingStore(WrappingStore):
 
     def get(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
         return self._call("get", self.inner.get, key, start, end)
+
+    def get_into(self, key: str, buffer: bytearray | memoryview) -> int:
+        return self._call("get", self.inner.get_into, key, buffer)
 
     def get_with_token(self, key: str) -> tuple[bytes, str]:
         return self._call("get_with_token", self.inner.get_with_token, key)
