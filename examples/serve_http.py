@@ -1,8 +1,13 @@
 """A tiny HTTP inference server that follows a casstore ref (standard library only + torch).
 
+    casstore promote demo 1.0.2 --ref production      # what this server serves by default
     python examples/serve_http.py --store .casstore --model demo --port 8080
-    curl 'localhost:8080/predict?key=user-42'     # {"version": "1.0.3", "output": ...}
-    casstore rollback demo --previous-stable --wait   # returns once this server serves it
+    curl 'localhost:8080/predict?key=user-42'     # {"version": "1.0.2", "output": ...}
+    casstore promote demo 1.0.3 --ref production --wait       # returns once this server has it
+    casstore rollback demo --ref production --previous-stable --wait
+
+It follows ``production`` unless ``--ref`` names another ref: commits, training checkpoints
+and moves of ``current`` never change what it serves. Until the ref exists it answers 503.
 
 The "model" is the version's state dict; a prediction is the sum of one tensor, enough to see
 which weights answered. The health check refuses weights holding NaN or Inf: such a version
@@ -68,13 +73,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--store", default=".casstore")
     ap.add_argument("--model", required=True)
-    ap.add_argument("--ref", default="current")
+    ap.add_argument("--ref", default="production",
+                    help="the ref to serve (default production; set it with casstore promote "
+                    "MODEL VERSION --ref production)")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8080)
     ap.add_argument("--interval", type=float, default=0.5, help="seconds between ref polls")
     a = ap.parse_args()
     follower = Follower(a.store, a.model, a.ref, health_check=finite, interval=a.interval)
-    follower.start()
+    follower.start()  # until the ref exists, /predict answers 503 naming it
     server = ThreadingHTTPServer((a.host, a.port), make_handler(follower))
     print(json.dumps({"listening": server.server_address[1], "follower": follower.id}), flush=True)
     try:

@@ -34,6 +34,8 @@ TIED_KEY = "casstore.tied"
 """safetensors ``__metadata__`` key: JSON ``{alias: name}`` of tensors that shared memory."""
 
 INDEX_SUFFIX = ".safetensors.index.json"
+TRAINING_STATE_DIR = "training-state/"
+"""Where a checkpoint keeps optimizer/scheduler state: not part of the version's weights."""
 MAX_INDEX = 64 << 20
 
 
@@ -113,6 +115,8 @@ class TensorIndex:
             files = [f for f in files if f.path == path or f.path.startswith(root)]
             if not files:
                 raise NotFoundError(f"{self.version.name} has no file or folder {path!r}")
+        else:  # the weights: a training checkpoint's optimizer state is read only by name
+            files = [f for f in files if not f.path.startswith(TRAINING_STATE_DIR)]
         indexes = [f for f in files if f.path.endswith(INDEX_SUFFIX)]
         if indexes:
             weight_map: dict[str, str] = {}

@@ -1,11 +1,12 @@
-"""Checkpointing from a training loop: commit every N steps or epochs, keep the best, and
-only promote (or roll back) under a regression policy.
+"""Checkpointing from a training loop: commit the full training state every N steps or
+epochs, resume a killed run, keep the best, and move a ref only when told to.
 
 Usable from a plain loop; :func:`casstore.torch.lightning_callback` wraps it for Lightning::
 
     cb = CheckpointCallback(repo, "bert", every_n_steps=500, monitor="val_loss",
-                            policy=RegressionPolicy.parse(POLICY_JSON))
-    for step, batch in enumerate(loader, 1):
+                            optimizer=opt, scheduler=sched)
+    start = cb.resume(model) or 0          # the step of the last checkpoint, None if fresh
+    for step in range(start + 1, total + 1):
         ...
         cb.step(model, step=step, metrics={"val_loss": val_loss})
 """
@@ -26,7 +27,7 @@ from casstore.repo.keys import check_name
 from casstore.repo.manifest import VersionType
 from casstore.repository import Repository
 from casstore.torch._common import StoreLike, resolve_version
-from casstore.torch.serialization import save
+from casstore.torch.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 
 Action = Literal["skipped", "none", "promoted", "refused-promotion", "rolled-back"]
 
@@ -48,19 +49,25 @@ class CheckpointEvent:
 
 
 class CheckpointCallback:
-    """Commits a model every ``every_n_steps`` steps and/or ``every_n_epochs`` epochs.
+    """Commits the training state every ``every_n_steps`` steps and/or ``every_n_epochs``
+    epochs, through :func:`~casstore.torch.save_checkpoint`: the model's weights, the
+    ``optimizer`` and ``scheduler`` states when given, the step and epoch, and the RNG states.
 
     Call :meth:`step` after every optimizer step with ``step=`` (the number of steps done, so
-    it fires at N, 2N, ...) and/or at the end of every epoch with ``epoch=`` and no ``step``
-    (0-based, so it fires after epochs N-1, 2N-1, ...). ``force=True`` commits regardless.
+    it fires at N, 2N, ...) and/or at the end of every epoch with ``epoch=`` (0-based, so it
+    fires after epochs N-1, 2N-1, ...); given both, either boundary fires. ``force=True``
+    commits regardless. :meth:`resume` restores the newest checkpoint and returns its step.
 
     Each commit records ``metrics`` as the version's performance metrics and the step and
     epoch in its ``extra`` metadata. With ``monitor``, the best version so far (``mode`` min or
-    max) carries ``best_tag`` and ``best_ref`` points at it. Then the version is offered to
-    ``promote_ref``: without a ``policy`` it is promoted; with one, ``on_regression="refuse"``
-    promotes only a version that does not regress against the ref's version, and
-    ``"rollback"`` promotes first and rolls the ref back when the version regresses (both
-    moves land in the reflog, the second with trigger ``metric-regression``).
+    max) carries ``best_tag``. Refs move only when told: ``best_ref`` (default None) points at
+    the best version, and ``promote_ref`` (default None; serving refs such as ``production``
+    are never moved by training unless named here) is offered each checkpoint that has the
+    monitored metric (any checkpoint without ``monitor``): without a ``policy`` it is
+    promoted; with one, ``on_regression="refuse"`` promotes only a version that does not
+    regress against the ref's version, and ``"rollback"`` promotes first and rolls the ref
+    back when the version regresses (both moves land in the reflog, the second with trigger
+    ``metric-regression``).
     """
 
     def __init__(
@@ -73,8 +80,11 @@ class CheckpointCallback:
         monitor: str | None = None,
         mode: Literal["min", "max"] = "min",
         best_tag: str | None = "best",
-        best_ref: str | None = "best",
-        promote_ref: str | None = "current",
+        best_ref: str | None = None,
+        promote_ref: str | None = None,
+        optimizer: Any = None,
+        scheduler: Any = None,
+        rng: bool = True,
         policy: RegressionPolicy | None = None,
         on_regression: Literal["refuse", "rollback"] = "refuse",
         version_type: VersionType = "beta",
@@ -98,7 +108,9 @@ class CheckpointCallback:
         self.policy, self.on_regression = policy, on_regression
         self.version_type = version_type
         self.filename, self.max_shard_size = filename, max_shard_size
+        self.optimizer, self.scheduler, self.rng = optimizer, scheduler, rng
         self.commit_options = commit_options
+        self.resumed: Checkpoint | None = None
         self._last: tuple[str, int] | None = None
         self._best: float | None = None
         self._best_loaded = False
@@ -119,13 +131,20 @@ class CheckpointCallback:
         if trigger is None and not force:
             return event
         values = _floats(metrics or {})
-        extra = {**self.commit_options.get("extra", {}), "step": step, "epoch": epoch}
+        options = dict(self.commit_options)
+        version_extra = options.pop("extra", None)
         what = f"step {step}" if step is not None else f"epoch {epoch}"
-        options = {"change_log": f"checkpoint at {what}", **self.commit_options, "extra": extra}
-        result = save(
-            model_or_state_dict,
+        options.setdefault("change_log", f"checkpoint at {what}")
+        result = save_checkpoint(
             self.repo,
             self.model,
+            model=model_or_state_dict,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            step=step,
+            epoch=epoch,
+            rng=self.rng,
+            version_extra=version_extra,
             filename=self.filename,
             max_shard_size=self.max_shard_size,
             metrics=values,
@@ -142,19 +161,42 @@ class CheckpointCallback:
             )
             return event
         event.best = self._update_best(result.version, values)
+        if self.monitor is not None and self.monitor not in values:
+            event.action = "none"  # nothing to judge it by: never moved onto a ref
+            return event
         event.action, event.violations = self._promote(result.version)
         return event
 
     def _due(self, step: int | None, epoch: int | None) -> tuple[str, int] | None:
-        if step is not None:
-            due = self.every_n_steps is not None and step > 0 and step % self.every_n_steps == 0
+        if step is not None and self.every_n_steps is not None and step > 0 \
+                and step % self.every_n_steps == 0:
             key = ("step", step)
-        elif epoch is not None:
-            due = self.every_n_epochs is not None and (epoch + 1) % self.every_n_epochs == 0
+        elif epoch is not None and self.every_n_epochs is not None \
+                and (epoch + 1) % self.every_n_epochs == 0:
             key = ("epoch", epoch)
         else:
             return None
-        return key if due and key != self._last else None
+        return key if key != self._last else None
+
+    # -- resuming ------------------------------------------------------------------------
+    def resume(self, model: torch.nn.Module | None = None, version: str = "latest"
+               ) -> int | None:
+        """Restore ``model``, the optimizer, the scheduler and (with ``rng``) the random
+        generators from the newest checkpoint (or ``version``); returns its step (None, with
+        nothing touched, when the model has no checkpoint yet). The checkpoint is kept as
+        :attr:`resumed` (its ``epoch``, ``extra``)."""
+        if not self.repo.catalog.version_index(self.model):
+            return None
+        parts = ["rng"] + [p for p, o in (("model", model), ("optimizer", self.optimizer),
+                                          ("scheduler", self.scheduler)) if o is not None]
+        ckpt = load_checkpoint(self.repo, self.model, version, parts=parts)
+        ckpt.restore(model, self.optimizer, self.scheduler, rng=self.rng)
+        self.resumed = ckpt
+        if ckpt.step is not None:
+            self._last = ("step", ckpt.step)
+        elif ckpt.epoch is not None:
+            self._last = ("epoch", ckpt.epoch)
+        return ckpt.step
 
     # -- best ----------------------------------------------------------------------------
     def best_value(self) -> float | None:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -180,6 +181,8 @@ def test_live_server_follows_rollbacks_without_failed_requests(tmp_path: Path):
             store,
             "--model",
             "m",
+            "--ref",
+            "current",  # the example serves production unless told
             "--port",
             "0",
             "--interval",
@@ -261,6 +264,35 @@ def test_live_server_follows_rollbacks_without_failed_requests(tmp_path: Path):
             mine = [v for c, _, v in seen if c == i]
             changes = [b for a, b in itertools.pairwise(mine) if a != b]
             assert mine[0] == "1.0.0" and changes == ["1.0.1", "1.0.0", "1.0.1"], changes
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_example_server_follows_production_unless_told(tmp_path: Path):
+    store = str(tmp_path / "s")
+    v1 = weights(1)
+    ct.save(v1, store, "m")  # current -> 1.0.0
+    ct.save(weights(2, base=v1, changed=range(2)), store, "m")
+    server = [sys.executable, str(ROOT / "examples" / "serve_http.py"), "--store", store,
+              "--model", "m", "--port", "0", "--interval", "0.1"]
+    proc = subprocess.Popen(server, stdout=subprocess.PIPE, text=True)
+    try:
+        port = json.loads(proc.stdout.readline())["listening"]
+        url = f"http://127.0.0.1:{port}/predict?key=k"
+        with pytest.raises(urllib.error.HTTPError) as e:  # no production ref yet: 503
+            urllib.request.urlopen(url, timeout=5)
+        assert e.value.code == 503 and "m@production does not exist" in e.value.read().decode()
+        assert run("promote", "m", "1.0.1", "--ref", "production", store=store).code == 0
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=5) as r:
+                    assert json.loads(r.read())["version"] == "1.0.1"  # production, not current
+                    break
+            except urllib.error.HTTPError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
     finally:
         proc.terminate()
         proc.wait(10)

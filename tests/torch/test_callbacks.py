@@ -36,7 +36,8 @@ def test_commits_every_n_steps_with_metrics_as_metadata(repo):
     assert [v.manifest.extra["step"] for v in versions] == [3, 6, 9]
     assert versions[1].metrics == {"loss": pytest.approx(1 / 6)}
     assert {v.version_type for v in versions} == {"beta"}
-    assert current(repo) == "1.0.2"  # no policy: each checkpoint is promoted
+    # training moves no ref by default: current stays where the model's first commit set it
+    assert current(repo) == "1.0.0" and set(repo.refs.list("m")) == {"current"}
     assert cb.step(net, step=9).committed is False  # the same step twice commits once
     for name, t in ct.load(repo, "m").items():
         assert torch.equal(t, net.state_dict()[name])
@@ -51,8 +52,27 @@ def test_commits_every_n_epochs_and_on_force(repo):
     assert len(repo.versions("m")) == 3
 
 
+def test_promotes_each_checkpoint_only_when_told(repo):
+    cb = CheckpointCallback(repo, "m", every_n_steps=1, promote_ref="staging")
+    acts = [cb.step(model(i), step=i + 1).action for i in range(3)]
+    assert acts == ["promoted"] * 3 and current(repo, "staging") == "1.0.2"
+
+
+def test_a_checkpoint_without_the_monitored_metric_is_never_promoted(repo):
+    cb = CheckpointCallback(repo, "m", every_n_steps=1, monitor="val_loss",
+                            promote_ref="production", best_ref="best")
+    ev = cb.step(model(), step=1, metrics={"train_loss": 0.1})
+    assert ev.committed and ev.action == "none" and not ev.best
+    assert set(repo.refs.list("m")) == {"current"}
+    ev = cb.step(model(), step=2, metrics={"val_loss": 0.4})
+    assert ev.action == "promoted" and ev.best and current(repo, "production") == "1.0.1"
+    assert current(repo, "best") == "1.0.1"
+    ev = cb.step(model(), step=3, metrics={})
+    assert ev.action == "none" and current(repo, "production") == "1.0.1"
+
+
 def test_keeps_the_best_by_tag_and_ref(repo):
-    cb = CheckpointCallback(repo, "m", every_n_steps=1, monitor="val_loss")
+    cb = CheckpointCallback(repo, "m", every_n_steps=1, monitor="val_loss", best_ref="best")
     losses = [0.5, 0.3, 0.4]
     best = [
         cb.step(model(i), step=i + 1, metrics={"val_loss": x}).best for i, x in enumerate(losses)
@@ -61,13 +81,14 @@ def test_keeps_the_best_by_tag_and_ref(repo):
     assert [v.version for v in repo.versions("m") if "best" in v.tags] == ["1.0.1"]
     assert current(repo, "best") == "1.0.1"
     # a resumed run compares against the stored best
-    again = CheckpointCallback(repo, "m", every_n_steps=1, monitor="val_loss")
+    again = CheckpointCallback(repo, "m", every_n_steps=1, monitor="val_loss", best_ref="best")
     assert again.best_value() == pytest.approx(0.3)
     assert again.step(model(), step=10, metrics={"val_loss": 0.35}).best is False
 
 
 def test_policy_refuses_to_promote_a_regression(repo):
-    cb = CheckpointCallback(repo, "m", every_n_steps=1, monitor="val_loss", policy=POLICY)
+    cb = CheckpointCallback(repo, "m", every_n_steps=1, monitor="val_loss", policy=POLICY,
+                            promote_ref="current")
     acts = [
         cb.step(model(i), step=i + 1, metrics={"val_loss": x}).action
         for i, x in enumerate([0.5, 0.3, 0.9, 0.32])
@@ -92,11 +113,37 @@ def test_policy_rolls_back_a_regression(repo):
 
 
 def test_non_finite_metrics_are_committed_but_never_promoted(repo):
-    cb = CheckpointCallback(repo, "m", every_n_steps=1, monitor="val_loss", policy=POLICY)
+    cb = CheckpointCallback(repo, "m", every_n_steps=1, monitor="val_loss", policy=POLICY,
+                            promote_ref="current", best_ref="best")
     cb.step(model(), step=1, metrics={"val_loss": 0.5})
     ev = cb.step(model(), step=2, metrics={"val_loss": torch.tensor(float("nan"))})
     assert ev.committed and ev.action == "refused-promotion" and not ev.best
     assert current(repo) == "1.0.0" and current(repo, "best") == "1.0.0"
+
+
+def test_saves_optimizer_and_scheduler_and_resumes(repo):
+    net = model()
+    opt = torch.optim.AdamW(net.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    cb = CheckpointCallback(repo, "m", every_n_steps=2, every_n_epochs=1, optimizer=opt,
+                            scheduler=sched)
+    assert cb.resume(net) is None  # a fresh run: nothing to resume
+    for step in range(1, 5):
+        net(torch.ones(1, 4)).sum().backward()
+        opt.step()
+        sched.step()
+        cb.step(net, step=step, epoch=0 if step == 3 else None)  # step 3 ends epoch 0
+    assert [v.manifest.extra["step"] for v in repo.versions("m")] == [2, 3, 4]
+    fresh = model(seed=5)
+    opt2 = torch.optim.AdamW(fresh.parameters(), lr=9.0)
+    sched2 = torch.optim.lr_scheduler.StepLR(opt2, step_size=1, gamma=0.5)
+    again = CheckpointCallback(repo, "m", every_n_steps=2, optimizer=opt2, scheduler=sched2)
+    assert again.resume(fresh) == 4 and again.resumed.epoch is None
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(),
+                                                  net.state_dict().values()))
+    assert opt2.state_dict()["param_groups"] == opt.state_dict()["param_groups"]
+    assert sched2.state_dict() == sched.state_dict()
+    assert again.step(fresh, step=4).committed is False  # the resumed step is not re-saved
 
 
 def test_rejects_bad_options(repo):
