@@ -20,8 +20,9 @@ from casstore.errors import AlreadyExistsError, CasstoreError, InvalidInputError
 from casstore.ops.hooks import Hooks
 from casstore.ops.rollout import MoveResult, Rollout
 from casstore.repo.catalog import Version
-from casstore.repo.chunks import decode_chunk
+from casstore.repo.chunks import ChunkReader
 from casstore.repo.context import StoreContext
+from casstore.repo.deltas import chain_depths, depth_order
 from casstore.repo.keys import chunk_key, manifest_key, tag_key, version_key
 
 
@@ -74,8 +75,9 @@ def transfer(
     mover = Rollout(dst, hooks)
     with dst.writing("transfer"):
         known = _known_at_destination(dst, {v.model for v in versions})
+        reader = ChunkReader(src.store, cache_bytes=_BASE_CACHE)  # bases decoded once
         for v in versions:
-            _copy_version(src, dst, v, known, report, progress)
+            _copy_version(src, dst, v, known, reader, report, progress)
         for ref in refs:
             for model in sorted({v.model for v in versions}):
                 _copy_ref(src, mover, model, ref, report)
@@ -101,6 +103,7 @@ def _copy_version(
     dst: StoreContext,
     v: Version,
     known: set[Digest],
+    reader: ChunkReader,
     report: TransferReport,
     progress: Callable[[int], None] | None,
 ) -> None:
@@ -120,14 +123,16 @@ def _copy_version(
         return
     except NotFoundError:
         pass
-    needed = [d for d in sorted(v.manifest.chunk_set()) if d not in known]
+    chains = v.manifest.delta_chains()
+    needed = depth_order((d for d in v.manifest.chunk_set() if d not in known), chains)
     missing = _missing_at(dst, needed)
     report.chunks_present += len(v.manifest.chunk_set()) - len(missing)
-    sizes = _chunk_sizes(v)
-    for batch in _batches(missing, sizes, _BATCH_BYTES):
+    sizes = v.manifest.object_sizes()
+    depths = chain_depths(chains)
+    for batch in _batches(missing, sizes, _BATCH_BYTES, depths):  # bases before deltas
         raws = src.store.get_many([chunk_key(d) for d in batch])
-        for d in batch:
-            decode_chunk(raws[chunk_key(d)], d)  # never forward corrupt bytes
+        for d in batch:  # never forward corrupt bytes; send them as stored (encoded)
+            reader.check(raws[chunk_key(d)], d, sizes[d])
         dst.store.put_many(raws, sync=False)
         report.chunks_sent += len(batch)
         sent = sum(len(r) for r in raws.values())
@@ -153,6 +158,7 @@ def _copy_version(
 
 
 _BATCH_BYTES = 64 << 20
+_BASE_CACHE = 128 << 20
 _PROBE = 16
 
 
@@ -168,15 +174,14 @@ def _missing_at(dst: StoreContext, needed: list[Digest]) -> list[Digest]:
     return [d for d in needed if chunk_key(d) not in found]
 
 
-def _chunk_sizes(v: Version) -> dict[Digest, int]:
-    return {Digest(d): n for f in v.manifest.files for d, n in f.chunks}
-
-
-def _batches(items: list[Digest], sizes: dict[Digest, int], limit: int) -> Iterable[list[Digest]]:
+def _batches(items: list[Digest], sizes: dict[Digest, int], limit: int,
+             depths: dict[Digest, int]) -> Iterable[list[Digest]]:
+    """Batches of at most ``limit`` bytes; a new one starts where the chain depth grows, so a
+    delta is written only after the batch holding its base has landed."""
     batch: list[Digest] = []
     total = 0
     for d in items:
-        if batch and total + sizes[d] > limit:
+        if batch and (total + sizes[d] > limit or depths.get(d, 0) != depths.get(batch[0], 0)):
             yield batch
             batch, total = [], 0
         batch.append(d)

@@ -16,8 +16,9 @@ from typing import Any, Literal
 
 from casstore.digest import Digest
 from casstore.errors import CasstoreError, CorruptObjectError, NotFoundError
-from casstore.repo.chunks import decode_chunk
+from casstore.repo.chunks import ChunkReader
 from casstore.repo.context import StoreContext
+from casstore.repo.deltas import depth_order
 from casstore.repo.keys import chunk_key, expired_key, manifest_key
 from casstore.repo.manifest import Manifest, decode
 from casstore.repo.refs import RefStore
@@ -67,7 +68,9 @@ def verify(ctx: StoreContext, *, read_data: bool = False, workers: int = 8,
     t0 = time.perf_counter()
     report = VerifyReport()
     store, catalog, refs = ctx.store, ctx.catalog, ctx.refs
-    users: dict[Digest, set[str]] = {}  # chunk -> versions using it
+    users: dict[Digest, set[str]] = {}  # chunk -> versions using it (delta bases included)
+    sizes: dict[Digest, int] = {}  # chunk -> decoded size
+    chains: dict[Digest, tuple[Digest, ...]] = {}  # delta -> its bases, nearest first
     manifests: dict[Digest, Manifest] = {}
     for model in catalog.models():
         report.models += 1
@@ -80,6 +83,8 @@ def verify(ctx: StoreContext, *, read_data: bool = False, workers: int = 8,
             manifests[mid] = m
             for d in m.chunk_set():
                 users.setdefault(d, set()).add(label)
+            sizes.update(m.object_sizes())
+            chains.update(m.delta_chains())
         _check_refs(store, refs, model, manifests, report)
     keys = {chunk_key(d): d for d in users}
     present = store.exists_many(keys)
@@ -89,27 +94,51 @@ def verify(ctx: StoreContext, *, read_data: bool = False, workers: int = 8,
                                        tuple(sorted(users[d]))))
     report.chunks = len(keys)
     if read_data:
-        def check(d: Digest) -> tuple[Digest, int, str | None]:
-            try:
-                raw = store.get(chunk_key(d))
-                decode_chunk(raw, d)
-                return d, len(raw), None
-            except CorruptObjectError as e:
-                return d, 0, str(e)
-            except CasstoreError as e:
-                return d, 0, f"unreadable: {e}"
-
-        with ThreadPoolExecutor(workers) as pool:
-            for d, n, err in pool.map(check, [keys[k] for k in sorted(present)]):
-                report.bytes_read += n
-                if progress:
-                    progress(n)
-                if err is not None:
-                    kind: Kind = "unreadable" if err.startswith("unreadable") else "corrupt"
-                    report.problems.append(Problem(kind, f"chunk {d.hex()}", err,
-                                                   tuple(sorted(users[d]))))
+        bad = {keys[k] for k in set(keys) - present}
+        found = _check_chunks(ctx, [keys[k] for k in present], sizes, chains, workers,
+                              report, progress)
+        bad |= set(found)
+        for d, err in sorted(found.items()):
+            if any(b in bad for b in chains.get(d, ())):
+                continue  # a damaged base: its own problem names the versions (and repair)
+            kind: Kind = "unreadable" if err.startswith("unreadable") else "corrupt"
+            report.problems.append(Problem(kind, f"chunk {d.hex()}", err,
+                                           tuple(sorted(users[d]))))
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _check_chunks(
+    ctx: StoreContext, digests: list[Digest], sizes: dict[Digest, int],
+    chains: dict[Digest, tuple[Digest, ...]], workers: int, report: VerifyReport,
+    progress: Callable[[int], None] | None,
+) -> dict[Digest, str]:
+    """Decode and re-hash every chunk, bases before their deltas (so a base is decoded
+    once, kept in a small cache, not once per delta); returns the failures."""
+    reader = ChunkReader(ctx.store, cache_bytes=_BASE_CACHE)
+
+    def check(d: Digest) -> tuple[Digest, int, str | None]:
+        try:
+            raw = ctx.store.get(chunk_key(d))
+            reader.check(raw, d, sizes.get(d))
+            return d, len(raw), None
+        except CorruptObjectError as e:
+            return d, 0, str(e)
+        except CasstoreError as e:
+            return d, 0, f"unreadable: {e}"
+
+    failed: dict[Digest, str] = {}
+    with ThreadPoolExecutor(workers) as pool:
+        for d, n, err in pool.map(check, depth_order(digests, chains)):
+            report.bytes_read += n
+            if progress:
+                progress(n)
+            if err is not None:
+                failed[d] = err
+    return failed
+
+
+_BASE_CACHE = 128 << 20
 
 
 def _manifest(store: ObjectStore, mid: Digest, label: str, report: VerifyReport) -> Manifest | None:
@@ -164,28 +193,48 @@ class RepairReport:
                 "after": None if self.after is None else self.after.to_dict()}
 
 
-def repair(ctx: StoreContext, source: ObjectStore, *, read_data: bool = True) -> RepairReport:
-    """Restore missing/corrupt chunks and manifests from ``source``, then re-verify."""
-    store = ctx.store
-    before = verify(ctx, read_data=read_data)
+def repair(ctx: StoreContext, source: ObjectStore, *, read_data: bool = True,
+           rounds: int = 4) -> RepairReport:
+    """Restore missing/corrupt chunks and manifests from ``source``, then re-verify.
+
+    Objects from the replica are checked before they are written: a chunk stored there as a
+    delta is decoded with its bases read from the replica too, so it is verified whole even
+    when the local bases are the damaged ones. A delta hidden behind a damaged base shows
+    only once the base is repaired, so verify and repair repeat (at most ``rounds`` times)
+    while they find something new to repair.
+    """
     out = RepairReport()
-    for p in before.problems:
-        kind, _, hexd = p.object.partition(" ")
-        if kind not in ("chunk", "manifest") or p.kind == "dangling":
-            out.unrepairable.append(f"{p.object}: {p.detail}")
-            continue
-        d = Digest.parse(hexd)
-        key = chunk_key(d) if kind == "chunk" else manifest_key(d)
-        try:
-            raw = source.get(key)
-            if kind == "chunk":
-                decode_chunk(raw, d)
-            else:
-                decode(raw, d)
-        except CasstoreError as e:
-            out.unrepairable.append(f"{p.object}: replica cannot supply it ({e})")
-            continue
-        store.put(key, raw)
-        out.repaired.append(p.object)
-    out.after = verify(ctx, read_data=read_data)
+    attempted: set[str] = set()
+    replica = ChunkReader(source, cache_bytes=_BASE_CACHE)
+    report = verify(ctx, read_data=read_data)
+    for _ in range(rounds):
+        todo = [p for p in report.problems if p.object not in attempted]
+        if not todo:
+            break
+        for p in todo:
+            attempted.add(p.object)
+            _repair_one(ctx.store, source, replica, p, out)
+        report = verify(ctx, read_data=read_data)
+    out.after = report
     return out
+
+
+def _repair_one(store: ObjectStore, source: ObjectStore, replica: ChunkReader, p: Problem,
+                out: RepairReport) -> None:
+    kind, _, hexd = p.object.partition(" ")
+    if kind not in ("chunk", "manifest") or p.kind == "dangling":
+        out.unrepairable.append(f"{p.object}: {p.detail}")
+        return
+    d = Digest.parse(hexd)
+    key = chunk_key(d) if kind == "chunk" else manifest_key(d)
+    try:
+        raw = source.get(key)
+        if kind == "chunk":
+            replica.check(raw, d)
+        else:
+            decode(raw, d)
+    except CasstoreError as e:
+        out.unrepairable.append(f"{p.object}: replica cannot supply it ({e})")
+        return
+    store.put(key, raw)
+    out.repaired.append(p.object)

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import struct
 import threading
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -205,7 +205,10 @@ class ChunkWriter:
     GIL), so they overlap. At most ``max_inflight`` bytes are held at once, counting what
     encoding a piece needs besides the piece (its encoded copy, a delta's base): memory does
     not grow with file size. ``known`` seeds the set of digests known to be present (e.g. the
-    parent version's chunks), saving existence checks against a remote store.
+    parent version's chunks), saving existence checks against a remote store; ``chains`` are
+    the delta chains of those of them stored as deltas (a manifest's
+    :meth:`~casstore.repo.manifest.Manifest.delta_chains`), so a version that reuses such a
+    chunk records the bases it needs and GC keeps them.
 
     ``policy`` chooses the encodings (off: raw, as stores before encodings). With ``deltas``
     (the parent version's :class:`~casstore.repo.deltas.DeltaIndex`) a chunk of a tensor the
@@ -218,6 +221,7 @@ class ChunkWriter:
         store: ObjectStore,
         *,
         known: Iterable[Digest] = (),
+        chains: Mapping[Digest, tuple[Digest, ...]] | None = None,
         workers: int = 3,
         max_inflight: int = 64 << 20,
         progress: Progress | None = None,
@@ -240,7 +244,9 @@ class ChunkWriter:
         self.policy = policy
         self._deltas = deltas if policy.enabled and policy.max_chain > 0 else None
         self._reader = reader or (ChunkReader(store) if self._deltas is not None else None)
-        self._chains: dict[Digest, tuple[Digest, ...]] = dict(deltas.chains) if deltas else {}
+        self._chains: dict[Digest, tuple[Digest, ...]] = dict(chains or {})
+        if deltas is not None:
+            self._chains.update(deltas.chains)
 
     def add_file(
         self,
@@ -370,12 +376,16 @@ class ChunkReader:
     them has been seen (:meth:`remember_inline`); they were verified with their manifest.
     A chunk stored as a delta is decoded from its base (read the same way, at most
     ``MAX_CHAIN`` deep); every chunk in the chain is verified against its own digest.
+    With ``cache_bytes``, up to that many bytes of recently decoded chunks are kept, so a
+    pass over many chunks (verify, transfers) decodes each base once, not once per delta.
     """
 
-    def __init__(self, store: ObjectStore, *, workers: int | None = None) -> None:
+    def __init__(self, store: ObjectStore, *, workers: int | None = None,
+                 cache_bytes: int = 0) -> None:
         self.store = store
         self._workers = workers or max(2, min(8, store.capabilities.concurrent_io))
         self._inline: dict[Digest, memoryview] = {}
+        self._cache = _Decoded(cache_bytes)
 
     def remember_inline(self, manifest: Manifest) -> None:
         for f in manifest.files:
@@ -426,18 +436,22 @@ class ChunkReader:
                 return bases[d]
             return self._read(d, n, depth)
 
-        return decode_chunk(raw, digest, size=size, read_base=read_base)
+        return self._cache.put(digest, decode_chunk(raw, digest, size=size, read_base=read_base))
 
     def _read(self, digest: Digest, size: int | None, depth: int) -> memoryview:
         inline = self._inline.get(digest)
         if inline is not None:
             return inline
+        cached = self._cache.get(digest)
+        if cached is not None and (size is None or len(cached) == size):
+            return cached
         try:
             raw = self.store.get(chunk_key(digest))
         except NotFoundError:
             what = "chunk" if depth == 0 else "delta base chunk"
             raise NotFoundError(f"{what} {digest.short()} is missing from the store") from None
-        return decode_chunk(raw, digest, size=size, read_base=self._read, depth=depth)
+        data = decode_chunk(raw, digest, size=size, read_base=self._read, depth=depth)
+        return self._cache.put(digest, data)
 
     def stream(self, digests: Iterable[Digest], *, ahead: int = 4,
                sizes: Iterable[int] | None = None) -> Iterator[memoryview]:
@@ -451,3 +465,34 @@ class ChunkReader:
                     yield window.popleft().result()
             while window:
                 yield window.popleft().result()
+
+
+class _Decoded:
+    """Verified decoded chunks, least recently used dropped first, at most ``limit`` bytes."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._items: OrderedDict[Digest, memoryview] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, digest: Digest) -> memoryview | None:
+        if not self.limit:
+            return None
+        with self._lock:
+            data = self._items.get(digest)
+            if data is not None:
+                self._items.move_to_end(digest)
+            return data
+
+    def put(self, digest: Digest, data: memoryview) -> memoryview:
+        if not self.limit or len(data) > self.limit:
+            return data
+        with self._lock:
+            if digest not in self._items:
+                self._items[digest] = data
+                self._bytes += len(data)
+                while self._bytes > self.limit:
+                    _, old = self._items.popitem(last=False)
+                    self._bytes -= len(old)
+        return data

@@ -24,11 +24,13 @@ import msgpack
 from pydantic import ValidationError
 
 from casstore.chunking import Chunker, FileLayout, ReadAt, detect_layout, get_chunker
+from casstore.chunking.encodings import get_policy
 from casstore.digest import Digest
 from casstore.errors import AlreadyExistsError, InvalidInputError, NotFoundError
 from casstore.repo.catalog import Version
 from casstore.repo.chunks import ChunkWriter, Progress
 from casstore.repo.context import StoreContext
+from casstore.repo.deltas import delta_index
 from casstore.repo.keys import check_name, chunk_key, manifest_key, tag_key, version_key
 from casstore.repo.leases import Session
 from casstore.repo.manifest import (
@@ -263,8 +265,7 @@ def store_and_publish(
     if not ctx.exists:
         ctx.init()
     parent = _parent(ctx, plan)
-    known = parent.manifest.chunk_set() if parent else set()
-    writer = ChunkWriter(ctx.store, known=known, progress=progress)
+    writer = _writer(ctx, plan, parent, progress)
     entries: list[FileEntry] = []
     try:
         for (rel, size, read_at, *view), layout in plan.sources:
@@ -291,6 +292,43 @@ def store_and_publish(
         st.new_chunks,
         time.perf_counter() - plan.started,
     )
+
+
+def _writer(
+    ctx: StoreContext, plan: PreparedCommit, parent: Version | None, progress: Progress | None
+) -> ChunkWriter:
+    """A chunk writer with the store's encoding policy and the delta bases it may use.
+
+    Deltas go against the model's newest version (not ``current``: a training run that
+    commits without moving the ref would otherwise delta every checkpoint against the first),
+    or against an explicit ``parent=``. The chunks of both are taken as present, with the
+    delta chains of those stored as deltas, so a reused chunk keeps its bases alive.
+    """
+    policy = get_policy(ctx.config.encoding)
+    newest = parent if plan.spec.parent is not None else _newest(ctx, plan, parent)
+    manifests = {v.id: v.manifest for v in (parent, newest) if v is not None}.values()
+    known: set[Digest] = set()
+    chains: dict[Digest, tuple[Digest, ...]] = {}
+    for m in manifests:
+        known |= m.chunk_set()
+        chains.update(m.delta_chains())
+    deltas = delta_index(ctx.store, policy, newest.manifest if newest else None)
+    return ChunkWriter(ctx.store, known=known, chains=chains, progress=progress,
+                       policy=policy, deltas=deltas, reader=ctx.chunks)
+
+
+def _newest(ctx: StoreContext, plan: PreparedCommit, parent: Version | None) -> Version | None:
+    """The model's highest version as :func:`prepare` listed it, if it still exists (one
+    read: a version GC expired since is simply not used)."""
+    if not plan.existing:
+        return None
+    semver = max(plan.existing, key=semver_key)
+    if parent is not None and parent.version == semver:
+        return parent
+    try:
+        return ctx.get_version(plan.spec.model, semver)
+    except NotFoundError:
+        return parent
 
 
 def _publish(
@@ -339,11 +377,12 @@ def _file_entry(
         ),
         metadata=dict(layout.metadata),
         inline={bytes(d): writer.inline[d] for d, _ in chunks if d in writer.inline},
+        deltas=writer.deltas_of(chunks),
     )
 
 
 def _check_present(ctx: StoreContext, entries: Sequence[FileEntry]) -> None:
-    keys = {chunk_key(d): d for e in entries for d in e.chunk_digests() if d not in e.inline}
+    keys = {chunk_key(d): d for e in entries for d in e.object_sizes()}  # delta bases too
     missing = set(keys) - ctx.store.exists_many(keys)
     if missing:
         raise NotFoundError(

@@ -9,6 +9,7 @@ stored whole instead (a keyframe), so reading any chunk needs at most ``max_chai
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from casstore.chunking.base import TensorInfo
@@ -32,11 +33,7 @@ class DeltaIndex:
 
     def __init__(self, parent: Manifest, policy: Policy) -> None:
         self.max_chain = policy.max_chain
-        self.chains: dict[Digest, Chain] = {
-            Digest(d): tuple(Digest(b) for b in chain)
-            for f in parent.files
-            for d, chain in f.deltas.items()
-        }
+        self.chains: dict[Digest, Chain] = parent.delta_chains()
         self._tensors: dict[tuple[str, str, tuple[int, ...]], list[_ParentTensor]] = {}
         for f in parent.files:
             starts = {off: (d, n) for d, off, n in f.chunk_offsets() if bytes(d) not in f.inline}
@@ -80,3 +77,20 @@ def delta_index(store: ObjectStore, policy: Policy, parent: Manifest | None) -> 
     if not (store.capabilities.local or policy.remote_deltas):
         return None
     return DeltaIndex(parent, policy)
+
+
+def chain_depths(chains: Mapping[Digest, Sequence[Digest]]) -> dict[Digest, int]:
+    """How many bases each chunk named in ``chains`` needs (0: a keyframe)."""
+    depth: dict[Digest, int] = {}
+    for d, chain in chains.items():
+        depth[d] = max(depth.get(d, 0), len(chain))
+        for i, b in enumerate(chain):
+            depth[b] = max(depth.get(b, 0), len(chain) - 1 - i)
+    return depth
+
+
+def depth_order(digests: Iterable[Digest], chains: Mapping[Digest, Sequence[Digest]]
+                ) -> list[Digest]:
+    """``digests`` with every delta after the bases it needs (keyframes first)."""
+    depth = chain_depths(chains)
+    return sorted(digests, key=lambda d: (depth.get(d, 0), d))

@@ -267,6 +267,11 @@ class Manifest(_Frozen):
                 out.update(Digest(b) for b in chain)
         return out
 
+    def delta_chains(self) -> dict[Digest, tuple[Digest, ...]]:
+        """Chunks stored as deltas -> their chain of bases, nearest first (every file)."""
+        return {Digest(d): tuple(Digest(b) for b in chain)
+                for f in self.files for d, chain in f.deltas.items()}
+
     def object_sizes(self) -> dict[Digest, int]:
         """Decoded size of every chunk object in :meth:`chunk_set`."""
         out: dict[Digest, int] = {}

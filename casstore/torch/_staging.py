@@ -12,6 +12,7 @@ import msgpack
 from pydantic import ValidationError
 
 from casstore.chunking import get_chunker
+from casstore.chunking.encodings import get_policy
 from casstore.errors import CorruptObjectError, InvalidInputError
 from casstore.repo.chunks import ChunkWriter
 from casstore.repo.keys import check_name
@@ -33,7 +34,7 @@ def stage_file(repo: Repository, source: SafetensorsSource) -> FileEntry:
     """Chunk and store ``source`` (deduplicated against the store) and describe it."""
     chunker = get_chunker(repo.config.chunker)
     with repo.leases.session("dcp-write"):
-        writer = ChunkWriter(repo.store)
+        writer = ChunkWriter(repo.store, policy=get_policy(repo.config.encoding))
         try:
             layout, chunks = writer.add_file(chunker, source.read_at, source.size, source.path)
             writer.close()
@@ -56,6 +57,7 @@ def stage_file(repo: Repository, source: SafetensorsSource) -> FileEntry:
             for t in layout.tensors
         ),
         metadata=dict(layout.metadata),
+        deltas=writer.deltas_of(chunks),  # reused chunks stored as deltas keep their bases
     )
 
 

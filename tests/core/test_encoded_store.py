@@ -22,11 +22,6 @@ from casstore.store import open_store
 
 N = 1 << 16  # floats per tensor: 256 KiB tensors
 
-pytestmark = pytest.mark.skip(
-    reason="issue 13 step 4: the commit path (repo/commit.py, after issue 11 lands) does not "
-    "pass the store's encoding policy and delta index to ChunkWriter yet; verify/transfer "
-    "must use ChunkReader.check for delta objects in the same change")
-
 
 def _save(path: Path, tensors: dict[str, np.ndarray]) -> Path:
     header, off, body = {}, 0, []
