@@ -42,6 +42,7 @@ from casstore.repo.manifest import FileEntry, Manifest
 from casstore.repo.query import Query
 from casstore.repo.refs import RefStore, RefValue, Target
 from casstore.repo.stats import Stats, store_stats
+from casstore.repo.storage import VersionStorage, describe_version
 from casstore.store import ObjectStore, open_store
 
 __all__ = ["CommitResult", "Repository", "Stats", "Version"]
@@ -270,8 +271,13 @@ class Repository:
         return compare(self.get_version(model, a).manifest, self.get_version(model, b).manifest)
 
     def stats(self, model: str | None = None) -> Stats:
-        """Logical vs stored bytes, dedup ratio, chunk and version counts."""
+        """Logical vs stored bytes, bytes saved by dedup and by encoding, counts."""
         return store_stats(self.ctx, model)
+
+    def storage(self, version: Version) -> VersionStorage:
+        """How a version is stored: encodings, deltas, chain length (two small requests per
+        chunk object, in parallel)."""
+        return describe_version(self.store, version.manifest)
 
     # -- refs (see casstore.ops.rollout) ---------------------------------------------------
     def set_ref(self, model: str, ref: str, spec: str, **kw: Any) -> MoveResult:

@@ -25,11 +25,14 @@ def cmd_init(args: argparse.Namespace) -> int:
     repo = open_repo(args)
     chunker = make_chunker(args.chunker, max_chunk=args.max_chunk, cdc_avg=args.cdc_avg).name
     cfg = StoreConfig(chunker=chunker, single_writer=args.single_writer)
+    if args.encoding is not None:
+        cfg = cfg.model_copy(update={"encoding": args.encoding})
     if repo.exists:
         old = repo.config
-        cfg = cfg.model_copy(
-            update={"created_at": old.created_at, "conditional_writes": old.conditional_writes}
-        )
+        cfg = cfg.model_copy(update={
+            "created_at": old.created_at, "conditional_writes": old.conditional_writes,
+            "encoding": args.encoding or old.encoding,  # kept unless asked to change
+        })
         repo.ctx.replace_config(cfg)
     else:
         repo.init(cfg)
@@ -39,6 +42,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     else:
         print(f"casstore store at {repo.store.url}")
         print(f"  chunker: {repo.config.chunker}")
+        print(f"  encoding: {repo.config.encoding}")
         print(f"  single writer: {repo.config.single_writer}")
     return 0
 
@@ -135,6 +139,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     repo = open_repo(args)
     v = repo.get_version(args.model, args.version)
     d = v.to_dict(files=True)
+    st = repo.storage(v).to_dict()
+    d["storage"] = st
     if args.json:
         emit_json(d)
         return 0
@@ -173,7 +179,19 @@ def cmd_show(args: argparse.Namespace) -> int:
         ],
         ["file", "size", "format", "chunks", "tensors"],
     )
+    print(_storage_line(st))
     return 0
+
+
+def _storage_line(st: dict[str, Any]) -> str:
+    encodings = ", ".join(f"{n} {k}" for k, n in st["encodings"].items()) or "none"
+    line = (f"stored as {human_bytes(st['stored_bytes'])} for {human_bytes(st['chunk_bytes'])} "
+            f"of chunks ({st['stored_vs_chunk_bytes']:.2f}x): {st['objects']} objects "
+            f"({encodings}), {st['inline_chunks']} inline")
+    if st["delta_objects"]:
+        line += (f"; {st['delta_objects']} deltas need {st['delta_bases']} chunks of other "
+                 f"versions, chains up to {st['longest_chain']}")
+    return line
 
 
 def cmd_query(args: argparse.Namespace) -> int:
@@ -277,6 +295,11 @@ def cmd_stats(args: argparse.Namespace) -> int:
         f"logical {human_bytes(d['logical_bytes'])}  stored {human_bytes(d['stored_bytes'])}  "
         f"dedup {d['dedup_ratio']:.2f}x  saved {human_bytes(d['saved_bytes'])}"
     )
+    print(
+        f"saved by dedup {human_bytes(d['saved_by_dedup'])} ({human_bytes(d['unique_bytes'])} "
+        f"unique)  by encoding {human_bytes(d['saved_by_encoding'])} (chunks stored in "
+        f"{human_bytes(d['encoded_bytes'])})"
+    )
     table(
         [
             [
@@ -308,6 +331,16 @@ INIT_OPTIONS: list[tuple[str, dict[str, Any]]] = [
     ("--chunker", {"choices": ["tensor", "fastcdc", "fixed"], "default": "tensor"}),
     ("--max-chunk", {"type": int, "default": 16 << 20, "help": "max chunk bytes"}),
     ("--cdc-avg", {"type": int, "default": 64 << 10, "help": "FastCDC average bytes"}),
+    (
+        "--encoding",
+        {
+            "choices": ["off", "fast", "max"],
+            "help": "chunk encodings: off (raw, readable by casstore before encodings), fast "
+            "(default for new stores: float-aware compression, deltas on local stores), max "
+            "(fewest bytes, deltas on remote stores too); unchanged on an existing store "
+            "unless given",
+        },
+    ),
     (
         "--single-writer",
         {

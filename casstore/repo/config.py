@@ -90,5 +90,13 @@ def save_config(store: ObjectStore, cfg: StoreConfig) -> StoreConfig:
 
 
 def replace_config(store: ObjectStore, cfg: StoreConfig) -> None:
-    """Overwrite settings (``casstore init`` on an existing store)."""
-    store.put(CONFIG, _dump(_check(cfg)))
+    """Overwrite settings (``casstore init`` on an existing store).
+
+    The format version never goes down: a store that held encoded chunks keeps format 2
+    after ``--encoding off`` (its old chunks stay encoded), so old casstore still refuses it.
+    """
+    new = _check(cfg)
+    old = load_config(store)
+    if old is not None and old.format_version > new.format_version:
+        new = new.model_copy(update={"format_version": old.format_version})
+    store.put(CONFIG, _dump(new))

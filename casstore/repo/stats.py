@@ -1,4 +1,5 @@
-"""Storage statistics: logical vs stored bytes, dedup ratio, chunk and version counts."""
+"""Storage statistics: logical vs stored bytes, dedup ratio, chunk and version counts, and the
+bytes saved by dedup and by encoding, separately (:func:`casstore.repo.storage.savings`)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from casstore.repo.context import StoreContext
-from casstore.repo.keys import CHUNKS, MANIFESTS
+from casstore.repo.keys import MANIFESTS
+from casstore.repo.storage import Savings, chunk_objects, savings
 
 
 @dataclass
@@ -17,6 +19,7 @@ class Stats:
     stored_bytes: int = 0  # bytes of chunk objects in the store (or referenced, per model)
     chunks: int = 0
     per_model: dict[str, dict[str, int | float]] = field(default_factory=dict)
+    savings: Savings = field(default_factory=Savings)  # dedup vs encoding, these versions
 
     @property
     def dedup_ratio(self) -> float:
@@ -32,18 +35,26 @@ class Stats:
             "dedup_ratio": round(self.dedup_ratio, 4),
             "saved_bytes": max(0, self.logical_bytes - self.stored_bytes),
             "per_model": self.per_model,
+            "unique_bytes": self.savings.unique_bytes,  # distinct chunks, decoded
+            "encoded_bytes": self.savings.stored_bytes,  # those chunks as stored
+            "saved_by_dedup": self.savings.saved_by_dedup,
+            "saved_by_encoding": self.savings.saved_by_encoding,
         }
 
 
 def store_stats(ctx: StoreContext, model: str | None = None) -> Stats:
-    """Stats of one model (from its manifests) or of the whole store (listing its objects)."""
+    """Stats of one model (from its manifests) or of the whole store (listing its objects).
+
+    Both list the chunk objects once, for the bytes saved by encoding."""
     st = Stats()
     models = [model] if model is not None else ctx.catalog.models()
     all_chunks: dict[bytes, int] = {}
+    manifests = []
     for name in models:
         versions = ctx.versions(name)
         sizes: dict[bytes, int] = {}
         for v in versions:
+            manifests.append(v.manifest)
             for f in v.manifest.files:
                 sizes.update(f.chunks)
         logical = sum(v.size_bytes for v in versions)
@@ -59,12 +70,12 @@ def store_stats(ctx: StoreContext, model: str | None = None) -> Stats:
         st.logical_bytes += logical
         all_chunks.update(sizes)
     st.models = len(models)
+    listed = chunk_objects(ctx.store)
+    st.savings = savings(ctx.store, manifests, listed)
     if model is None:
-        for info in ctx.store.list(CHUNKS):
-            st.chunks += 1
-            st.stored_bytes += info.size
-        st.stored_bytes += sum(i.size for i in ctx.store.list(MANIFESTS))
+        st.chunks = len(listed)
+        st.stored_bytes = sum(listed.values()) + sum(i.size for i in ctx.store.list(MANIFESTS))
     else:
         st.chunks = len(all_chunks)
-        st.stored_bytes = sum(all_chunks.values())
+        st.stored_bytes = st.savings.stored_bytes
     return st

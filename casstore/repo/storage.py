@@ -91,8 +91,15 @@ class Savings:
                 "saved_by_encoding": self.saved_by_encoding}
 
 
-def savings(store: ObjectStore, manifests: list[Manifest]) -> Savings:
-    """Dedup and encoding savings of ``manifests``: their chunk sizes and one chunk listing."""
+def chunk_objects(store: ObjectStore) -> dict[Digest, int]:
+    """Every chunk object in the store and its stored size (one listing)."""
+    return {d: i.size for i in store.list(CHUNKS) if (d := digest_from_chunk_key(i.key))}
+
+
+def savings(store: ObjectStore, manifests: list[Manifest],
+            listed: dict[Digest, int] | None = None) -> Savings:
+    """Dedup and encoding savings of ``manifests``: their chunk sizes and one chunk listing
+    (``listed``, from :func:`chunk_objects`, when the caller has it already)."""
     out = Savings()
     objects: dict[Digest, int] = {}
     inline: dict[bytes, int] = {}
@@ -104,7 +111,8 @@ def savings(store: ObjectStore, manifests: list[Manifest]) -> Savings:
                     inline[d] = n
                 else:
                     objects[Digest(d)] = n
-    listed = {d: i.size for i in store.list(CHUNKS) if (d := digest_from_chunk_key(i.key))}
+    if listed is None:
+        listed = chunk_objects(store)
     for d, n in objects.items():
         out.unique_bytes += n
         out.stored_bytes += listed.get(d, 0)

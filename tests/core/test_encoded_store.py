@@ -157,3 +157,37 @@ def test_push_pull_send_encoded_objects_as_stored_bases_first(tmp_path, s3_url):
         _checks_out(back, v.version, f, tmp_path)
     deltas = [parse_header(src.store.get(i.key)) for i in src.store.list(CHUNKS)]
     assert any(h.encoding == ENC_DELTA for h in deltas)
+
+
+def test_cli_init_encoding_show_and_stats(tmp_path):
+    from casstore.repo.config import load_config
+    from tests.cli_helpers import run
+
+    store = tmp_path / "store"
+    assert run("init", "--encoding", "off", store=store).code == 0
+    files = _training(tmp_path, 2)
+    run("commit", "raw", files[0], store=store)
+    r = run("show", "raw", "1.0.0", "--json", store=store)
+    assert r.json()["storage"]["encodings"] == {"raw": 3}  # off: raw chunks
+    r = run("init", "--encoding", "fast", "--json", store=store)
+    assert r.json()["encoding"] == "fast" and r.json()["format_version"] == 2
+    for f in files:
+        assert run("commit", "m", f, store=store).code == 0
+    r = run("show", "m", "1.0.1", store=store)
+    assert r.code == 0 and "3 deltas need 3 chunks of other versions" in r.out, r.out
+    st = run("show", "m", "1.0.1", "--json", store=store).json()["storage"]
+    assert st["delta_objects"] == 3 and st["longest_chain"] == 1
+    assert st["stored_bytes"] < 0.9 * st["chunk_bytes"]
+    d = run("stats", "--json", store=store).json()
+    logical = 3 * files[0].stat().st_size
+    assert d["logical_bytes"] == logical
+    assert d["saved_by_dedup"] == logical - d["unique_bytes"] > 0  # raw 1.0.0 == m 1.0.0
+    assert d["saved_by_encoding"] == d["unique_bytes"] - d["encoded_bytes"] > 0
+    assert "saved by dedup" in run("stats", store=store).out
+    # switching back to off keeps the store at format 2: its chunks stay encoded
+    assert run("init", "--encoding", "off", store=store).code == 0
+    cfg = load_config(open_store(str(store)))
+    assert cfg is not None and cfg.encoding == "off" and cfg.format_version == 2
+    run("commit", "m", files[0], store=store)
+    assert run("init", "--chunker", "tensor", store=store).code == 0  # encoding kept
+    assert load_config(open_store(str(store))).encoding == "off"
