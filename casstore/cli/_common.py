@@ -35,11 +35,15 @@ def store_url(args: argparse.Namespace) -> str:
     return getattr(args, "store", None) or os.environ.get("CASSTORE_STORE") or DEFAULT_STORE
 
 
-def open_repo(args: argparse.Namespace, url: str | None = None) -> Any:
+def open_repo(args: argparse.Namespace, url: str | None = None, *, create: bool = False) -> Any:
     """The repository at ``url`` (default: the store the arguments name), configured from the
     environment: the actor (``$CASSTORE_ACTOR``), a notify command (``$CASSTORE_NOTIFY``), the
     health-check timeout (``$CASSTORE_HEALTH_TIMEOUT``) and the lease timeouts
-    (``$CASSTORE_SESSION_TIMEOUT``, ``$CASSTORE_LOCK_TIMEOUT``, ``$CASSTORE_LEASE_WAIT``)."""
+    (``$CASSTORE_SESSION_TIMEOUT``, ``$CASSTORE_LOCK_TIMEOUT``, ``$CASSTORE_LEASE_WAIT``).
+
+    A store that was never created (no config) is NotFoundError unless ``create``: only
+    writing commands (init, commit, policy set, the destination of push/pull/replicate) make
+    one, so a mistyped ``--store`` never looks like an empty, healthy store."""
     from casstore.ops.hooks import Hooks
     from casstore.repo.leases import LeaseSettings
     from casstore.repository import Repository
@@ -51,12 +55,18 @@ def open_repo(args: argparse.Namespace, url: str | None = None) -> Any:
             hooks.health_timeout = float(env["CASSTORE_HEALTH_TIMEOUT"])
         except ValueError:
             raise errors.InvalidInputError("$CASSTORE_HEALTH_TIMEOUT must be seconds") from None
-    return Repository(
+    repo = Repository(
         url or store_url(args),
         actor=env.get("CASSTORE_ACTOR") or None,
         hooks=hooks,
         lease_settings=LeaseSettings.from_env(env),
     )
+    if not create and not repo.exists:
+        where = url or store_url(args)
+        raise errors.NotFoundError(
+            f"no casstore store at {where}; run `casstore init` or check --store/CASSTORE_STORE"
+        )
+    return repo
 
 
 def parse_metrics(items: Sequence[str]) -> dict[str, float]:

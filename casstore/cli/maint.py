@@ -85,7 +85,7 @@ def cmd_rm(args: argparse.Namespace) -> int:
 def cmd_policy(args: argparse.Namespace) -> int:
     from casstore.ops.retention import load_policy, save_policy
 
-    repo = open_repo(args)
+    repo = open_repo(args, create=args.action == "set")
     model = args.model
     if args.action == "set":
         policy = _policy_from_args(args)

@@ -11,7 +11,7 @@ from casstore.cli._render import ProgressBar, emit_json, human_bytes
 def _run_transfer(args: argparse.Namespace, src_url: str, dst_url: str) -> int:
     from casstore.ops.transfer import select_versions
 
-    src, dst = open_repo(args, src_url), open_repo(args, dst_url)
+    src, dst = open_repo(args, src_url), open_repo(args, dst_url, create=True)
     versions = select_versions(src.ctx, args.model, args.version, args.all)
     refs = list(args.ref)
     if args.version and args.version.startswith("@") and args.version[1:] not in refs:
@@ -45,7 +45,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
 
 def cmd_replicate(args: argparse.Namespace) -> int:
-    src, dst = open_repo(args, args.source), open_repo(args, args.dest)
+    src, dst = open_repo(args, args.source), open_repo(args, args.dest, create=True)
     models = args.model or src.models()
     out = []
     for m in models:

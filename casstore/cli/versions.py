@@ -22,7 +22,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     from casstore.chunking import make_chunker
     from casstore.repo.config import StoreConfig
 
-    repo = open_repo(args)
+    repo = open_repo(args, create=True)
     chunker = make_chunker(args.chunker, max_chunk=args.max_chunk, cdc_avg=args.cdc_avg).name
     cfg = StoreConfig(chunker=chunker, single_writer=args.single_writer)
     if args.encoding is not None:
@@ -50,7 +50,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 def cmd_commit(args: argparse.Namespace) -> int:
     from casstore.repo.inputs import collect
 
-    repo = open_repo(args)
+    repo = open_repo(args, create=True)
     total = sum(p.stat().st_size for _, p in collect(args.paths))
     bar = ProgressBar(total, f"commit {args.model}") if not args.json else None
     try:

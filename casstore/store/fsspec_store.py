@@ -50,6 +50,8 @@ from casstore.store.base import Capabilities, ObjectInfo, ObjectStore
 T = TypeVar("T")
 ENDPOINT_ENV_VARS = ("CASSTORE_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 _CONFLICT_RETRIES = 6
+CONNECT_TIMEOUT = 3.0
+"""Seconds to wait for an S3 connection (botocore's default is 60, s3fs's 5)."""
 
 
 def s3_storage_options(options: Mapping[str, Any]) -> dict[str, Any]:
@@ -69,6 +71,10 @@ def s3_storage_options(options: Mapping[str, Any]) -> dict[str, Any]:
     opts.setdefault("use_listings_cache", False)
     config = dict(opts.get("config_kwargs") or {})
     config.setdefault("max_pool_connections", 32)  # matches capabilities.concurrent_io
+    # RetryingStore is the one retry layer: botocore does not retry, s3fs tries once (see
+    # FsspecStore), so a dead endpoint fails in seconds instead of 5 x 5 x 5 tries
+    config.setdefault("connect_timeout", CONNECT_TIMEOUT)
+    config.setdefault("retries", {"total_max_attempts": 1})
     opts["config_kwargs"] = config
     return opts
 
@@ -117,6 +123,7 @@ class FsspecStore(ObjectStore):
         self._s3 = _is_s3(fs)
         self._lock = threading.Lock()  # best-effort conditional writes (generic path)
         if self._s3:
+            fs.retries = 1  # s3fs's own retry loop: RetryingStore retries instead
             bucket, _, prefix = self.root.partition("/")
             self._bucket, self._prefix = bucket, f"{prefix}/" if prefix else ""
             self._bucket_seen = False

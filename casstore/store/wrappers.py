@@ -117,29 +117,42 @@ class RetryingStore(WrappingStore):
         attempts: int = 5,
         base_delay: float = 0.05,
         max_delay: float = 2.0,
+        budget: float = 10.0,
         seed: int | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(inner)
         self.attempts = max(1, attempts)
         self.base_delay, self.max_delay = base_delay, max_delay
+        self.budget = budget  # no new try starts once an operation has taken this long
         self._rng = random.Random(seed)
         self._sleep = sleep
+        self._clock = clock
         self.retries = 0  # how many retries were made (tests read it)
 
-    def _backoff(self, attempt: int) -> None:
+    def _backoff(self, attempt: int, started: float, error: TransientBackendError) -> None:
+        """Sleep before try ``attempt + 2``, or raise ``error`` (saying how long we tried)
+        when the tries or the time budget are used up: a dead endpoint fails within about
+        ``budget`` plus one request's timeout, not the product of every layer's retries."""
+        spent = self._clock() - started
+        if attempt >= self.attempts - 1 or spent >= self.budget:
+            if attempt == 0:
+                raise error
+            raise TransientBackendError(
+                f"{error} (gave up after {attempt + 1} tries in {spent:.1f}s)"
+            ) from error
         self.retries += 1
         delay = min(self.max_delay, self.base_delay * 2**attempt)
         self._sleep(delay * (0.5 + self._rng.random() / 2))
 
     def _retry(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        started = self._clock()
         for attempt in range(self.attempts):
             try:
                 return fn(*args, **kwargs)
-            except TransientBackendError:
-                if attempt == self.attempts - 1:
-                    raise
-                self._backoff(attempt)
+            except TransientBackendError as e:
+                self._backoff(attempt, started, e)
         raise AssertionError("unreachable")
 
     def get(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
@@ -166,6 +179,7 @@ class RetryingStore(WrappingStore):
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         """Restart a failed listing, skipping keys already yielded."""
         seen: set[str] = set()
+        started = self._clock()
         for attempt in range(self.attempts):
             try:
                 for info in self.inner.list(prefix):
@@ -173,10 +187,8 @@ class RetryingStore(WrappingStore):
                         seen.add(info.key)
                         yield info
                 return
-            except TransientBackendError:
-                if attempt == self.attempts - 1:
-                    raise
-                self._backoff(attempt)
+            except TransientBackendError as e:
+                self._backoff(attempt, started, e)
 
     def put(self, key: str, data: bytes | memoryview, *, sync: bool = True) -> None:
         self._retry(self.inner.put, key, data, sync=sync)
@@ -186,14 +198,13 @@ class RetryingStore(WrappingStore):
 
     def put_if_absent(self, key: str, data: bytes | memoryview, *, sync: bool = True) -> bool:
         uncertain = False
+        started = self._clock()
         for attempt in range(self.attempts):
             try:
                 created = self.inner.put_if_absent(key, data, sync=sync)
-            except TransientBackendError:
-                if attempt == self.attempts - 1:
-                    raise
+            except TransientBackendError as e:
                 uncertain = True
-                self._backoff(attempt)
+                self._backoff(attempt, started, e)
                 continue
             if created or not uncertain:
                 return created
@@ -205,14 +216,13 @@ class RetryingStore(WrappingStore):
 
     def replace_if_match(self, key: str, data: bytes, token: str | None) -> str:
         uncertain = False
+        started = self._clock()
         for attempt in range(self.attempts):
             try:
                 return self.inner.replace_if_match(key, data, token)
-            except TransientBackendError:
-                if attempt == self.attempts - 1:
-                    raise
+            except TransientBackendError as e:
                 uncertain = True
-                self._backoff(attempt)
+                self._backoff(attempt, started, e)
             except ConflictError:
                 if uncertain:
                     try:

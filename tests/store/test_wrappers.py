@@ -183,3 +183,20 @@ def test_probe_detects_a_store_that_ignores_preconditions() -> None:
     store = MemoryStore()
     assert probe_conditional_writes(_IgnoresPreconditions(store)) is False
     assert store.keys() == []  # the scratch key is cleaned up
+
+
+def test_retry_stops_when_its_time_budget_is_spent() -> None:
+    """Issue 15 item 1: a dead endpoint fails within the budget, not after every try."""
+    now = [0.0]
+
+    def slow_failure(key: str, *_: object) -> bytes:
+        now[0] += 4.0  # each try takes 4 s (a connect timeout)
+        raise TransientBackendError(f"cannot connect for {key}")
+
+    inner = MemoryStore()
+    inner.get = slow_failure  # type: ignore[method-assign]
+    store = RetryingStore(inner, attempts=10, budget=10.0, sleep=lambda _: None,
+                          clock=lambda: now[0])
+    with pytest.raises(TransientBackendError, match=r"gave up after 3 tries in 12\.0s"):
+        store.get("k")
+    assert store.retries == 2
