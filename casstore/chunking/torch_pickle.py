@@ -8,14 +8,27 @@ Also the safety check of legacy (non-zip) ``torch.save`` files and plain pickles
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter, OrderedDict
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import Any
 
 from casstore.chunking.base import ReadAt
 from casstore.chunking.dtypes import TORCH_DTYPES, TORCH_STORAGE_CLASSES, UNTYPED
-from casstore.chunking.safe_pickle import Global, Opaque, Stub, describe_object, load_at, load_bytes
+from casstore.chunking.safe_pickle import (
+    Global,
+    Opaque,
+    Resolve,
+    Stub,
+    describe_object,
+    load_at,
+    load_bytes,
+)
 from casstore.errors import InvalidInputError, UnsafePickleError
+
+ALLOW_GLOBALS_KEY = "casstore.allow_globals"
+"""File metadata of a torch file committed with ``allow_globals``: the globals it was checked
+with (comma-separated), which reading it allows again."""
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 """First pickle of a legacy (pre-zip) ``torch.save`` file."""
@@ -222,8 +235,48 @@ def resolve(module: str, name: str) -> Global:
     """The stub for an allowed global; UnsafePickleError naming any other."""
     stub = _ALLOWED.get(f"{module}.{name}")
     if stub is None:
-        raise UnsafePickleError(f"pickle references disallowed global {module}.{name}")
+        raise UnsafePickleError(_refusal(f"{module}.{name}"))
     return stub
+
+
+def _refusal(qualname: str) -> str:
+    return (f"pickle references disallowed global {qualname} (if this file is yours and you "
+            f"trust it, allow it on purpose: allow_globals=[{qualname!r}] or --allow-global "
+            f"{qualname}; it is never imported or called, the value stays opaque)")
+
+
+def recorded_allow(metadata: dict[str, str]) -> tuple[str, ...]:
+    """The allow-list a file was committed with (see :data:`ALLOW_GLOBALS_KEY`)."""
+    text = metadata.get(ALLOW_GLOBALS_KEY, "")
+    return tuple(q for q in text.split(",") if q)
+
+
+def check_global_name(qualname: object) -> str:
+    """``MODULE.NAME`` as an allow-list entry (dotted identifiers)."""
+    if not isinstance(qualname, str) or not _QUALNAME.fullmatch(qualname):
+        raise InvalidInputError(f"allowed global must be MODULE.NAME, e.g. argparse.Namespace; "
+                                f"got {qualname!r}")
+    return qualname
+
+
+_QUALNAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
+
+
+def resolver(allow: Collection[str] = ()) -> Resolve:
+    """:func:`resolve`, plus the globals in ``allow`` (``"argparse.Namespace"``) as inert
+    stubs: a pickle may name them and call them, and gets an :class:`Opaque` value back."""
+    if not allow:
+        return resolve
+    extra = {q: Global(q, _opaque(q)) for q in map(check_global_name, allow)}
+
+    def resolve_allowed(module: str, name: str) -> Global:
+        q = f"{module}.{name}"
+        stub = _ALLOWED.get(q) or extra.get(q)
+        if stub is None:
+            raise UnsafePickleError(_refusal(q))
+        return stub
+
+    return resolve_allowed
 
 
 def persistent_load(pid: Any) -> StorageStub:
@@ -238,22 +291,27 @@ def persistent_load(pid: Any) -> StorageStub:
     return StorageStub(key, _storage_dtype(storage_type), numel)
 
 
-def load_torch_pickle(read_at: ReadAt, start: int, end: int, filename: str = "") -> tuple[Any, int]:
-    """The object of the pickle at ``[start, end)`` with torch's globals as stubs."""
-    return load_at(read_at, start, end, resolve, persistent_load, filename)
+def load_torch_pickle(
+    read_at: ReadAt, start: int, end: int, filename: str = "", allow: Collection[str] = ()
+) -> tuple[Any, int]:
+    """The object of the pickle at ``[start, end)`` with torch's globals (and ``allow``'s)
+    as stubs."""
+    return load_at(read_at, start, end, resolver(allow), persistent_load, filename)
 
 
-def check_legacy_stream(read_at: ReadAt, size: int, filename: str = "") -> None:
+def check_legacy_stream(
+    read_at: ReadAt, size: int, filename: str = "", allow: Collection[str] = ()
+) -> None:
     """Check the pickles at the start of a legacy ``torch.save`` file (or any pickle).
 
     A legacy file holds five pickles (magic number, protocol, system info, the object, the
     storage keys) and then raw storage bytes; anything else is one pickle that must be safe.
     """
-    obj, pos = load_torch_pickle(read_at, 0, size, filename)
+    obj, pos = load_torch_pickle(read_at, 0, size, filename, allow)
     if type(obj) is not int or obj != LEGACY_MAGIC:
         return
     for _ in range(4):
-        _, n = load_torch_pickle(read_at, pos, size, filename)
+        _, n = load_torch_pickle(read_at, pos, size, filename, allow)
         pos += n
 
 

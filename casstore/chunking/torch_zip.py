@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import struct
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,10 +81,13 @@ class TorchArchive:
             yield name, stub, entry
 
 
-def read_torch_archive(read_at: ReadAt, size: int, filename: str = "") -> TorchArchive:
+def read_torch_archive(
+    read_at: ReadAt, size: int, filename: str = "", allow: Collection[str] = ()
+) -> TorchArchive:
     """Parse the zip directory, every member's offsets and ``data.pkl`` (restricted: a pickle
     that would import or call code raises UnsafePickleError). InvalidInputError for a corrupt
-    or lying archive; NotTorchZip / UnreadableZip when it is not a torch archive at all."""
+    or lying archive; NotTorchZip / UnreadableZip when it is not a torch archive at all.
+    ``allow`` names extra globals the pickle may use, as inert stubs."""
     where = describe(filename)
     infos, directory_start = _directory(read_at, size, filename)
     prefix = infos[0].filename.split("/", 1)[0]
@@ -94,13 +97,15 @@ def read_torch_archive(read_at: ReadAt, size: int, filename: str = "") -> TorchA
     pkl = entries[f"{prefix}/data.pkl"]
     if not pkl.stored:
         raise InvalidInputError(f"{where}: {pkl.name} is compressed; torch writes it stored")
-    obj, _ = load_torch_pickle(read_at, pkl.start, pkl.start + pkl.size, filename)
+    obj, _ = load_torch_pickle(read_at, pkl.start, pkl.start + pkl.size, filename, allow)
     return TorchArchive(prefix, entries, obj, filename)
 
 
-def parse_torch_zip(read_at: ReadAt, size: int, filename: str = "") -> FileLayout:
+def parse_torch_zip(
+    read_at: ReadAt, size: int, filename: str = "", allow: Collection[str] = ()
+) -> FileLayout:
     """The layout of a torch zip archive; InvalidInputError for a corrupt or lying one."""
-    archive = read_torch_archive(read_at, size, filename)
+    archive = read_torch_archive(read_at, size, filename, allow)
     where = describe(filename)
     tensors = []
     for name, stub, entry in archive.tensors():

@@ -62,6 +62,7 @@ def cmd_commit(args: argparse.Namespace) -> int:
             version_type=args.type,
             metrics=parse_metrics(args.metric),
             params=parse_params(args.param),
+            allow_globals=args.allow_global,
             lineage={"run_id": args.run_id, "dataset": args.dataset,
                      "dataset_version": args.dataset_version},
             training_data=parse_training_data(args.training_data),
@@ -370,6 +371,9 @@ def add_parser(add: AddCommand) -> None:
     sp.add_argument("--metric", "-m", action="append", default=[], help="NAME=NUMBER")
     sp.add_argument("--param", "-p", action="append", default=[],
                     help="NAME=TEXT string hyperparameter (query with --where param.NAME=TEXT)")
+    sp.add_argument("--allow-global", action="append", default=[], metavar="MODULE.NAME",
+                    help="let .pt pickles name this global (e.g. argparse.Namespace); it is "
+                    "never imported or called (default: tensors and containers only)")
     sp.add_argument("--run-id", help="lineage: the training run that produced this version")
     sp.add_argument("--dataset", help="lineage: the dataset's name")
     sp.add_argument("--dataset-version", help="lineage: the dataset's version")

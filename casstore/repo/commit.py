@@ -25,6 +25,8 @@ from pydantic import ValidationError
 
 from casstore.chunking import Chunker, FileLayout, ReadAt, detect_layout, get_chunker
 from casstore.chunking.encodings import get_policy
+from casstore.chunking.base import TORCH_PICKLE, TORCH_ZIP
+from casstore.chunking.torch_pickle import ALLOW_GLOBALS_KEY, check_global_name
 from casstore.digest import Digest
 from casstore.errors import AlreadyExistsError, InvalidInputError, NotFoundError
 from casstore.repo.catalog import Version
@@ -59,6 +61,7 @@ copy, e.g. from a memory map."""
 _BUMPS = ("major", "minor", "patch")
 
 
+
 @dataclass(frozen=True)
 class CommitSpec:
     """Everything a commit records besides the files, validated by :meth:`build`."""
@@ -80,6 +83,7 @@ class CommitSpec:
     extra: Mapping[str, Any] = field(default_factory=dict)
     params: Mapping[str, str] = field(default_factory=dict)
     lineage: Lineage = field(default_factory=Lineage)
+    allow_globals: tuple[str, ...] = ()  # pickle globals torch files may name (inert stubs)
 
     @classmethod
     def build(
@@ -102,6 +106,7 @@ class CommitSpec:
         extra: Mapping[str, Any] | None = None,
         params: Mapping[str, str] | None = None,
         lineage: Mapping[str, str | None] | Lineage | None = None,
+        allow_globals: Iterable[str] = (),
     ) -> CommitSpec:
         """Check every option; InvalidInputError names the first bad one. Touches no store."""
         check_name("model", model)
@@ -139,6 +144,8 @@ class CommitSpec:
             extra=_extra(extra or {}),
             params=_params(params or {}),
             lineage=_lineage(lineage),
+            allow_globals=tuple(sorted(set(
+                map(check_global_name, _strings("allow_globals", allow_globals))))),
         )
         spec.draft(version or "0.0.0", "")  # what the manifest's own validators would refuse
         return spec
@@ -241,7 +248,7 @@ def prepare(
         seen.add(rel)
     chunker = get_chunker(spec.chunker or ctx.config.chunker)
     # every file's format, parsed once: hostile files are refused before anything is stored
-    parsed = [(s, detect_layout(s[2], s[1], s[0])) for s in sources]
+    parsed = [(s, detect_layout(s[2], s[1], s[0], spec.allow_globals)) for s in sources]
     existing = ctx.catalog.version_index(spec.model)
     if spec.version is not None and spec.version in existing:
         raise AlreadyExistsError(f"{spec.model} v{spec.version} already exists")
@@ -273,7 +280,8 @@ def store_and_publish(
                 plan.chunker, read_at, size, rel,
                 view_at=view[0] if view else None, layout=layout,
             )
-            entries.append(_file_entry(rel, size, layout, plan.chunker, chunks, writer))
+            entries.append(_file_entry(rel, size, layout, plan.chunker, chunks, writer,
+                                       plan.spec.allow_globals))
         writer.close()
     except BaseException:
         writer.abort()
@@ -363,7 +371,11 @@ def _file_entry(
     chunker: Chunker,
     chunks: list[tuple[Digest, int]],
     writer: ChunkWriter,
+    allow_globals: tuple[str, ...] = (),
 ) -> FileEntry:
+    metadata = dict(layout.metadata)
+    if allow_globals and layout.format in (TORCH_ZIP, TORCH_PICKLE):
+        metadata[ALLOW_GLOBALS_KEY] = ",".join(allow_globals)  # what loads must allow too
     return FileEntry(
         path=rel,
         size=size,
@@ -375,7 +387,7 @@ def _file_entry(
                         length=t.length)
             for t in layout.tensors
         ),
-        metadata=dict(layout.metadata),
+        metadata=metadata,
         inline={bytes(d): writer.inline[d] for d, _ in chunks if d in writer.inline},
         deltas=writer.deltas_of(chunks),
     )

@@ -102,9 +102,12 @@ def _dtype(name: str) -> torch.dtype:
     return dtype
 
 
-def open_index(chunks: ChunkReader, version: Version, path: str | None) -> TensorIndex | DcpIndex:
+def open_index(
+    chunks: ChunkReader, version: Version, path: str | None, allow_globals: Iterable[str] = ()
+) -> TensorIndex | DcpIndex:
     """The tensor index of a version: assembled whole tensors for a distributed checkpoint
-    (unless ``path`` picks files), else the tensors of its safetensors or torch files."""
+    (unless ``path`` picks files), else the tensors of its safetensors or torch files
+    (``allow_globals``: extra pickle globals, as inert stubs)."""
     if path is None and any(f.path == DCP_METADATA for f in version.manifest.files):
         return DcpIndex(chunks, version)
-    return TensorIndex(chunks, version, path)
+    return TensorIndex(chunks, version, path, allow_globals)

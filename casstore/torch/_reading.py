@@ -22,6 +22,7 @@ import torch
 from casstore.chunking import detect_layout
 from casstore.chunking.base import SAFETENSORS, TORCH_PICKLE, TORCH_ZIP
 from casstore.chunking.detect import TORCH_SUFFIXES
+from casstore.chunking.torch_pickle import recorded_allow
 from casstore.chunking.torch_zip import ZIP_MAGIC, read_torch_archive
 from casstore.errors import CorruptObjectError, InvalidInputError, NotFoundError
 from casstore.repo.catalog import Version
@@ -84,8 +85,15 @@ def read_ranges(
 class TensorIndex:
     """The tensors of one version (or of the files under ``path`` in it), by name."""
 
-    def __init__(self, chunks: ChunkReader, version: Version, path: str | None = None) -> None:
+    def __init__(
+        self,
+        chunks: ChunkReader,
+        version: Version,
+        path: str | None = None,
+        allow_globals: Iterable[str] = (),
+    ) -> None:
         self.chunks = chunks
+        self.allow = tuple(allow_globals)
         self.version = version
         self.slots: dict[str, Slot] = {}
         self.aliases: dict[str, str] = {}  # tied name -> the name whose bytes it shares
@@ -188,7 +196,7 @@ class TensorIndex:
         if f.size >= len(ZIP_MAGIC) and read_at(0, len(ZIP_MAGIC)) == ZIP_MAGIC:
             self._add_torch_zip(f, read_at)
             return
-        layout = detect_layout(read_at, f.size, f.path)
+        layout = detect_layout(read_at, f.size, f.path, self._allow(f))
         if layout.format != TORCH_PICKLE:
             raise InvalidInputError(f"{f.path} is not a torch file (found {layout.format})")
         data = io.BytesIO(read_at(0, f.size))  # legacy format: torch's own weights_only loader
@@ -197,8 +205,12 @@ class TensorIndex:
             self._claim(self._where, name, f.path, self.version.name)
             self.eager[name] = t
 
+    def _allow(self, f: FileEntry) -> tuple[str, ...]:
+        """The globals the file was committed with, and any the caller allows."""
+        return (*recorded_allow(f.metadata), *self.allow)
+
     def _add_torch_zip(self, f: FileEntry, read_at) -> None:
-        archive = read_torch_archive(read_at, f.size, f.path)
+        archive = read_torch_archive(read_at, f.size, f.path, self._allow(f))
         for name, stub, storage in archive.tensors():
             where = f"{f.path}: {name}"
             dtype, size = dtype_by_torch_name(stub.dtype, where)

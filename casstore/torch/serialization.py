@@ -186,6 +186,7 @@ def load(
     keys: Iterable[str] | None = None,
     map_location: Device | None = None,
     path: str | None = None,
+    allow_globals: Iterable[str] = (),
 ) -> dict[str, torch.Tensor]:
     """The state dict of a version (``"1.2.0"``, a full name, ``"latest"``, a ref name such
     as ``"current"`` or ``"@best"``), or just the tensors named in ``keys``.
@@ -195,10 +196,13 @@ def load(
     their index), ``torch.save`` files, which are parsed without running any pickle code, and
     distributed checkpoints (whole tensors assembled from the ranks' shards).
     ``path`` restricts the lookup to one file or folder of the version. Tensors are created on
-    the CPU, then moved to ``map_location`` if given.
+    the CPU, then moved to ``map_location`` if given. ``allow_globals`` (``"MODULE.NAME"``)
+    lets ``.pt`` pickles name more globals, as inert stubs: never imported or called (the
+    globals a file was committed with are allowed again automatically).
     """
     with open_repo(store) as repo:
-        index = open_index(repo.chunks, resolve_version(repo, model, version_or_ref), path)
+        index = open_index(repo.chunks, resolve_version(repo, model, version_or_ref), path,
+                           allow_globals)
         names = index.names if keys is None else list(dict.fromkeys(keys))
         return _move(index.read(names), map_location)
 
@@ -220,6 +224,7 @@ def load_into(
     strict: bool = True,
     map_location: Device | None = None,
     path: str | None = None,
+    allow_globals: Iterable[str] = (),
 ) -> LoadResult:
     """Load a version into ``module`` (its parameters and buffers keep their devices).
 
@@ -228,7 +233,8 @@ def load_into(
     """
     own = list(module.state_dict().keys())
     with open_repo(store) as repo:
-        index = open_index(repo.chunks, resolve_version(repo, model, version_or_ref), path)
+        index = open_index(repo.chunks, resolve_version(repo, model, version_or_ref), path,
+                           allow_globals)
         stored = set(index.names)
         missing = [k for k in own if k not in stored]
         unexpected = sorted(stored.difference(own))

@@ -74,6 +74,10 @@ BAD_OPTIONS: list[tuple[str, dict[str, Any], type[CasstoreError], str]] = [
     ("lineage-type", {"lineage": "r1"}, InvalidInputError, "lineage must be a mapping"),
     ("lineage-number", {"lineage": {"run_id": 7}}, InvalidInputError, "must be text"),
     ("lineage-empty", {"lineage": {"dataset": ""}}, InvalidInputError, "invalid lineage"),
+    ("allow_globals-name", {"allow_globals": ["os"]}, InvalidInputError, "MODULE.NAME"),
+    ("allow_globals-string", {"allow_globals": "os.system"}, InvalidInputError,
+     "not one string"),
+    ("allow_globals-type", {"allow_globals": [3]}, InvalidInputError, "must be text"),
 ]
 
 

@@ -60,7 +60,7 @@ def test_malicious_pt_refused_at_load(repo, tmp_path, monkeypatch, zip_format):
     marker = tmp_path / "pwned"
     evil_checkpoint(tmp_path / "evil.pt", marker, zip_format=zip_format)
     with monkeypatch.context() as m:
-        permissive = lambda read_at, size, filename="": FileLayout(RAW)  # noqa: E731
+        permissive = lambda read_at, size, filename="", allow=(): FileLayout(RAW)  # noqa: E731
         m.setattr("casstore.repo.commit.detect_layout", permissive)
         m.setattr("casstore.chunking.chunkers.detect_layout", permissive)
         repo.commit("m", [tmp_path / "evil.pt"])
