@@ -24,8 +24,8 @@ import msgpack
 from pydantic import ValidationError
 
 from casstore.chunking import Chunker, FileLayout, ReadAt, detect_layout, get_chunker
-from casstore.chunking.encodings import get_policy
 from casstore.chunking.base import TORCH_PICKLE, TORCH_ZIP
+from casstore.chunking.encodings import get_policy
 from casstore.chunking.torch_pickle import ALLOW_GLOBALS_KEY, check_global_name
 from casstore.digest import Digest
 from casstore.errors import AlreadyExistsError, InvalidInputError, NotFoundError
