@@ -6,7 +6,10 @@ store, deduplicated like any commit, and leaves the file's entry under ``tmp/dcp
 The coordinator's ``finish`` commits those entries plus ``dcp-metadata.json`` (DCP's metadata
 as JSON, not a pickle) as one version. Reading resolves the version once, checks every rank
 resolved the same one, reads only the needed chunks, and refuses pickled objects that would run
-code before DCP's planner unpickles them::
+code before DCP's planner unpickles them. The writer applies the same check to every object
+before storing anything, so whatever it accepts the reader loads: a non-tensor value outside
+the allow-list (a numpy scalar, say) is refused at save time unless named in
+``allow_globals=``, which the checkpoint records for its readers::
 
     w = CasstoreStorageWriter("s3://bucket/ckpts", "llama", metrics={"loss": 1.9})
     dcp.save(state_dict, storage_writer=w)          # on every rank
@@ -21,6 +24,7 @@ import json
 import math
 import os
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -46,6 +50,7 @@ from torch.distributed.checkpoint.storage import StorageReader, StorageWriter, W
 from torch.futures import Future
 
 from casstore.chunking import detect_layout
+from casstore.chunking.torch_pickle import check_global_name
 from casstore.errors import (
     ConflictError,
     CorruptObjectError,
@@ -103,13 +108,23 @@ class CasstoreStorageWriter(StorageWriter):
     ``commit_options`` go to :meth:`Repository.commit_sources` (``metrics=``, ``tags=``,
     ``ref=``, ``version=``...). After ``dcp.save`` the coordinator's ``result`` is the
     CommitResult, and on every rank the returned metadata's ``storage_meta.checkpoint_id`` is
-    the new version's full name.
+    the new version's full name. Pickled objects (non-tensor values) pass the reader's check
+    before anything is stored; ``allow_globals`` (``"MODULE.NAME"``) lets them name more
+    globals, and is recorded so readers allow the same.
     """
 
-    def __init__(self, store: StoreLike, model: str, **commit_options: Any) -> None:
+    def __init__(
+        self,
+        store: StoreLike,
+        model: str,
+        *,
+        allow_globals: Iterable[str] = (),
+        **commit_options: Any,
+    ) -> None:
         super().__init__()
         self.store = store
         self.model = check_name("model", model)
+        self.allow_globals = tuple(sorted(set(map(check_global_name, allow_globals))))
         self.commit_options = commit_options
         self.result: CommitResult | None = None
         self.reset()
@@ -142,6 +157,7 @@ class CasstoreStorageWriter(StorageWriter):
             name = _item_name(item.index)
             if item.type == WriteItemType.BYTE_IO:
                 data = planner.resolve_data(item).getvalue()
+                _check_object(data, item.index.fqn, self.allow_globals)  # what readers check
                 blob = Blob(name, "U8", (len(data),), len(data), lambda d=data: memoryview(d))
             else:
                 td = item.tensor_data
@@ -169,7 +185,7 @@ class CasstoreStorageWriter(StorageWriter):
         metadata.version = DCP_VERSION
         metadata.storage_data = where
         metadata.storage_meta = self.storage_meta()
-        raw = encode_metadata(metadata)
+        raw = encode_metadata(metadata, self.allow_globals)
         with open_repo(self.store) as repo:
             keys = [staging_key(self._token, r) for r in ranks]
             staged = repo.store.get_many(keys)
@@ -205,13 +221,25 @@ def _resolver(planner: SavePlanner, item: Any):
 
 
 class CasstoreStorageReader(StorageReader):
-    """Reads a distributed checkpoint version; DCP's planner reshards it to the new layout."""
+    """Reads a distributed checkpoint version; DCP's planner reshards it to the new layout.
 
-    def __init__(self, store: StoreLike, model: str, version_or_ref: str = "current") -> None:
+    Pickled objects are checked before DCP's planner unpickles them (with its own
+    ``weights_only=False``): the globals the writer recorded are allowed, and any in
+    ``allow_globals``; an object naming any other is refused with UnsafePickleError."""
+
+    def __init__(
+        self,
+        store: StoreLike,
+        model: str,
+        version_or_ref: str = "current",
+        *,
+        allow_globals: Iterable[str] = (),
+    ) -> None:
         super().__init__()
         self.store = store
         self.model = check_name("model", model)
         self.spec = version_or_ref
+        self.allow_globals = tuple(map(check_global_name, allow_globals))
         self.reset()
 
     def reset(self, checkpoint_id: str | os.PathLike[str] | None = None) -> None:
@@ -220,13 +248,19 @@ class CasstoreStorageReader(StorageReader):
         self.load_id = uuid.uuid4().hex
         self.version: Version | None = None
         self.storage_data: dict[MetadataIndex, _Where] = {}
+        self._allowed: tuple[str, ...] = ()
 
     def read_metadata(self, *args: Any, **kwargs: Any) -> Metadata:
         if kwargs.get("rank") is not None:
             raise NotFoundError("casstore checkpoints have no per-rank metadata")
         with open_repo(self.store) as repo:
             self.version = resolve_version(repo, self.model, self.spec)
-            md = decode_metadata(read_document(repo.chunks, self.version))
+            doc = read_document(repo.chunks, self.version)
+            md = decode_metadata(doc)
+        recorded = doc.get("allow_globals", [])
+        if not isinstance(recorded, list) or not all(isinstance(q, str) for q in recorded):
+            raise CorruptObjectError(f"{DCP_METADATA}: allow_globals is not a list of names")
+        self._allowed = (*recorded, *self.allow_globals)
         md.storage_meta.load_id = self.load_id
         return md
 
@@ -278,7 +312,7 @@ class CasstoreStorageReader(StorageReader):
             stored = tensors[self._name(req)]
             if req.type == LoadItemType.BYTE_IO:
                 raw = stored.numpy().tobytes()
-                _check_object(raw, req.storage_index.fqn)
+                _check_object(raw, req.storage_index.fqn, self._allowed)
                 planner.load_bytes(req, io.BytesIO(raw))
                 continue
             piece = narrow_tensor_by_index(stored, req.storage_offsets, req.lengths)
@@ -296,17 +330,19 @@ class CasstoreStorageReader(StorageReader):
         return False
 
 
-def _check_object(raw: bytes, fqn: str) -> None:
+def _check_object(raw: bytes, fqn: str, allow: Iterable[str] = ()) -> None:
     """DCP's default planner unpickles objects with ``weights_only=False``: refuse (with
-    UnsafePickleError) any that would import or call code outside the tensor allow-list."""
-    detect_layout(lambda o, n: raw[o : o + n], len(raw), f"{fqn}.pt")
+    UnsafePickleError) any that would import or call code outside the tensor allow-list and
+    ``allow``. The writer and the reader both call this, so they accept the same objects."""
+    detect_layout(lambda o, n: raw[o : o + n], len(raw), f"{fqn}.pt", tuple(allow))
 
 
 # -- metadata as JSON ------------------------------------------------------------------------
 
 
-def encode_metadata(md: Metadata) -> bytes:
-    """DCP metadata as JSON (a pickle would run code on load)."""
+def encode_metadata(md: Metadata, allow_globals: Iterable[str] = ()) -> bytes:
+    """DCP metadata as JSON (a pickle would run code on load), with the pickle globals the
+    writer allowed its objects to name."""
     state: dict[str, Any] = {}
     for fqn, m in md.state_dict_metadata.items():
         if isinstance(m, BytesStorageMetadata):
@@ -342,6 +378,7 @@ def encode_metadata(md: Metadata) -> bytes:
         "state_dict": state,
         "storage": storage,
         "planner_data": _plain(md.planner_data),
+        "allow_globals": sorted(allow_globals),
         "storage_meta": {
             "checkpoint_id": None if sm.checkpoint_id is None else str(sm.checkpoint_id),
             "save_id": sm.save_id,

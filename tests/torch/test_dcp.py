@@ -112,3 +112,23 @@ def test_dcp_round_trip_on_s3(s3_url):
     dcp.load(target, storage_reader=CasstoreStorageReader(s3_url, "s3dcp"), no_dist=True)
     assert torch.equal(target["w"], state["w"]) and target["meta"] == {"epoch": 2}
     assert list(Repository(s3_url).store.list("tmp/dcp/")) == []
+
+
+@pytest.mark.filterwarnings("ignore:torch.distributed is disabled")
+def test_what_the_writer_accepts_the_reader_loads(repo):
+    import numpy as np
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    state = {"w": torch.arange(4.0), "best": np.float64(0.25), "note": {"lr": 0.1}}
+    with pytest.raises(CheckpointException) as refused:  # DCP wraps the rank's error
+        dcp.save(state, storage_writer=CasstoreStorageWriter(repo, "np"), no_dist=True)
+    text = str(refused.value)
+    assert "UnsafePickleError" in text and "disallowed global numpy" in text
+    assert not repo.catalog.version_index("np")  # nothing published
+    allow = [f"{np.float64(0).__reduce__()[0].__module__}.scalar", "numpy.dtype"]
+    dcp.save(state, storage_writer=CasstoreStorageWriter(repo, "np", allow_globals=allow),
+             no_dist=True)
+    target = {"w": torch.zeros(4), "best": None, "note": {"lr": 0.0}}
+    dcp.load(target, storage_reader=CasstoreStorageReader(repo, "np"), no_dist=True)
+    assert torch.equal(target["w"], state["w"]) and target["best"] == np.float64(0.25)
+    assert target["note"] == {"lr": 0.1}
