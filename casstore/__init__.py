@@ -10,7 +10,11 @@ The public API is what this module exports; the packages below it (``store``, ``
 ``casstore.torch`` does.
 """
 
-from casstore.digest import Digest
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from casstore.errors import (
     AlreadyExistsError,
     BackendError,
@@ -25,19 +29,65 @@ from casstore.errors import (
     UnsafePickleError,
     UnsupportedError,
 )
-from casstore.ops.gc import GarbageCollector, GcPlan, GcReport
-from casstore.ops.hooks import Hooks
-from casstore.ops.regression import MetricRule, RegressionPolicy
-from casstore.ops.retention import RetentionPolicy
-from casstore.ops.rollout import MoveResult
-from casstore.ops.transfer import StoreOutcome, TransferReport
-from casstore.ops.verify import Problem, VerifyReport
-from casstore.repo.commit import CommitResult, CommitSpec
-from casstore.repo.config import StoreConfig
-from casstore.repo.leases import LeaseSettings
-from casstore.repo.query import MetricCondition, Query, parse_condition
-from casstore.repository import Repository, Stats, Version
-from casstore.store import ObjectStore, open_store
+
+if TYPE_CHECKING:
+    from casstore.digest import Digest
+    from casstore.ops.gc import GarbageCollector, GcPlan, GcReport
+    from casstore.ops.hooks import Hooks
+    from casstore.ops.regression import MetricRule, RegressionPolicy
+    from casstore.ops.retention import RetentionPolicy
+    from casstore.ops.rollout import MoveResult
+    from casstore.ops.transfer import StoreOutcome, TransferReport
+    from casstore.ops.verify import Problem, VerifyReport
+    from casstore.repo.commit import CommitResult, CommitSpec
+    from casstore.repo.config import StoreConfig
+    from casstore.repo.leases import LeaseSettings
+    from casstore.repo.query import MetricCondition, Query, parse_condition
+    from casstore.repository import Repository, Stats, Version
+    from casstore.store import ObjectStore, open_store
+
+_LAZY = {
+    "Digest": "casstore.digest",
+    "GarbageCollector": "casstore.ops.gc",
+    "GcPlan": "casstore.ops.gc",
+    "GcReport": "casstore.ops.gc",
+    "Hooks": "casstore.ops.hooks",
+    "MetricRule": "casstore.ops.regression",
+    "RegressionPolicy": "casstore.ops.regression",
+    "RetentionPolicy": "casstore.ops.retention",
+    "MoveResult": "casstore.ops.rollout",
+    "StoreOutcome": "casstore.ops.transfer",
+    "TransferReport": "casstore.ops.transfer",
+    "Problem": "casstore.ops.verify",
+    "VerifyReport": "casstore.ops.verify",
+    "CommitResult": "casstore.repo.commit",
+    "CommitSpec": "casstore.repo.commit",
+    "StoreConfig": "casstore.repo.config",
+    "LeaseSettings": "casstore.repo.leases",
+    "MetricCondition": "casstore.repo.query",
+    "Query": "casstore.repo.query",
+    "parse_condition": "casstore.repo.query",
+    "Repository": "casstore.repository",
+    "Stats": "casstore.repository",
+    "Version": "casstore.repository",
+    "ObjectStore": "casstore.store",
+    "open_store": "casstore.store",
+}
+"""Public names imported on first use (PEP 562), so a command imports only what it runs."""
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'casstore' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __version__ = "0.1.0"
 

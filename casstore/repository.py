@@ -16,36 +16,36 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from casstore.errors import ConflictError, InvalidInputError, NotFoundError
-from casstore.ops.gc import DEFAULT_GRACE_SECONDS, GarbageCollector, GcPlan, GcReport
 from casstore.ops.hooks import Hooks, Notifier
-from casstore.ops.regression import RegressionPolicy, check_regression
-from casstore.ops.remove import Removed, remove
-from casstore.ops.retention import RetentionPolicy
 from casstore.ops.rollout import DEFAULT_STEPS, MoveResult, Rollout
-from casstore.ops.transfer import StoreOutcome, TransferReport, rollback_across, transfer
-from casstore.ops.verify import VerifyReport, verify
 from casstore.repo.catalog import Catalog, Version
-from casstore.repo.checkout import checkout as _checkout
 from casstore.repo.chunks import ChunkReader, Progress
-from casstore.repo.commit import CommitResult, CommitSpec, Source, prepare, store_and_publish
-from casstore.repo.compare import Comparison, compare
 from casstore.repo.config import StoreConfig
 from casstore.repo.context import StoreContext
-from casstore.repo.files import VersionFile
-from casstore.repo.inputs import FileSource, collect
 from casstore.repo.keys import tag_key
 from casstore.repo.leases import Leases, LeaseSettings
 from casstore.repo.manifest import FileEntry, Manifest
-from casstore.repo.query import Query
 from casstore.repo.refs import RefStore, RefValue, Target
-from casstore.repo.stats import Stats, store_stats
-from casstore.repo.storage import VersionStorage, describe_version
+from casstore.repo.stats import Stats
 from casstore.store import ObjectStore, open_store
 
-__all__ = ["CommitResult", "Repository", "Stats", "Version"]
+if TYPE_CHECKING:  # imported where used: a command loads only the code it runs
+    from casstore.ops.gc import GcPlan, GcReport
+    from casstore.ops.regression import RegressionPolicy
+    from casstore.ops.remove import Removed
+    from casstore.ops.retention import RetentionPolicy
+    from casstore.ops.transfer import StoreOutcome, TransferReport
+    from casstore.ops.verify import VerifyReport
+    from casstore.repo.commit import CommitResult, CommitSpec, Source
+    from casstore.repo.compare import Comparison
+    from casstore.repo.files import VersionFile
+    from casstore.repo.query import Query
+    from casstore.repo.storage import VersionStorage
+
+__all__ = ["Repository", "Stats", "Version"]
 
 
 class Repository:
@@ -131,6 +131,9 @@ class Repository:
         ``chunker=``, ``extra=``. Every option and file is checked before anything is
         stored. The first version of a model sets ``current``.
         """
+        from casstore.repo.commit import CommitSpec
+        from casstore.repo.inputs import FileSource, collect
+
         spec = CommitSpec.build(model, **options)
         files = collect(paths)
         sources = [FileSource(p) for _, p in files]
@@ -161,6 +164,8 @@ class Repository:
         presence is checked inside this commit's write session, so GC cannot sweep them
         between the check and the publish.
         """
+        from casstore.repo.commit import CommitSpec
+
         return self._commit(CommitSpec.build(model, **options), sources, prechunked, progress)
 
     def _commit(
@@ -170,6 +175,8 @@ class Repository:
         prechunked: Sequence[FileEntry],
         progress: Progress | None,
     ) -> CommitResult:
+        from casstore.repo.commit import prepare, store_and_publish
+
         plan = prepare(self.ctx, spec, sources, prechunked)  # nothing stored before this passes
         with self.ctx.writing("commit") as session:
             result = store_and_publish(self.ctx, plan, session, progress=progress)
@@ -213,6 +220,8 @@ class Repository:
 
     def open_file(self, model: str, spec: str, path: str | None = None) -> VersionFile:
         """A seekable, verified read-only file object for one file of a version."""
+        from casstore.repo.files import VersionFile
+
         v = self.get_version(model, spec)
         files = v.manifest.files
         if path is None:
@@ -230,13 +239,15 @@ class Repository:
         Refuses (:class:`AlreadyExistsError`, nothing written) when a file exists, unless
         ``overwrite``; never writes through a symlink; each file appears only once complete
         (see :mod:`casstore.repo.checkout`). Memory stays bounded whatever the file sizes."""
+        from casstore.repo.checkout import checkout
+
         v = self.get_version(model, spec)
         root = Path(dest)
         try:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise OSError(e.errno, f"checkout: cannot create {root}: {e.strerror}") from e
-        return _checkout(self.chunks, v.manifest, root, overwrite=overwrite)
+        return checkout(self.chunks, v.manifest, root, overwrite=overwrite)
 
     # -- tags ----------------------------------------------------------------------------
     def tag(self, model: str, spec: str, *tags: str) -> Version:
@@ -262,21 +273,29 @@ class Repository:
 
     def query(self, model: str | None = None, query: Query | None = None) -> list[Version]:
         """Versions of one model (or all models) matching ``query``."""
+        from casstore.repo.query import Query
+
         q = query or Query()
         models = [model] if model is not None else self.models()
         return [v for name in models for v in self.versions(name) if q.matches(v)]
 
     def compare(self, model: str, a: str, b: str) -> Comparison:
         """Metadata and metric deltas and a per-file, per-tensor content diff (a -> b)."""
+        from casstore.repo.compare import compare
+
         return compare(self.get_version(model, a).manifest, self.get_version(model, b).manifest)
 
     def stats(self, model: str | None = None) -> Stats:
         """Logical vs stored bytes, bytes saved by dedup and by encoding, counts."""
+        from casstore.repo.stats import store_stats
+
         return store_stats(self.ctx, model)
 
     def storage(self, version: Version) -> VersionStorage:
         """How a version is stored: encodings, deltas, chain length (two small requests per
         chunk object, in parallel)."""
+        from casstore.repo.storage import describe_version
+
         return describe_version(self.store, version.manifest)
 
     # -- refs (see casstore.ops.rollout) ---------------------------------------------------
@@ -334,6 +353,8 @@ class Repository:
         self, model: str, policy: RegressionPolicy, **kw: Any
     ) -> dict[str, Any]:
         """Apply a regression policy to a ref (see :func:`.ops.regression.check_regression`)."""
+        from casstore.ops.regression import check_regression
+
         return check_regression(self.rollout, model, policy, **kw)
 
     # -- maintenance ---------------------------------------------------------------------
@@ -342,22 +363,29 @@ class Repository:
         policy: RetentionPolicy | None = None,
         models: Sequence[str] | None = None,
         *,
-        grace_seconds: float = DEFAULT_GRACE_SECONDS,
+        grace_seconds: float | None = None,
         dry_run: bool = False,
     ) -> tuple[GcPlan, GcReport | None]:
         """Expire versions by retention policy and delete what nothing retained uses.
-        ``dry_run`` returns the plan only."""
-        collector = GarbageCollector(self.ctx, grace_seconds=grace_seconds)
+        ``dry_run`` returns the plan only; ``grace_seconds`` defaults to GC's own grace."""
+        from casstore.ops.gc import DEFAULT_GRACE_SECONDS, GarbageCollector
+
+        grace = DEFAULT_GRACE_SECONDS if grace_seconds is None else grace_seconds
+        collector = GarbageCollector(self.ctx, grace_seconds=grace)
         plan = collector.plan(policy, models)
         return plan, None if dry_run else collector.execute(plan)
 
     def rm(self, model: str, *versions: str, dry_run: bool = False) -> Removed:
         """Delete versions: expire them now (refused, nothing removed, while a ref points at
         one); the next :meth:`gc` reclaims the chunks only they used."""
+        from casstore.ops.remove import remove
+
         return remove(self.ctx, model, versions, dry_run=dry_run)
 
     def verify(self, *, read_data: bool = False) -> VerifyReport:
         """Every problem in the store, with the versions it affects."""
+        from casstore.ops.verify import verify
+
         return verify(self.ctx, read_data=read_data)
 
     # -- other stores --------------------------------------------------------------------
@@ -370,6 +398,8 @@ class Repository:
         progress: Progress | None = None,
     ) -> TransferReport:
         """Copy ``versions`` to ``dest`` (only the chunks it lacks), then move ``refs`` there."""
+        from casstore.ops.transfer import transfer
+
         return transfer(self.ctx, dest.ctx, versions, refs=refs, progress=progress,
                         hooks=dest.hooks)
 
@@ -378,6 +408,8 @@ class Repository:
     ) -> list[StoreOutcome]:
         """Move a ref to the same version here and in every replica, or nowhere if any
         cannot take it (see :func:`casstore.ops.transfer.rollback_across`)."""
+        from casstore.ops.transfer import rollback_across
+
         return rollback_across([self.rollout, *(r.rollout for r in replicas)], model, **kw)
 
     # -- seed-compatible names (VersionControlManager) -------------------------------------

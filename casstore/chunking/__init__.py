@@ -5,10 +5,35 @@ zip files (so the same tensor is the same chunks in a ``.pt`` and a ``.safetenso
 uses FastCDC for everything else. Nothing here does I/O of its own or imports torch.
 """
 
-from casstore.chunking.base import Chunker, FileLayout, ReadAt, TensorInfo
-from casstore.chunking.detect import detect_layout
-from casstore.chunking.registry import DEFAULT_CHUNKER, get_chunker, make_chunker
-from casstore.chunking.torch_pickle import check_pickle_safe
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from casstore.chunking.base import DEFAULT_CHUNKER, Chunker, FileLayout, ReadAt, TensorInfo
+
+if TYPE_CHECKING:
+    from casstore.chunking.detect import detect_layout
+    from casstore.chunking.registry import get_chunker, make_chunker
+    from casstore.chunking.torch_pickle import check_pickle_safe
+
+_LAZY = {
+    "detect_layout": "casstore.chunking.detect",
+    "get_chunker": "casstore.chunking.registry",
+    "make_chunker": "casstore.chunking.registry",
+    "check_pickle_safe": "casstore.chunking.torch_pickle",
+}
+"""Imported on first use: reading chunks (``encodings``, ``base``) needs none of the parsers."""
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'casstore.chunking' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "DEFAULT_CHUNKER",

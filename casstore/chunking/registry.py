@@ -39,9 +39,6 @@ def make_chunker(
     raise InvalidInputError(f"unknown chunker kind {kind!r} (tensor, fastcdc, fixed)")
 
 
-DEFAULT_CHUNKER: str = make_chunker().name
-
-
 @functools.lru_cache(maxsize=64)
 def _by_name(name: str) -> Chunker:
     parts = [_parse_part(p, name) for p in name.split(";")]

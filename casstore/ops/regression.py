@@ -23,7 +23,7 @@ from casstore.ops.rollout import Rollout
 
 
 class MetricRule(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
     metric: str
     direction: Literal["higher", "lower"] = "higher"
     threshold: float = Field(default=0.0, ge=0.0)  # allowed worsening
@@ -49,7 +49,7 @@ class MetricRule(BaseModel):
 
 
 class RegressionPolicy(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
     rules: tuple[MetricRule, ...] = Field(min_length=1)
 
     def violations(self, candidate: dict[str, float], baseline: dict[str, float]) -> list[str]:

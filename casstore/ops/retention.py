@@ -39,7 +39,7 @@ def parse_duration(text: str | float | int) -> float:
 class RetentionPolicy(BaseModel):
     """Which versions of a model GC keeps. Unset rules keep nothing by themselves."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
     keep_last: int | None = Field(default=None, ge=0)
     keep_within_seconds: float | None = Field(default=None, ge=0)
     keep_hourly: int | None = Field(default=None, ge=0)

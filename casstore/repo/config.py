@@ -14,7 +14,7 @@ import json
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from casstore.chunking import DEFAULT_CHUNKER, get_chunker
+from casstore.chunking.base import DEFAULT_CHUNKER
 from casstore.chunking.encodings import DEFAULT_POLICY, get_policy
 from casstore.errors import CorruptObjectError, NotFoundError, StoreFormatError
 from casstore.repo.keys import CONFIG
@@ -28,7 +28,7 @@ RAW_FORMAT_VERSION = 1  # what a store with encoding "off" records: old casstore
 class StoreConfig(BaseModel):
     """Settings a store is created with. Unknown keys from a newer casstore are an error."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
     format: str = STORE_FORMAT
     format_version: int = STORE_FORMAT_VERSION
     chunker: str = DEFAULT_CHUNKER
@@ -61,11 +61,16 @@ def load_config(store: ObjectStore) -> StoreConfig | None:
         cfg = StoreConfig.model_validate(data)
     except ValidationError as e:
         raise StoreFormatError(f"{store.url}: store config not understood: {e}") from e
-    _check(cfg)  # an unknown chunker or encoding is refused here, not mid-commit
+    get_policy(cfg.encoding)  # an unknown encoding is refused here, not mid-read
     return cfg
 
 
 def _check(cfg: StoreConfig) -> StoreConfig:
+    """Refuse an unknown chunker or encoding before a config is written. (A config read from
+    a store has its chunker checked when a commit first uses it, before anything is stored:
+    reading commands need no chunker code.)"""
+    from casstore.chunking.registry import get_chunker
+
     get_chunker(cfg.chunker)
     get_policy(cfg.encoding)
     version = RAW_FORMAT_VERSION if cfg.encoding == "off" else STORE_FORMAT_VERSION

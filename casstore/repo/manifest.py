@@ -39,7 +39,7 @@ _PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]{0,127}")
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
 
 def check_relpath(path: str) -> str:
@@ -141,7 +141,7 @@ class FileEntry(_Frozen):
 class TrainingData(BaseModel):
     """What the version was trained on (seed schema; extra keys are kept)."""
 
-    model_config = ConfigDict(frozen=True, extra="allow")
+    model_config = ConfigDict(frozen=True, extra="allow", defer_build=True)
     data_count: int | None = None
     data_types: tuple[str, ...] = ()
     data_quality_score: float | None = None

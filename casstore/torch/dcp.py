@@ -59,8 +59,8 @@ from casstore.errors import (
     UnsupportedError,
 )
 from casstore.repo.catalog import Version
+from casstore.repo.commit import CommitResult
 from casstore.repo.keys import check_name
-from casstore.repository import CommitResult
 from casstore.torch._common import StoreLike, open_repo, resolve_version, st_dtype, tensor_bytes
 from casstore.torch._consolidate import DCP_METADATA, FORMAT, read_document
 from casstore.torch._reading import TensorIndex

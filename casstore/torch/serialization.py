@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 import torch
 
 from casstore.errors import InvalidInputError
-from casstore.repository import CommitResult
+from casstore.repo.commit import CommitResult
 from casstore.torch._common import StoreLike, open_repo, resolve_version, st_dtype, tensor_bytes
 from casstore.torch._consolidate import open_index
 from casstore.torch._reading import INDEX_SUFFIX, TIED_KEY
