@@ -45,7 +45,15 @@ if TYPE_CHECKING:  # imported where used: a command loads only the code it runs
     from casstore.repo.query import Query
     from casstore.repo.storage import VersionStorage
 
-__all__ = ["Repository", "Stats", "Version"]
+__all__ = ["CommitResult", "Repository", "Stats", "Version"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "CommitResult":  # imported on first use, like the commit path it belongs to
+        from casstore.repo.commit import CommitResult
+
+        return CommitResult
+    raise AttributeError(f"module 'casstore.repository' has no attribute {name!r}")
 
 
 class Repository:
