@@ -14,6 +14,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from casstore import errors
+from casstore.repo.versioning import FORMS
+
+VERSION_FORMS = "any of " + FORMS
+"""How a version may be named, for the help of every argument that takes one."""
 
 DEFAULT_STORE = ".casstore"
 EXIT_VIOLATION = 8

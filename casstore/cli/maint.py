@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from casstore.cli._common import AddCommand, count, open_repo, parse_duration
+from casstore.cli._common import VERSION_FORMS, AddCommand, count, open_repo, parse_duration
 from casstore.cli._render import emit_json, human_bytes, table
 
 
@@ -168,7 +168,7 @@ def add_parser(add: AddCommand) -> None:
 
     sp = add("rm", cmd_rm, "delete versions (refused while a ref points at one)")
     sp.add_argument("model")
-    sp.add_argument("versions", nargs="+", help="versions to delete (1.2.0, v1.2.0, full name)")
+    sp.add_argument("versions", nargs="+", help="versions to delete: " + VERSION_FORMS)
     sp.add_argument("--dry-run", action="store_true", help="only check and list them")
 
     sp = add("policy", cmd_policy, "show or set a retention policy (per model or store-wide)")

@@ -8,6 +8,7 @@ from typing import Any
 from casstore.cli._common import (
     EXIT_VIOLATION,
     STEPS_HELP,
+    VERSION_FORMS,
     AddCommand,
     amount,
     open_repo,
@@ -312,7 +313,7 @@ def add_parser(add: AddCommand) -> None:
         sp = add(name, fn, helptext)
         sp.add_argument("model")
         if name == "promote":
-            sp.add_argument("version")
+            sp.add_argument("version", help=VERSION_FORMS)
         else:
             sp.add_argument(
                 "--to", help="targeted rollback: exactly this version (any version form)"

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from casstore.cli._common import AddCommand, open_repo, store_url
+from casstore.cli._common import VERSION_FORMS, AddCommand, open_repo, store_url
 from casstore.cli._render import ProgressBar, emit_json, human_bytes
+from casstore.repo.versioning import parse_spec
 
 
 def _run_transfer(args: argparse.Namespace, src_url: str, dst_url: str) -> int:
@@ -14,8 +15,9 @@ def _run_transfer(args: argparse.Namespace, src_url: str, dst_url: str) -> int:
     src, dst = open_repo(args, src_url), open_repo(args, dst_url, create=True)
     versions = select_versions(src.ctx, args.model, args.version, args.all)
     refs = list(args.ref)
-    if args.version and args.version.startswith("@") and args.version[1:] not in refs:
-        refs.append(args.version[1:])
+    named = parse_spec(args.model, args.version) if args.model and args.version else None
+    if named is not None and named.ref is not None and named.ref not in refs:
+        refs.append(named.ref)  # pushing @production (or production) moves that ref too
     total = sum(v.size_bytes for v in versions)
     bar = None if args.json else ProgressBar(total, f"{args.command} {dst_url}")
     try:
@@ -71,7 +73,7 @@ def add_parser(add: AddCommand) -> None:
         sp = add(name, fn, helptext)
         sp.add_argument("remote", help="the other store's URL")
         sp.add_argument("model", nargs="?", help="model (default: every model)")
-        sp.add_argument("version", nargs="?", help="version or @ref (default: @current)")
+        sp.add_argument("version", nargs="?", help="version (default: @current): " + VERSION_FORMS)
         sp.add_argument("--all", action="store_true", help="every version of the model")
         sp.add_argument(
             "--ref", action="append", default=[], help="also move this ref at the destination"

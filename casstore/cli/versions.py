@@ -9,6 +9,7 @@ from typing import Any
 
 from casstore import errors
 from casstore.cli._common import (
+    VERSION_FORMS,
     AddCommand,
     open_repo,
     parse_metrics,
@@ -390,7 +391,8 @@ def add_parser(add: AddCommand) -> None:
 
     sp = add("show", cmd_show, "show one version")
     sp.add_argument("model")
-    sp.add_argument("version", nargs="?", default="@current")
+    sp.add_argument("version", nargs="?", default="@current",
+                    help="default: @current; " + VERSION_FORMS)
 
     sp = add("query", cmd_query, "find versions by tag, type, metrics and date")
     sp.add_argument("model", nargs="?")
@@ -403,25 +405,26 @@ def add_parser(add: AddCommand) -> None:
 
     sp = add("diff", cmd_diff, "compare two versions")
     sp.add_argument("model")
-    sp.add_argument("a")
-    sp.add_argument("b")
+    sp.add_argument("a", help="the old version: " + VERSION_FORMS)
+    sp.add_argument("b", help="the new version (same forms)")
     sp.add_argument("--tensors", action="store_true", help="list changed tensor names")
 
     sp = add("tag", cmd_tag, "add tags to a version")
     sp.add_argument("model")
-    sp.add_argument("version")
+    sp.add_argument("version", help=VERSION_FORMS)
     sp.add_argument("tags", nargs="+")
     sp.set_defaults(remove=False)
 
     sp = add("untag", cmd_tag, "remove tags from a version")
     sp.add_argument("model")
-    sp.add_argument("version")
+    sp.add_argument("version", help=VERSION_FORMS)
     sp.add_argument("tags", nargs="+")
     sp.set_defaults(remove=True)
 
     sp = add("checkout", cmd_checkout, "write a version's files to a folder")
     sp.add_argument("model")
-    sp.add_argument("version", nargs="?", default="@current")
+    sp.add_argument("version", nargs="?", default="@current",
+                    help="default: @current; " + VERSION_FORMS)
     sp.add_argument("-o", "--output", required=True)
     sp.add_argument("--force", action="store_true",
                     help="replace files that already exist in the output folder (default: "
@@ -429,7 +432,7 @@ def add_parser(add: AddCommand) -> None:
 
     sp = add("cat", cmd_cat, "stream one file of a version to stdout")
     sp.add_argument("model")
-    sp.add_argument("version")
+    sp.add_argument("version", help=VERSION_FORMS)
     sp.add_argument("path", nargs="?")
 
     sp = add("stats", cmd_stats, "logical vs stored bytes, dedup ratio")

@@ -7,18 +7,18 @@ Paths (the part after ``casstore://``, as fsspec hands it to the filesystem)::
     MODEL@VERSION               the root of one version
     MODEL@VERSION/dir/file      a file (or an implied directory) inside that version
 
-VERSION is what ``Repository.get_version`` takes (``1.2.0``, ``v1.2.0``, the full name
-``MODEL_v1.2.0_YYYYMMDD_HHMMSS``, ``latest``, ``@REF``), or a bare ref name. Precedence:
-``@REF`` is always a ref; ``latest`` is the newest version; a spec that starts like a version
-(a digit, ``v`` + digit, or a full name) is a version and never falls back to a ref; anything
-else is a ref. So ``bert@production`` is the ref ``production`` and ``bert@@1.0.0`` names a ref
-called ``1.0.0``. Model and ref names cannot contain ``@`` or ``/``, so the first ``@`` of the
-first component always ends the model name.
+VERSION is anything ``Repository.get_version`` takes, parsed by
+:func:`casstore.repo.versioning.parse_spec` (``1.2.0``, ``v1.2.0``, ``v1.2.0_YYYYMMDD_HHMMSS``,
+the full name, ``latest``, ``@REF``, or a bare ref name). Precedence: ``@REF`` is always a ref;
+``latest`` is the newest version; a spec that starts like a version (a digit, ``v`` + digit,
+or a full name) is a version and never falls back to a ref; anything else is a ref. So
+``bert@production`` is the ref ``production`` and ``bert@@1.0.0`` names a ref called ``1.0.0``.
+Model and ref names cannot contain ``@`` or ``/``, so the first ``@`` of the first component
+always ends the model name.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from casstore.errors import InvalidInputError
@@ -27,7 +27,6 @@ from casstore.repo.manifest import check_relpath
 from casstore.repo.versioning import parse_spec
 
 PROTOCOL = "casstore"
-_LOOKS_LIKE_VERSION = re.compile(r"[vV]?\d|.+_v\d+\.\d+\.\d+_\d{8}_\d{6}$")
 
 
 @dataclass(frozen=True)
@@ -81,8 +80,6 @@ def parse_path(path: str) -> FsPath:
 
 
 def version_spec(model: str, spec: str) -> str:
-    """The spec in the form ``Repository.get_version`` takes (see the module docstring)."""
-    if spec.startswith("@") or spec == "latest" or _LOOKS_LIKE_VERSION.match(spec):
-        parse_spec(model, spec)  # raises InvalidInputError with the accepted forms
-        return spec
-    return "@" + check_name("ref", spec)
+    """The spec, checked before any request, with a bare ref name written as ``@REF``."""
+    parsed = parse_spec(model, spec)  # raises InvalidInputError with the accepted forms
+    return f"@{parsed.ref}" if parsed.bare_ref else spec

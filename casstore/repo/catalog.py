@@ -159,11 +159,19 @@ class Catalog:
     def get_version(
         self, model: str, spec: str, refs: RefStore, *, request_key: str | None = None
     ) -> Version:
-        """A version by full name, ``1.2.0``/``v1.2.0``, ``@ref`` or ``latest``."""
+        """A version by any form :func:`~casstore.repo.versioning.parse_spec` accepts."""
         check_name("model", model)
         s = parse_spec(model, spec)
         if s.ref is not None:
-            target = refs.resolve(model, s.ref, request_key)
+            try:
+                target = refs.resolve(model, s.ref, request_key)
+            except NotFoundError as e:
+                if not s.bare_ref:
+                    raise
+                raise NotFoundError(
+                    f"{e}; {spec!r} was read as a ref name (versions look like 1.2.0, v1.2.0 "
+                    "or the full name)"
+                ) from None
             semver, digest = target.version, Digest.parse(target.manifest)
         elif s.latest:
             index = self.version_index(model)

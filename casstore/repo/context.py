@@ -93,7 +93,9 @@ class StoreContext:
         return self.catalog.versions(model)
 
     def get_version(self, model: str, spec: str, *, request_key: str | None = None) -> Version:
-        """A version by full name, ``1.2.0``/``v1.2.0``, ``@ref`` or ``latest``."""
+        """A version by any form :func:`~casstore.repo.versioning.parse_spec` accepts: the
+        full name, ``v1.2.0_YYYYMMDD_HHMMSS``, ``1.2.0``/``v1.2.0``, ``latest``, ``@REF``, or a
+        bare ref name."""
         return self.catalog.get_version(model, spec, self.refs, request_key=request_key)
 
     # -- write sessions ------------------------------------------------------------------

@@ -13,8 +13,6 @@ import torch
 from casstore.chunking.dtypes import SAFETENSORS_BITS, TORCH_DTYPES
 from casstore.errors import InvalidInputError, UnsupportedError
 from casstore.repo.catalog import Version
-from casstore.repo.keys import check_name
-from casstore.repo.versioning import parse_spec
 from casstore.repository import Repository
 from casstore.store import ObjectStore
 
@@ -37,15 +35,8 @@ def open_repo(store: StoreLike) -> Iterator[Repository]:
 
 
 def resolve_version(repo: Repository, model: str, spec: str) -> Version:
-    """A version by anything :meth:`Repository.get_version` takes, or by a bare ref name
-    (``"current"``, ``"best"``) that is not a version number."""
-    try:
-        parse_spec(model, spec)
-    except InvalidInputError:
-        if isinstance(spec, str) and spec not in ("", "latest"):
-            check_name("ref", spec)
-            return repo.get_version(model, f"@{spec}")
-        raise
+    """A version by anything :meth:`Repository.get_version` takes (a bare ref name such as
+    ``"current"`` or ``"best"`` included)."""
     return repo.get_version(model, spec)
 
 

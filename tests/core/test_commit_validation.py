@@ -56,7 +56,7 @@ BAD_OPTIONS: list[tuple[str, dict[str, Any], type[CasstoreError], str]] = [
     ("tags", {"tags": ["ok", "bad/tag"]}, InvalidInputError, "invalid tag name"),
     ("tags-string", {"tags": "stable"}, InvalidInputError, "not one string"),
     ("dependencies", {"dependencies": [3]}, InvalidInputError, "must be text"),
-    ("parent-malformed", {"parent": "x.y"}, InvalidInputError, "malformed version"),
+    ("parent-malformed", {"parent": "1.y"}, InvalidInputError, "malformed version"),
     ("parent-missing", {"parent": "9.9.9"}, NotFoundError, "no version"),
     ("created_by", {"created_by": 7}, InvalidInputError, "must be text"),
     ("ref", {"ref": "a b"}, InvalidInputError, "invalid ref name"),

@@ -47,6 +47,9 @@ def test_bump():
         ("v1.2.0", "1.2.0", None),
         ("@prod", None, "prod"),
         ("m_v1.2.0_20250918_143022", "1.2.0", None),
+        ("v1.2.0_20250918_143022", "1.2.0", None),  # the "version" field of JSON output
+        ("production", None, "production"),  # a bare ref name
+        ("latest2", None, "latest2"),
     ],
 )
 def test_parse_spec(text, semver, ref):
@@ -57,7 +60,8 @@ def test_parse_spec(text, semver, ref):
 
 @pytest.mark.parametrize(
     "bad",
-    ["", "1.2", "v1", "1.2.3.4", "@", "@a/b", "other_v1.0.0_20250101_000000", "1.2.x", "latest2"],
+    ["", "1.2", "v1", "1.2.3.4", "@", "@a/b", "other_v1.0.0_20250101_000000", "1.2.x",
+     "v1.2.0_2025", "1.2.0_20250918_143022", "-x"],
 )
 def test_malformed_specs(bad):
     with pytest.raises(InvalidInputError):
