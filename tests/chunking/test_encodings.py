@@ -172,3 +172,28 @@ def test_declared_size_bounds_decoding():
 def test_unknown_encoding_is_corrupt():
     with pytest.raises(CorruptObjectError):
         E.decode(9, b"abc", 3)
+
+
+def test_floats_are_rotated_so_the_exponent_is_one_stream():
+    w = _gauss32(1 << 16)
+    enc = E.encode(w.tobytes(), "F32", ALWAYS)
+    head = bytes(enc.parts[0])
+    assert enc.encoding == E.SPLIT and head[:2] == bytes((1, 4))  # split format 1: rotated
+    exponents = (w.view(np.uint32) >> 23) & 0xFF
+    stream3 = enc.parts[4]  # heads, then streams 0..3: stream 3 holds whole exponents
+    import zstandard
+
+    got = np.frombuffer(zstandard.ZstdDecompressor().decompress(stream3), np.uint8)
+    assert np.array_equal(got, exponents.astype(np.uint8))
+    ints = E.encode(np.arange(1 << 14, dtype=np.int32).tobytes(), "I32", ALWAYS)
+    assert bytes(ints.parts[0])[:2] == bytes((0, 4))  # integers are not rotated
+
+
+@pytest.mark.parametrize("item", [2, 4, 8])
+def test_unrotated_split_objects_from_before_rotation_still_decode(item):
+    data = np.random.default_rng(item).bytes(1000 * item + 3)
+    count = len(data) // item
+    rows = np.frombuffer(data, np.uint8, count * item).reshape(count, item).T
+    head = struct.pack("<BB", 0, item) + b"".join(struct.pack("<BI", 0, count) for _ in rows)
+    payload = head + b"".join(r.tobytes() for r in rows) + data[count * item :]
+    assert bytes(E.decode(E.SPLIT, payload, len(data))) == data
