@@ -183,12 +183,14 @@ class Repository:
         prechunked: Sequence[FileEntry],
         progress: Progress | None,
     ) -> CommitResult:
+        from casstore.ops.autogc import after_commit
         from casstore.repo.commit import prepare, store_and_publish
 
         plan = prepare(self.ctx, spec, sources, prechunked)  # nothing stored before this passes
         with self.ctx.writing("commit") as session:
             result = store_and_publish(self.ctx, plan, session, progress=progress)
             result.ref_moved = self._after_commit_ref(result.version, spec.ref, spec.reason)
+        result.auto_gc = after_commit(self.ctx, spec.model)  # opt-in; never raises
         return result
 
     def _after_commit_ref(self, v: Version, ref: str | None, reason: str) -> str | None:

@@ -10,6 +10,7 @@ import argparse
 import json
 import math
 import os
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -155,6 +156,20 @@ def parse_duration(text: str) -> float:
     from casstore.ops.retention import parse_duration as parse
 
     return parse(text)
+
+
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]i?)?b?", re.IGNORECASE)
+
+
+def byte_size(text: str) -> int:
+    """An argparse type: bytes as ``0``, ``512``, ``100MB``, ``1.5GiB`` (KB = 1000 bytes,
+    KiB = 1024)."""
+    m = _SIZE.fullmatch(text.strip())
+    if not m:
+        raise argparse.ArgumentTypeError(f"expected a size such as 0, 500MB or 2GiB, got {text!r}")
+    unit = (m[2] or "").lower()
+    base = 1024 if unit.endswith("i") else 1000
+    return int(float(m[1]) * base ** ("kmgt".index(unit[0]) + 1 if unit else 0))
 
 
 def count(text: str) -> int:

@@ -6,7 +6,14 @@ import argparse
 import sys
 from typing import Any
 
-from casstore.cli._common import VERSION_FORMS, AddCommand, count, open_repo, parse_duration
+from casstore.cli._common import (
+    VERSION_FORMS,
+    AddCommand,
+    byte_size,
+    count,
+    open_repo,
+    parse_duration,
+)
 from casstore.cli._render import emit_json, human_bytes, table
 
 
@@ -29,7 +36,25 @@ def _policy_from_args(args: argparse.Namespace) -> Any:
         metric, _, direction = args.keep_best.partition(":")
         given["keep_best"] = metric
         given["keep_best_lower"] = direction == "min"
+    given.update(_auto_gc_from_args(args))
     return RetentionPolicy(**given) if given else None
+
+
+def _auto_gc_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    given: dict[str, Any] = {}
+    auto = getattr(args, "auto_gc", None)
+    if auto is not None:
+        try:
+            given["auto_gc_bytes"] = None if auto.strip().lower() == "off" else byte_size(auto)
+        except argparse.ArgumentTypeError as e:
+            from casstore.errors import InvalidInputError
+
+            raise InvalidInputError(f"--auto-gc: {e}") from None
+    if getattr(args, "auto_gc_grace", None) is not None:
+        given["auto_gc_grace_seconds"] = parse_duration(args.auto_gc_grace)
+    if getattr(args, "auto_gc_interval", None) is not None:
+        given["auto_gc_interval_seconds"] = parse_duration(args.auto_gc_interval)
+    return given
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
@@ -92,9 +117,12 @@ def cmd_policy(args: argparse.Namespace) -> int:
         if policy is None:
             from casstore.errors import InvalidInputError
 
-            raise InvalidInputError("give at least one --keep-* rule")
+            raise InvalidInputError("give at least one --keep-* rule or --auto-gc")
         if not repo.exists:
             repo.init()
+        existing = load_policy(repo.store, model)
+        if policy.is_empty() and existing is not None:  # only auto-gc options: keep the rules
+            policy = existing.merged(policy)
         save_policy(repo.store, model, policy)
     policy = load_policy(repo.store, model)
     doc = {"model": model, "policy": None if policy is None else
@@ -175,6 +203,12 @@ def add_parser(add: AddCommand) -> None:
     sp.add_argument("action", choices=["show", "set"])
     sp.add_argument("--model", help="the model (default: the store-wide default)")
     _retention_args(sp)
+    sp.add_argument("--auto-gc", metavar="SIZE|off",
+                    help="after a commit, collect once the policy would free SIZE (e.g. 1GB; "
+                    "0: any garbage); off turns it off")
+    sp.add_argument("--auto-gc-grace", help="grace of automatic collections (default 1h)")
+    sp.add_argument("--auto-gc-interval", help="check at most this often per model (default "
+                    "10m; each check plans a GC: O(history) requests)")
 
     sp = add("verify", cmd_verify, "check refs, reflog, manifests and chunks")
     sp.add_argument("--read-data", action="store_true", help="re-hash every chunk")

@@ -91,6 +91,8 @@ def cmd_commit(args: argparse.Namespace) -> int:
     )
     if d["ref"]:
         print(f"  {d['ref']} -> {d['version']}")
+    if res.auto_gc is not None:
+        print(f"  {res.auto_gc.describe()}")
     return 0
 
 

@@ -14,7 +14,7 @@ import datetime as dt
 import json
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from casstore.digest import Digest
@@ -32,6 +32,7 @@ from casstore.repo.keys import (
     tag_key,
     version_key,
 )
+from casstore.repo.leases import Leases
 from casstore.store.base import ObjectStore
 
 TMP = "tmp/"
@@ -112,7 +113,15 @@ class GcReport:
 class GarbageCollector:
     """Plans and executes garbage collection on one store."""
 
-    def __init__(self, ctx: StoreContext, *, grace_seconds: float = DEFAULT_GRACE_SECONDS) -> None:
+    def __init__(
+        self,
+        ctx: StoreContext,
+        *,
+        grace_seconds: float = DEFAULT_GRACE_SECONDS,
+        wait_timeout: float | None = None,
+    ) -> None:
+        """``wait_timeout`` bounds how long execute waits for in-flight writers (default:
+        the store's lease settings)."""
         if grace_seconds < 0:
             raise InvalidInputError(f"grace must be >= 0 seconds, got {grace_seconds}")
         self.ctx = ctx
@@ -121,6 +130,9 @@ class GarbageCollector:
         self.refs = ctx.refs
         self.grace = float(grace_seconds)
         self.leases = ctx.leases
+        if wait_timeout is not None:
+            self.leases = Leases(ctx.store, replace(ctx.leases.settings,
+                                                    wait_timeout=wait_timeout))
 
     # -- plan ------------------------------------------------------------------------------
     def plan(

@@ -51,9 +51,14 @@ class RetentionPolicy(BaseModel):
     keep_tags: tuple[str, ...] = ()
     keep_types: tuple[str, ...] = ()
     keep_reflog_seconds: float | None = Field(default=None, ge=0)
+    # automatic cleanup after commits (see casstore.ops.autogc); not retention rules
+    auto_gc_bytes: int | None = Field(default=None, ge=0)  # collect once this much is garbage
+    auto_gc_grace_seconds: float | None = Field(default=None, ge=0)
+    auto_gc_interval_seconds: float | None = Field(default=None, ge=0)
 
     def is_empty(self) -> bool:
-        return all(v in (None, ()) for k, v in self if k not in ("keep_best", "keep_best_lower"))
+        return all(v in (None, ()) for k, v in self
+                   if k not in ("keep_best", "keep_best_lower") and not k.startswith("auto_gc"))
 
     def check(self) -> RetentionPolicy:
         if self.is_empty():
@@ -137,7 +142,12 @@ def load_policy(store: ObjectStore, model: str | None) -> RetentionPolicy | None
 
 
 def save_policy(store: ObjectStore, model: str | None, policy: RetentionPolicy) -> None:
-    policy.check()
+    """Store a policy; refused if the policy GC would then apply has no rule (a model's own
+    policy may leave the rules to the store default, e.g. set only auto-gc)."""
+    if model is None:
+        policy.check()
+    else:
+        (load_policy(store, None) or RetentionPolicy()).merged(policy).check()
     store.put(policy_key(model), policy.model_dump_json(exclude_unset=True, indent=2).encode())
 
 

@@ -194,6 +194,7 @@ class CommitResult:
     new_chunks: int
     seconds: float
     ref_moved: str | None = None
+    auto_gc: Any = None  # what the automatic cleanup after the commit did (ops.autogc)
 
     def __repr__(self) -> str:
         return (
@@ -214,6 +215,7 @@ class CommitResult:
             "new_chunks": self.new_chunks,
             "seconds": round(self.seconds, 4),
             "ref": self.ref_moved,
+            "auto_gc": None if self.auto_gc is None else self.auto_gc.to_dict(),
         }
 
 

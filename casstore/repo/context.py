@@ -99,6 +99,10 @@ class StoreContext:
         return self.catalog.get_version(model, spec, self.refs, request_key=request_key)
 
     # -- write sessions ------------------------------------------------------------------
+    def in_session(self) -> bool:
+        """True while this thread holds a write session (see :meth:`writing`)."""
+        return getattr(self._local, "session", None) is not None
+
     @contextmanager
     def writing(self, kind: str) -> Iterator[Session]:
         """Hold a write session (re-entrant per thread) so GC never sweeps under a writer."""

@@ -11,6 +11,7 @@ Store layout (keys are '/'-separated, relative to the store root)::
     models/<model>/reflog/<ref>/<seq>       append-only history of ref moves
     models/<model>/expired/<semver>         markers of versions GC expired
     sessions/<id>, gc/lock                  write sessions and the GC sweep lease
+    gc/auto/<model>                         when automatic cleanup last checked a model
     tmp/                                    temporary files of in-progress writes
     policies/<model or _default>            retention policies (JSON)
     followers/<model>/<ref>/<id>            serving acknowledgements
@@ -133,6 +134,10 @@ def reflog_key(model: str, ref: str, seq: int) -> str:
 
 def policy_key(model: str | None) -> str:
     return f"{POLICIES}{'_default' if model is None else check_name('model', model)}"
+
+
+def auto_gc_key(model: str) -> str:
+    return f"gc/auto/{check_name('model', model)}"
 
 
 def follower_key(model: str, ref: str, follower_id: str) -> str:
