@@ -41,7 +41,7 @@ EXIT_TABLE = [
     (5, "corrupt object: stored bytes do not match their digest"),
     (6, "unsupported: unknown store format or a guarantee the backend cannot give"),
     (7, "storage backend or I/O error"),
-    (EXIT_VIOLATION, "check: the regression policy is violated"),
+    (EXIT_VIOLATION, "check: the regression policy is violated; watch --once: it acted on one"),
     (EXIT_INTERNAL, "internal error (a bug: rerun with CASSTORE_DEBUG=1 for the traceback)"),
     (130, "interrupted"),
 ]

@@ -2,23 +2,31 @@
 and :func:`check_regression`, which applies one to a ref (rolling back or refusing).
 
 A policy is a list of rules, one per metric: higher-is-better or lower-is-better, with an
-absolute or relative threshold. Loaded from JSON::
+absolute or relative threshold against the baseline, and/or limits on the value itself
+(``max``, ``min``). Loaded from JSON::
 
     {"rules": [
         {"metric": "accuracy", "direction": "higher", "threshold": 0.01},
-        {"metric": "loss", "direction": "lower", "threshold": 0.05, "relative": true}
+        {"metric": "loss", "direction": "lower", "threshold": 0.05, "relative": true},
+        {"metric": "error_rate", "max": 0.05}
     ]}
+
+A rule with a limit compares with the baseline only if it also gives a threshold; a rule
+without a limit compares with threshold 0 by default. :class:`WatchPolicy` (``casstore watch``)
+adds the window of live figures, the minimum sample size, the sustained-violation time and the
+number of rollback attempts.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from casstore.errors import ConflictError, InvalidInputError, NotFoundError
+from casstore.ops.retention import parse_duration
 from casstore.ops.rollout import Rollout
 
 
@@ -26,21 +34,29 @@ class MetricRule(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
     metric: str
     direction: Literal["higher", "lower"] = "higher"
-    threshold: float = Field(default=0.0, ge=0.0)  # allowed worsening
+    threshold: float | None = Field(default=None, ge=0.0)  # allowed worsening vs baseline
     relative: bool = False  # threshold is a fraction of the baseline value
     required: bool = False  # a candidate missing this metric violates the rule
+    max: float | None = None  # the value itself must stay at or below this
+    min: float | None = None  # ... and at or above this
 
     def check(self, candidate: dict[str, float], baseline: dict[str, float]) -> str | None:
         """A description of the violation, or None when the rule holds."""
         c, b = candidate.get(self.metric), baseline.get(self.metric)
         if c is None:
             return f"{self.metric} missing from candidate" if self.required else None
-        if b is None:
+        if self.max is not None and c > self.max:
+            return f"{self.metric} {c:g} above the limit {self.max:g}"
+        if self.min is not None and c < self.min:
+            return f"{self.metric} {c:g} below the limit {self.min:g}"
+        limited = self.max is not None or self.min is not None
+        threshold = self.threshold if self.threshold is not None else None if limited else 0.0
+        if b is None or threshold is None:
             return None
         worse = (b - c) if self.direction == "higher" else (c - b)
-        allowed = self.threshold * abs(b) if self.relative else self.threshold
+        allowed = threshold * abs(b) if self.relative else threshold
         if worse > allowed + 1e-12:
-            kind = f"{self.threshold:.2%} relative" if self.relative else f"{self.threshold:g}"
+            kind = f"{threshold:.2%} relative" if self.relative else f"{threshold:g}"
             return (
                 f"{self.metric} {b:g} -> {c:g} ({'-' if self.direction == 'higher' else '+'}"
                 f"{abs(worse):g}, allowed {kind}, {self.direction} is better)"
@@ -56,7 +72,7 @@ class RegressionPolicy(BaseModel):
         return [v for r in self.rules if (v := r.check(candidate, baseline)) is not None]
 
     @classmethod
-    def load(cls, path: str | Path) -> RegressionPolicy:
+    def load(cls, path: str | Path) -> Self:
         try:
             text = Path(path).read_text(encoding="utf-8")
         except OSError as e:
@@ -66,11 +82,28 @@ class RegressionPolicy(BaseModel):
         return cls.parse(text, str(path))
 
     @classmethod
-    def parse(cls, text: str, where: str = "policy") -> RegressionPolicy:
+    def parse(cls, text: str, where: str = "policy") -> Self:
         try:
             return cls.model_validate(json.loads(text))
         except (ValueError, ValidationError) as e:
             raise InvalidInputError(f"{where} is not a valid regression policy: {e}") from e
+
+
+def _seconds(value: Any) -> Any:
+    """A duration field: a number of seconds or text such as ``90s``, ``5m``."""
+    return parse_duration(value) if isinstance(value, str) else value
+
+
+class WatchPolicy(RegressionPolicy):
+    """A regression policy for live figures (``casstore watch``); see the README's
+    "Automatic rollback" for the file format. Durations are seconds or text (``30s``)."""
+
+    window: float = Field(default=60.0, gt=0)  # judge the figures of the last N seconds
+    min_requests: int = Field(default=100, ge=0)  # fewer requests in the window: no verdict
+    sustain: float = Field(default=0.0, ge=0)  # a violation must last this long to act
+    max_attempts: int = Field(default=3, ge=1)  # rollback targets tried (health checks)
+
+    _durations = field_validator("window", "sustain", mode="before")(_seconds)
 
 
 def check_regression(

@@ -9,11 +9,11 @@ notification hooks (Python callables and a shell command that reads a JSON event
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from casstore.errors import InvalidInputError, NotFoundError
+from casstore.errors import ConflictError, InvalidInputError, NotFoundError
 from casstore.ops.hooks import HealthCheck, Hooks
 from casstore.repo.catalog import Version
 from casstore.repo.context import StoreContext
@@ -88,6 +88,7 @@ class Rollout:
         trigger: Trigger,
         op: str,
         actor: str | None = None,
+        evidence: dict[str, Any] | None = None,
     ) -> ReflogEntry:
         entry = self.refs.move(
             model,
@@ -98,6 +99,7 @@ class Rollout:
             trigger=trigger,
             op=op,
             actor=actor,
+            evidence=evidence,
         )
         self.hooks.notify({"event": "ref-moved", **entry.model_dump(mode="json")})
         return entry
@@ -139,11 +141,20 @@ class Rollout:
         verify_data: bool = False,
         health_check: HealthCheck | None = None,
         actor: str | None = None,
+        expected_seq: int | str | None = "read",
+        evidence: dict[str, Any] | None = None,
+        revert: bool = True,
     ) -> MoveResult:
-        """Point ``ref`` at a version: verify, switch atomically, health-check, maybe revert."""
+        """Point ``ref`` at a version: verify, switch atomically, health-check, maybe revert.
+
+        ``expected_seq``: the ref move the caller decided on (ConflictError if the ref moved
+        since); by default whatever this call reads. ``revert=False`` leaves a version that
+        failed its health check in place (the caller decides what comes next)."""
         target = self.ctx.get_version(model, spec)
         rec, _ = self.refs.read(model, ref)
         seq = None if rec is None else rec.seq
+        if expected_seq != "read" and expected_seq != seq:
+            raise ConflictError(f"ref {model}@{ref} moved (now at #{seq}); re-read and retry")
         old = None if rec is None else rec.value
         return self._switch(
             model,
@@ -158,6 +169,8 @@ class Rollout:
             verify_data=verify_data,
             health_check=health_check,
             actor=actor,
+            evidence=evidence,
+            revert=revert,
         )
 
     def _switch(
@@ -175,6 +188,8 @@ class Rollout:
         verify_data: bool,
         health_check: HealthCheck | None,
         actor: str | None,
+        evidence: dict[str, Any] | None = None,
+        revert: bool = True,
     ) -> MoveResult:
         with self.ctx.writing("ref"):
             problems = self.verify_version(check_version, read_data=verify_data)
@@ -197,6 +212,7 @@ class Rollout:
                 trigger=trigger,
                 op=op,
                 actor=actor,
+                evidence=evidence,
             )
             res = MoveResult(
                 model,
@@ -212,6 +228,9 @@ class Rollout:
             ok, msg = self.hooks.health_check(health_check, check_version, ref)
             if ok:
                 res.message += f"; {msg}"
+                return res
+            if not revert:
+                res.ok, res.message = False, f"{res.message}; {msg}"
                 return res
             back = self.move(
                 model,
@@ -233,7 +252,9 @@ class Rollout:
         kw.setdefault("op", "promote")
         return self.set_ref(model, ref, spec, **kw)
 
-    def previous_stable(self, model: str, ref: str = "current") -> Version:
+    def previous_stable(
+        self, model: str, ref: str = "current", *, skip: Collection[str] = ()
+    ) -> Version:
         """The version a quick rollback of ``ref`` goes to: the one place this choice is made.
 
         Walks the ref's own reflog newest first (see :data:`PREVIOUS_STABLE_RULE`) and returns
@@ -242,6 +263,7 @@ class Rollout:
         the same manifest, and not left by a rollback, revert, undo, abort or failed check.
         NotFoundError (with what was passed over) if none does. Costs the reflog entries
         walked plus about three small reads per candidate, not the length of history.
+        ``skip``: versions already tried (e.g. refused as incomplete) are passed over too.
         """
         entries = self.refs.history(model, ref)
         newest = next(entries, None)
@@ -258,6 +280,10 @@ class Rollout:
                 continue  # deleted or a transitional split: not a version the ref served alone
             t = served.target
             if t.version in current or t.version in seen:
+                continue
+            if t.version in skip:
+                seen.add(t.version)
+                passed.append(f"{t.version} (tried)")
                 continue
             seen.add(t.version)
             version, why = self._judge(model, t, left_by)
@@ -442,12 +468,16 @@ class Rollout:
         reason: str = "",
         trigger: Trigger = "user",
         actor: str | None = None,
+        expected_seq: int | str | None = "read",
+        evidence: dict[str, Any] | None = None,
     ) -> MoveResult:
         """Stop a split: all traffic back to its base version."""
         with self.ctx.writing("ref"):
             rec, _ = self.refs.read(model, ref)
             if rec is None or rec.value is None or rec.value.split is None:
                 raise InvalidInputError(f"{model}@{ref} is not in a progressive split")
+            if expected_seq != "read" and expected_seq != rec.seq:
+                raise ConflictError(f"ref {model}@{ref} moved (now at #{rec.seq})")
             new = RefValue.of(rec.value.split.base)
             entry = self.move(
                 model,
@@ -458,6 +488,7 @@ class Rollout:
                 trigger=trigger,
                 op="abort",
                 actor=actor,
+                evidence=evidence,
             )
             return MoveResult(
                 model,

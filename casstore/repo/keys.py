@@ -15,6 +15,8 @@ Store layout (keys are '/'-separated, relative to the store root)::
     tmp/                                    temporary files of in-progress writes
     policies/<model or _default>            retention policies (JSON)
     followers/<model>/<ref>/<id>            serving acknowledgements
+    watch/<model>/<ref>/incidents/<seq>     automatic-rollback incidents, one per ref move
+    watch/<model>/<ref>/healthy/<semver>    live figures a watcher saw while a version was fine
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ MANIFESTS = "manifests/"
 MODELS = "models/"
 POLICIES = "policies/"
 FOLLOWERS = "followers/"
+WATCH = "watch/"
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
 _SEMVER = re.compile(r"(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})")
@@ -144,4 +147,17 @@ def follower_key(model: str, ref: str, follower_id: str) -> str:
     return (
         f"{FOLLOWERS}{check_name('model', model)}/{check_name('ref', ref)}/"
         f"{check_name('follower', follower_id)}"
+    )
+
+
+def incident_key(model: str, ref: str, seq: int) -> str:
+    if seq < 0:
+        raise InvalidInputError(f"ref sequence must be >= 0, got {seq}")
+    return f"{WATCH}{check_name('model', model)}/{check_name('ref', ref)}/incidents/{seq:012d}"
+
+
+def healthy_figures_key(model: str, ref: str, semver: str) -> str:
+    return (
+        f"{WATCH}{check_name('model', model)}/{check_name('ref', ref)}/healthy/"
+        f"{check_semver(semver)}"
     )

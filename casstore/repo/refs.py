@@ -15,7 +15,7 @@ import getpass
 import json
 import socket
 from collections.abc import Iterator
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -41,7 +41,9 @@ Trigger = Literal[
     "progressive-step",
     "auto-revert",
     "replicate",
+    "auto",
 ]
+"""Why a ref moved. ``auto``: ``casstore watch`` acted on live figures (evidence attached)."""
 
 
 class _Frozen(BaseModel):
@@ -108,6 +110,9 @@ class ReflogEntry(_Frozen):
     reason: str = ""
     trigger: Trigger = "user"
     op: str = "move"
+    # what an automatic move acted on (figures, violations, incident); left out when None,
+    # so entries without evidence keep the bytes older readers expect
+    evidence: dict[str, Any] | None = Field(default=None, exclude_if=lambda v: v is None)
 
 
 class RefRecord(_Frozen):
@@ -267,6 +272,7 @@ class RefStore:
         reason: str = "",
         trigger: Trigger = "user",
         op: str = "move",
+        evidence: dict[str, Any] | None = None,
     ) -> ReflogEntry:
         """Move ``ref`` to ``new`` by compare-and-swap.
 
@@ -296,6 +302,7 @@ class RefStore:
             reason=reason,
             trigger=trigger,
             op=op,
+            evidence=evidence,
         )
         record = RefRecord(value=new, entry=entry)
         self.store.replace_if_match(ref_key(model, ref), _dump(record), token)

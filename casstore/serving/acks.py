@@ -1,8 +1,9 @@
 """Follower acknowledgements: which version each serving process holds, with a heartbeat.
 
 Each follower owns one small object ``followers/<model>/<ref>/<id>``, rewritten on every swap,
-failure and heartbeat. ``status`` lists them; ``rollback --wait`` polls them until every live
-follower serves the target (a follower whose heartbeat is older than ``3 x interval + 5 s``
+failure and heartbeat; it carries the follower's live figures (:mod:`casstore.serving.live`).
+``status`` lists them; ``rollback --wait`` polls them until every live follower serves the
+target (a follower whose heartbeat is older than ``3 x interval + 5 s``
 counts as gone; heartbeats come from their own thread, so a long load does not look dead).
 """
 
@@ -37,6 +38,7 @@ class FollowerAck:
     poll_interval: float = 0.0
     checked: float = 0.0  # time.time() of the last successful read of the ref
     extra: dict[str, Any] = field(default_factory=dict)
+    figures: dict[str, Any] = field(default_factory=dict)  # LiveWindow.snapshot(): live.py
 
     @property
     def age(self) -> float:

@@ -9,6 +9,12 @@ finish on the old. A failed load or health check keeps the old model and is repo
 follower's acknowledgement object, which ``casstore status`` shows. A failed health check is
 final for that ref move; any other load failure is retried with exponential backoff.
 A heartbeat thread keeps the acknowledgement fresh even while a long load runs.
+
+The application reports what it sees through the follower: ``with follower.request(key) as
+served:`` times a request and counts it as failed if it raises; ``follower.observe`` does the
+same for a request timed elsewhere, and ``follower.record(metric, value)`` adds any number
+(accuracy, click-through...). Each acknowledgement carries these per version, in time slices
+(:mod:`casstore.serving.live`), for ``casstore watch`` to judge.
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +36,7 @@ from casstore.repo.keys import check_name
 from casstore.repo.refs import RefValue, split_fraction
 from casstore.repository import Repository
 from casstore.serving.acks import FollowerAck, remove_ack, write_ack
+from casstore.serving.live import LiveWindow
 
 Builder = Callable[[dict[str, Any], Version], Any]
 HealthCheck = Callable[[Any, Version], bool]
@@ -85,6 +93,8 @@ class Follower:
     ``interval``/``jitter``: seconds between ref polls (each one small read), randomised by
     ±jitter (a fraction). ``heartbeat``: seconds between acknowledgement writes (default
     ``max(interval, 1)``); ``retry_max``: the backoff cap for retrying a failed load.
+    ``live_retain``/``live_slice``: how many seconds of live figures each acknowledgement
+    carries, in slices of how many seconds (a watcher's window can be at most the former).
     """
 
     def __init__(
@@ -102,9 +112,14 @@ class Follower:
         retry_max: float = 60.0,
         follower_id: str | None = None,
         on_event: Callable[[dict[str, Any]], None] | None = None,
+        live_retain: float = 120.0,
+        live_slice: float = 5.0,
     ) -> None:
         if interval <= 0 or not 0 <= jitter < 1:
             raise InvalidInputError("interval must be > 0 and jitter in [0, 1)")
+        if not (live_slice > 0 and live_retain >= live_slice):
+            raise InvalidInputError("live_slice must be > 0 and live_retain >= live_slice")
+        self.live = LiveWindow(live_retain, live_slice)
         self.repo = store if isinstance(store, Repository) else Repository(store)
         self.model = check_name("model", model)
         self.ref = check_name("ref", ref)
@@ -151,6 +166,30 @@ class Follower:
         if request_key is not None and split_fraction(self.model, self.ref, request_key) < s.weight:
             side = s.candidate
         return st.served[side.version]
+
+    @contextmanager
+    def request(self, request_key: str | None = None) -> Iterator[Served]:
+        """Serve one request: yields the version for it, and counts it (with its latency) in
+        the live figures; an exception raised inside counts as a failed request."""
+        served = self.model_for(request_key)
+        t0 = time.perf_counter()
+        ok = False
+        try:
+            yield served
+            ok = True
+        finally:
+            self.live.observe(served.version.version, time.perf_counter() - t0, ok)
+
+    def observe(self, served: Served | str, seconds: float, ok: bool = True) -> None:
+        """Count a request answered by ``served`` (or a version string) in ``seconds``."""
+        self.live.observe(_semver(served), seconds, ok)
+
+    def record(self, metric: str, value: float, served: Served | str | None = None) -> None:
+        """Report a number measured while serving (by default for the version requests
+        without a key get: the only one, or the base of a split)."""
+        if served is None:
+            served = self.model_for(None)
+        self.live.record(_semver(served), check_name("metric", metric), value)
 
     @property
     def versions(self) -> list[str]:
@@ -308,6 +347,7 @@ class Follower:
             a.heartbeat = time.time()
             a.versions = sorted(st.served) if st else []
             a.ref_seq = st.seq if st else None
+            a.figures = self.live.snapshot()
             if state is not None:
                 a.state = state
             if error is not None:
@@ -322,3 +362,7 @@ class Follower:
     def _emit(self, event: dict[str, Any]) -> None:
         if self.on_event is not None:
             self.on_event({"follower": self.id, "model": self.model, "ref": self.ref, **event})
+
+
+def _semver(served: Served | str) -> str:
+    return served if isinstance(served, str) else served.version.version

@@ -52,6 +52,7 @@ BASE: dict[str, tuple[list[str], dict[str, str]]] = {
     "pull": (["OTHER", "m", "@current"], {}),
     "replicate": (["SRC", "DST"], {}),
     "status": (["m"], {}),
+    "watch": (["m"], {"--policy": "POLICY", "--once": "", "--dry-run": ""}),
     "tune": (["FILE"], {}),
     "demo": ([], {"--size-mb": "1"}),
 }

@@ -1,0 +1,369 @@
+"""Issue 19: live figures, ``casstore watch`` deciding on them, the fallback when a rollback
+target fails its health check, and several watchers on one incident.
+
+The end-to-end run with the example HTTP server is in ``test_watch_e2e.py``; here the figures
+come from a ``--metrics-cmd`` (a real shell command) or from followers' acknowledgements.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shlex
+from pathlib import Path
+
+import pytest
+
+from casstore import Repository
+from casstore.ops.regression import MetricRule, RegressionPolicy, WatchPolicy
+from casstore.serving.acks import FollowerAck, read_acks, write_ack
+from casstore.serving.live import LiveWindow, figures, live_figures, merge
+from casstore.testing.children import CONTEXT, child
+from tests import series
+from tests.cli_helpers import run
+
+EXIT_VIOLATION = 8
+
+
+# -- live figures ------------------------------------------------------------------------
+class Clock:
+    def __init__(self, t: float = 1000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_percentiles_within_two_percent_and_merge_exactly():
+    rng = random.Random(7)
+    lat = [rng.lognormvariate(-4, 1) for _ in range(5000)]  # seconds, median ~18 ms
+    clock = Clock()
+    a, b = LiveWindow(60, 5, clock), LiveWindow(60, 5, clock)
+    for i, s in enumerate(lat):
+        (a if i % 2 else b).observe("1.0.1", s, ok=i % 10 != 0)
+    f = figures(merge([a.snapshot(), b.snapshot()], since=0)["1.0.1"])
+    exact = sorted(x * 1000 for x in lat)
+    for p in (50, 90, 95, 99):
+        want = exact[int(p / 100 * (len(exact) - 1))]
+        assert abs(f[f"latency_p{p}_ms"] / want - 1) <= 0.021, (p, f, want)
+    assert f["requests"] == 5000 and f["errors"] == 500 and f["error_rate"] == 0.1
+    assert f["latency_mean_ms"] == pytest.approx(sum(exact) / len(exact))
+
+
+def test_window_keeps_recent_slices_per_version_and_app_metrics():
+    clock = Clock(1000.0)
+    w = LiveWindow(retain=20, slice_seconds=5, clock=clock)
+    w.observe("1.0.0", 0.01)
+    w.record("1.0.0", "accuracy", 0.8)
+    clock.t = 1012.0
+    for _ in range(4):
+        w.observe("1.0.1", 0.02, ok=False)
+    w.record("1.0.1", "accuracy", 0.5)
+    w.record("1.0.1", "accuracy", 0.7)
+    w.record("1.0.1", "accuracy", float("nan"))  # dropped, not poisoning the mean
+    snap = json.loads(json.dumps(w.snapshot()))  # what travels in the acknowledgement
+    recent = live_figures([snap], window=5, now=clock.t)
+    assert set(recent) == {"1.0.1"}  # 1.0.0's slice started before the window
+    assert recent["1.0.1"]["error_rate"] == 1.0 and recent["1.0.1"]["accuracy"] == 0.6
+    both = live_figures([snap], window=15, now=clock.t)
+    assert both["1.0.0"] == pytest.approx(
+        {"requests": 1, "errors": 0, "error_rate": 0, "latency_mean_ms": 10, "accuracy": 0.8,
+         **{f"latency_p{p}_ms": both["1.0.0"][f"latency_p{p}_ms"] for p in (50, 90, 95, 99)}})
+    clock.t = 1030.0
+    w.observe("1.0.1", 0.01)
+    assert [s["start"] for s in w.snapshot()["slices"]] == [1030.0]  # older ones dropped
+
+
+def test_follower_reports_both_sides_of_a_split(tmp_path: Path):
+    torch = pytest.importorskip("torch")
+    import casstore.torch as ct
+    from casstore.serving import Follower
+
+    store = str(tmp_path / "s")
+    g = torch.Generator().manual_seed(0)
+    ct.save({"w": torch.randn(64, generator=g)}, store, "m")
+    ct.save({"w": torch.randn(64, generator=g)}, store, "m")
+    Repository(store).start_split("m", "1.0.1", steps=(0.5, 1.0))
+    f = Follower(store, "m", interval=60, follower_id="f1", live_slice=1)
+    f.poll()
+    for i in range(200):
+        try:
+            with f.request(f"user-{i}") as served:
+                if served.version.version == "1.0.1" and i % 4 == 0:
+                    raise ValueError("bad prediction")
+                f.record("ctr", 0.1 if served.version.version == "1.0.1" else 0.2, served)
+        except ValueError:
+            pass
+    f.record("ctr", 0.2)  # no version named: the base of the split
+    f._report()
+    (ack,) = read_acks(f.repo.store, "m", "current")
+    live = live_figures([ack.figures], window=60)
+    assert set(live) == {"1.0.0", "1.0.1"}
+    n0, n1 = live["1.0.0"]["requests"], live["1.0.1"]["requests"]
+    assert n0 + n1 == 200 and 60 < n1 < 140
+    assert live["1.0.0"]["errors"] == 0 and 0 < live["1.0.1"]["errors"] < n1
+    assert live["1.0.0"]["ctr"] == pytest.approx(0.2) and live["1.0.1"]["ctr"] == pytest.approx(0.1)
+    r = run("status", "m", "--json", store=store)
+    assert r.json()["followers"][0]["figures"]["slices"]  # status shows them too
+
+
+# -- policy rules ------------------------------------------------------------------------
+def test_rule_limits_and_thresholds():
+    old = MetricRule(metric="accuracy")  # no limit: threshold 0 against the baseline, as before
+    assert old.check({"accuracy": 0.89}, {"accuracy": 0.9})
+    assert old.check({"accuracy": 0.9}, {"accuracy": 0.9}) is None
+    cap = MetricRule(metric="error_rate", direction="lower", max=0.05)  # a limit only
+    assert cap.check({"error_rate": 0.04}, {"error_rate": 0.0}) is None
+    assert "above the limit 0.05" in cap.check({"error_rate": 0.06}, {})
+    both = MetricRule(metric="latency_p99_ms", direction="lower", max=500, threshold=0.5,
+                      relative=True)
+    assert both.check({"latency_p99_ms": 160}, {"latency_p99_ms": 100})
+    assert both.check({"latency_p99_ms": 140}, {"latency_p99_ms": 100}) is None
+    p = WatchPolicy.parse('{"rules": [{"metric": "error_rate", "max": 0.1}], "window": "2m", '
+                          '"sustain": "30s", "min_requests": 5}')
+    assert (p.window, p.sustain, p.min_requests, p.max_attempts) == (120, 30, 5, 3)
+    for bad in ('{"rules": [], "window": 5}', '{"rules": [{"metric": "x"}], "window": "soon"}',
+                '{"rules": [{"metric": "x"}], "min_requests": -1}',
+                '{"rules": [{"metric": "x"}], "sustain": 1, "extra": 1}'):
+        with pytest.raises(ValueError):
+            WatchPolicy.parse(bad)
+    with pytest.raises(ValueError):  # a check policy stays strict: no watch fields
+        RegressionPolicy.parse('{"rules": [{"metric": "x"}], "window": 5}')
+
+
+# -- watch through the command line ------------------------------------------------------
+POLICY = {"rules": [{"metric": "error_rate", "direction": "lower", "max": 0.05}],
+          "window": 60, "min_requests": 50}
+
+
+@pytest.fixture
+def three(tmp_path: Path) -> Path:
+    """1.0.0, 1.0.1, 1.0.2 committed; ``current`` moved 1.0.0 -> 1.0.1 -> 1.0.2."""
+    store = tmp_path / "store"
+    base = series.tensors(n=3, size=4 << 10)
+    for i in range(3):
+        f = series.save(tmp_path / f"v{i}" / "m.safetensors", series.finetune(base, seed=i))
+        assert run("commit", "m", f, store=store).code == 0  # the first moves current
+        if i:
+            assert run("promote", "m", f"1.0.{i}", store=store).code == 0
+    return store
+
+
+def policy_file(tmp_path: Path, **changes: object) -> Path:
+    p = tmp_path / "policy.json"
+    p.write_text(json.dumps(POLICY | changes))
+    return p
+
+
+def metrics_cmd(tmp_path: Path, doc: dict) -> str:
+    f = tmp_path / "figures.json"
+    f.write_text(json.dumps(doc))
+    return f"cat {shlex.quote(str(f))}"
+
+
+BAD = {"versions": {"1.0.2": {"requests": 400, "error_rate": 0.3},
+                    "1.0.1": {"requests": 20, "error_rate": 0.0}}}
+
+
+def watch(store: Path, *args: object) -> object:
+    return run("watch", "m", "--once", "--json", *args, store=store)
+
+
+def auto_entries(store: Path) -> list[dict]:
+    r = run("reflog", "m", "--ref", "current", "--json", store=store)
+    return [e for e in r.json()["entries"] if e["trigger"] == "auto"]
+
+
+def test_watch_rolls_back_with_evidence(three: Path, tmp_path: Path):
+    events = tmp_path / "events.jsonl"
+    r = watch(three, "--policy", policy_file(tmp_path), "--metrics-cmd", metrics_cmd(tmp_path, BAD),
+              "--notify", f"(cat; echo) >> {events}", "--watcher-id", "w1")
+    assert r.code == EXIT_VIOLATION, r.err + r.out
+    rep = r.json()
+    assert (rep["state"], rep["version"], rep["final"]) == ("rolled-back", "1.0.2", "1.0.1")
+    (e,) = auto_entries(three)
+    assert (e["op"], e["new"]["target"]["version"]) == ("rollback", "1.0.1")
+    ev = e["evidence"]
+    assert ev["figures"]["1.0.2"]["error_rate"] == 0.3 and ev["watcher"] == "w1"
+    assert ev["incident"] == "m@current#2" and "error_rate 0.3 above the limit" in e["reason"]
+    assert ev["baseline"] == "1.0.1" and ev["baseline_source"] == "manifest"  # 20 requests: too few
+    sent = [json.loads(x) for x in events.read_text().splitlines()]
+    assert [x["event"] for x in sent] == ["ref-moved", "watch-incident"]
+    assert sent[0]["trigger"] == "auto" and sent[0]["evidence"]["figures"] == ev["figures"]
+    assert sent[1]["state"] == "rolled-back"
+    # the next check judges 1.0.1 (fine): nothing moves again
+    later = {"versions": {**BAD["versions"], "1.0.1": {"requests": 100, "error_rate": 0.01}}}
+    r = watch(three, "--policy", policy_file(tmp_path), "--metrics-cmd",
+              metrics_cmd(tmp_path, later))
+    assert r.code == 0 and r.json()["state"] == "ok", r.out
+    assert len(auto_entries(three)) == 1
+
+
+def test_failed_health_check_tries_the_next_stable_version(three: Path, tmp_path: Path):
+    r = watch(three, "--policy", policy_file(tmp_path), "--metrics-cmd",
+              metrics_cmd(tmp_path, BAD), "--health-check", 'test "$CASSTORE_VERSION" != 1.0.1')
+    assert r.code == EXIT_VIOLATION, r.err + r.out
+    rep = r.json()
+    assert rep["final"] == "1.0.0" and [a["ok"] for a in rep["attempts"]] == [False, True]
+    assert [a["version"] for a in rep["attempts"]] == ["1.0.1", "1.0.0"]
+    moves = auto_entries(three)
+    assert [(e["op"], e["new"]["target"]["version"], e["evidence"]["attempt"]) for e in moves] \
+        == [("rollback", "1.0.1", 1), ("rollback", "1.0.0", 2)]
+    assert Repository(three).refs.get("m", "current").target.version == "1.0.0"
+
+
+def test_no_target_passes_restores_the_incident_version(three: Path, tmp_path: Path):
+    policy = policy_file(tmp_path, max_attempts=5)
+    cmd = metrics_cmd(tmp_path, BAD)
+    r = watch(three, "--policy", policy, "--metrics-cmd", cmd, "--health-check", "false")
+    assert r.code == 1, r.err + r.out
+    rep = r.json()
+    assert rep["state"] == "restored" and rep["final"] == "1.0.2"
+    assert [a["version"] for a in rep["attempts"]] == ["1.0.1", "1.0.0"]  # then none is left
+    moves = auto_entries(three)
+    assert [(e["op"], e["new"]["target"]["version"]) for e in moves] == [
+        ("rollback", "1.0.1"), ("rollback", "1.0.0"), ("revert", "1.0.2")]
+    assert "restored" in moves[-1]["reason"]
+    # still bad, but it is the same incident: reported, not retried
+    r = watch(three, "--policy", policy, "--metrics-cmd", cmd, "--health-check", "false")
+    assert r.code == 1 and r.json()["state"] == "unresolved", r.out
+    assert len(auto_entries(three)) == 3
+    # a restored version is never a quick-rollback target of its own: the failed ones neither
+    r = run("rollback", "m", "--previous-stable", store=three)
+    assert r.code == 3 and "left by" in r.err, r.err
+
+
+def test_sample_size_sustain_and_dry_run(three: Path, tmp_path: Path):
+    few = {"versions": {"1.0.2": {"requests": 10, "error_rate": 0.9}}}
+    r = watch(three, "--policy", policy_file(tmp_path), "--metrics-cmd", metrics_cmd(tmp_path, few))
+    assert r.code == 0 and r.json()["state"] == "insufficient", r.out
+    r = watch(three, "--policy", policy_file(tmp_path), "--metrics-cmd",
+              metrics_cmd(tmp_path, {"versions": {}}))
+    assert r.code == 0 and r.json()["state"] == "no-traffic", r.out
+    cmd = metrics_cmd(tmp_path, BAD)
+    r = watch(three, "--policy", policy_file(tmp_path), "--metrics-cmd", cmd, "--dry-run")
+    assert r.code == EXIT_VIOLATION and r.json()["state"] == "would-roll-back"
+    assert r.json()["final"] == "1.0.1"
+    long = policy_file(tmp_path, sustain=3600)
+    for _ in range(2):  # the incident opens, then waits: one bad minute does not flap
+        r = watch(three, "--policy", long, "--metrics-cmd", cmd)
+        assert r.code == 0 and r.json()["state"] == "violating", r.out
+        assert "must last" in r.json()["message"]
+    assert auto_entries(three) == []
+    short = policy_file(tmp_path, sustain=0.2)
+    import time
+
+    time.sleep(0.25)  # the streak opened above has lasted long enough now
+    r = watch(three, "--policy", short, "--metrics-cmd", cmd)
+    assert r.code == EXIT_VIOLATION and r.json()["state"] == "rolled-back", r.out
+    assert r.json()["attempts"][0]["version"] == "1.0.1"
+
+
+def test_clean_check_closes_the_streak(three: Path, tmp_path: Path):
+    policy = policy_file(tmp_path, sustain=0.2)
+    bad, good = metrics_cmd(tmp_path, BAD), None
+    r = watch(three, "--policy", policy, "--metrics-cmd", bad)
+    assert r.json()["state"] == "violating"
+    (tmp_path / "ok.json").write_text(json.dumps(
+        {"versions": {"1.0.2": {"requests": 400, "error_rate": 0.0}}}))
+    good = f"cat {tmp_path / 'ok.json'}"
+    assert run("watch", "m", "--once", "--json", "--policy", policy, "--metrics-cmd", good,
+               store=three).json()["state"] == "ok"
+    import time
+
+    time.sleep(0.25)
+    r = watch(three, "--policy", policy, "--metrics-cmd", bad)
+    assert r.code == 0 and r.json()["state"] == "violating", r.out  # a new streak started
+
+
+def test_split_is_aborted_on_a_violation_of_its_candidate(three: Path, tmp_path: Path):
+    assert run("rollback", "m", "--to", "1.0.0", store=three).code == 0
+    assert run("promote", "m", "1.0.2", "--steps", "20,100", store=three).code == 0
+    doc = {"versions": {"1.0.2": {"requests": 100, "error_rate": 0.2},
+                        "1.0.0": {"requests": 400, "error_rate": 0.01}}}
+    r = watch(three, "--policy", policy_file(tmp_path), "--metrics-cmd", metrics_cmd(tmp_path, doc))
+    assert r.code == EXIT_VIOLATION and r.json()["state"] == "aborted", r.out
+    assert r.json()["baseline"] == "1.0.0"
+    (e,) = auto_entries(three)
+    assert e["op"] == "abort" and e["evidence"]["baseline_source"] == "observed"
+
+
+def test_relative_rule_uses_recorded_figures_of_the_previous_version(three: Path, tmp_path: Path):
+    policy = policy_file(tmp_path, rules=[{"metric": "latency_p99_ms", "direction": "lower",
+                                           "threshold": 0.5, "relative": True}])
+    fine = {"versions": {"1.0.2": {"requests": 400, "latency_p99_ms": 100}}}
+    r = watch(three, "--policy", policy, "--metrics-cmd", metrics_cmd(tmp_path, fine))
+    assert r.json()["state"] == "ok"  # 1.0.2's figures are recorded while it is fine
+    assert run("promote", "m", "1.0.0", store=three).code == 0
+    slow = {"versions": {"1.0.0": {"requests": 400, "latency_p99_ms": 180}}}
+    r = watch(three, "--policy", policy, "--metrics-cmd", metrics_cmd(tmp_path, slow))
+    assert r.code == EXIT_VIOLATION, r.out
+    ev = auto_entries(three)[0]["evidence"]
+    assert (ev["baseline"], ev["baseline_source"]) == ("1.0.2", "recorded")
+    assert ev["figures"]["1.0.2"]["latency_p99_ms"] == 100
+
+
+def test_watch_reads_followers_acknowledgements(three: Path, tmp_path: Path):
+    """The figures of live followers are what watch judges, merged over followers."""
+    store = Repository(three).store
+    for i in range(2):
+        w = LiveWindow(60, 1)
+        for n in range(100):
+            w.observe("1.0.2", 0.005, ok=n % 5 != 0)  # 20 % errors on each follower
+        ack = FollowerAck(f"f{i}", "m", "current", ["1.0.2"], 2, __import__("time").time(), 1,
+                          figures=w.snapshot())
+        write_ack(store, ack)
+    r = watch(three, "--policy", policy_file(tmp_path))
+    assert r.code == EXIT_VIOLATION, r.err + r.out
+    assert r.json()["figures"]["1.0.2"]["requests"] == 200
+    assert r.json()["figures"]["1.0.2"]["error_rate"] == pytest.approx(0.2)
+
+
+def test_bad_watch_input(three: Path, tmp_path: Path):
+    r = watch(three, "--policy", policy_file(tmp_path), "--interval", "soon")
+    assert r.code == 2
+    r = watch(three, "--policy", tmp_path / "missing.json")
+    assert r.code == 2
+    r = watch(three, "--policy", policy_file(tmp_path), "--metrics-cmd", "echo '[1]'")
+    assert r.code == 1 and "no figures" in r.err
+    r = watch(three, "--policy", policy_file(tmp_path), "--metrics-cmd", "exit 3")
+    assert r.code == 1 and "exited 3" in r.err
+    r = run("watch", "nope", "--once", "--policy", policy_file(tmp_path), store=three)
+    assert r.code == 3
+
+
+# -- several watchers --------------------------------------------------------------------
+def _race_watcher(store: str, policy: str, cmd: str, name: str, out: object) -> None:
+    import contextlib
+    import io
+
+    from casstore.cli import main
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        code = main(["watch", "m", "--once", "--json", "--policy", policy, "--metrics-cmd", cmd,
+                     "--watcher-id", name, "--store", store])
+    out.put((name, code, buf.getvalue()))  # type: ignore[attr-defined]
+
+
+def test_two_watchers_racing_on_one_incident_roll_back_once(three: Path, tmp_path: Path):
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    doc = tmp_path / "bad.json"
+    doc.write_text(json.dumps(BAD))
+    # each watcher's metrics command waits until both have asked: they judge together
+    cmd = (f"touch {gate}/$$; while [ $(ls {gate} | wc -l) -lt 2 ]; do sleep 0.01; done; "
+           f"cat {doc}")
+    out = CONTEXT.Queue()
+    procs = [child(_race_watcher, str(three), str(policy_file(tmp_path)), cmd, f"w{i}", out)
+             for i in range(2)]
+    for p in procs:
+        p.start()
+    results = sorted(out.get(timeout=60) for _ in procs)
+    for p in procs:
+        p.join(30)
+    states = sorted(json.loads(o)["state"] for _, _, o in results)
+    assert states == ["handled-elsewhere", "rolled-back"], results
+    assert sorted(c for _, c, _ in results) == [0, EXIT_VIOLATION]
+    assert len(auto_entries(three)) == 1
+    assert Repository(three).refs.get("m", "current").target.version == "1.0.1"
