@@ -17,6 +17,22 @@ from casstore.cli._common import (
 )
 from casstore.cli._render import emit_json, table
 
+STATUS_WINDOW = 60.0
+"""Seconds of live figures ``status`` sums up per follower."""
+
+
+def _live_summary(ack: Any) -> str:
+    from casstore.serving.live import live_figures
+
+    figs = live_figures([ack.figures], window=STATUS_WINDOW)
+    parts = []
+    for v, f in sorted(figs.items()):
+        text = f"{v}: {f['requests']:.0f} req"
+        if f["requests"]:
+            text += f", {f['error_rate']:.1%} err, p99 {f['latency_p99_ms']:.3g} ms"
+        parts.append(text)
+    return "; ".join(parts) or "-"
+
 
 def cmd_status(args: argparse.Namespace) -> int:
     from casstore.serving.acks import read_acks
@@ -54,28 +70,35 @@ def cmd_status(args: argparse.Namespace) -> int:
                     a.state,
                     f"{a.age:.1f}s ago" + ("" if a.live else " (gone)"),
                     f"{time.time() - a.checked:.1f}s ago" if a.checked else "-",
+                    _live_summary(a),
                     (f"{a.failed_version}: " if a.failed_version else "") + a.last_error,
                 ]
                 for a in acks
             ],
-            ["follower", "serving", "on target", "state", "heartbeat", "ref read", "error"],
+            ["follower", "serving", "on target", "state", "heartbeat", "ref read",
+             f"last {STATUS_WINDOW:g}s", "error"],
         )
     return 0
 
 
-def _observe(args: argparse.Namespace, repo: Any, window: float) -> tuple[dict, dict]:
-    """Per-version figures of the live followers over ``window``, merged with what
-    ``--metrics-cmd`` prints (which wins), and the command's flat figures."""
+def _observe(args: argparse.Namespace, repo: Any, window: float) -> tuple[Any, dict]:
+    """What ``Watcher.check`` takes: a function making per-version figures from the live
+    followers' acknowledgements over ``window`` merged with what ``--metrics-cmd`` prints
+    (which wins), and the command's flat figures."""
     from casstore.ops.watch import merge_figures, metrics_from_command
     from casstore.serving.acks import read_acks
     from casstore.serving.live import live_figures
 
-    acks = [a for a in read_acks(repo.store, args.model, args.ref) if a.live]
-    observed = live_figures([a.figures for a in acks], window=window)
+    per_version: dict[str, dict[str, float]] = {}
     flat: dict[str, float] = {}
     if args.metrics_cmd:
         per_version, flat = metrics_from_command(args.metrics_cmd)
-        observed = merge_figures(observed, per_version)
+
+    def observed(fresh_since: dict[str, float]) -> dict[str, dict[str, float]]:
+        acks = [a for a in read_acks(repo.store, args.model, args.ref) if a.live]
+        live = live_figures([a.figures for a in acks], window=window, fresh_since=fresh_since)
+        return merge_figures(live, per_version)
+
     return observed, flat
 
 

@@ -27,7 +27,7 @@ import math
 import subprocess
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,7 +53,8 @@ class MetricsUnavailable(CasstoreError):
 class WatchReport:
     """What one check saw and did. ``state``: ok | no-traffic | insufficient | violating
     (waiting for the violation to last) | rolled-back | aborted | restored | no-candidate |
-    interrupted | handled-elsewhere | would-roll-back | would-abort."""
+    interrupted | handled-elsewhere | unresolved (acted on, still violating) |
+    would-roll-back | would-abort."""
 
     model: str
     ref: str
@@ -149,14 +150,34 @@ class Watcher:
         except NotFoundError:
             return {}, "none"
 
+    @staticmethod
+    def fresh_since(rec: RefRecord) -> dict[str, float]:
+        """version -> the time from which its figures count: a version the ref's last move
+        brought in counts from that move (not from the last time it served), others over the
+        whole window."""
+        new = rec.entry.new
+        if new is None:
+            return {}
+        before = {t.version for t in rec.entry.old.versions()} if rec.entry.old else set()
+        moved = rec.entry.time.timestamp()
+        return {t.version: moved for t in new.versions() if t.version not in before}
+
     # -- one check -----------------------------------------------------------------------
     def check(
-        self, observed: Figures, extra: Mapping[str, float] | None = None
+        self,
+        observed: Figures | Callable[[dict[str, float]], Figures],
+        extra: Mapping[str, float] | None = None,
     ) -> WatchReport:
-        """Judge the ref once and act if the policy says so (see the module docstring)."""
+        """Judge the ref once and act if the policy says so (see the module docstring).
+
+        ``observed``: per-version figures, or a function that makes them given
+        :meth:`fresh_since` of the ref as this check reads it (followers' slices are counted
+        that way); ``extra``: flat figures of the judged version (they win)."""
         rec, _ = self.rollout.refs.read(self.model, self.ref)
         if rec is None or rec.value is None:
             raise NotFoundError(f"model {self.model!r} has no ref {self.ref!r}")
+        if callable(observed):
+            observed = observed(self.fresh_since(rec))
         j = self.judge(rec, observed, extra)
         seq = _incident_seq(rec)
         rep = WatchReport(self.model, self.ref, j.state, rec.seq, j.version, j.baseline,
@@ -185,12 +206,12 @@ class Watcher:
                 if token is None:  # another watcher opened it: go by theirs
                     doc, token = self._read_incident(key)
                     assert doc is not None
-        if doc["state"] == "done":
-            unresolved = doc.get("result") in FAILED
-            rep.state = "unresolved" if unresolved else "handled-elsewhere"
-            rep.message = f"incident {rep.incident} was handled by {doc['owner']}: " + (
-                f"{doc.get('result')}; still violating: name a version with casstore "
-                "rollback --to" if unresolved else str(doc.get("result")))
+        if doc["state"] == "done":  # and still violating: acting again would cascade
+            rep.state = "unresolved"
+            rep.message = (
+                f"incident {rep.incident} was handled by {doc['owner']} ({doc.get('result')}, "
+                f"now {j.version}), and the policy is still violated: watch acts once per "
+                "incident; name a version with casstore rollback --to, or fix and promote")
             return
         if doc["state"] == "acting" and now - doc["claimed_at"] < self.lease:
             rep.state = "handled-elsewhere"
@@ -333,11 +354,11 @@ class Watcher:
 
 
 def _incident_seq(rec: RefRecord) -> int:
-    """The ref move an incident is keyed by: the ref's last move, unless that move was a
-    watcher restoring the version of an earlier incident (which stays that incident)."""
+    """The ref move an incident is keyed by: the ref's last move, unless a watcher made that
+    move for an incident (a rollback, abort or restore), which stays that incident: watch
+    never cascades from one rollback target to the next on its own."""
     ev = rec.entry.evidence or {}
-    if rec.entry.trigger == "auto" and ev.get("restore") and isinstance(ev.get("incident_seq"),
-                                                                      int):
+    if rec.entry.trigger == "auto" and isinstance(ev.get("incident_seq"), int):
         return int(ev["incident_seq"])
     return rec.seq
 

@@ -186,8 +186,11 @@ class Follower:
 
     def record(self, metric: str, value: float, served: Served | str | None = None) -> None:
         """Report a number measured while serving (by default for the version requests
-        without a key get: the only one, or the base of a split)."""
+        without a key get: the only one, or the base of a split; dropped while nothing is
+        loaded)."""
         if served is None:
+            if self._state is None:
+                return
             served = self.model_for(None)
         self.live.record(_semver(served), check_name("metric", metric), value)
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 GAMMA = 1.04
@@ -120,14 +120,24 @@ def _copy(versions: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     }
 
 
-def merge(snapshots: Iterable[dict[str, Any]], *, since: float) -> dict[str, dict[str, Any]]:
-    """Add up every slice that starts at or after ``since`` (a time.time()), per version."""
+def merge(
+    snapshots: Iterable[dict[str, Any]],
+    *,
+    since: float,
+    fresh_since: Mapping[str, float] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Add up, per version, every slice that ends after ``since`` (a time.time()), or after
+    ``fresh_since[version]`` if that is later (a version the ref has only just been moved to
+    counts from that move on, not what it did the last time it served)."""
     out: dict[str, dict[str, Any]] = {}
+    fresh = fresh_since or {}
     for snap in snapshots:
+        length = float(snap.get("slice_seconds", 0))
         for sl in snap.get("slices", ()):
-            if float(sl.get("start", 0)) < since:
-                continue
+            end = float(sl.get("start", 0)) + length
             for version, side in sl.get("versions", {}).items():
+                if end <= max(since, fresh.get(version, since)):
+                    continue
                 acc = out.setdefault(version, _new_side())
                 acc["requests"] += int(side.get("requests", 0))
                 acc["errors"] += int(side.get("errors", 0))
@@ -163,9 +173,14 @@ def figures(side: dict[str, Any]) -> dict[str, float]:
 
 
 def live_figures(
-    snapshots: Iterable[dict[str, Any]], *, window: float, now: float | None = None
+    snapshots: Iterable[dict[str, Any]],
+    *,
+    window: float,
+    now: float | None = None,
+    fresh_since: Mapping[str, float] | None = None,
 ) -> dict[str, dict[str, float]]:
     """version -> figures over the last ``window`` seconds of the given acknowledgements'
-    slices (a slice counts if it started inside the window)."""
+    slices (a slice counts if it ends inside the window; see :func:`merge`)."""
     now = time.time() if now is None else now
-    return {v: figures(s) for v, s in merge(snapshots, since=now - window).items()}
+    merged = merge(snapshots, since=now - window, fresh_since=fresh_since)
+    return {v: figures(s) for v, s in merged.items()}
