@@ -18,6 +18,8 @@ in the notification. A target failing its health check makes it try the next old
 version, up to ``max_attempts``; if none passes, the ref is restored to the version it served
 at the incident. Every move expects the ref move the watcher saw before it (compare-and-swap on
 the ref): if anyone else moves the ref meanwhile, the watcher stops instead of stacking moves.
+A watcher's own moves stay their incident: it acts once per incident, never cascading down
+the history on its own. A check costs two small reads (ref, incident), whatever the history.
 """
 
 from __future__ import annotations

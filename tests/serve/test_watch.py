@@ -470,3 +470,28 @@ def test_status_shows_live_figures(three: Path):
                                                    time.time(), 1, figures=w.snapshot()))
     r = run("status", "m", store=three)
     assert r.code == 0 and "1.0.2: 10 req, 10.0% err, p99 4" in r.out, r.out
+
+
+def test_a_check_costs_a_few_requests_whatever_the_history(three: Path, tmp_path: Path):
+    """Judging reads the ref and the incident object (plus, once per window, records the
+    figures of a version within policy): not the reflog, not the versions."""
+    from casstore.ops.watch import Watcher
+    from casstore.store import open_store
+    from casstore.testing.stores import CountingStore
+
+    counting = CountingStore(open_store(str(three)))
+    repo = Repository(counting)
+    policy = WatchPolicy.parse(policy_file(tmp_path).read_text())
+    figs = {v: {"requests": 100, "error_rate": 0.0} for v in ("1.0.0", "1.0.1", "1.0.2")}
+    costs = []
+    for moves in (0, 30):
+        for i in range(moves):
+            repo.promote("m", f"1.0.{i % 3}")
+        w = Watcher(repo.rollout, "m", policy)
+        counting.reset()
+        assert w.check(figs).state == "ok"  # records 1.0.x's figures: one put
+        first = counting.requests
+        counting.reset()
+        assert w.check(figs).state == "ok"
+        costs.append((first, counting.requests))
+    assert costs == [(3, 2), (3, 2)], costs
