@@ -244,6 +244,10 @@ def test_sample_size_sustain_and_dry_run(three: Path, tmp_path: Path):
     r = watch(three, "--policy", policy_file(tmp_path), "--metrics-cmd", cmd, "--dry-run")
     assert r.code == EXIT_VIOLATION and r.json()["state"] == "would-roll-back"
     assert r.json()["final"] == "1.0.1"
+    flat = metrics_cmd(tmp_path, {"requests": 60, "error_rate": 0.1})  # for the judged version
+    r = watch(three, "--policy", policy_file(tmp_path), "--metrics-cmd", flat, "--dry-run")
+    assert r.code == EXIT_VIOLATION and r.json()["figures"]["1.0.2"]["error_rate"] == 0.1
+    assert run("reflog", "m", "--json", store=three).json()["entries"][-1]["op"] == "promote"
     long = policy_file(tmp_path, sustain=3600)
     for _ in range(2):  # the incident opens, then waits: one bad minute does not flap
         r = watch(three, "--policy", long, "--metrics-cmd", cmd)
@@ -495,3 +499,26 @@ def test_a_check_costs_a_few_requests_whatever_the_history(three: Path, tmp_path
         assert w.check(figs).state == "ok"
         costs.append((first, counting.requests))
     assert costs == [(3, 2), (3, 2)], costs
+
+
+def test_watch_on_s3(s3_url: str, tmp_path: Path):
+    """Incidents and the ref moves use S3's conditional writes (moto over HTTP)."""
+    base = series.tensors(n=2, size=4 << 10)
+    for i in range(3):
+        f = series.save(tmp_path / f"v{i}" / "m.safetensors", series.finetune(base, seed=i))
+        assert run("commit", "m", f, store=s3_url).code == 0
+        if i:
+            assert run("promote", "m", f"1.0.{i}", store=s3_url).code == 0
+    cmd = metrics_cmd(tmp_path, BAD)
+    policy = policy_file(tmp_path, sustain=0.1)
+    r = run("watch", "m", "--once", "--json", "--policy", policy, "--metrics-cmd", cmd,
+            store=s3_url)
+    assert r.code == 0 and r.json()["state"] == "violating", r.err + r.out
+    import time
+
+    time.sleep(0.15)
+    r = run("watch", "m", "--once", "--json", "--policy", policy, "--metrics-cmd", cmd,
+            "--health-check", 'test "$CASSTORE_VERSION" = 1.0.0', store=s3_url)
+    assert r.code == EXIT_VIOLATION and r.json()["final"] == "1.0.0", r.err + r.out
+    entries = run("reflog", "m", "--json", store=s3_url).json()["entries"]
+    assert [(e["op"], e["trigger"]) for e in entries[-2:]] == [("rollback", "auto")] * 2

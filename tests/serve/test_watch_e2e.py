@@ -113,6 +113,10 @@ def test_watch_rolls_back_a_failing_version_while_clients_call(tmp_path: Path):
         out, err = watcher.communicate(10)
         server.wait(10)
 
+    print(f"rolled back {detected:.2f}s after the follower served 1.0.1 (window {WINDOW}s, "
+          f"sustain {SUSTAIN}s, interval {INTERVAL}s); {len(seen)} requests, "
+          f"{sum(s == 500 for _, s, _ in seen)} failed by the injected fault, "
+          f"{len(failures)} otherwise")
     assert failures == [], failures[:5]  # no request failed because of a swap
     bad = [s for t0, s, v in seen if promoted < t0 and v == "1.0.1"]
     assert len(bad) >= 20 and 0.15 < bad.count(500) / len(bad) < 0.45
