@@ -15,7 +15,13 @@ from collections.abc import Sequence
 
 from casstore import errors
 from casstore.cli import demo, maint, refs, remote, serve, tune, versions
-from casstore.cli._common import EXIT_VIOLATION, AddCommand, Parser, common_options
+from casstore.cli._common import (
+    EXIT_NOTIFY_FAILED,
+    EXIT_VIOLATION,
+    AddCommand,
+    Parser,
+    common_options,
+)
 
 EXIT_INTERNAL = 70
 EXIT_CODES: list[tuple[type[BaseException], int]] = [
@@ -42,6 +48,7 @@ EXIT_TABLE = [
     (6, "unsupported: unknown store format or a guarantee the backend cannot give"),
     (7, "storage backend or I/O error"),
     (EXIT_VIOLATION, "check: the regression policy is violated; watch --once: it acted on one"),
+    (EXIT_NOTIFY_FAILED, "the ref moved, but a notify hook failed (warning on stderr)"),
     (EXIT_INTERNAL, "internal error (a bug: rerun with CASSTORE_DEBUG=1 for the traceback)"),
     (130, "interrupted"),
 ]

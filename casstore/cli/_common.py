@@ -23,6 +23,8 @@ VERSION_FORMS = "any of " + FORMS
 DEFAULT_STORE = ".casstore"
 EXIT_VIOLATION = 8
 """``casstore check`` found a regression-policy violation."""
+EXIT_NOTIFY_FAILED = 9
+"""The ref moved, but a notify hook failed (the move stands)."""
 
 AddCommand = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]
 """``add(name, handler, help)`` -> the new subcommand's parser (what ``add_parser`` receives)."""

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from casstore.cli._common import (
+    EXIT_NOTIFY_FAILED,
     EXIT_VIOLATION,
     STEPS_HELP,
     VERSION_FORMS,
@@ -14,34 +16,60 @@ from casstore.cli._common import (
     open_repo,
     parse_metrics,
     parse_steps,
+    positive_amount,
 )
 from casstore.cli._render import emit_json, table
+from casstore.ops.hooks import CHECK_ENV, DEFAULT_CHECK_TIMEOUT, DEFAULT_NOTIFY_TIMEOUT
 from casstore.ops.rollout import PREVIOUS_STABLE_RULE
+
+HOOK_ENV_HELP = "Checks run with sh -c; their environment adds " + "; ".join(
+    f"{name}: {what}" for name, what in CHECK_ENV.items()
+)
 
 
 def _repo(args: argparse.Namespace) -> Any:
     repo = open_repo(args)
     for cmd in getattr(args, "notify", None) or []:
         repo.hooks.notify_commands.append(cmd)
+    if getattr(args, "hook_timeout", None) is not None:
+        repo.hooks.health_timeout = repo.hooks.notify_timeout = args.hook_timeout
     return repo
 
 
-def _wait(args: argparse.Namespace, store: Any, versions: set[str], timeout: float) -> dict:
-    """``--wait``: until every live follower of the ref in ``store`` serves ``versions``."""
-    from casstore.serving.acks import wait_for_followers
+def _wait(
+    args: argparse.Namespace,
+    store: Any,
+    versions: set[str],
+    timeout: float,
+    seq: int | None,
+    allow_none: bool,
+) -> dict:
+    """``--wait``: until every live follower of the ref in ``store`` serves ``versions``, one
+    of them reports that it failed to take the move ``seq``, or ``timeout``. No live follower
+    at all is a failure unless ``allow_none``."""
+    from casstore.serving.acks import failed_move, wait_for_followers
 
-    done, acks = wait_for_followers(store, args.model, args.ref, versions, timeout=timeout)
+    done, acks = wait_for_followers(
+        store, args.model, args.ref, versions, timeout=timeout, seq=seq
+    )
     lagging = [
         f"{a.id} serves {','.join(a.versions) or '-'}"
         + (f" ({a.last_error})" if a.last_error else "")
         for a in acks
         if set(a.versions) != versions
     ]
-    note = (
-        f"NOT landed on: {'; '.join(lagging)}"
-        if not done
-        else f"{len(acks)} live follower(s) serving it"
-    )
+    failed = [a.id for a in acks if seq is not None and failed_move(a, seq)]
+    if not acks:
+        done = allow_none
+        note = f"no live follower of {args.model}@{args.ref} confirmed the move" + (
+            "" if done else " (--allow-no-followers accepts that)"
+        )
+    elif done:
+        note = f"{len(acks)} live follower(s) serving it"
+    else:
+        note = f"NOT landed on: {'; '.join(lagging)}" + (
+            f" (failed on {', '.join(failed)}: not waiting longer)" if failed else ""
+        )
     return {"done": done, "followers": [a.to_dict() for a in acks], "note": note}
 
 
@@ -50,15 +78,23 @@ def _print_move(args: argparse.Namespace, res: Any) -> int:
     code = 0 if res.ok else 1
     if res.ok and getattr(args, "wait", False) and res.new is not None:
         versions = {t.version for t in res.new.versions()}
-        w = _wait(args, open_repo(args).store, versions, args.timeout)
+        seq = res.entries[-1].seq if res.entries else None
+        w = _wait(
+            args, open_repo(args).store, versions, args.timeout, seq, args.allow_no_followers
+        )
         doc["followers"] = w["followers"]
         doc["all_followers_on_target"] = w["done"]
         code = 0 if w["done"] else 1
         res.message += "; " + w["note"]
+    for problem in res.notify_failures:
+        print(f"casstore: warning: {problem} (the move stands)", file=sys.stderr)
+    if res.notify_failures and code == 0:
+        code = EXIT_NOTIFY_FAILED
     if args.json:
         emit_json(doc | {"message": res.message})
     else:
-        print(("ok: " if code == 0 else "FAILED: ") + res.message)
+        print(("ok: " if res.ok and code in (0, EXIT_NOTIFY_FAILED) else "FAILED: ")
+              + res.message)
     return code
 
 
@@ -146,15 +182,23 @@ def _across(args: argparse.Namespace, repo: Any, to: str | None, op: str) -> int
         import time
 
         deadline = time.monotonic() + args.timeout
+        followers = 0
         for r, o in zip(repos, outcomes):
             versions = {(o.result or {}).get("new_version") or ""}
-            w = _wait(args, r.store, versions, max(0.0, deadline - time.monotonic()))
+            seq = ((o.result or {}).get("reflog") or [{}])[-1].get("seq")
+            left = max(0.0, deadline - time.monotonic())
+            w = _wait(args, r.store, versions, left, seq, allow_none=True)
             o.result = (o.result or {}) | {
                 "followers": w["followers"],
                 "all_followers_on_target": w["done"],
             }
             o.message += "; " + w["note"]
             ok = ok and w["done"]
+            followers += len(w["followers"])
+        if not followers and not args.allow_no_followers:  # a store may have none, not all
+            ok = False
+            for o in outcomes:
+                o.message += " (no store has a live follower: --allow-no-followers accepts that)"
     if args.json:
         emit_json({"model": args.model, "ref": args.ref, "stores": [o.__dict__ for o in outcomes]})
     else:
@@ -177,6 +221,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
             reason=args.reason or "",
             op="rollout",
             verify_data=args.verify_data,
+            pre_check=args.pre_check,
         )
     else:
         res = repo.promote(
@@ -186,6 +231,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
             reason=args.reason or "",
             verify_data=args.verify_data,
             health_check=args.health_check,
+            pre_check=args.pre_check,
         )
     return _print_move(args, res)
 
@@ -212,6 +258,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
             reason=args.reason or "",
             verify_data=args.verify_data,
             health_check=args.health_check,
+            pre_check=args.pre_check,
         )
     elif args.steps:
         target = args.to or repo.previous_stable(args.model, args.ref).version
@@ -223,6 +270,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
             reason=args.reason or "",
             op="rollback",
             verify_data=args.verify_data,
+            pre_check=args.pre_check,
         )
     else:
         res = repo.rollback(
@@ -232,6 +280,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
             reason=args.reason or "",
             verify_data=args.verify_data,
             health_check=args.health_check,
+            pre_check=args.pre_check,
         )
     return _print_move(args, res)
 
@@ -295,7 +344,33 @@ def add_parser(add: AddCommand) -> None:
             "--notify",
             action="append",
             default=[],
-            help="shell command that receives the JSON event on stdin",
+            help="shell command that receives the JSON event on stdin (also "
+            "$CASSTORE_NOTIFY); if it fails (non-zero exit, not found, timed out) the move "
+            "stands, a warning goes to stderr and into the JSON (notify_failures), and the "
+            f"exit code is {EXIT_NOTIFY_FAILED}",
+        )
+        sp.add_argument(
+            "--hook-timeout",
+            type=positive_amount,
+            metavar="SECONDS",
+            help=f"time limit of each --pre-check, --health-check and --notify command "
+            f"(default: {DEFAULT_CHECK_TIMEOUT:g} s for checks, or $CASSTORE_HEALTH_TIMEOUT; "
+            f"{DEFAULT_NOTIFY_TIMEOUT:g} s for notify); a check that runs out fails",
+        )
+
+    def wait_opts(sp: Any) -> None:
+        sp.add_argument(
+            "--wait",
+            action="store_true",
+            help="return when every live follower serves the target (exit 1 if one has not "
+            "by --timeout, at once if one reports it failed to load or check it, and when no "
+            "follower is live unless --allow-no-followers)",
+        )
+        sp.add_argument("--timeout", type=amount, default=60.0, help="seconds for --wait")
+        sp.add_argument(
+            "--allow-no-followers",
+            action="store_true",
+            help="with --wait: no live follower is not an error",
         )
 
     sp = add("refs", cmd_refs, "list refs and where they point")
@@ -330,13 +405,21 @@ def add_parser(add: AddCommand) -> None:
                 "move (the newest reflog entry) found it; undoing twice redoes",
             )
         ref_opts(sp)
+        wait_opts(sp)
         sp.add_argument("--verify-data", action="store_true", help="re-hash every chunk first")
-        sp.add_argument("--health-check", help="shell command; non-zero exit reverts the move")
-        sp.add_argument("--steps", help="progressive: " + STEPS_HELP)
         sp.add_argument(
-            "--wait", action="store_true", help="return when every live follower serves the target"
+            "--pre-check",
+            metavar="CMD",
+            help="shell command run against the target BEFORE the ref moves; non-zero exit "
+            "refuses the move (exit 1, ref untouched). " + HOOK_ENV_HELP,
         )
-        sp.add_argument("--timeout", type=amount, default=60.0, help="seconds for --wait")
+        sp.add_argument(
+            "--health-check",
+            metavar="CMD",
+            help="shell command run AFTER the ref moves; non-zero exit switches it back "
+            "(exit 1). Same environment as --pre-check",
+        )
+        sp.add_argument("--steps", help="progressive: " + STEPS_HELP)
         sp.add_argument(
             "--replica",
             action="append",
@@ -351,10 +434,12 @@ def add_parser(add: AddCommand) -> None:
         "--weight", help="explicit next weight: a percent (50, 5%%) or a fraction (0.5)"
     )
     ref_opts(sp)
+    wait_opts(sp)
 
     sp = add("abort", cmd_abort, "end a progressive split, back to its base version")
     sp.add_argument("model")
     ref_opts(sp)
+    wait_opts(sp)
 
     sp = add("resolve", cmd_resolve, "which version a ref sends a request key to")
     sp.add_argument("model")

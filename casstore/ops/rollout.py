@@ -48,6 +48,7 @@ class MoveResult:
     entries: list[ReflogEntry] = field(default_factory=list)
     message: str = ""
     reverted: bool = False
+    notify_failures: list[str] = field(default_factory=list)  # the move stands regardless
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -61,6 +62,7 @@ class MoveResult:
             "new_version": None if self.new is None else self.new.describe(),
             "message": self.message,
             "reflog": [e.model_dump(mode="json") for e in self.entries],
+            "notify_failures": list(self.notify_failures),
         }
 
 
@@ -89,7 +91,10 @@ class Rollout:
         op: str,
         actor: str | None = None,
         evidence: dict[str, Any] | None = None,
+        notify_failures: list[str] | None = None,
     ) -> ReflogEntry:
+        """Move the ref by compare-and-swap, then tell the hooks; what failed among them is
+        appended to ``notify_failures`` (the move stands either way)."""
         entry = self.refs.move(
             model,
             ref,
@@ -101,7 +106,9 @@ class Rollout:
             actor=actor,
             evidence=evidence,
         )
-        self.hooks.notify({"event": "ref-moved", **entry.model_dump(mode="json")})
+        failed = self.hooks.notify({"event": "ref-moved", **entry.model_dump(mode="json")})
+        if notify_failures is not None:
+            notify_failures.extend(failed)
         return entry
 
     def verify_version(self, version: Version, *, read_data: bool = False) -> list[str]:
@@ -144,8 +151,10 @@ class Rollout:
         expected_seq: int | str | None = "read",
         evidence: dict[str, Any] | None = None,
         revert: bool = True,
+        pre_check: HealthCheck | None = None,
     ) -> MoveResult:
-        """Point ``ref`` at a version: verify, switch atomically, health-check, maybe revert.
+        """Point ``ref`` at a version: verify, pre-check, switch atomically, health-check,
+        maybe revert.
 
         ``expected_seq``: the ref move the caller decided on (ConflictError if the ref moved
         since); by default whatever this call reads. ``revert=False`` leaves a version that
@@ -171,6 +180,7 @@ class Rollout:
             actor=actor,
             evidence=evidence,
             revert=revert,
+            pre_check=pre_check,
         )
 
     def _switch(
@@ -190,19 +200,24 @@ class Rollout:
         actor: str | None,
         evidence: dict[str, Any] | None = None,
         revert: bool = True,
+        pre_check: HealthCheck | None = None,
     ) -> MoveResult:
+        """Verify the target, run the pre-check, move the ref, run the health check (its
+        failure moves the ref back). A refused move leaves the ref untouched."""
+        def refused(why: str) -> MoveResult:
+            return MoveResult(model, ref, False, old, old, [], f"refused: {why}")
+
         with self.ctx.writing("ref"):
             problems = self.verify_version(check_version, read_data=verify_data)
             if problems:
-                return MoveResult(
-                    model,
-                    ref,
-                    False,
-                    old,
-                    old,
-                    [],
-                    f"refused: {check_version.name} is incomplete: " + "; ".join(problems[:5]),
+                return refused(f"{check_version.name} is incomplete: " + "; ".join(problems[:5]))
+            if pre_check is not None:
+                ok, msg = self.hooks.health_check(
+                    pre_check, check_version, ref, store=self.ctx.store.url, stage="pre-check"
                 )
+                if not ok:
+                    return refused(f"{msg}; {model}@{ref} not moved")
+            failures: list[str] = []
             entry = self.move(
                 model,
                 ref,
@@ -213,6 +228,7 @@ class Rollout:
                 op=op,
                 actor=actor,
                 evidence=evidence,
+                notify_failures=failures,
             )
             res = MoveResult(
                 model,
@@ -222,10 +238,15 @@ class Rollout:
                 new,
                 [entry],
                 f"{ref}: {old.describe() if old else '(none)'} -> {new.describe()}",
+                notify_failures=failures,
             )
+            if pre_check is not None:
+                res.message += "; pre-check passed"
             if health_check is None:
                 return res
-            ok, msg = self.hooks.health_check(health_check, check_version, ref)
+            ok, msg = self.hooks.health_check(
+                health_check, check_version, ref, store=self.ctx.store.url
+            )
             if ok:
                 res.message += f"; {msg}"
                 return res
@@ -241,6 +262,7 @@ class Rollout:
                 trigger="health-check",
                 op="revert",
                 actor=actor,
+                notify_failures=failures,
             )
             res.entries.append(back)
             res.ok, res.reverted, res.new = False, True, old
@@ -323,6 +345,7 @@ class Rollout:
         verify_data: bool = False,
         health_check: HealthCheck | None = None,
         actor: str | None = None,
+        pre_check: HealthCheck | None = None,
     ) -> MoveResult:
         """Revert the ref's last move: point it where it pointed before (a plain version or a
         split), after checking that is still complete. The undo is itself a move (op
@@ -358,6 +381,7 @@ class Rollout:
             verify_data=verify_data,
             health_check=health_check,
             actor=actor,
+            pre_check=pre_check,
         )
 
     def rollback(
@@ -386,6 +410,7 @@ class Rollout:
         op: str = "rollout",
         verify_data: bool = False,
         actor: str | None = None,
+        pre_check: HealthCheck | None = None,
     ) -> MoveResult:
         """Begin sending ``steps[0]`` of the traffic on ``ref`` to a version."""
         steps = _check_steps(steps)
@@ -413,6 +438,7 @@ class Rollout:
             verify_data=verify_data,
             health_check=None,
             actor=actor,
+            pre_check=pre_check,
         )
 
     def advance(
@@ -440,6 +466,7 @@ class Rollout:
                 if weight >= 1.0
                 else RefValue(split=s.model_copy(update={"weight": weight}))
             )
+            failures: list[str] = []
             entry = self.move(
                 model,
                 ref,
@@ -449,6 +476,7 @@ class Rollout:
                 trigger="progressive-step",
                 op="advance",
                 actor=actor,
+                notify_failures=failures,
             )
             return MoveResult(
                 model,
@@ -458,6 +486,7 @@ class Rollout:
                 new,
                 [entry],
                 f"{ref}: {rec.value.describe()} -> {new.describe()}",
+                notify_failures=failures,
             )
 
     def abort(
@@ -479,6 +508,7 @@ class Rollout:
             if expected_seq != "read" and expected_seq != rec.seq:
                 raise ConflictError(f"ref {model}@{ref} moved (now at #{rec.seq})")
             new = RefValue.of(rec.value.split.base)
+            failures: list[str] = []
             entry = self.move(
                 model,
                 ref,
@@ -489,6 +519,7 @@ class Rollout:
                 op="abort",
                 actor=actor,
                 evidence=evidence,
+                notify_failures=failures,
             )
             return MoveResult(
                 model,
@@ -498,6 +529,7 @@ class Rollout:
                 new,
                 [entry],
                 f"{ref}: {rec.value.describe()} -> {new.describe()}",
+                notify_failures=failures,
             )
 
     def resolve(self, model: str, ref: str = "current", request_key: str | None = None) -> Target:

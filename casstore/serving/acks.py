@@ -32,8 +32,9 @@ class FollowerAck:
     host: str = ""
     pid: int = 0
     state: str = "ok"  # ok | loading | failed
-    last_error: str = ""
+    last_error: str = ""  # empty again once the follower recovers
     failed_version: str = ""
+    failed_seq: int | None = None  # the ref move whose versions failed to load or check
     swaps: int = 0
     poll_interval: float = 0.0
     checked: float = 0.0  # time.time() of the last successful read of the ref
@@ -101,16 +102,27 @@ def wait_for_followers(
     *,
     timeout: float,
     poll: float = 0.2,
+    seq: int | None = None,
 ) -> tuple[bool, list[FollowerAck]]:
     """Wait until every live follower of ``model@ref`` serves exactly ``versions``.
 
-    Returns (all done, the last acknowledgements seen). With no live follower it is done.
+    Returns (all done, the last acknowledgements seen) as soon as that holds, when a live
+    follower reports that the move ``seq`` failed to load or failed its health check (it will
+    not serve it: waiting longer cannot help), or at the timeout. With no live follower it is
+    done (the caller decides whether nobody listening is acceptable).
     """
     deadline = time.monotonic() + timeout
     while True:
         acks = [a for a in read_acks(store, model, ref) if a.live]
         if all(set(a.versions) == versions for a in acks):
             return True, acks
+        if seq is not None and any(failed_move(a, seq) for a in acks):
+            return False, acks
         if time.monotonic() >= deadline:
             return False, acks
         time.sleep(poll)
+
+
+def failed_move(ack: FollowerAck, seq: int) -> bool:
+    """Whether ``ack`` says its follower failed to take the ref move ``seq``."""
+    return ack.state == "failed" and ack.failed_seq == seq

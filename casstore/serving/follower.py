@@ -135,6 +135,7 @@ class Follower:
         )
         self.on_event = on_event
         self._state: _State | None = None
+        self._poll_failed = False  # the last poll raised (its error shows until one works)
         self._failure: _Failure | None = None
         self._lock = threading.Lock()  # one load at a time
         self._ack_lock = threading.Lock()  # one acknowledgement write at a time, in order
@@ -204,6 +205,10 @@ class Follower:
         """Check the ref once; load and swap if it moved. True if a swap happened."""
         rec, token = self.repo.refs.read(self.model, self.ref)
         self.ack.checked = time.time()
+        if self._poll_failed:  # the store answers again: clear the poll error
+            self._poll_failed = False
+            if self._failure is None and self._state is not None:
+                self._report(state="ok", error="")
         if rec is None or rec.value is None or token is None:
             self._report(state="failed", error=f"{self.model}@{self.ref} does not exist")
             return False
@@ -234,12 +239,12 @@ class Follower:
                 have = old.served.get(semver) if old else None
                 served[semver] = have or self._load(semver, old)
         except Exception as e:  # keep serving the old version; report why
-            self._record_failure(token, wanted, e)
+            self._record_failure(token, seq, wanted, e)
             return False
         self._state = _State(value, seq, token, served)  # the swap: one assignment
         self._failure = None
         self.ack.swaps += 1
-        self._report(state="ok", error="", failed="")
+        self._report(state="ok", error="", failed="", failed_seq=None)
         self._emit(
             {
                 "event": "swapped",
@@ -251,7 +256,7 @@ class Follower:
         )
         return True
 
-    def _record_failure(self, token: str, wanted: list[str], e: Exception) -> None:
+    def _record_failure(self, token: str, seq: int, wanted: list[str], e: Exception) -> None:
         prev = self._failure
         attempts = prev.attempts + 1 if prev is not None and prev.token == token else 1
         final = isinstance(e, (HealthCheckFailed, CorruptObjectError))
@@ -260,7 +265,7 @@ class Follower:
         msg = f"{type(e).__name__}: {e}"
         if not final:
             msg += f" (attempt {attempts}; retrying in {delay:.1f}s)"
-        self._report(state="failed", error=msg, failed=",".join(wanted))
+        self._report(state="failed", error=msg, failed=",".join(wanted), failed_seq=seq)
         self._emit({"event": "swap-failed", "versions": wanted, "error": msg, "final": final})
 
     def _load(self, semver: str, old: _State | None) -> Served:
@@ -309,6 +314,7 @@ class Follower:
             try:
                 self.poll()
             except Exception as e:  # a store hiccup must not kill the follower
+                self._poll_failed = True
                 self._report(
                     state="failed" if self._state is None else None,
                     error=f"poll failed: {type(e).__name__}: {e}",
@@ -339,7 +345,12 @@ class Follower:
 
     # -- reporting -----------------------------------------------------------------------
     def _report(
-        self, *, state: str | None = None, error: str | None = None, failed: str | None = None
+        self,
+        *,
+        state: str | None = None,
+        error: str | None = None,
+        failed: str | None = None,
+        failed_seq: int | object | None = ...,
     ) -> None:
         """Update and write the acknowledgement (a heartbeat when called bare)."""
         with self._ack_lock:
@@ -357,6 +368,8 @@ class Follower:
                 a.last_error = error
             if failed is not None:
                 a.failed_version = failed
+            if failed_seq is not ...:
+                a.failed_seq = failed_seq  # type: ignore[assignment]
             try:
                 write_ack(self.repo.store, a)
             except CasstoreError:
