@@ -52,6 +52,19 @@ def run(size_mb: float = 32, workdir: Path | None = None) -> dict:
             transfer(Repository(url).ctx, pulled.ctx, Repository(url).versions("series"))
             os.sync()
             pull_s = time.perf_counter() - t0
+            # one version: straight from s3:// vs pull into a fresh store + local checkout
+            remote_read = Repository(url)
+            last = remote_read.versions("series")[-1]
+            t0 = time.perf_counter()
+            one = Repository(str(work / "one"))
+            transfer(remote_read.ctx, one.ctx, [last])
+            one.checkout("series", last.version, work / "co-pulled")
+            os.sync()
+            pull_checkout_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            Repository(url).checkout("series", last.version, work / "co-s3")
+            os.sync()
+            s3_checkout_s = time.perf_counter() - t0
             fs = fsspec.filesystem("s3", client_kwargs={"endpoint_url": endpoint},
                                    skip_instance_cache=True)
             plain = f"{BUCKET}/plain-{uuid.uuid4().hex}"
@@ -76,6 +89,9 @@ def run(size_mb: float = 32, workdir: Path | None = None) -> dict:
             "s3fs_get_MBps": round(logical / s3fs_get_s / 1e6, 1),
             "push_vs_s3fs": round(s3fs_put_s / push_s, 2),
             "pull_vs_s3fs": round(s3fs_get_s / pull_s, 2),
+            "s3_checkout_s": round(s3_checkout_s, 3),
+            "pull_checkout_s": round(pull_checkout_s, 3),
+            "s3_checkout_vs_pull": round(s3_checkout_s / pull_checkout_s, 2),
         }
     finally:
         shutil.rmtree(work, ignore_errors=True)

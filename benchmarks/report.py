@@ -1,4 +1,4 @@
-"""The report: issue 7's and issue 13's targets checked against the measured ratios, the
+"""The report: the targets checked against the measured ratios, the
 headline table, and ``report.md`` assembled from every section's own rendering. A missed
 target is printed as MISS with the measured ratio and the shortfall; one that could not be
 measured is N/A."""
@@ -105,7 +105,71 @@ def targets(results: dict) -> list[Target]:
     else:
         out.append(Target("rollback of a >=1 GB model vs 1 MB model", None, 1.2, False, "x",
                           "rollback section did not run"))
-    return out + encoding_targets(results)
+    return out + latency_targets(results) + encoding_targets(results)
+
+
+LIGHT = ("casstore refs m", "casstore log m", "casstore rollback m --to")
+
+
+def latency_targets(results: dict) -> list[Target]:
+    """Command latency, memory of every command measured, and transfers vs s3fs."""
+    out: list[Target] = []
+    lat = _data(results, "latency")
+    if lat:
+        c = lat["commands"]
+        slowest = max(LIGHT, key=lambda k: c[k]["median_ms"])
+        ins = lat.get("instructions") or {}
+        bound = ""
+        if ins.get("python -c pass"):
+            base = ins["python -c pass"]
+            pyd = ins.get("python -c 'from pydantic import BaseModel'", 0)
+            bound = (f"; instructions: `{slowest}` {ins.get(slowest, 0) / base:.1f}x, "
+                     f"importing pydantic alone {pyd / base:.1f}x `python -c pass`")
+        out.append(Target(f"light commands, whole-process median (slowest: `{slowest}`)",
+                          c[slowest]["median_ms"], lat["target_ms"], False, " ms",
+                          f"`python -c pass` {c['python -c pass']['median_ms']} ms in the "
+                          f"same run{bound}", issue=14))
+    else:
+        out.append(Target("light commands, whole-process median", None, 120, False, " ms",
+                          "latency section did not run", issue=14))
+    peaks: dict[str, int] = {}
+    cas = ((_data(results, "peers") or {}).get("tools") or {}).get("casstore")
+    for key, label in (("ingest_peak_rss", "commit (series)"),
+                       ("restore_peak_rss", "checkout (series)")):
+        if cas and key in cas:
+            peaks[label] = cas[key]
+    big = ((_data(results, "rss_2g") or {}).get("tools") or {}).get("casstore")
+    if big:
+        peaks["commit (2 GiB file)"] = big["peak_rss"]
+    for name, r in ((lat or {}).get("commands") or {}).items():
+        if name.startswith("casstore"):
+            peaks[name.removeprefix("casstore ")] = r["peak_rss"]
+    if peaks:
+        worst = max(peaks, key=lambda k: peaks[k])
+        out.append(Target(f"casstore peak RSS, every command measured (worst: {worst})",
+                          peaks[worst] / MiB, 128, False, " MiB",
+                          ", ".join(f"{k} {v / MiB:.0f}" for k, v in peaks.items()), issue=14))
+    else:
+        out.append(Target("casstore peak RSS, every command measured", None, 128, False,
+                          " MiB", "peers/rss_2g/latency sections did not run", issue=14))
+    pp = _data(results, "push_pull")
+    for key, threshold, label, what in (
+            ("pull_vs_s3fs", 1.5, "pull from S3 (moto) vs s3fs get of the same files",
+             ("pull_MBps", "s3fs_get_MBps")),
+            ("push_vs_s3fs", 1.0, "push to S3 (moto) vs s3fs put of the same files",
+             ("push_MBps", "s3fs_put_MBps"))):
+        if pp and key in pp:
+            out.append(Target(label, pp[key], threshold, True, "x",
+                              f"{pp[what[0]]} MB/s vs {pp[what[1]]} MB/s of logical bytes",
+                              issue=14))
+        else:
+            out.append(Target(label, None, threshold, True, "x",
+                              "push_pull section did not run", issue=14))
+    if pp and "s3_checkout_vs_pull" in pp:
+        out.append(Target("checkout straight from s3:// vs pull + local checkout",
+                          pp["s3_checkout_vs_pull"], 1.2, False, "x",
+                          f"{pp['s3_checkout_s']} s vs {pp['pull_checkout_s']} s", issue=14))
+    return out
 
 
 def encoding_targets(results: dict) -> list[Target]:
@@ -167,9 +231,10 @@ def headline(results: dict) -> list[str]:
         f"Series: {peers['versions']} versions, {peers['logical_bytes'] / 1e9:.2f} GB logical, "
         f"{peers['unique_tensor_bytes'] / 1e9:.3f} GB unique tensor bytes.",
         "",
-        "| tool | ingest MB/s | stored GB | stored / unique | restore MB/s | peak RSS MiB "
-        f"(series) | peak RSS MiB ({rss.get('size_bytes', 0) / 2**30:.2f} GiB file) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| tool | ingest MB/s | stored GB | stored / unique | restore MB/s | ingest peak RSS "
+        f"MiB | restore peak RSS MiB | ingest peak RSS MiB ({rss.get('size_bytes', 0) / 2**30:.2f}"
+        " GiB file) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, t in peers["tools"].items():
         big = rss["tools"].get(name)
@@ -177,10 +242,36 @@ def headline(results: dict) -> list[str]:
         rows.append(
             f"| {name} | {t['ingest_MBps']:,.0f} | {t['stored_bytes'] / 1e9:.3f} | "
             f"{t['stored_vs_unique']:.3f} | {t['restore_MBps']:,.0f} | "
-            f"{t['ingest_peak_rss'] / MiB:.0f} | {big_rss} |"
+            f"{t['ingest_peak_rss'] / MiB:.0f} | {t['restore_peak_rss'] / MiB:.0f} | {big_rss} |"
         )
-    rows += [f"| {name} | skipped: {why} ||||||" for name, why in peers["skipped"].items()]
-    return rows
+    rows += [f"| {name} | skipped: {why} |||||||" for name, why in peers["skipped"].items()]
+    return rows + commands_headline(results)
+
+
+def commands_headline(results: dict) -> list[str]:
+    """Command latency and push/pull, the other half of the headline."""
+    rows = ["", "| command / transfer | casstore | reference (same run) | ratio |",
+            "|---|---:|---:|---:|"]
+    lat = _data(results, "latency")
+    if lat:
+        c = lat["commands"]
+        base = c["python -c pass"]["median_ms"]
+        for name in LIGHT:
+            rows.append(f"| `{name}` median | {c[name]['median_ms']} ms | `python -c pass` "
+                        f"{base} ms | {c[name]['median_ms'] / base:.1f}x |")
+        if "restic version" in c:
+            rows.append(f"| (peer) `restic version` median | - | {c['restic version']['median_ms']}"
+                        " ms | - |")
+    pp = _data(results, "push_pull")
+    if pp:
+        rows.append(f"| push to S3 (moto) | {pp['push_MBps']} MB/s | s3fs put "
+                    f"{pp['s3fs_put_MBps']} MB/s | {pp['push_vs_s3fs']}x |")
+        rows.append(f"| pull from S3 (moto) | {pp['pull_MBps']} MB/s | s3fs get "
+                    f"{pp['s3fs_get_MBps']} MB/s | {pp['pull_vs_s3fs']}x |")
+        if "s3_checkout_s" in pp:
+            rows.append(f"| checkout from s3:// | {pp['s3_checkout_s']} s | pull + local "
+                        f"checkout {pp['pull_checkout_s']} s | {pp['s3_checkout_vs_pull']}x |")
+    return rows if len(rows) > 3 else []
 
 
 def markdown(doc: dict, pngs: dict[str, list[Path]], out: Path) -> str:
@@ -191,15 +282,20 @@ def markdown(doc: dict, pngs: dict[str, list[Path]], out: Path) -> str:
         f"{doc['started']} · {doc['machine']} · size {doc['options']['size_mb']} MiB base model"
         + (" · --quick" if doc["options"]["quick"] else ""),
         "",
+        *([f"**{doc['plots_note']}**", ""] if doc.get("plots_note") else []),
         "## Headline",
         "",
         *headline(results),
         "",
-        "## Targets (issue 7)",
+        "## Targets: ingest, storage, restore, memory",
         "",
         *[f"- {t['line']}" for t in doc["targets"] if t.get("issue", 7) == 7],
         "",
-        "## Targets (issue 13)",
+        "## Targets: command latency, memory of every command, transfers",
+        "",
+        *[f"- {t['line']}" for t in doc["targets"] if t.get("issue") == 14],
+        "",
+        "## Targets: chunk encodings",
         "",
         *[f"- {t['line']}" for t in doc["targets"] if t.get("issue") == 13],
         "",
@@ -215,6 +311,4 @@ def markdown(doc: dict, pngs: dict[str, list[Path]], out: Path) -> str:
         lines += body + ["", f"_{r['seconds']} s_", ""]
         lines += [f"![{name}]({p.relative_to(out)})" for p in pngs.get(name, [])]
         lines.append("")
-    if doc.get("plots_note"):
-        lines += [f"_{doc['plots_note']}_", ""]
     return "\n".join(lines)

@@ -5,6 +5,7 @@ peers     ingest, stored bytes, restore and peak RSS: casstore, restic, borg, pl
 rss_2g    peak RSS while ingesting one 2 GiB safetensors file, every tool
 rollback  casstore rollback latency, 1 MiB model vs 1 GiB model
 gc        casstore GC time vs chunk count
+latency   whole-process latency of refs, log and rollback --to vs python -c pass
 torch     save / one-tensor load vs full load (benchmarks/torch_save.py, by its owner)
 push_pull push/pull to moto's S3 server vs s3fs (benchmarks/push_pull.py, by its owner)
 sweep     chunker settings x encodings on the series (casstore.tools.tune)
@@ -257,6 +258,21 @@ def rollback(ctx: Context) -> dict:
 
     return run(large_mb=16 if ctx.quick else 1024, repeats=10 if ctx.quick else 40,
                workdir=ctx.work)
+
+
+# -- command latency -----------------------------------------------------------------------
+def _render_latency(d: dict) -> list[str]:
+    from benchmarks.latency import render
+
+    return render(d)
+
+
+@section("latency", "Command latency: refs, log, rollback vs python -c pass",
+         render=_render_latency)
+def latency(ctx: Context) -> dict:
+    from benchmarks.latency import run
+
+    return run(runs=5 if ctx.quick else 21, workdir=ctx.work, instructions=not ctx.quick)
 
 
 # -- gc ------------------------------------------------------------------------------------
