@@ -77,6 +77,17 @@ def run(size_mb: float = 32, workdir: Path | None = None) -> dict:
             fs.get([f"{plain}/{p.name}" for p in files], [str(down / p.name) for p in files])
             os.sync()
             s3fs_get_s = time.perf_counter() - t0
+            # the floor of casstore's request pattern on this server: s3fs's own async batch
+            # GET (cat) and PUT (pipe) of the very chunk objects casstore moved, nothing else
+            prefix = f"{url.removeprefix('s3://')}/chunks/"
+            objects = [p for p in fs.find(prefix)]
+            t0 = time.perf_counter()
+            blobs = fs.cat(objects)
+            s3fs_cat_chunks_s = time.perf_counter() - t0
+            again = f"{BUCKET}/again-{uuid.uuid4().hex}"
+            t0 = time.perf_counter()
+            fs.pipe({f"{again}/{i}": b for i, b in enumerate(blobs.values())})
+            s3fs_pipe_chunks_s = time.perf_counter() - t0
         return {
             "logical_bytes": logical,
             "casstore_bytes_sent": sent,
@@ -89,6 +100,9 @@ def run(size_mb: float = 32, workdir: Path | None = None) -> dict:
             "s3fs_get_MBps": round(logical / s3fs_get_s / 1e6, 1),
             "push_vs_s3fs": round(s3fs_put_s / push_s, 2),
             "pull_vs_s3fs": round(s3fs_get_s / pull_s, 2),
+            "chunk_objects": len(objects),
+            "s3fs_cat_chunk_objects_s": round(s3fs_cat_chunks_s, 3),
+            "s3fs_pipe_chunk_objects_s": round(s3fs_pipe_chunks_s, 3),
             "s3_checkout_s": round(s3_checkout_s, 3),
             "pull_checkout_s": round(pull_checkout_s, 3),
             "s3_checkout_vs_pull": round(s3_checkout_s / pull_checkout_s, 2),
