@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,8 +77,10 @@ def transfer(
     with dst.writing("transfer"):
         known = _known_at_destination(dst, {v.model for v in versions})
         reader = ChunkReader(src.store, cache_bytes=_BASE_CACHE)  # bases decoded once
-        for v in versions:
-            _copy_version(src, dst, v, known, reader, report, progress)
+        todo = [v for v in versions if not _already_there(dst, v, known, report)]
+        _send_chunks(src, dst, todo, known, reader, report, progress)
+        for v in todo:  # chunks first, then each version's manifest, index and tags
+            _publish_version(src, dst, v, report)
         for ref in refs:
             for model in sorted({v.model for v in versions}):
                 _copy_ref(src, mover, model, ref, report)
@@ -98,49 +101,78 @@ def _known_at_destination(dst: StoreContext, models: set[str]) -> set[Digest]:
     return known
 
 
-def _copy_version(
+def _already_there(dst: StoreContext, v: Version, known: set[Digest],
+                   report: TransferReport) -> bool:
+    """True if ``v`` is indexed at ``dst`` (then complete there: its tags are copied); refuses
+    a different version under the same number."""
+    label = f"{v.model}@{v.version}"
+    try:
+        raw = dst.store.get(version_key(v.model, v.version))
+    except NotFoundError:
+        return False
+    there = json.loads(raw)["manifest"]
+    if there != v.id.hex():
+        raise AlreadyExistsError(
+            f"{label} exists at {dst.store.url} with different content "
+            f"({there[:12]} vs {v.id.short()}); refusing to overwrite"
+        )
+    known |= v.manifest.chunk_set()
+    report.versions.append(label)
+    _copy_tags(dst, v)
+    return True
+
+
+def _send_chunks(
     src: StoreContext,
     dst: StoreContext,
-    v: Version,
+    versions: Sequence[Version],
     known: set[Digest],
     reader: ChunkReader,
     report: TransferReport,
     progress: Callable[[int], None] | None,
 ) -> None:
-    label = f"{v.model}@{v.version}"
-    try:
-        raw = dst.store.get(version_key(v.model, v.version))
-        there = json.loads(raw)["manifest"]
-        if there != v.id.hex():
-            raise AlreadyExistsError(
-                f"{label} exists at {dst.store.url} with different content "
-                f"({there[:12]} vs {v.id.short()}); refusing to overwrite"
-            )
-        # indexed already: it is complete there
-        known |= v.manifest.chunk_set()
-        report.versions.append(label)
-        _copy_tags(dst, v)
-        return
-    except NotFoundError:
-        pass
-    chains = v.manifest.delta_chains()
-    needed = depth_order((d for d in v.manifest.chunk_set() if d not in known), chains)
+    """Every chunk ``versions`` need that ``dst`` lacks, as one stream: the small chunks of
+    many versions share batches (each batch's requests all in flight at once, up to the
+    backend's concurrency), bases before deltas, and the next batch is read while the
+    current one is verified and written. At most two batches are held at once."""
+    chains: dict[Digest, tuple[Digest, ...]] = {}
+    sizes: dict[Digest, int] = {}
+    chunks: set[Digest] = set()
+    for v in versions:
+        chains.update(v.manifest.delta_chains())
+        sizes.update(v.manifest.object_sizes())
+        chunks |= v.manifest.chunk_set()
+    needed = depth_order((d for d in chunks if d not in known), chains)
     missing = _missing_at(dst, needed)
-    report.chunks_present += len(v.manifest.chunk_set()) - len(missing)
-    sizes = v.manifest.object_sizes()
-    depths = chain_depths(chains)
-    for batch in _batches(missing, sizes, _BATCH_BYTES, depths):  # bases before deltas
-        raws = src.store.get_many([chunk_key(d) for d in batch])
-        for d in batch:  # never forward corrupt bytes; send them as stored (encoded)
-            reader.check(raws[chunk_key(d)], d, sizes[d])
-        dst.store.put_many(raws, sync=False)
-        report.chunks_sent += len(batch)
-        sent = sum(len(r) for r in raws.values())
-        report.bytes_sent += sent
-        if progress:
-            progress(sent)
+    report.chunks_present += len(chunks) - len(missing)
+    batches = list(_batches(missing, sizes, _BATCH_BYTES, chain_depths(chains)))
+
+    def read(batch: list[Digest]) -> dict[str, bytes]:
+        return src.store.get_many([chunk_key(d) for d in batch])
+
+    with ThreadPoolExecutor(1, thread_name_prefix="casstore-transfer") as pool:
+        ahead = pool.submit(read, batches[0]) if batches else None
+        for i, batch in enumerate(batches):  # a batch is written before the next deeper one
+            assert ahead is not None
+            raws = ahead.result()
+            ahead = pool.submit(read, batches[i + 1]) if i + 1 < len(batches) else None
+            for d in batch:  # never forward corrupt bytes; send them as stored (encoded)
+                reader.check(raws[chunk_key(d)], d, sizes[d])
+            dst.store.put_many(raws, sync=False)
+            report.chunks_sent += len(batch)
+            sent = sum(len(r) for r in raws.values())
+            report.bytes_sent += sent
+            del raws
+            if progress:
+                progress(sent)
     dst.store.flush()
-    known |= v.manifest.chunk_set()
+    known |= chunks
+
+
+def _publish_version(src: StoreContext, dst: StoreContext, v: Version,
+                     report: TransferReport) -> None:
+    """Manifest, then version index, then tags: the version becomes visible complete."""
+    label = f"{v.model}@{v.version}"
     mraw = src.store.get(manifest_key(v.id))
     if Digest.of(mraw) != v.id:
         raise CasstoreError(f"{label}: source manifest does not match its digest")
@@ -157,7 +189,7 @@ def _copy_version(
     report.versions.append(label)
 
 
-_BATCH_BYTES = 64 << 20
+_BATCH_BYTES = 32 << 20  # two in memory at once: the one written, the one read ahead
 _BASE_CACHE = 128 << 20
 _PROBE = 16
 
