@@ -22,6 +22,7 @@ from casstore.cli._common import (
     Parser,
     common_options,
 )
+from casstore.cli._render import emit_json
 
 EXIT_INTERNAL = 70
 EXIT_CODES: list[tuple[type[BaseException], int]] = [
@@ -67,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="exit codes:\n" + "\n".join(f"  {c:<4} {text}" for c, text in EXIT_TABLE),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.add_argument("--version", action="version", version=f"casstore {_version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, fn: object, help: str) -> argparse.ArgumentParser:
@@ -86,6 +88,17 @@ def _parser() -> argparse.ArgumentParser:
     return build_parser()
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("casstore")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        from casstore import __version__
+
+        return __version__
+
+
 def exit_code(e: BaseException) -> int:
     """The exit code for an error ``main`` caught."""
     for cls, code in EXIT_CODES:
@@ -97,6 +110,7 @@ def exit_code(e: BaseException) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns its exit code. Never lets a traceback reach the user
     (set ``CASSTORE_DEBUG=1`` to see it for an internal error)."""
+    args: argparse.Namespace | None = None
     try:
         argv = sys.argv[1:] if argv is None else list(argv)
         if any("\x00" in a for a in argv):  # never from a shell; possible in-process
@@ -114,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except (errors.CasstoreError, OSError) as e:
         print(f"casstore: error: {_one_line(e)}", file=sys.stderr)
-        return exit_code(e)
+        return _json_error(e, exit_code(e), args, argv)
     except Exception as e:
         if os.environ.get("CASSTORE_DEBUG") == "1":
             traceback.print_exc()
@@ -123,7 +137,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             "(a bug; rerun with CASSTORE_DEBUG=1 for the traceback)",
             file=sys.stderr,
         )
-        return EXIT_INTERNAL
+        return _json_error(e, EXIT_INTERNAL, args, argv)
+
+
+def _json_error(
+    e: BaseException, code: int, args: argparse.Namespace | None, argv: Sequence[str] | None
+) -> int:
+    """With ``--json`` an error is also one JSON document on stdout:
+    ``{"error": {"type", "message", "exit_code"}}``."""
+    wanted = getattr(args, "json", False) if args is not None else "--json" in (argv or ())
+    if wanted:
+        emit_json(error_doc(e, code))
+    return code
+
+
+def error_doc(e: BaseException, code: int) -> dict[str, dict[str, object]]:
+    """The one JSON shape of an error (``type`` is the casstore exception class name)."""
+    return {"error": {"type": type(e).__name__, "message": _one_line(e), "exit_code": code}}
 
 
 def _one_line(e: BaseException) -> str:

@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from casstore.cli import _shapes as shapes
 from casstore.cli._common import AddCommand, positive_count, store_url
 from casstore.cli._render import human_bytes
 
@@ -85,7 +86,7 @@ def run_demo(store: str, *, size_mb: int = 64, as_json: bool = False) -> int:
     from casstore.repository import Repository
 
     repo = Repository(store)
-    out: dict[str, Any] = {"store": repo.store.url, "model": MODEL, "steps": []}
+    out: dict[str, Any] = {"store": repo.store.url, "model_name": MODEL, "steps": []}
 
     def say(text: str) -> None:
         out["steps"].append(text)
@@ -133,7 +134,7 @@ def run_demo(store: str, *, size_mb: int = 64, as_json: bool = False) -> int:
         say(f"current -> {repo.resolve(MODEL).version} (accuracy 0.81: a regression)")
         res = repo.rollback(MODEL, reason="accuracy regression in demo")
         say(f"rollback --previous-stable: {res.message}")
-        out["rollback"] = res.to_dict()
+        out["rollback"] = shapes.ref_move(repo, res)
         gc_summary = _collect_garbage(repo)
         if gc_summary:
             say(gc_summary)

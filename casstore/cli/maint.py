@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import Any
 
+from casstore.cli import _shapes as shapes
 from casstore.cli._common import (
     VERSION_FORMS,
     AddCommand,
@@ -97,7 +98,7 @@ def cmd_rm(args: argparse.Namespace) -> int:
     repo = open_repo(args)
     out = remove(repo.ctx, args.model, args.versions, dry_run=args.dry_run)
     if args.json:
-        emit_json(out.to_dict())
+        emit_json(shapes.with_model_name(out.to_dict()))
         return 0
     verb = "would remove" if args.dry_run else "removed"
     for e in out.versions:
@@ -105,6 +106,15 @@ def cmd_rm(args: argparse.Namespace) -> int:
     if not args.dry_run:
         print("their unique chunks are reclaimed by the next `casstore gc` (after --grace)")
     return 0
+
+
+def _plain(value: object) -> str:
+    """A policy value for people: lists joined with commas, mappings as key:value."""
+    if isinstance(value, dict):
+        return ",".join(f"{k}:{_plain(v)}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return ",".join(_plain(v) for v in value)
+    return str(value)
 
 
 def cmd_policy(args: argparse.Namespace) -> int:
@@ -125,12 +135,13 @@ def cmd_policy(args: argparse.Namespace) -> int:
             policy = existing.merged(policy)
         save_policy(repo.store, model, policy)
     policy = load_policy(repo.store, model)
-    doc = {"model": model, "policy": None if policy is None else
+    doc = {"model_name": model, "policy": None if policy is None else
            policy.model_dump(mode="json", exclude_unset=True)}
     if args.json:
         emit_json(doc)
     else:
-        print(f"retention policy for {model or 'the store (default)'}: {doc['policy'] or 'none'}")
+        rules = "; ".join(f"{k}={_plain(v)}" for k, v in (doc["policy"] or {}).items())
+        print(f"retention policy for {model or 'the store (default)'}: {rules or 'none'}")
     return 0
 
 

@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import Any
 
+from casstore.cli import _shapes as shapes
 from casstore.cli._common import (
     EXIT_NOTIFY_FAILED,
     EXIT_VIOLATION,
@@ -73,15 +74,13 @@ def _wait(
     return {"done": done, "followers": [a.to_dict() for a in acks], "note": note}
 
 
-def _print_move(args: argparse.Namespace, res: Any) -> int:
-    doc = res.to_dict()
+def _print_move(args: argparse.Namespace, res: Any, repo: Any) -> int:
+    doc = shapes.ref_move(repo, res)
     code = 0 if res.ok else 1
     if res.ok and getattr(args, "wait", False) and res.new is not None:
         versions = {t.version for t in res.new.versions()}
         seq = res.entries[-1].seq if res.entries else None
-        w = _wait(
-            args, open_repo(args).store, versions, args.timeout, seq, args.allow_no_followers
-        )
+        w = _wait(args, repo.store, versions, args.timeout, seq, args.allow_no_followers)
         doc["followers"] = w["followers"]
         doc["all_followers_on_target"] = w["done"]
         code = 0 if w["done"] else 1
@@ -105,10 +104,10 @@ def cmd_refs(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(
             {
-                "model": args.model,
+                "model_name": args.model,
                 "refs": {
                     k: {
-                        "value": r.value.model_dump(mode="json"),
+                        "value": shapes.ref_value(repo, args.model, r.value),
                         "describe": r.value.describe(),
                         "seq": r.seq,
                         "updated_at": r.entry.time.isoformat(),
@@ -133,6 +132,7 @@ def cmd_reflog(args: argparse.Namespace) -> int:
     from casstore.repo.query import parse_when
 
     repo = _repo(args)
+    repo.versions(args.model)  # unknown model -> exit 3, as for show
     entries = repo.refs.reflog(args.model, args.ref)
     if args.at:
         when = parse_when(args.at, end=True)
@@ -142,7 +142,8 @@ def cmd_reflog(args: argparse.Namespace) -> int:
                 latest[e.ref] = e
         entries = list(latest.values())
     if args.json:
-        emit_json({"model": args.model, "entries": [e.model_dump(mode="json") for e in entries]})
+        emit_json({"model_name": args.model,
+                   "entries": [shapes.reflog_entry(repo, e) for e in entries]})
         return 0
     table(
         [
@@ -162,6 +163,17 @@ def cmd_reflog(args: argparse.Namespace) -> int:
         ["time (UTC)", "ref", "#", "op", "trigger", "old", "new", "actor", "reason"],
     )
     return 0
+
+
+def _store_outcome(repo: Any, o: Any) -> dict[str, Any]:
+    """One store's part of a rollback across stores: its move in the ref-move shape."""
+    doc = {"store": o.store, "ok": o.ok, "message": o.message}
+    if o.move is not None:
+        doc["result"] = shapes.ref_move(repo, o.move) | {
+            k: v for k, v in (o.result or {}).items() if k in ("followers",
+                                                             "all_followers_on_target")
+        }
+    return doc
 
 
 def _across(args: argparse.Namespace, repo: Any, to: str | None, op: str) -> int:
@@ -200,7 +212,8 @@ def _across(args: argparse.Namespace, repo: Any, to: str | None, op: str) -> int
             for o in outcomes:
                 o.message += " (no store has a live follower: --allow-no-followers accepts that)"
     if args.json:
-        emit_json({"model": args.model, "ref": args.ref, "stores": [o.__dict__ for o in outcomes]})
+        emit_json({"model_name": args.model, "ref": args.ref,
+                   "stores": [_store_outcome(r, o) for r, o in zip(repos, outcomes)]})
     else:
         for o in outcomes:
             done = o.ok and (o.result or {}).get("all_followers_on_target", True)
@@ -233,7 +246,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
             health_check=args.health_check,
             pre_check=args.pre_check,
         )
-    return _print_move(args, res)
+    return _print_move(args, res, repo)
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
@@ -282,27 +295,31 @@ def cmd_rollback(args: argparse.Namespace) -> int:
             health_check=args.health_check,
             pre_check=args.pre_check,
         )
-    return _print_move(args, res)
+    return _print_move(args, res, repo)
 
 
 def cmd_advance(args: argparse.Namespace) -> int:
     repo = _repo(args)
     weight = parse_steps(args.weight, "--weight")[0] if args.weight else None
     return _print_move(
-        args, repo.advance(args.model, ref=args.ref, weight=weight, reason=args.reason or "")
+        args, repo.advance(args.model, ref=args.ref, weight=weight, reason=args.reason or ""),
+        repo,
     )
 
 
 def cmd_abort(args: argparse.Namespace) -> int:
     repo = _repo(args)
-    return _print_move(args, repo.abort(args.model, ref=args.ref, reason=args.reason or ""))
+    return _print_move(
+        args, repo.abort(args.model, ref=args.ref, reason=args.reason or ""), repo
+    )
 
 
 def cmd_resolve(args: argparse.Namespace) -> int:
     repo = _repo(args)
     t = repo.resolve(args.model, args.ref, args.key)
     if args.json:
-        emit_json({"model": args.model, "ref": args.ref, "key": args.key, **t.model_dump()})
+        emit_json({"model_name": args.model, "ref": args.ref, "key": args.key,
+                   **shapes.version_ref(repo, args.model, t.version, t.manifest)})
     else:
         print(t.version)
     return 0
@@ -323,7 +340,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         reason=args.reason or "",
     )
     if args.json:
-        emit_json(out)
+        emit_json(shapes.with_model_name(out))
     else:
         print(
             f"{args.model}@{args.ref}: candidate {out['candidate']} vs baseline "

@@ -52,13 +52,13 @@ def cmd_replicate(args: argparse.Namespace) -> int:
     out = []
     for m in models:
         refs = list(src.refs.list(m))
-        out.append(src.push(dst, src.versions(m), refs=refs).to_dict() | {"model": m})
+        out.append(src.push(dst, src.versions(m), refs=refs).to_dict() | {"model_name": m})
     if args.json:
         emit_json({"from": src.store.url, "to": dst.store.url, "models": out})
     else:
         for r in out:
             print(
-                f"{r['model']}: {len(r['versions'])} versions, sent {r['chunks_sent']} chunks "
+                f"{r['model_name']}: {len(r['versions'])} versions, sent {r['chunks_sent']} chunks "
                 f"({human_bytes(r['bytes_sent'])}), refs moved: {', '.join(r['refs_moved']) or '-'}"
             )
     return 0

@@ -9,6 +9,7 @@ import sys
 import time
 from typing import Any
 
+from casstore.cli import _shapes as shapes
 from casstore.cli._common import (
     EXIT_VIOLATION,
     AddCommand,
@@ -48,11 +49,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(
             {
-                "model": args.model,
+                "model_name": args.model,
                 "ref": args.ref,
                 "target": wanted,
                 "followers": [
-                    a.to_dict() | {"on_target": sorted(a.versions) == wanted} for a in acks
+                    shapes.with_model_name(a.to_dict())
+                    | {"on_target": sorted(a.versions) == wanted}
+                    for a in acks
                 ],
             }
         )
@@ -102,9 +105,25 @@ def _observe(args: argparse.Namespace, repo: Any, window: float) -> tuple[Any, d
     return observed, flat
 
 
-def _say(args: argparse.Namespace, rep: Any, lines: bool) -> None:
+def _watch_doc(repo: Any, rep: Any) -> dict[str, Any]:
+    """A watch report in the shared JSON shapes: the watched version and each attempt are
+    version references (``semver``, ``version``, ``name``, ``id``)."""
+    doc = shapes.with_model_name(rep.to_dict())
+    semver = doc.pop("version")
+    doc["semver"] = semver
+    ref = shapes.semver_ref(repo, rep.model, semver) or {}
+    doc.update({k: ref.get(k) for k in ("version", "name", "id")})
+    doc["attempts"] = [
+        {**{k: v for k, v in a.items() if k != "version"},
+         **(shapes.semver_ref(repo, rep.model, a.get("version")) or {})}
+        for a in rep.attempts
+    ]
+    return doc
+
+
+def _say(args: argparse.Namespace, rep: Any, lines: bool, repo: Any) -> None:
     if args.json:
-        doc = rep.to_dict()
+        doc = _watch_doc(repo, rep)
         if lines:
             print(json.dumps(doc, default=str), flush=True)
         else:
@@ -140,7 +159,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
                       dry_run=args.dry_run)
     if args.once:
         rep = watcher.check(*_observe(args, repo, policy.window))
-        _say(args, rep, lines=False)
+        _say(args, rep, lines=False, repo=repo)
         return 1 if rep.state in FAILED else EXIT_VIOLATION if rep.state in ACTED else 0
     last: tuple[Any, ...] = ()
     while True:
@@ -152,7 +171,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
         else:
             now = (rep.state, rep.seq, rep.version)
             if now != last or rep.attempts:
-                _say(args, rep, lines=True)
+                _say(args, rep, lines=True, repo=repo)
             last = now
         time.sleep(max(0.0, interval - (time.monotonic() - started)))
 

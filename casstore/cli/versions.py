@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from casstore import errors
+from casstore.cli import _shapes as shapes
 from casstore.cli._common import (
     VERSION_FORMS,
     AddCommand,
@@ -124,7 +125,7 @@ def cmd_log(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(
             {
-                "model": args.model,
+                "model_name": args.model,
                 "versions": [v.to_dict() for v in versions],
                 "refs": {k: r.value.describe() for k, r in refs.items()},
             }
@@ -250,7 +251,7 @@ def cmd_tag(args: argparse.Namespace) -> int:
     repo = open_repo(args)
     v = (repo.untag if args.remove else repo.tag)(args.model, args.version, *args.tags)
     if args.json:
-        emit_json({"model": v.model, "version": v.version, "tags": list(v.tags)})
+        emit_json(shapes.version_summary(v) | {"tags": list(v.tags)})
     else:
         print(f"{v.name}: tags {', '.join(v.tags) or '(none)'}")
     return 0
@@ -262,12 +263,7 @@ def cmd_checkout(args: argparse.Namespace) -> int:
     paths = repo.checkout(args.model, v.version, args.output, overwrite=args.force)
     if args.json:
         emit_json(
-            {
-                "model": v.model,
-                "version": v.version,
-                "name": v.name,
-                "files": [str(p) for p in paths],
-            }
+            shapes.version_summary(v) | {"files": [str(p) for p in paths]}
         )
     else:
         print(f"checked out {v.name} ({len(paths)} files) to {args.output}")
@@ -275,6 +271,11 @@ def cmd_checkout(args: argparse.Namespace) -> int:
 
 
 def cmd_cat(args: argparse.Namespace) -> int:
+    if args.json:
+        raise errors.InvalidInputError(
+            "cat writes the file's bytes to stdout and has no --json form; "
+            "use show --json for a version's metadata"
+        )
     repo = open_repo(args)
     f = repo.open_file(args.model, args.version, args.path)
     out = sys.stdout.buffer

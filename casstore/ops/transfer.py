@@ -258,6 +258,7 @@ class StoreOutcome:
     ok: bool
     message: str
     result: dict[str, Any] | None = None
+    move: MoveResult | None = None  # the switch, when it was tried
 
 
 def rollback_across(
@@ -317,7 +318,7 @@ def rollback_across(
                 op=op,
                 verify_data=False,
             )
-            out.append(StoreOutcome(r.ctx.store.url, res.ok, res.message, res.to_dict()))
+            out.append(StoreOutcome(r.ctx.store.url, res.ok, res.message, res.to_dict(), res))
         except CasstoreError as e:
             out.append(StoreOutcome(r.ctx.store.url, False, f"switch failed, ref untouched: {e}"))
     return out

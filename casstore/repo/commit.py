@@ -205,8 +205,9 @@ class CommitResult:
     def to_dict(self) -> dict[str, Any]:
         v = self.version
         return {
-            "model": v.model,
-            "version": v.version,
+            "model_name": v.model,
+            "version": f"v{v.version}_{v.created_at:%Y%m%d_%H%M%S}",
+            "semver": v.version,
             "name": v.name,
             "id": v.id.hex(),
             "logical_bytes": self.logical_bytes,

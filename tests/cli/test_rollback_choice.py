@@ -27,7 +27,7 @@ def test_previous_stable_follows_reflog_cli(four: Path):
         assert run("promote", "m", v, "--ref", "production", store=four).code == 0
     r = run("rollback", "m", "--ref", "production", "--previous-stable", "--json", store=four)
     assert r.code == 0, r.err
-    assert r.json()["new_version"] == "1.0.3"
+    assert r.json()["new"]["target"]["semver"] == "1.0.3"
     r = run("rollback", "m", "--ref", "production", "--previous-stable", store=four)
     assert r.code == 3 and "served no stable version before 1.0.3" in r.err
     assert "--to VERSION" in r.err
@@ -37,7 +37,7 @@ def test_rollback_undo_cli(four: Path):
     assert run("promote", "m", "1.0.2", store=four).code == 0
     r = run("rollback", "m", "--undo", "--reason", "oops", "--json", store=four)
     assert r.code == 0, r.err
-    assert (r.json()["old_version"], r.json()["new_version"]) == ("1.0.2", "1.0.0")
+    assert (r.json()["old"]["describe"], r.json()["new"]["describe"]) == ("1.0.2", "1.0.0")
     r = run("reflog", "m", "--ref", "current", "--json", store=four)
     last = r.json()["entries"][-1]
     assert (last["op"], last["reason"]) == ("undo", "oops")

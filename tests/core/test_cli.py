@@ -35,7 +35,8 @@ def test_commit_log_show_checkout_stats(tmp_path: Path, files: list[Path]):
     )
     assert r.code == 0, r.err
     d = r.json()
-    assert d["model"] == "bert" and d["version"] == "1.0.0" and len(d["id"]) == 64
+    assert d["model_name"] == "bert" and d["semver"] == "1.0.0" and len(d["id"]) == 64
+    assert d["version"].startswith("v1.0.0_")
     r = run(
         "commit",
         "bert",
@@ -47,7 +48,7 @@ def test_commit_log_show_checkout_stats(tmp_path: Path, files: list[Path]):
         "--json",
         store=store,
     )
-    assert r.json()["version"] == "1.0.1"
+    assert r.json()["semver"] == "1.0.1"
     r = run("log", "bert", "--json", store=store)
     assert [v["semver"] for v in r.json()["versions"]] == ["1.0.0", "1.0.1"]
     assert r.json()["refs"] == {"current": "1.0.0"}

@@ -180,9 +180,9 @@ def test_watch_rolls_back_with_evidence(three: Path, tmp_path: Path):
               "--notify", f"(cat; echo) >> {events}", "--watcher-id", "w1")
     assert r.code == EXIT_VIOLATION, r.err + r.out
     rep = r.json()
-    assert (rep["state"], rep["version"], rep["final"]) == ("rolled-back", "1.0.2", "1.0.1")
+    assert (rep["state"], rep["semver"], rep["final"]) == ("rolled-back", "1.0.2", "1.0.1")
     (e,) = auto_entries(three)
-    assert (e["op"], e["new"]["target"]["version"]) == ("rollback", "1.0.1")
+    assert (e["op"], e["new"]["target"]["semver"]) == ("rollback", "1.0.1")
     ev = e["evidence"]
     assert ev["figures"]["1.0.2"]["error_rate"] == 0.3 and ev["watcher"] == "w1"
     assert ev["incident"] == "m@current#2" and "error_rate 0.3 above the limit" in e["reason"]
@@ -205,9 +205,9 @@ def test_failed_health_check_tries_the_next_stable_version(three: Path, tmp_path
     assert r.code == EXIT_VIOLATION, r.err + r.out
     rep = r.json()
     assert rep["final"] == "1.0.0" and [a["ok"] for a in rep["attempts"]] == [False, True]
-    assert [a["version"] for a in rep["attempts"]] == ["1.0.1", "1.0.0"]
+    assert [a["semver"] for a in rep["attempts"]] == ["1.0.1", "1.0.0"]
     moves = auto_entries(three)
-    assert [(e["op"], e["new"]["target"]["version"], e["evidence"]["attempt"]) for e in moves] \
+    assert [(e["op"], e["new"]["target"]["semver"], e["evidence"]["attempt"]) for e in moves] \
         == [("rollback", "1.0.1", 1), ("rollback", "1.0.0", 2)]
     assert Repository(three).refs.get("m", "current").target.version == "1.0.0"
 
@@ -219,9 +219,9 @@ def test_no_target_passes_restores_the_incident_version(three: Path, tmp_path: P
     assert r.code == 1, r.err + r.out
     rep = r.json()
     assert rep["state"] == "restored" and rep["final"] == "1.0.2"
-    assert [a["version"] for a in rep["attempts"]] == ["1.0.1", "1.0.0"]  # then none is left
+    assert [a["semver"] for a in rep["attempts"]] == ["1.0.1", "1.0.0"]  # then none is left
     moves = auto_entries(three)
-    assert [(e["op"], e["new"]["target"]["version"]) for e in moves] == [
+    assert [(e["op"], e["new"]["target"]["semver"]) for e in moves] == [
         ("rollback", "1.0.1"), ("rollback", "1.0.0"), ("revert", "1.0.2")]
     assert "restored" in moves[-1]["reason"]
     # still bad, but it is the same incident: reported, not retried
@@ -260,7 +260,7 @@ def test_sample_size_sustain_and_dry_run(three: Path, tmp_path: Path):
     time.sleep(0.25)  # the streak opened above has lasted long enough now
     r = watch(three, "--policy", short, "--metrics-cmd", cmd)
     assert r.code == EXIT_VIOLATION and r.json()["state"] == "rolled-back", r.out
-    assert r.json()["attempts"][0]["version"] == "1.0.1"
+    assert r.json()["attempts"][0]["semver"] == "1.0.1"
 
 
 def test_clean_check_closes_the_streak(three: Path, tmp_path: Path):

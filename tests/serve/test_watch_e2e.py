@@ -128,7 +128,7 @@ def test_watch_rolls_back_a_failing_version_while_clients_call(tmp_path: Path):
     reports = [json.loads(x) for x in out.splitlines()]
     acted = [x for x in reports if x["state"] == "rolled-back"]
     assert len(acted) == 1, (reports, err)
-    assert acted[0]["version"] == "1.0.1" and acted[0]["final"] == "1.0.0"
+    assert acted[0]["semver"] == "1.0.1" and acted[0]["final"] == "1.0.0"
     assert reports[0]["state"] in ("ok", "insufficient", "no-traffic")  # before the promotion
     entries = Repository(store).refs.reflog("m", "production")
     (auto,) = [e for e in entries if e.trigger == "auto"]
