@@ -17,6 +17,20 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} TiB"  # pragma: no cover
 
 
+def plain(value: Any, sep: str = " ") -> str:
+    """A value for people, never Python syntax: mappings as ``k=v``, lists joined with
+    commas, None as ``-``, numbers with ``:g``."""
+    if value is None:
+        return "-"
+    if isinstance(value, dict):
+        return sep.join(f"{k}={plain(v, ',')}" for k, v in value.items()) or "-"
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return ",".join(plain(v, ",") for v in value) or "-"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
 def emit_json(doc: Any, out: TextIO | None = None) -> None:
     out = out or sys.stdout
     json.dump(doc, out, indent=2, default=str, ensure_ascii=False)

@@ -15,7 +15,7 @@ from casstore.cli._common import (
     open_repo,
     parse_duration,
 )
-from casstore.cli._render import emit_json, human_bytes, table
+from casstore.cli._render import emit_json, human_bytes, plain, table
 
 
 def _policy_from_args(args: argparse.Namespace) -> Any:
@@ -108,15 +108,6 @@ def cmd_rm(args: argparse.Namespace) -> int:
     return 0
 
 
-def _plain(value: object) -> str:
-    """A policy value for people: lists joined with commas, mappings as key:value."""
-    if isinstance(value, dict):
-        return ",".join(f"{k}:{_plain(v)}" for k, v in value.items())
-    if isinstance(value, (list, tuple)):
-        return ",".join(_plain(v) for v in value)
-    return str(value)
-
-
 def cmd_policy(args: argparse.Namespace) -> int:
     from casstore.ops.retention import load_policy, save_policy
 
@@ -140,7 +131,7 @@ def cmd_policy(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(doc)
     else:
-        rules = "; ".join(f"{k}={_plain(v)}" for k, v in (doc["policy"] or {}).items())
+        rules = "; ".join(f"{k}={plain(v, ',')}" for k, v in (doc["policy"] or {}).items())
         print(f"retention policy for {model or 'the store (default)'}: {rules or 'none'}")
     return 0
 

@@ -22,6 +22,7 @@ from casstore.cli._common import (
 from casstore.cli._render import emit_json, table
 from casstore.ops.hooks import CHECK_ENV, DEFAULT_CHECK_TIMEOUT, DEFAULT_NOTIFY_TIMEOUT
 from casstore.ops.rollout import PREVIOUS_STABLE_RULE
+from casstore.repo.query import WHEN_HELP
 
 HOOK_ENV_HELP = "Checks run with sh -c; their environment adds " + "; ".join(
     f"{name}: {what}" for name, what in CHECK_ENV.items()
@@ -396,7 +397,7 @@ def add_parser(add: AddCommand) -> None:
     sp = add("reflog", cmd_reflog, "history of ref moves")
     sp.add_argument("model")
     sp.add_argument("--ref", help="only this ref")
-    sp.add_argument("--at", help="what each ref pointed at on this date/time")
+    sp.add_argument("--at", help="what each ref pointed at then: " + WHEN_HELP)
 
     for name, fn, helptext in (
         ("promote", cmd_promote, "point a ref at a version (progressive with --steps)"),

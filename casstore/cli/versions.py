@@ -17,7 +17,8 @@ from casstore.cli._common import (
     parse_params,
     parse_training_data,
 )
-from casstore.cli._render import ProgressBar, emit_json, human_bytes, table
+from casstore.cli._render import ProgressBar, emit_json, human_bytes, plain, table
+from casstore.repo.query import WHEN_HELP
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -142,7 +143,15 @@ def cmd_log(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     repo = open_repo(args)
-    v = repo.get_version(args.model, args.version)
+    if args.version is not None:
+        v = repo.get_version(args.model, args.version)
+    else:  # what current serves, else (a pulled store has no current) the newest, saying so
+        try:
+            v = repo.get_version(args.model, "@current")
+        except errors.NotFoundError:
+            v = repo.get_version(args.model, "latest")
+            print(f"casstore: note: {args.model} has no ref 'current'; showing latest "
+                  f"({v.version})", file=sys.stderr)
     d = v.to_dict(files=True)
     st = repo.storage(v).to_dict()
     d["storage"] = st
@@ -176,7 +185,7 @@ def cmd_show(args: argparse.Namespace) -> int:
             val = " ".join(f"{n}={x}" for n, x in sorted(val.items()))
         if k == "size_bytes":
             val = f"{val} ({human_bytes(val)})"
-        print(f"{k:20} {val}")
+        print(f"{k:20} {plain(val)}")
     table(
         [
             [f["path"], human_bytes(f["size"]), f["format"], f["chunks"], f["tensors"]]
@@ -226,7 +235,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
         return 0
     print(f"{c.a} -> {c.b}")
     for k, (x, y) in c.metadata.items():
-        print(f"  {k}: {x!r} -> {y!r}")
+        print(f"  {k}: {plain(x)} -> {plain(y)}")
     for k, m in c.metrics.items():
         delta = "" if m["delta"] is None else f" ({m['delta']:+g})"
         print(f"  metric {k}: {m['a']} -> {m['b']}{delta}")
@@ -394,8 +403,9 @@ def add_parser(add: AddCommand) -> None:
 
     sp = add("show", cmd_show, "show one version")
     sp.add_argument("model")
-    sp.add_argument("version", nargs="?", default="@current",
-                    help="default: @current; " + VERSION_FORMS)
+    sp.add_argument("version", nargs="?",
+                    help="default: @current, or latest (with a note) when there is no current; "
+                    + VERSION_FORMS)
 
     sp = add("query", cmd_query, "find versions by tag, type, metrics and date")
     sp.add_argument("model", nargs="?")
@@ -403,8 +413,8 @@ def add_parser(add: AddCommand) -> None:
     sp.add_argument("--type", choices=["release", "beta", "alpha"])
     sp.add_argument("--where", "-w", action="append", default=[],
                     help="e.g. accuracy>=0.9 or param.optimizer=adamw")
-    sp.add_argument("--since", help="YYYY-MM-DD or ISO datetime")
-    sp.add_argument("--until", help="YYYY-MM-DD or ISO datetime")
+    sp.add_argument("--since", help="created at or after: " + WHEN_HELP)
+    sp.add_argument("--until", help="created at or before: " + WHEN_HELP)
 
     sp = add("diff", cmd_diff, "compare two versions")
     sp.add_argument("model")

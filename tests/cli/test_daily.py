@@ -49,3 +49,46 @@ def test_daily_commit_result_repr_is_one_line(tmp_path: Path):
     res = Repository(tmp_path / "s").commit("m", [f])
     text = repr(res)
     assert "\n" not in text and len(text) < 200 and res.version.name in text
+
+
+def test_daily_relative_times_everywhere_a_time_is_taken(store: Path):
+    import datetime as dt
+
+    from casstore.repo.query import parse_when
+
+    now = dt.datetime(2026, 12, 1, 12, tzinfo=dt.timezone.utc)
+    assert parse_when("7d", now=now) == now - dt.timedelta(days=7)
+    assert parse_when("90s ago", now=now) == now - dt.timedelta(seconds=90)
+    assert parse_when("2w", now=now) == now - dt.timedelta(weeks=2)
+    r = run("query", "m", "--since", "7d", "--json", store=store)
+    assert [v["semver"] for v in r.json()["versions"]] == ["1.0.0", "1.0.1"]
+    r = run("query", "m", "--until", "1h", "--json", store=store)
+    assert r.json()["versions"] == []
+    r = run("reflog", "m", "--at", "1h", "--json", store=store)
+    assert r.code == 0 and r.json()["entries"] == []  # current did not exist an hour ago
+    r = run("reflog", "m", "--at", "0s", "--json", store=store)
+    assert [e["new"]["target"]["semver"] for e in r.json()["entries"]] == ["1.0.0"]
+    for option in (["query", "--since"], ["query", "--until"], ["reflog", "m", "--at"]):
+        r = run(*option, "7 days", store=store)
+        assert r.code == 2 and "a time ago: 90s, 30m, 12h, 7d, 2w" in r.err
+
+
+def test_daily_show_without_current_uses_latest_and_says_so(store: Path, tmp_path: Path):
+    pulled = tmp_path / "pulled"
+    assert run("push", pulled, "m", "1.0.0", store=store).code == 0
+    assert run("push", pulled, "m", "1.0.1", store=store).code == 0
+    r = run("show", "m", "--json", store=pulled)
+    assert r.code == 0 and r.json()["semver"] == "1.0.1"
+    assert "no ref 'current'; showing latest (1.0.1)" in r.err
+    r = run("show", "m", store=store)  # with current: no note
+    assert r.code == 0 and "1.0.0" in r.out and r.err == ""
+
+
+def test_daily_human_output_shows_no_python_syntax(store: Path):
+    run("tag", "m", "1.0.1", "stable", store=store)
+    for argv in (["show", "m", "1.0.1"], ["diff", "m", "1.0.0", "1.0.1", "--tensors"],
+                 ["log", "m"], ["refs", "m"], ["reflog", "m"]):
+        r = run(*argv, store=store)
+        assert r.code == 0, (argv, r.err)
+        for line in r.out.splitlines():
+            assert not any(c in line for c in "{}[]'"), (argv, line)
