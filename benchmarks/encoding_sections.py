@@ -21,10 +21,13 @@ PEERS = ("casstore", "casstore-off", "restic", "borg")
 def training_info(ctx: Context) -> dict:
     """Train once per run (shared by the sections)."""
     if "training" not in ctx.shared:
-        from benchmarks.training import QUICK, RunConfig, train_series
+        from benchmarks.training import QUICK, RunConfig, load_series, train_series
 
         t0 = time.perf_counter()
-        info = train_series(ctx.work / "training", QUICK if ctx.quick else RunConfig())
+        if ctx.training_dir is not None:
+            info = load_series(ctx.training_dir)
+        else:
+            info = train_series(ctx.work / "training", QUICK if ctx.quick else RunConfig())
         info["generate_seconds"] = round(time.perf_counter() - t0, 2)
         ctx.shared["training"] = info
     return ctx.shared["training"]

@@ -43,6 +43,7 @@ class Context:
     work: Path
     cold: bool = False
     log: Callable[[str], None] = print
+    training_dir: Path | None = None  # checkpoints of an earlier `benchmarks.training` run
     shared: dict[str, Any] = field(default_factory=dict)  # e.g. the generated series
     results: dict[str, dict] = field(default_factory=dict)  # earlier sections' outcomes
 

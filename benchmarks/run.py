@@ -44,6 +44,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--skip", nargs="+", metavar="SECTION", default=[], help="skip sections")
     ap.add_argument("--workdir", type=Path, help="scratch folder (default: a temp dir, removed)")
     ap.add_argument("--list", action="store_true", help="list the sections and exit")
+    ap.add_argument("--training-dir", type=Path,
+                    help="reuse the checkpoints `python -m benchmarks.training DIR` wrote "
+                    "(DIR/info.json) instead of training again")
     a = ap.parse_args(argv)
     sections = load_sections()
     if a.list:
@@ -61,7 +64,8 @@ def main(argv: list[str] | None = None) -> dict:
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
-    ctx = Context(size_mb=size, quick=a.quick, out=a.out, work=work, cold=a.cold, log=log)
+    ctx = Context(size_mb=size, quick=a.quick, out=a.out, work=work, cold=a.cold, log=log,
+                  training_dir=a.training_dir)
     doc: dict = {
         "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": _machine(),

@@ -127,7 +127,7 @@ def train_series(out: Path, cfg: RunConfig = RunConfig()) -> dict:
             torch.save(opt.state_dict(), paths["optim"])
             for k, p in paths.items():
                 files[k].append(str(p))
-    return {
+    info = {
         "config": asdict(cfg),
         "params": sum(p.numel() for p in model.parameters()),
         "files": files,
@@ -135,6 +135,17 @@ def train_series(out: Path, cfg: RunConfig = RunConfig()) -> dict:
         "logical_bytes": {k: sum(Path(p).stat().st_size for p in v) for k, v in files.items()},
         "train_seconds": round(time.perf_counter() - t0, 2),
     }
+    (out / "info.json").write_text(json.dumps(info, indent=2))
+    return info
+
+
+def load_series(out: Path) -> dict:
+    """What :func:`train_series` returned for the run saved in ``out`` (``out/info.json``)."""
+    info = json.loads((out / "info.json").read_text())
+    missing = [p for paths in info["files"].values() for p in paths if not Path(p).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{out}: checkpoints missing: {missing[:3]}")
+    return info
 
 
 if __name__ == "__main__":
