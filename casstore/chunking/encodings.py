@@ -154,21 +154,27 @@ def _sample(data: memoryview, item: int) -> memoryview | bytes:
     return b"".join(data[i * step : i * step + win] for i in range(SAMPLES))
 
 
-def _rotated(buf: memoryview | bytes, item: int) -> np.ndarray:
-    """The whole values of ``buf`` rotated left by one bit, as bytes (a new array)."""
-    np = _np()
-    v = np.frombuffer(buf, _UINT[item], len(buf) // item)
-    out = np.left_shift(v, 1)
-    out |= v >> (8 * item - 1)
-    return out.view(np.uint8)
+_BLOCK = 1 << 15
+"""Values per block when splitting or joining streams: a block (and its rotated copy) stays in
+the CPU cache, so a chunk of any size is read from memory once, not once per stream."""
 
 
 def _split(buf: memoryview | bytes, item: int, rotate: bool) -> list[np.ndarray]:
-    """Stream k = byte k of every whole value (of the rotated values if ``rotate``)."""
+    """Stream k = byte k of every whole value (of the values rotated left one bit if
+    ``rotate``), block by block."""
     np = _np()
-    a = _rotated(buf, item) if rotate else np.frombuffer(buf, np.uint8, len(buf) // item * item)
-    values = a.reshape(-1, item)
-    return [np.ascontiguousarray(values[:, k]) for k in range(item)]
+    count = len(buf) // item
+    src = np.frombuffer(buf, np.uint8, count * item).reshape(count, item)
+    rows = np.empty((item, count), np.uint8)
+    for i in range(0, count, _BLOCK):
+        block = src[i : i + _BLOCK]
+        if rotate:
+            v = block.reshape(-1).view(_UINT[item])
+            r = np.left_shift(v, 1)
+            r |= v >> (8 * item - 1)
+            block = r.view(np.uint8).reshape(-1, item)
+        rows[:, i : i + _BLOCK] = block.T
+    return list(rows)
 
 
 def _code(rows: list[np.ndarray], policy: Policy, c, methods: list[int] | None = None  # type: ignore[no-untyped-def]
@@ -319,8 +325,7 @@ def _decode_split(payload: memoryview, size: int) -> np.ndarray:
     pos = _SPLIT_HEAD.size + item * _STREAM_HEAD.size
     if len(payload) < pos:
         raise CorruptObjectError("split payload header truncated")
-    full = np.empty(size, np.uint8)
-    out = full[: count * item].reshape(count, item)
+    rows = []
     for k in range(item):
         method, length = _STREAM_HEAD.unpack_from(payload, _SPLIT_HEAD.size + k * _STREAM_HEAD.size)
         body = payload[pos : pos + length]
@@ -333,15 +338,21 @@ def _decode_split(payload: memoryview, size: int) -> np.ndarray:
             row = body
         else:
             raise CorruptObjectError(f"split stream {k}: method {method}, {length} bytes")
-        out[:, k] = np.frombuffer(row, np.uint8)
+        rows.append(np.frombuffer(row, np.uint8))
     tail = payload[pos:]
     if len(tail) != size - count * item:
         raise CorruptObjectError(f"split payload: {len(tail)} trailing bytes, expected "
                                  f"{size - count * item}")
+    full = np.empty(size, np.uint8)
+    out = full[: count * item].reshape(count, item)
+    for i in range(0, count, _BLOCK):  # block by block: each block stays in the CPU cache
+        block = out[i : i + _BLOCK]
+        for k, row in enumerate(rows):
+            block[:, k] = row[i : i + _BLOCK]
+        if fmt == 1:  # rotate back right by one bit
+            v = block.reshape(-1).view(_UINT[item])
+            low = v << (8 * item - 1)
+            v >>= 1
+            v |= low
     full[count * item :] = np.frombuffer(tail, np.uint8)
-    if fmt == 1:  # rotate back right by one bit
-        v = full[: count * item].view(_UINT[item])
-        low = v << (8 * item - 1)
-        v >>= 1
-        v |= low
     return full
