@@ -289,11 +289,20 @@ class Repository:
         models = [model] if model is not None else self.models()
         return [v for name in models for v in self.versions(name) if q.matches(v)]
 
-    def compare(self, model: str, a: str, b: str) -> Comparison:
-        """Metadata and metric deltas and a per-file, per-tensor content diff (a -> b)."""
+    def compare(self, model: str, a: str, b: str, *, tensors: bool = False) -> Comparison:
+        """Metadata and metric deltas and a per-file, per-tensor content diff (a -> b).
+        Tensors are matched by name, also across renamed files; ``tensors=True`` adds, per
+        changed tensor, dtype/shape on both sides, the largest absolute difference and the
+        relative L2 change (reading only the changed tensors' bytes)."""
         from casstore.repo.compare import compare
 
-        return compare(self.get_version(model, a).manifest, self.get_version(model, b).manifest)
+        ma, mb = self.get_version(model, a).manifest, self.get_version(model, b).manifest
+        c = compare(ma, mb)
+        if tensors:
+            from casstore.repo.tensordiff import tensor_changes
+
+            c.tensor_changes = tensor_changes(self.ctx.chunks, ma, mb, c.pairs(ma, mb))
+        return c
 
     def stats(self, model: str | None = None) -> Stats:
         """Logical vs stored bytes, bytes saved by dedup and by encoding, counts."""

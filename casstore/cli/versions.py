@@ -227,12 +227,24 @@ def cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
+def _change_text(t: Any) -> str:
+    shape = "x".join(map(str, t.shape_b)) or "scalar"
+    if (t.dtype_a, t.shape_a) != (t.dtype_b, t.shape_b):
+        old = "x".join(map(str, t.shape_a)) or "scalar"
+        return f"{t.dtype_a} {old} -> {t.dtype_b} {shape}"
+    if t.max_abs_diff is None:
+        return f"{t.dtype_b} {shape} ({t.note})"
+    return (f"{t.dtype_b} {shape}  max abs diff {t.max_abs_diff:.4g}  "
+            f"relative L2 change {t.rel_l2:.4g}")
+
+
 def cmd_diff(args: argparse.Namespace) -> int:
     repo = open_repo(args)
-    c = repo.compare(args.model, args.a, args.b)
+    c = repo.compare(args.model, args.a, args.b, tensors=args.tensors)
     if args.json:
         emit_json(c.to_dict())
         return 0
+    numbers = {(t.file_b, t.name): _change_text(t) for t in c.tensor_changes or []}
     print(f"{c.a} -> {c.b}")
     for k, (x, y) in c.metadata.items():
         print(f"  {k}: {plain(x)} -> {plain(y)}")
@@ -240,14 +252,16 @@ def cmd_diff(args: argparse.Namespace) -> int:
         delta = "" if m["delta"] is None else f" ({m['delta']:+g})"
         print(f"  metric {k}: {m['a']} -> {m['b']}{delta}")
     for f in c.files:
-        line = f"  {f.status:9} {f.path}"
+        line = f"  {f.status:9} {f.path}" + (
+            f" (was {f.renamed_from})" if f.renamed_from else ""
+        )
         if f.tensors:
             t = f.tensors
             line += f"  tensors: +{len(t.added)} -{len(t.removed)} ~{len(t.changed)} ={t.unchanged}"
         print(line)
         if f.tensors and args.tensors:
             for name in f.tensors.changed:
-                print(f"      ~ {name}")
+                print(f"      ~ {name}  {numbers.get((f.path, name), '')}".rstrip())
             for name in f.tensors.added:
                 print(f"      + {name}")
             for name in f.tensors.removed:
@@ -420,7 +434,10 @@ def add_parser(add: AddCommand) -> None:
     sp.add_argument("model")
     sp.add_argument("a", help="the old version: " + VERSION_FORMS)
     sp.add_argument("b", help="the new version (same forms)")
-    sp.add_argument("--tensors", action="store_true", help="list changed tensor names")
+    sp.add_argument("--tensors", action="store_true",
+                    help="per changed tensor (matched by name, also across renamed files): "
+                    "dtype/shape changes, max absolute difference and relative L2 change "
+                    "||b-a||/||a||, reading only the changed tensors")
 
     sp = add("tag", cmd_tag, "add tags to a version")
     sp.add_argument("model")

@@ -23,6 +23,7 @@ class FileDiff:
     size_a: int | None
     size_b: int | None
     tensors: TensorDiff | None = None
+    renamed_from: str | None = None  # the file of a whose tensors this one holds
 
 
 @dataclass
@@ -34,6 +35,14 @@ class Comparison:
     files: list[FileDiff]
     bytes_shared: int  # bytes of b whose chunks a also has
     bytes_new: int  # bytes of b in chunks a does not have
+    tensor_changes: list[Any] | None = None  # TensorChange per changed tensor, when asked
+
+    def pairs(self, a: Manifest, b: Manifest) -> list[tuple[FileEntry, FileEntry, list[str]]]:
+        """(file of a, file of b, changed tensor names) for every file compared by tensor."""
+        fa = {f.path: f for f in a.files}
+        fb = {f.path: f for f in b.files}
+        return [(fa[f.renamed_from or f.path], fb[f.path], f.tensors.changed)
+                for f in self.files if f.tensors and f.status not in ("added", "removed")]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -47,6 +56,7 @@ class Comparison:
                     "status": f.status,
                     "size_a": f.size_a,
                     "size_b": f.size_b,
+                    **({"renamed_from": f.renamed_from} if f.renamed_from else {}),
                     **(
                         {
                             "tensors": {
@@ -64,6 +74,11 @@ class Comparison:
             ],
             "bytes_shared": self.bytes_shared,
             "bytes_new": self.bytes_new,
+            **(
+                {"tensor_changes": [c.to_dict() for c in self.tensor_changes]}
+                if self.tensor_changes is not None
+                else {}
+            ),
         }
 
 
@@ -83,11 +98,35 @@ def _tensor_chunks(f: FileEntry) -> dict[str, tuple[bytes, ...]]:
     return out
 
 
+def _layout(f: FileEntry, name: str) -> tuple[str, tuple[int, ...]]:
+    t = next(t for t in f.tensors if t.name == name)
+    return t.dtype, t.shape
+
+
+def _renames(fa: dict[str, FileEntry], fb: dict[str, FileEntry]) -> dict[str, str]:
+    """Files of b that hold the tensors of a file of a under another path (``epoch0`` ->
+    ``epoch1``): path in b -> path in a, paired greedily by the most tensor names shared
+    (at least half of the smaller file's)."""
+    gone = {p: {t.name for t in f.tensors} for p, f in fa.items() if p not in fb and f.tensors}
+    new = {p: {t.name for t in f.tensors} for p, f in fb.items() if p not in fa and f.tensors}
+    scored = sorted(
+        ((len(gone[x] & new[y]), x, y) for x in gone for y in new),
+        key=lambda s: (-s[0], s[1], s[2]),
+    )
+    out: dict[str, str] = {}
+    for shared, x, y in scored:
+        if y in out or x in out.values():
+            continue
+        if shared and 2 * shared >= min(len(gone[x]), len(new[y])):
+            out[y] = x
+    return out
+
+
 def _diff_tensors(fa: FileEntry, fb: FileEntry) -> TensorDiff:
     ta, tb = _tensor_chunks(fa), _tensor_chunks(fb)
     d = TensorDiff(added=sorted(set(tb) - set(ta)), removed=sorted(set(ta) - set(tb)))
     for name in sorted(set(ta) & set(tb)):
-        if ta[name] == tb[name]:
+        if ta[name] == tb[name] and _layout(fa, name) == _layout(fb, name):
             d.unchanged += 1
         else:
             d.changed.append(name)
@@ -106,9 +145,10 @@ def compare(a: Manifest, b: Manifest) -> Comparison:
         metrics[k] = {"a": x, "b": y, "delta": None if x is None or y is None else y - x}
     fa = {f.path: f for f in a.files}
     fb = {f.path: f for f in b.files}
+    renamed = _renames(fa, fb)
     files = []
-    for path in sorted(set(fa) | set(fb)):
-        x, y = fa.get(path), fb.get(path)
+    for path in sorted((set(fa) - set(renamed.values())) | set(fb)):
+        x, y = fa.get(renamed.get(path, path)), fb.get(path)
         if x is None or y is None:
             files.append(
                 FileDiff(
@@ -121,7 +161,7 @@ def compare(a: Manifest, b: Manifest) -> Comparison:
             continue
         status = "unchanged" if x.chunks == y.chunks else "changed"
         tensors = _diff_tensors(x, y) if (x.tensors or y.tensors) else None
-        files.append(FileDiff(path, status, x.size, y.size, tensors))
+        files.append(FileDiff(path, status, x.size, y.size, tensors, renamed.get(path)))
     have = a.all_chunks()
     shared = new = 0
     seen: set[bytes] = set()
