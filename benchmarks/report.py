@@ -152,6 +152,26 @@ def latency_targets(results: dict) -> list[Target]:
     else:
         out.append(Target("casstore peak RSS, every command measured", None, 128, False,
                           " MiB", "peers/rss_2g/latency sections did not run", issue=14))
+    ing = _data(results, "ingest")
+    if ing and ing["files"]:
+        rows = ing["files"]
+        slow = min(rows, key=lambda k: rows[k]["dedup_GBps"])
+        r = rows[slow]
+        out.append(Target(f"dedup-only ingest in-process (slowest: {slow})", r["dedup_GBps"],
+                          ing["dedup_target_GBps"], True, " GB/s",
+                          f"blake3 with two threads over the same bytes: "
+                          f"{r['blake3_2threads_GBps']} GB/s ({r['dedup_vs_blake3']}x)", issue=14))
+        slow = min(rows, key=lambda k: rows[k]["new_data_vs_dd"])
+        r = rows[slow]
+        out.append(Target(f"new-data ingest vs dd conv=fsync (slowest: {slow})",
+                          r["new_data_vs_dd"], ing["new_data_vs_dd_target"], True, "x",
+                          f"{r['new_data_GBps']} GB/s vs dd {r['dd_fsync_GBps']} GB/s",
+                          issue=14))
+    else:
+        out.append(Target("dedup-only ingest in-process", None, 3.0, True, " GB/s",
+                          "ingest section did not run", issue=14))
+        out.append(Target("new-data ingest vs dd conv=fsync", None, 0.9, True, "x",
+                          "ingest section did not run", issue=14))
     pp = _data(results, "push_pull")
     for key, threshold, label, what in (
             ("pull_vs_s3fs", 1.5, "pull from S3 (moto) vs s3fs get of the same files",
@@ -226,7 +246,7 @@ def headline(results: dict) -> list[str]:
     peers = _data(results, "peers")
     rss = _data(results, "rss_2g") or {"tools": {}}
     if not peers:
-        return ["(the peers section did not run: no headline table)"]
+        return ["(the peers section did not run: no tools table)", *commands_headline(results)]
     rows = [
         f"Series: {peers['versions']} versions, {peers['logical_bytes'] / 1e9:.2f} GB logical, "
         f"{peers['unique_tensor_bytes'] / 1e9:.3f} GB unique tensor bytes.",

@@ -5,6 +5,7 @@ peers     ingest, stored bytes, restore and peak RSS: casstore, restic, borg, pl
 rss_2g    peak RSS while ingesting one 2 GiB safetensors file, every tool
 rollback  casstore rollback latency, 1 MiB model vs 1 GiB model
 gc        casstore GC time vs chunk count
+ingest    dedup-only ingest vs blake3, new data vs dd conv=fsync (in-process)
 latency   whole-process latency of refs, log and rollback --to vs python -c pass
 torch     save / one-tensor load vs full load (benchmarks/torch_save.py, by its owner)
 push_pull push/pull to moto's S3 server vs s3fs (benchmarks/push_pull.py, by its owner)
@@ -258,6 +259,22 @@ def rollback(ctx: Context) -> dict:
 
     return run(large_mb=16 if ctx.quick else 1024, repeats=10 if ctx.quick else 40,
                workdir=ctx.work)
+
+
+# -- ingest at the machine's limits --------------------------------------------------------
+def _render_ingest(d: dict) -> list[str]:
+    from benchmarks.ingest_speed import render
+
+    return render(d)
+
+
+@section("ingest", "Ingest vs its bounds: dedup-only vs blake3, new data vs dd conv=fsync",
+         requires=("torch", "safetensors"), render=_render_ingest)
+def ingest(ctx: Context) -> dict:
+    from benchmarks.ingest_speed import run
+
+    files = series_info(ctx)["files"]
+    return run([Path(files["base"]), Path(files["finetune.pt"])], ctx.work)
 
 
 # -- command latency -----------------------------------------------------------------------
