@@ -71,16 +71,21 @@ def transfer(
 
     t0 = time.perf_counter()
     report = TransferReport()
-    if not dst.exists:
+    fresh = not dst.exists  # a store created here holds no chunks: nothing to ask about
+    if fresh:
         dst.init(src.config.model_copy(update={"created_at": None}))
     mover = Rollout(dst, hooks)
     with dst.writing("transfer"):
         known = _known_at_destination(dst, {v.model for v in versions})
         reader = ChunkReader(src.store, cache_bytes=_BASE_CACHE)  # bases decoded once
         todo = [v for v in versions if not _already_there(dst, v, known, report)]
-        _send_chunks(src, dst, todo, known, reader, report, progress)
-        for v in todo:  # chunks first, then each version's manifest, index and tags
-            _publish_version(src, dst, v, report)
+        _send_chunks(src, dst, todo, known, reader, report, progress, fresh=fresh)
+        # chunks first, then each version's manifest, index and tags (versions in parallel)
+        with ThreadPoolExecutor(min(8, max(1, len(todo))),
+                                thread_name_prefix="casstore-publish") as pool:
+            for label, sent in pool.map(lambda v: _publish_version(src, dst, v), todo):
+                report.manifests_sent += sent
+                report.versions.append(label)
         for ref in refs:
             for model in sorted({v.model for v in versions}):
                 _copy_ref(src, mover, model, ref, report)
@@ -130,6 +135,8 @@ def _send_chunks(
     reader: ChunkReader,
     report: TransferReport,
     progress: Callable[[int], None] | None,
+    *,
+    fresh: bool = False,
 ) -> None:
     """Every chunk ``versions`` need that ``dst`` lacks, as one stream: the small chunks of
     many versions share batches (each batch's requests all in flight at once, up to the
@@ -143,7 +150,7 @@ def _send_chunks(
         sizes.update(v.manifest.object_sizes())
         chunks |= v.manifest.chunk_set()
     needed = depth_order((d for d in chunks if d not in known), chains)
-    missing = _missing_at(dst, needed)
+    missing = needed if fresh else _missing_at(dst, needed)
     report.chunks_present += len(chunks) - len(missing)
     batches = list(_batches(missing, sizes, _BATCH_BYTES, chain_depths(chains)))
 
@@ -169,15 +176,14 @@ def _send_chunks(
     known |= chunks
 
 
-def _publish_version(src: StoreContext, dst: StoreContext, v: Version,
-                     report: TransferReport) -> None:
-    """Manifest, then version index, then tags: the version becomes visible complete."""
+def _publish_version(src: StoreContext, dst: StoreContext, v: Version) -> tuple[str, int]:
+    """Manifest, then version index, then tags: the version becomes visible complete.
+    Returns its label and the number of manifests sent (0 or 1)."""
     label = f"{v.model}@{v.version}"
     mraw = src.store.get(manifest_key(v.id))
     if Digest.of(mraw) != v.id:
         raise CasstoreError(f"{label}: source manifest does not match its digest")
-    if dst.store.put_if_absent(manifest_key(v.id), mraw):
-        report.manifests_sent += 1
+    sent = int(dst.store.put_if_absent(manifest_key(v.id), mraw))
     index = json.dumps({"manifest": v.id.hex(), "name": v.name}).encode()
     if not dst.store.put_if_absent(version_key(v.model, v.version), index):
         there = json.loads(dst.store.get(version_key(v.model, v.version)))["manifest"]
@@ -186,7 +192,7 @@ def _publish_version(src: StoreContext, dst: StoreContext, v: Version,
                 f"{label} was created at {dst.store.url} meanwhile with different content"
             )
     _copy_tags(dst, v)
-    report.versions.append(label)
+    return label, sent
 
 
 _BATCH_BYTES = 32 << 20  # two in memory at once: the one written, the one read ahead
