@@ -46,6 +46,7 @@ def same(a, b, where: str = "") -> None:
         assert type(a) is type(b) and a == b, f"{where}: {a!r} != {b!r}"
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_bit_identical(tmp_path: Path):
     whole = start(tmp_path / "whole", tmp_path / "whole.pt")
     killed = start(tmp_path / "resumed", tmp_path / "unused.pt", "--hang-after-epoch", "1")
