@@ -12,9 +12,9 @@ The public API is what this module exports; the packages below it (``store``, ``
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from casstore._lazy import lazy_attributes
 from casstore.errors import (
     AlreadyExistsError,
     BackendError,
@@ -76,17 +76,7 @@ _LAZY = {
 """Public names imported on first use (PEP 562), so a command imports only what it runs."""
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'casstore' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())
 
 
 __version__ = "0.1.0"

@@ -7,9 +7,9 @@ uses FastCDC for everything else. Nothing here does I/O of its own or imports to
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from casstore._lazy import lazy_attributes
 from casstore.chunking.base import DEFAULT_CHUNKER, Chunker, FileLayout, ReadAt, TensorInfo
 
 if TYPE_CHECKING:
@@ -26,13 +26,7 @@ _LAZY = {
 """Imported on first use: reading chunks (``encodings``, ``base``) needs none of the parsers."""
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'casstore.chunking' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())
 
 
 __all__ = [

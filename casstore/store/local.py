@@ -183,7 +183,9 @@ class LocalStore(ObjectStore):
         return True
 
     # -- reads ---------------------------------------------------------------------------
-    def _read(self, op: str, key: str, start: int = 0, end: int | None = None) -> bytes:
+    @contextlib.contextmanager
+    def _opened(self, op: str, key: str) -> Iterator[tuple[int, int]]:
+        """An object's open descriptor and size; OS errors translated (missing: NotFound)."""
         path = self._path(key)
         try:
             fd = os.open(path, os.O_RDONLY | _O_CLOEXEC)
@@ -191,21 +193,25 @@ class LocalStore(ObjectStore):
                 st = os.fstat(fd)
                 if not stat_mod.S_ISREG(st.st_mode):
                     raise NotFoundError(errno.ENOENT, f"object not found: {path}")
-                stop = st.st_size if end is None else min(end, st.st_size)
-                parts = []
-                offset = start
-                while offset < stop:
-                    part = os.pread(fd, stop - offset, offset)
-                    if not part:
-                        break
-                    parts.append(part)
-                    offset += len(part)
+                yield fd, st.st_size
             finally:
                 os.close(fd)
         except CasstoreError:
             raise
         except OSError as e:
             raise _translate(e, op, path) from e
+
+    def _read(self, op: str, key: str, start: int = 0, end: int | None = None) -> bytes:
+        parts = []
+        with self._opened(op, key) as (fd, size):
+            stop = size if end is None else min(end, size)
+            offset = start
+            while offset < stop:
+                part = os.pread(fd, stop - offset, offset)
+                if not part:
+                    break
+                parts.append(part)
+                offset += len(part)
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def get(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
@@ -213,30 +219,17 @@ class LocalStore(ObjectStore):
         return self._read("get", key, s, e)
 
     def get_into(self, key: str, buffer: bytearray | memoryview) -> int:
-        path = self._path(key)
         out = memoryview(buffer).cast("B")
-        try:
-            fd = os.open(path, os.O_RDONLY | _O_CLOEXEC)
-            try:
-                st = os.fstat(fd)
-                if not stat_mod.S_ISREG(st.st_mode):
-                    raise NotFoundError(errno.ENOENT, f"object not found: {path}")
-                size = st.st_size
-                if size > len(out):
-                    return size
-                done = 0
-                while done < size:
-                    n = os.preadv(fd, [out[done:size]], done)
-                    if n == 0:
-                        break  # truncated underneath us: report what is there
-                    done += n
-                return done
-            finally:
-                os.close(fd)
-        except CasstoreError:
-            raise
-        except OSError as e:
-            raise _translate(e, "get", path) from e
+        with self._opened("get", key) as (fd, size):
+            if size > len(out):
+                return size
+            done = 0
+            while done < size:
+                n = os.preadv(fd, [out[done:size]], done)
+                if n == 0:
+                    break  # truncated underneath us: report what is there
+                done += n
+            return done
 
     def get_with_token(self, key: str) -> tuple[bytes, str]:
         data = self._read("get", key)
