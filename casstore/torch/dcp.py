@@ -9,7 +9,8 @@ resolved the same one, reads only the needed chunks, and refuses pickled objects
 code before DCP's planner unpickles them. The writer applies the same check to every object
 before storing anything, so whatever it accepts the reader loads: a non-tensor value outside
 the allow-list (a numpy scalar, say) is refused at save time unless named in
-``allow_globals=``, which the checkpoint records for its readers::
+``allow_globals=`` (readers pass the same list; the checkpoint records it so a refusal can
+name it, but a reader never trusts a store's record by itself)::
 
     w = CasstoreStorageWriter("s3://bucket/ckpts", "llama", metrics={"loss": 1.9})
     dcp.save(state_dict, storage_writer=w)          # on every rank
@@ -56,6 +57,7 @@ from casstore.errors import (
     CorruptObjectError,
     InvalidInputError,
     NotFoundError,
+    UnsafePickleError,
     UnsupportedError,
 )
 from casstore.repo.catalog import Version
@@ -110,7 +112,8 @@ class CasstoreStorageWriter(StorageWriter):
     CommitResult, and on every rank the returned metadata's ``storage_meta.checkpoint_id`` is
     the new version's full name. Pickled objects (non-tensor values) pass the reader's check
     before anything is stored; ``allow_globals`` (``"MODULE.NAME"``) lets them name more
-    globals, and is recorded so readers allow the same.
+    globals; the list is recorded in the checkpoint so a refusing reader can name it (readers
+    must allow the same globals themselves: DCP's planner unpickles objects for real).
     """
 
     def __init__(
@@ -224,8 +227,9 @@ class CasstoreStorageReader(StorageReader):
     """Reads a distributed checkpoint version; DCP's planner reshards it to the new layout.
 
     Pickled objects are checked before DCP's planner unpickles them (with its own
-    ``weights_only=False``): the globals the writer recorded are allowed, and any in
-    ``allow_globals``; an object naming any other is refused with UnsafePickleError."""
+    ``weights_only=False``): only globals in ``allow_globals`` are let through, never the
+    list a checkpoint records (a store's content must not decide what code a reader runs);
+    a refusal names the globals the writer allowed, to pass on purpose."""
 
     def __init__(
         self,
@@ -248,7 +252,7 @@ class CasstoreStorageReader(StorageReader):
         self.load_id = uuid.uuid4().hex
         self.version: Version | None = None
         self.storage_data: dict[MetadataIndex, _Where] = {}
-        self._allowed: tuple[str, ...] = ()
+        self._recorded: tuple[str, ...] = ()
 
     def read_metadata(self, *args: Any, **kwargs: Any) -> Metadata:
         if kwargs.get("rank") is not None:
@@ -260,7 +264,7 @@ class CasstoreStorageReader(StorageReader):
         recorded = doc.get("allow_globals", [])
         if not isinstance(recorded, list) or not all(isinstance(q, str) for q in recorded):
             raise CorruptObjectError(f"{DCP_METADATA}: allow_globals is not a list of names")
-        self._allowed = (*recorded, *self.allow_globals)
+        self._recorded = tuple(recorded)
         md.storage_meta.load_id = self.load_id
         return md
 
@@ -312,7 +316,16 @@ class CasstoreStorageReader(StorageReader):
             stored = tensors[self._name(req)]
             if req.type == LoadItemType.BYTE_IO:
                 raw = stored.numpy().tobytes()
-                _check_object(raw, req.storage_index.fqn, self._allowed)
+                try:
+                    _check_object(raw, req.storage_index.fqn, self.allow_globals)
+                except UnsafePickleError as e:
+                    if not self._recorded:
+                        raise
+                    raise UnsafePickleError(
+                        f"{e}; the checkpoint was written with allow_globals="
+                        f"{list(self._recorded)}: pass them to CasstoreStorageReader to load "
+                        "it on purpose (DCP unpickles these objects for real)"
+                    ) from None
                 planner.load_bytes(req, io.BytesIO(raw))
                 continue
             piece = narrow_tensor_by_index(stored, req.storage_offsets, req.lengths)

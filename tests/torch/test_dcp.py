@@ -119,6 +119,8 @@ def test_what_the_writer_accepts_the_reader_loads(repo):
     import numpy as np
     from torch.distributed.checkpoint.api import CheckpointException
 
+    from casstore import UnsafePickleError
+
     state = {"w": torch.arange(4.0), "best": np.float64(0.25), "note": {"lr": 0.1}}
     with pytest.raises(CheckpointException) as refused:  # DCP wraps the rank's error
         dcp.save(state, storage_writer=CasstoreStorageWriter(repo, "np"), no_dist=True)
@@ -129,6 +131,11 @@ def test_what_the_writer_accepts_the_reader_loads(repo):
     dcp.save(state, storage_writer=CasstoreStorageWriter(repo, "np", allow_globals=allow),
              no_dist=True)
     target = {"w": torch.zeros(4), "best": None, "note": {"lr": 0.0}}
-    dcp.load(target, storage_reader=CasstoreStorageReader(repo, "np"), no_dist=True)
+    with pytest.raises((UnsafePickleError, CheckpointException)) as refused:
+        # the store's record is not trusted: DCP would unpickle the object for real
+        dcp.load(target, storage_reader=CasstoreStorageReader(repo, "np"), no_dist=True)
+    assert "written with allow_globals" in str(refused.value) and target["best"] is None
+    reader = CasstoreStorageReader(repo, "np", allow_globals=allow)
+    dcp.load(target, storage_reader=reader, no_dist=True)
     assert torch.equal(target["w"], state["w"]) and target["best"] == np.float64(0.25)
     assert target["note"] == {"lr": 0.1}
