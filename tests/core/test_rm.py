@@ -104,7 +104,7 @@ def test_cli_rm(tmp_path: Path):
     r = run("rm", "m", vs[0], store=store)
     assert r.code == 2 and "target of ref current" in r.err and r.err.count("\n") == 1
     r = run("rm", "m", vs[1], "--dry-run", "--json", store=store)
-    assert r.code == 0 and r.json() == {"model": "m", "removed": [vs[1]], "manifest_bytes": 0,
+    assert r.code == 0 and r.json() == {"model_name": "m", "removed": [vs[1]], "manifest_bytes": 0,
                                         "dry_run": True}
     r = run("rm", "m", vs[1], vs[2], store=store)
     assert r.code == 0 and f"removed m v{vs[1]}" in r.out and f"removed m v{vs[2]}" in r.out
