@@ -25,7 +25,7 @@ from casstore.repo.catalog import Catalog, Version
 from casstore.repo.chunks import ChunkReader, Progress
 from casstore.repo.config import StoreConfig
 from casstore.repo.context import StoreContext
-from casstore.repo.keys import tag_key
+from casstore.repo.keys import check_name
 from casstore.repo.leases import Leases, LeaseSettings
 from casstore.repo.manifest import FileEntry, Manifest
 from casstore.repo.refs import RefStore, RefValue, Target
@@ -261,20 +261,25 @@ class Repository:
 
     # -- tags ----------------------------------------------------------------------------
     def tag(self, model: str, spec: str, *tags: str) -> Version:
+        """Add tags (markers and catalog, see :meth:`ModelCatalog.change_tags`)."""
+        for t in tags:
+            check_name("tag", t)
         with self.ctx.writing("tag"):
+            self.catalog.ensure_catalogs()
             v = self.get_version(model, spec)
-            for t in tags:
-                self.store.put_if_absent(tag_key(model, t, v.version), b"")
-        return self.get_version(model, v.version)
+            now = self.catalog.models_catalog.change_tags(model, v.version, add=tags)
+        return Version(v.summary, now, v.manifest)
 
     def untag(self, model: str, spec: str, *tags: str) -> Version:
-        v = self.get_version(model, spec)
-        for t in tags:
-            key = tag_key(model, t, v.version)
-            if t not in v.tags:
-                raise NotFoundError(f"{v.name} has no tag {t!r}")
-            self.store.delete(key)
-        return self.get_version(model, v.version)
+        """Remove tags (markers and catalog, see :meth:`ModelCatalog.change_tags`)."""
+        with self.ctx.writing("tag"):
+            self.catalog.ensure_catalogs()
+            v = self.get_version(model, spec)
+            for t in tags:
+                if t not in v.tags:
+                    raise NotFoundError(f"{v.name} has no tag {t!r}")
+            now = self.catalog.models_catalog.change_tags(model, v.version, remove=tags)
+        return Version(v.summary, now, v.manifest)
 
     # -- inspect -------------------------------------------------------------------------
     def history(self, model: str) -> list[Version]:
@@ -282,12 +287,28 @@ class Repository:
         return self.versions(model)
 
     def query(self, model: str | None = None, query: Query | None = None) -> list[Version]:
-        """Versions of one model (or all models) matching ``query``."""
+        """Versions of one model (or all models) matching ``query``, in its order (default:
+        model, then oldest version first), at most ``query.limit``. Reads one catalog per
+        model (its head and segments), no manifest."""
         from casstore.repo.query import Query
-
         q = query or Query()
-        models = [model] if model is not None else self.models()
-        return [v for name in models for v in self.versions(name) if q.matches(v)]
+        if model is not None:
+            return q.apply(self.versions(model))
+        found = []
+        for name in self.models():
+            try:
+                found += self.versions(name)
+            except NotFoundError:
+                continue  # a model whose first commit never published
+        return q.apply(found)
+
+    def log(self, model: str, limit: int | None = None) -> list[Version]:
+        """Versions newest first (the highest ``limit`` semantic versions; all with None).
+        Reads the catalog's head and only the segments needed."""
+        found = self.catalog.newest(model, limit)
+        if not found:
+            raise NotFoundError(f"unknown model {model!r}")
+        return found
 
     def compare(self, model: str, a: str, b: str, *, tensors: bool = False) -> Comparison:
         """Metadata and metric deltas and a per-file, per-tensor content diff (a -> b).
@@ -304,11 +325,12 @@ class Repository:
             c.tensor_changes = tensor_changes(self.ctx.chunks, ma, mb, c.pairs(ma, mb))
         return c
 
-    def stats(self, model: str | None = None) -> Stats:
-        """Logical vs stored bytes, bytes saved by dedup and by encoding, counts."""
+    def stats(self, model: str | None = None, *, exact: bool = False) -> Stats:
+        """Logical vs stored bytes, bytes saved by dedup and by encoding, counts: from
+        counters kept by commit and GC, or (``exact``) from every manifest and object."""
         from casstore.repo.stats import store_stats
 
-        return store_stats(self.ctx, model)
+        return store_stats(self.ctx, model, exact=exact)
 
     def storage(self, version: Version) -> VersionStorage:
         """How a version is stored: encodings, deltas, chain length (two small requests per

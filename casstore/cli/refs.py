@@ -133,15 +133,11 @@ def cmd_reflog(args: argparse.Namespace) -> int:
     from casstore.repo.query import parse_when
 
     repo = _repo(args)
-    repo.versions(args.model)  # unknown model -> exit 3, as for show
-    entries = repo.refs.reflog(args.model, args.ref)
-    if args.at:
-        when = parse_when(args.at, end=True)
-        latest: dict[str, Any] = {}
-        for e in entries:
-            if e.time <= when:
-                latest[e.ref] = e
-        entries = list(latest.values())
+    repo.catalog.view(args.model)  # unknown model -> exit 3, as for show (one read)
+    if args.at:  # reads only the entries after that time
+        entries = repo.refs.at(args.model, parse_when(args.at, end=True), args.ref)
+    else:
+        entries = repo.refs.reflog(args.model, args.ref)
     if args.json:
         emit_json({"model_name": args.model,
                    "entries": [shapes.reflog_entry(repo, e) for e in entries]})
@@ -189,6 +185,7 @@ def _across(args: argparse.Namespace, repo: Any, to: str | None, op: str) -> int
         reason=args.reason or "",
         verify_data=args.verify_data,
         op=op,
+        verify=args.verify,
     )
     ok = all(o.ok for o in outcomes)
     if ok and args.wait:  # every store's followers, within one overall timeout
@@ -236,6 +233,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
             op="rollout",
             verify_data=args.verify_data,
             pre_check=args.pre_check,
+            verify=args.verify,
         )
     else:
         res = repo.promote(
@@ -246,6 +244,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
             verify_data=args.verify_data,
             health_check=args.health_check,
             pre_check=args.pre_check,
+            verify=args.verify,
         )
     return _print_move(args, res, repo)
 
@@ -273,6 +272,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
             verify_data=args.verify_data,
             health_check=args.health_check,
             pre_check=args.pre_check,
+            verify=args.verify,
         )
     elif args.steps:
         target = args.to or repo.previous_stable(args.model, args.ref).version
@@ -285,6 +285,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
             op="rollback",
             verify_data=args.verify_data,
             pre_check=args.pre_check,
+            verify=args.verify,
         )
     else:
         res = repo.rollback(
@@ -295,6 +296,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
             verify_data=args.verify_data,
             health_check=args.health_check,
             pre_check=args.pre_check,
+            verify=args.verify,
         )
     return _print_move(args, res, repo)
 
@@ -424,6 +426,8 @@ def add_parser(add: AddCommand) -> None:
             )
         ref_opts(sp)
         wait_opts(sp)
+        sp.add_argument("--verify", action="store_true",
+                        help="check every chunk of the target exists first")
         sp.add_argument("--verify-data", action="store_true", help="re-hash every chunk first")
         sp.add_argument(
             "--pre-check",

@@ -12,10 +12,12 @@ from casstore.cli import _shapes as shapes
 from casstore.cli._common import (
     VERSION_FORMS,
     AddCommand,
+    count,
     open_repo,
     parse_metrics,
     parse_params,
     parse_training_data,
+    positive_count,
 )
 from casstore.cli._render import ProgressBar, emit_json, human_bytes, plain, table
 from casstore.repo.query import WHEN_HELP
@@ -115,9 +117,21 @@ def _version_row(v: Any) -> list[Any]:
 _VERSION_HEADER = ["version", "name", "type", "created (UTC)", "size", "tags", "metrics"]
 
 
+def _screenful() -> int | None:
+    """How many versions ``log`` shows by default: a screenful on a terminal, else all."""
+    if not sys.stdout.isatty():
+        return None
+    import shutil
+
+    return max(5, shutil.get_terminal_size((80, 24)).lines - 4)
+
+
 def cmd_log(args: argparse.Namespace) -> int:
     repo = open_repo(args)
-    versions = repo.history(args.model)
+    limit = args.limit
+    if limit is None and not (args.all or args.json):
+        limit = _screenful()
+    versions = repo.log(args.model, limit)
     refs = {}
     try:
         refs = repo.refs.list(args.model)
@@ -209,7 +223,7 @@ def _storage_line(st: dict[str, Any]) -> str:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    from casstore.repo.query import Query, parse_condition, parse_when
+    from casstore.repo.query import Query, parse_condition, parse_order, parse_when
 
     q = Query(
         tags=args.tag,
@@ -217,6 +231,8 @@ def cmd_query(args: argparse.Namespace) -> int:
         where=[parse_condition(c) for c in args.where],
         since=parse_when(args.since) if args.since else None,
         until=parse_when(args.until, end=True) if args.until else None,
+        order=parse_order(args.order_by) if args.order_by else None,
+        limit=args.limit,
     )
     repo = open_repo(args)
     found = repo.query(args.model, q)
@@ -313,12 +329,13 @@ def cmd_cat(args: argparse.Namespace) -> int:
 
 def cmd_stats(args: argparse.Namespace) -> int:
     repo = open_repo(args)
-    st = repo.stats(args.model)
+    st = repo.stats(args.model, exact=args.exact)
     d = st.to_dict()
     if args.json:
         emit_json(d)
         return 0
-    print(f"models {d['models']}  versions {d['versions']}  chunks {d['chunks']}")
+    how = "exact" if d["exact"] else "from counters; --exact scans the store"
+    print(f"models {d['models']}  versions {d['versions']}  chunks {d['chunks']}  ({how})")
     print(
         f"logical {human_bytes(d['logical_bytes'])}  stored {human_bytes(d['stored_bytes'])}  "
         f"dedup {d['dedup_ratio']:.2f}x  saved {human_bytes(d['saved_bytes'])}"
@@ -412,8 +429,11 @@ def add_parser(add: AddCommand) -> None:
     sp.add_argument("--ref", help="move this ref to the new version")
     sp.add_argument("--reason", help="reason recorded in the reflog")
 
-    sp = add("log", cmd_log, "history of a model")
+    sp = add("log", cmd_log, "history of a model, newest first")
     sp.add_argument("model")
+    sp.add_argument("-n", "--limit", type=positive_count,
+                    help="show the newest N versions (default: a screenful on a terminal)")
+    sp.add_argument("--all", action="store_true", help="show every version")
 
     sp = add("show", cmd_show, "show one version")
     sp.add_argument("model")
@@ -429,6 +449,8 @@ def add_parser(add: AddCommand) -> None:
                     help="e.g. accuracy>=0.9 or param.optimizer=adamw")
     sp.add_argument("--since", help="created at or after: " + WHEN_HELP)
     sp.add_argument("--until", help="created at or before: " + WHEN_HELP)
+    sp.add_argument("--order-by", help="METRIC[:asc|desc] (default desc: highest first)")
+    sp.add_argument("--limit", "-n", type=count, help="at most N versions")
 
     sp = add("diff", cmd_diff, "compare two versions")
     sp.add_argument("model")
@@ -467,6 +489,8 @@ def add_parser(add: AddCommand) -> None:
 
     sp = add("stats", cmd_stats, "logical vs stored bytes, dedup ratio")
     sp.add_argument("model", nargs="?")
+    sp.add_argument("--exact", action="store_true",
+                    help="read every manifest and list every object instead of the counters")
 
     add("models", cmd_models, "list models")
 

@@ -20,8 +20,10 @@ from typing import Any
 from casstore.digest import Digest
 from casstore.errors import InvalidInputError, NotFoundError
 from casstore.ops.retention import RetentionPolicy, effective_policy
+from casstore.repo.catalog import Version
 from casstore.repo.context import StoreContext
 from casstore.repo.keys import (
+    CATALOG_SEGMENTS,
     CHUNKS,
     MANIFESTS,
     chunk_key,
@@ -133,6 +135,7 @@ class GarbageCollector:
         if wait_timeout is not None:
             self.leases = Leases(ctx.store, replace(ctx.leases.settings,
                                                     wait_timeout=wait_timeout))
+        self._stale: set[str] = set()  # models whose catalog lagged behind the index
 
     # -- plan ------------------------------------------------------------------------------
     def plan(
@@ -143,6 +146,7 @@ class GarbageCollector:
         now: float | None = None,
     ) -> GcPlan:
         now = time.time() if now is None else now
+        self._stale = set()
         now_dt = dt.datetime.fromtimestamp(now, dt.timezone.utc)
         all_models = self.catalog.models()
         targets = set(all_models if models is None else models)
@@ -151,7 +155,7 @@ class GarbageCollector:
         live: set[Digest] = set()
         indexed: set[Digest] = set()
         for model in all_models:
-            versions = self.catalog.versions(model)
+            versions = self._versions(model)
             indexed.update(v.id for v in versions)
             if model not in targets:
                 reasons = {v.version: ["not collected"] for v in versions}
@@ -190,6 +194,7 @@ class GarbageCollector:
             and info.mtime < cutoff
         ]
         tmp = [(i.key, i.size) for i in self.store.list(TMP) if i.mtime < cutoff]
+        tmp += self._stale_segments(all_models, cutoff)
         return GcPlan(
             now,
             self.grace,
@@ -204,6 +209,28 @@ class GarbageCollector:
             expiring_bytes,
         )
 
+    def _versions(self, model: str) -> list[Version]:
+        """The model's versions from its catalog, checked against a listing of the index
+        (one listing): a catalog that lags (a crash between publish and catalog update, or
+        an interrupted expiry) is rebuilt from the manifests, in memory while planning."""
+        cat = self.catalog.models_catalog
+        view = cat.read(model)
+        listed = cat.listed(model)
+        if view is None or {e.summary.version for e in view.entries()} != listed:
+            self._stale.add(model)
+            head = cat.rebuild(model)
+            return [Version(e.summary, e.tags, None, self.catalog.manifest)
+                    for e in sorted(head.tail.values(), key=lambda e: e.summary.key)]
+        return [Version(e.summary, e.tags, None, self.catalog.manifest) for e in view.entries()]
+
+    def _stale_segments(self, models: Sequence[str], cutoff: float) -> list[tuple[str, int]]:
+        """Catalog segments no head names any more (replaced by merging or compaction)."""
+        cat = self.catalog.models_catalog
+        named = {cat.segment_key(m, ref) for m in models if (h := cat.head(m)) is not None
+                 for ref in h.segs}
+        return [(i.key, i.size) for i in self.store.list(CATALOG_SEGMENTS)
+                if i.key not in named and i.mtime < cutoff]
+
     def _protect_refs(
         self, model: str, reasons: dict[str, list[str]], now: dt.datetime, policy: RetentionPolicy
     ) -> None:
@@ -211,9 +238,7 @@ class GarbageCollector:
             for t in rec.value.versions():  # type: ignore[union-attr]
                 reasons.setdefault(t.version, []).append(f"ref {name}")
         horizon = now - dt.timedelta(seconds=policy.reflog_seconds)
-        for e in self.refs.reflog(model):
-            if e.time < horizon:
-                continue
+        for e in self.refs.since(model, horizon):  # reads only the retention window
             for value in (e.old, e.new):
                 for t in value.versions() if value is not None else ():
                     why = f"reflog {e.ref}#{e.seq}"
@@ -221,19 +246,30 @@ class GarbageCollector:
                         reasons[t.version].append(why)
 
     # -- execute ---------------------------------------------------------------------------
-    def execute(self, plan: GcPlan, *, on_wait: Callable[[int], None] | None = None) -> GcReport:
+    def execute(self, plan: GcPlan, *, on_wait: Callable[..., None] | None = None) -> GcReport:
         t0 = time.perf_counter()
         report = GcReport()
         with self.leases.sweep(on_wait) as refresh:
             fresh = self.plan(plan.override, plan.models)
+            refresh()
             expire = [e for e in plan.expire if e in set(fresh.expire)]
             report.skipped += [f"{e.model} v{e.version}" for e in plan.expire if e not in expire]
             report.versions_expired = len(expire)
             report.versions_kept = sum(len(v) for v in fresh.kept.values())
+            cat = self.catalog.models_catalog
+            for model in sorted(self._stale):  # a catalog that lagged: rebuilt from manifests
+                cat.store_rebuilt(model)
+                refresh(True)
+            for model in sorted({e.model for e in expire}):  # the catalog first: a crash
+                cat.expire(model, [e.version for e in expire if e.model == model])  # re-lists
+                refresh(True)
+            manifest_bytes = 0
             for e in expire:
+                refresh(True)  # only when due
                 freed = expire_version(self.store, e)
                 report.manifests_deleted += 1 if freed else 0
                 report.bytes_freed += freed
+                manifest_bytes += freed
             refresh()
             fresh_chunks = set(fresh.chunks)
             chunks = [c for c in plan.chunks if c in fresh_chunks]
@@ -246,6 +282,7 @@ class GarbageCollector:
                 self.store.delete(manifest_key(Digest.parse(h)))
                 report.manifests_deleted += 1
                 report.bytes_freed += n
+                manifest_bytes += n
             for batch in _batches(chunks, 1000):
                 self._delete_many(chunk_key(Digest.parse(h)) for h, _ in batch)
                 report.chunks_deleted += len(batch)
@@ -254,9 +291,14 @@ class GarbageCollector:
             self._delete_many(k for k, _ in tmp)
             report.tmp_deleted = len(tmp)
             report.bytes_freed += sum(n for _, n in tmp)
+            self._count(report, sum(n for _, n in chunks), manifest_bytes)
         report.seconds = time.perf_counter() - t0
         return report
 
+    def _count(self, report: GcReport, chunk_bytes: int, manifest_bytes: int) -> None:
+        """Subtract what this sweep deleted from the store's stats counters."""
+        freed = {"chunks": report.chunks_deleted, "stored": chunk_bytes + manifest_bytes}
+        self.catalog.models_catalog.count_deleted(freed)
     def _delete_many(self, keys: Iterable[str]) -> None:
         keys = list(keys)
         if keys:

@@ -58,6 +58,8 @@ def remove(
         targets = [ctx.get_version(model, v.version) for v in targets]  # re-read under the lease
         _check_unreferenced(ctx, model, targets)
         gone = tuple(_expired(v) for v in targets)
+        ctx.catalog.ensure_catalogs()
+        ctx.catalog.models_catalog.expire(model, [e.version for e in gone])  # as GC: first
         freed = sum(expire_version(ctx.store, e) for e in gone)
     return Removed(model, gone, freed)
 

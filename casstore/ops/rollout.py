@@ -111,8 +111,16 @@ class Rollout:
             notify_failures.extend(failed)
         return entry
 
-    def verify_version(self, version: Version, *, read_data: bool = False) -> list[str]:
-        """Problems that would make ``version`` unreadable (empty list: complete)."""
+    def check_version(
+        self, version: Version, *, chunks: bool = False, read_data: bool = False
+    ) -> list[str]:
+        """Problems that would make ``version`` unreadable (empty list: complete).
+
+        Without ``chunks``: one request, whatever the model's size: the version is still
+        indexed with the same manifest. That suffices because a commit indexes a version only
+        after all its chunks are stored, and GC never sweeps a chunk of an indexed version
+        (the caller holds a write session, so no sweep runs until the ref has moved).
+        ``chunks`` also asks whether every chunk exists; ``read_data`` re-hashes them."""
         store = self.ctx.store
         try:  # still indexed, with the same manifest (a GC may have expired it meanwhile)
             indexed = json.loads(store.get(version_key(version.model, version.version)))
@@ -120,6 +128,18 @@ class Rollout:
                 return [f"{version.name} was replaced"]
         except NotFoundError:
             return [f"{version.name} no longer exists"]
+        except ValueError:
+            return [f"the index entry of {version.name} is unreadable"]
+        if not (chunks or read_data):
+            return []
+        return self._check_chunks(version, read_data)
+
+    def verify_version(self, version: Version, *, read_data: bool = False) -> list[str]:
+        """The per-chunk check: every chunk exists (and, with ``read_data``, hashes right)."""
+        return self.check_version(version, chunks=True, read_data=read_data)
+
+    def _check_chunks(self, version: Version, read_data: bool) -> list[str]:
+        store = self.ctx.store
         digests = version.manifest.chunk_set()
         keys = {chunk_key(d): d for d in digests}
         keys_to_check = [*keys, manifest_key(version.id)]
@@ -152,9 +172,11 @@ class Rollout:
         evidence: dict[str, Any] | None = None,
         revert: bool = True,
         pre_check: HealthCheck | None = None,
+        verify: bool = False,
     ) -> MoveResult:
-        """Point ``ref`` at a version: verify, pre-check, switch atomically, health-check,
-        maybe revert.
+        """Point ``ref`` at a version: check, pre-check, switch atomically, health-check,
+        maybe revert. The check is O(1) requests (see :meth:`check_version`); ``verify``
+        asks about every chunk, ``verify_data`` re-hashes them.
 
         ``expected_seq``: the ref move the caller decided on (ConflictError if the ref moved
         since); by default whatever this call reads. ``revert=False`` leaves a version that
@@ -181,6 +203,7 @@ class Rollout:
             evidence=evidence,
             revert=revert,
             pre_check=pre_check,
+            verify=verify,
         )
 
     def _switch(
@@ -201,6 +224,7 @@ class Rollout:
         evidence: dict[str, Any] | None = None,
         revert: bool = True,
         pre_check: HealthCheck | None = None,
+        verify: bool = False,
     ) -> MoveResult:
         """Verify the target, run the pre-check, move the ref, run the health check (its
         failure moves the ref back). A refused move leaves the ref untouched."""
@@ -208,7 +232,7 @@ class Rollout:
             return MoveResult(model, ref, False, old, old, [], f"refused: {why}")
 
         with self.ctx.writing("ref"):
-            problems = self.verify_version(check_version, read_data=verify_data)
+            problems = self.check_version(check_version, chunks=verify, read_data=verify_data)
             if problems:
                 return refused(f"{check_version.name} is incomplete: " + "; ".join(problems[:5]))
             if pre_check is not None:
@@ -346,9 +370,10 @@ class Rollout:
         health_check: HealthCheck | None = None,
         actor: str | None = None,
         pre_check: HealthCheck | None = None,
+        verify: bool = False,
     ) -> MoveResult:
         """Revert the ref's last move: point it where it pointed before (a plain version or a
-        split), after checking that is still complete. The undo is itself a move (op
+        split), after checking that is still complete (O(1); ``verify``: every chunk). The undo is itself a move (op
         ``undo``), so undoing twice redoes."""
         rec, _ = self.refs.read(model, ref)
         if rec is None or rec.value is None:
@@ -364,7 +389,7 @@ class Rollout:
             if v.id.hex() != t.manifest:
                 raise NotFoundError(f"{model} {t.version} was replaced since; cannot undo")
         for v in versions[:-1]:  # the base of a split; _switch checks the other
-            problems = self.verify_version(v, read_data=verify_data)
+            problems = self.check_version(v, chunks=verify, read_data=verify_data)
             if problems:
                 return MoveResult(model, ref, False, rec.value, rec.value, [],
                                   f"refused: {v.name} is incomplete: " + "; ".join(problems[:5]))
@@ -382,6 +407,7 @@ class Rollout:
             health_check=health_check,
             actor=actor,
             pre_check=pre_check,
+            verify=verify,
         )
 
     def rollback(
@@ -411,6 +437,7 @@ class Rollout:
         verify_data: bool = False,
         actor: str | None = None,
         pre_check: HealthCheck | None = None,
+        verify: bool = False,
     ) -> MoveResult:
         """Begin sending ``steps[0]`` of the traffic on ``ref`` to a version."""
         steps = _check_steps(steps)
@@ -439,6 +466,7 @@ class Rollout:
             health_check=None,
             actor=actor,
             pre_check=pre_check,
+            verify=verify,
         )
 
     def advance(

@@ -24,7 +24,8 @@ from casstore.repo.catalog import Version
 from casstore.repo.chunks import ChunkReader
 from casstore.repo.context import StoreContext
 from casstore.repo.deltas import chain_depths, depth_order
-from casstore.repo.keys import chunk_key, manifest_key, tag_key, version_key
+from casstore.repo.keys import chunk_key, expired_key, manifest_key, tag_key, version_key
+from casstore.repo.model_catalog import Entry
 
 
 @dataclass
@@ -76,6 +77,7 @@ def transfer(
         dst.init(src.config.model_copy(update={"created_at": None}))
     mover = Rollout(dst, hooks)
     with dst.writing("transfer"):
+        dst.catalog.ensure_catalogs()
         known = _known_at_destination(dst, {v.model for v in versions})
         reader = ChunkReader(src.store, cache_bytes=_BASE_CACHE)  # bases decoded once
         todo = [v for v in versions if not _already_there(dst, v, known, report)]
@@ -86,6 +88,10 @@ def transfer(
             for label, sent in pool.map(lambda v: _publish_version(src, dst, v), todo):
                 report.manifests_sent += sent
                 report.versions.append(label)
+        for model in sorted({v.model for v in versions}):  # numbers the source ever used,
+            view = src.catalog.models_catalog.read(model)  # expired ones too, stay unused
+            if view is not None and view.high is not None:
+                dst.catalog.models_catalog.raise_high(model, view.high)
         for ref in refs:
             for model in sorted({v.model for v in versions}):
                 _copy_ref(src, mover, model, ref, report)
@@ -184,15 +190,42 @@ def _publish_version(src: StoreContext, dst: StoreContext, v: Version) -> tuple[
     if Digest.of(mraw) != v.id:
         raise CasstoreError(f"{label}: source manifest does not match its digest")
     sent = int(dst.store.put_if_absent(manifest_key(v.id), mraw))
+    _publish_copy(dst, v, label)
+    return label, sent
+
+
+def _publish_copy(dst: StoreContext, v: Version, label: str) -> None:
+    """Index the copied version at ``dst`` through its catalog, as a commit with an explicit
+    number does: reserve, index entry, tags, finalize."""
+    _check_not_expired(dst, v, label)
+    cat = dst.catalog.models_catalog
+    try:
+        cat.reserve(v.model, lambda high: v.version, dst.actor)
+    except AlreadyExistsError:
+        pass  # another transfer is indexing it: the index entry below decides
     index = json.dumps({"manifest": v.id.hex(), "name": v.name}).encode()
     if not dst.store.put_if_absent(version_key(v.model, v.version), index):
         there = json.loads(dst.store.get(version_key(v.model, v.version)))["manifest"]
         if there != v.id.hex():
+            cat.finalize(v.model, cat.published(v.model, v.version), v.version)
             raise AlreadyExistsError(
                 f"{label} was created at {dst.store.url} meanwhile with different content"
             )
-    _copy_tags(dst, v)
-    return label, sent
+    _copy_tags(dst, v, catalog=False)
+    cat.finalize(v.model, Entry(v.summary, tuple(sorted(v.tags))), v.version)
+
+
+def _check_not_expired(dst: StoreContext, v: Version, label: str) -> None:
+    """A number the destination used for another version, since expired, is not reused."""
+    try:
+        mark = json.loads(dst.store.get(expired_key(v.model, v.version)))
+    except (NotFoundError, ValueError):
+        return
+    if isinstance(mark, dict) and mark.get("manifest") not in (None, v.id.hex()):
+        raise AlreadyExistsError(
+            f"{label} at {dst.store.url} was another version, since expired by GC; version "
+            "numbers are never reused"
+        )
 
 
 _BATCH_BYTES = 32 << 20  # two in memory at once: the one written, the one read ahead
@@ -228,7 +261,12 @@ def _batches(items: list[Digest], sizes: dict[Digest, int], limit: int,
         yield batch
 
 
-def _copy_tags(dst: StoreContext, v: Version) -> None:
+def _copy_tags(dst: StoreContext, v: Version, *, catalog: bool = True) -> None:
+    if catalog:
+        missing = [t for t in v.tags if not dst.store.exists(tag_key(v.model, t, v.version))]
+        if missing:
+            dst.catalog.models_catalog.change_tags(v.model, v.version, add=missing)
+        return
     for t in v.tags:
         dst.store.put_if_absent(tag_key(v.model, t, v.version), b"")
 
@@ -276,6 +314,7 @@ def rollback_across(
     reason: str = "",
     verify_data: bool = False,
     op: str = "rollback",
+    verify: bool = False,
 ) -> list[StoreOutcome]:
     """Move ``ref`` to the same version in every store, or in none if any cannot take it.
 
@@ -297,7 +336,7 @@ def rollback_across(
             there = r.ctx.get_version(model, target.version)
             if there.id != target.id:
                 raise AlreadyExistsError(f"{target.version} has different content here")
-            problems = r.verify_version(there, read_data=verify_data)
+            problems = r.check_version(there, chunks=verify, read_data=verify_data)
             if problems:
                 raise CasstoreError("; ".join(problems[:3]))
             checks.append(StoreOutcome(r.ctx.store.url, True, "target complete"))

@@ -24,7 +24,7 @@ from casstore.repo.manifest import Manifest, decode
 from casstore.repo.refs import RefStore
 from casstore.store.base import ObjectStore
 
-Kind = Literal["missing", "corrupt", "dangling", "unreadable"]
+Kind = Literal["missing", "corrupt", "dangling", "unreadable", "stale"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,7 @@ class VerifyReport:
     chunks: int = 0
     bytes_read: int = 0
     seconds: float = 0.0
+    catalogs_rebuilt: list[str] = field(default_factory=list)  # a cache: rebuilt, not a fault
 
     @property
     def ok(self) -> bool:
@@ -56,6 +57,7 @@ class VerifyReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "problems": [p.to_dict() for p in self.problems],
+                "catalogs_rebuilt": self.catalogs_rebuilt,
                 "models": self.models, "versions": self.versions, "refs": self.refs,
                 "reflog_entries": self.reflog_entries, "chunks": self.chunks,
                 "bytes_read": self.bytes_read, "seconds": round(self.seconds, 4)}
@@ -86,6 +88,7 @@ def verify(ctx: StoreContext, *, read_data: bool = False, workers: int = 8,
             sizes.update(m.object_sizes())
             chains.update(m.delta_chains())
         _check_refs(store, refs, model, manifests, report)
+        _check_catalog(ctx, model, report)
     keys = {chunk_key(d): d for d in users}
     present = store.exists_many(keys)
     for key in sorted(set(keys) - present):
@@ -139,6 +142,24 @@ def _check_chunks(
 
 
 _BASE_CACHE = 128 << 20
+
+
+def _check_catalog(ctx: StoreContext, model: str, report: VerifyReport) -> None:
+    """Compare the model's catalog with its index and manifests; rebuild it if they differ
+    (it is a cache of them). A store that cannot be written reports the difference."""
+    cat = ctx.catalog.models_catalog
+    if not ctx.catalog.migrated():
+        return  # a store from before catalogs: built by its first write
+    differences = cat.check(model)
+    if not differences:
+        return
+    try:
+        cat.store_rebuilt(model)
+    except CasstoreError as e:
+        report.problems.append(Problem("stale", f"catalog of {model}",
+                                       f"{'; '.join(differences[:3])} (not rebuilt: {e})"))
+        return
+    report.catalogs_rebuilt.append(f"{model}: {'; '.join(differences[:3])}")
 
 
 def _manifest(store: ObjectStore, mid: Digest, label: str, report: VerifyReport) -> Manifest | None:

@@ -1,76 +1,116 @@
 """The catalog: reading which models and versions a store holds, and their live tags.
 
-Version index entries (``models/<m>/versions/<semver>``) point at immutable manifests; tags are
-marker objects beside them. Manifests are cached in memory by digest (they never change).
+Version index entries (``models/<m>/versions/<semver>``) point at immutable manifests and
+publish versions; tags are marker objects beside them. Listings (versions, latest, tags) come
+from each model's catalog of summaries (:mod:`casstore.repo.model_catalog`), a cache rebuilt
+from the manifests when missing or damaged. Manifests are cached in memory by digest.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from casstore.digest import Digest
 from casstore.errors import CorruptObjectError, NotFoundError
 from casstore.repo.keys import (
+    CATALOG_FORMAT,
+    CHUNKS,
+    MANIFESTS,
     MODELS,
     check_name,
     manifest_key,
-    tags_prefix,
     version_key,
-    versions_prefix,
 )
 from casstore.repo.manifest import Manifest, decode
+from casstore.repo.model_catalog import Entry, ModelCatalog, View, index_digest
 from casstore.repo.refs import RefStore, Target
-from casstore.repo.versioning import parse_spec, semver_key
+from casstore.repo.summary import Summary, summarize
+from casstore.repo.versioning import parse_spec
 from casstore.store.base import ObjectStore
 
 
-@dataclass(frozen=True)
 class Version:
-    """A stored version: its manifest, its id (manifest digest) and its live tags."""
+    """A stored version: its summary, its id (manifest digest) and its live tags.
 
-    manifest: Manifest
-    id: Digest
-    tags: tuple[str, ...] = ()
+    Listings build versions from catalog summaries; the manifest (files, chunks) is read
+    the first time :attr:`manifest` is asked for, then kept."""
 
-    model = property(lambda self: self.manifest.model)
-    version = property(lambda self: self.manifest.version)
-    name = property(lambda self: self.manifest.name)
-    created_at = property(lambda self: self.manifest.created_at)
-    version_type = property(lambda self: self.manifest.version_type)
-    metrics = property(lambda self: self.manifest.performance_metrics)
-    params = property(lambda self: self.manifest.params)
-    size_bytes = property(lambda self: self.manifest.size_bytes)
+    __slots__ = ("_loader", "_manifest", "summary", "tags")
+
+    def __init__(
+        self,
+        summary: Summary,
+        tags: tuple[str, ...] = (),
+        manifest: Manifest | None = None,
+        loader: Callable[[Digest], Manifest] | None = None,
+    ) -> None:
+        self.summary = summary
+        self.tags = tuple(tags)
+        self._manifest = manifest
+        self._loader = loader
+
+    @classmethod
+    def of(cls, manifest: Manifest, digest: Digest, tags: tuple[str, ...] = ()) -> Version:
+        return cls(summarize(manifest, digest), tags, manifest)
+
+    @property
+    def manifest(self) -> Manifest:
+        if self._manifest is None:
+            if self._loader is None:
+                raise NotFoundError(f"manifest of {self.name} is not available")
+            self._manifest = self._loader(self.id)
+        return self._manifest
+
+    id = property(lambda self: self.summary.id)
+    model = property(lambda self: self.summary.model)
+    version = property(lambda self: self.summary.version)
+    name = property(lambda self: self.summary.name)
+    created_at = property(lambda self: self.summary.created_at)
+    version_type = property(lambda self: self.summary.version_type)
+    metrics = property(lambda self: self.summary.metrics)
+    params = property(lambda self: self.summary.params)
+    size_bytes = property(lambda self: self.summary.size_bytes)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Version):
+            return NotImplemented
+        return (self.summary.manifest, self.tags) == (other.summary.manifest, other.tags)
+
+    def __hash__(self) -> int:
+        return hash((self.summary.manifest, self.tags))
+
+    def __repr__(self) -> str:
+        return f"Version({self.name!r}, tags={self.tags!r})"
 
     @property
     def target(self) -> Target:
-        return Target(version=self.version, manifest=self.id.hex())
+        return Target(version=self.version, manifest=self.summary.manifest)
 
     def to_dict(self, *, files: bool = False) -> dict[str, Any]:
         """The seed document's metadata schema (plus lineage and id)."""
-        m = self.manifest
+        s = self.summary
         d: dict[str, Any] = {
-            "model_name": m.model,
-            "version": f"v{m.version}_{m.created_at:%Y%m%d_%H%M%S}",
-            "semver": m.version,
-            "name": m.name,
-            "id": self.id.hex(),
-            "created_at": m.created_at.isoformat(),
-            "created_by": m.created_by,
-            "version_type": m.version_type,
-            "performance_metrics": dict(m.performance_metrics),
-            "training_data": m.training_data.model_dump(mode="json"),
-            "change_log": m.change_log,
+            "model_name": s.model,
+            "version": f"v{s.version}_{s.created_at:%Y%m%d_%H%M%S}",
+            "semver": s.version,
+            "name": s.name,
+            "id": s.manifest,
+            "created_at": s.created_at.isoformat(),
+            "created_by": s.created_by,
+            "version_type": s.version_type,
+            "performance_metrics": dict(s.metrics),
+            "training_data": dict(s.training_data),
+            "change_log": s.change_log,
             "tags": list(self.tags),
-            "dependencies": list(m.dependencies),
-            "parent": m.parent,
-            "params": dict(m.params),
-            "lineage": m.lineage.model_dump(),
-            "size_bytes": m.size_bytes,
-            "hash": self.id.hex(),
-            "file_count": len(m.files),
+            "dependencies": list(s.dependencies),
+            "parent": s.parent,
+            "params": dict(s.params),
+            "lineage": dict(s.lineage),
+            "size_bytes": s.size_bytes,
+            "hash": s.manifest,
+            "file_count": s.file_count,
         }
         if files:
             d["files"] = [
@@ -82,13 +122,14 @@ class Version:
                     "tensors": len(f.tensors),
                     "chunker": f.chunker,
                 }
-                for f in m.files
+                for f in self.manifest.files
             ]
         return d
 
 
 class Catalog:
-    """Reads models, versions, manifests and tags from a store."""
+    """Reads models, versions, manifests and tags: listings from the per-model catalogs
+    (:mod:`casstore.repo.model_catalog`), single versions from their index entries."""
 
     def __init__(
         self, store: ObjectStore, on_manifest: Callable[[Manifest], None] | None = None
@@ -96,13 +137,23 @@ class Catalog:
         self.store = store
         self._manifests: dict[Digest, Manifest] = {}
         self._on_manifest = on_manifest
+        self.models_catalog = ModelCatalog(store, self.manifests)
+        self._migrated = False
 
     def remember(self, digest: Digest, manifest: Manifest) -> None:
         self._manifests[digest] = manifest
         if self._on_manifest is not None:
             self._on_manifest(manifest)
 
+    # -- models ----------------------------------------------------------------------------
     def models(self) -> list[str]:
+        """Model names: one listing of the catalog heads (a store from before catalogs, not
+        yet written by this release: a listing of every model key)."""
+        if self.migrated():
+            return self.models_catalog.model_names()
+        return self._legacy_models()
+
+    def _legacy_models(self) -> list[str]:
         names = set()
         for info in self.store.list(MODELS):
             parts = info.key[len(MODELS) :].split("/")
@@ -110,18 +161,37 @@ class Catalog:
                 names.add(parts[0])
         return sorted(names)
 
-    def version_index(self, model: str) -> dict[str, Digest]:
-        """semver -> manifest digest for every version of ``model``."""
-        prefix = versions_prefix(model)
-        keys = [i.key for i in self.store.list(prefix)]
-        out = {}
-        for key, raw in self.store.get_many(keys).items():
-            try:
-                out[key[len(prefix) :]] = Digest.parse(json.loads(raw)["manifest"])
-            except (ValueError, KeyError, TypeError) as e:
-                raise CorruptObjectError(f"version index entry {key} is unreadable") from e
-        return out
+    def migrated(self) -> bool:
+        if not self._migrated:
+            self._migrated = self.store.exists(CATALOG_FORMAT)
+        return self._migrated
 
+    def ensure_catalogs(self) -> None:
+        """Build every model's catalog once in a store from before catalogs (its first write
+        by this release; one request on every later write). The marker records the chunks
+        and bytes already stored, the base of the stats counters."""
+        if self.migrated():
+            return
+        models = self._legacy_models()
+        for model in models:
+            self.models_catalog.store_rebuilt(model)
+        base = {"chunks": 0, "stored": 0}
+        if models:  # objects from before: counted once, exactly
+            for prefix in (CHUNKS, MANIFESTS):
+                for info in self.store.list(prefix):
+                    base["chunks"] += prefix == CHUNKS
+                    base["stored"] += info.size
+        self.store.put_if_absent(CATALOG_FORMAT, json.dumps({"format": 1, **base}).encode())
+        self._migrated = True
+
+    def stats_base(self) -> dict[str, int]:
+        try:
+            data = json.loads(self.store.get(CATALOG_FORMAT))
+        except (NotFoundError, ValueError):
+            return {}
+        return {k: v for k, v in data.items() if isinstance(v, int) and k != "format"}
+
+    # -- manifests -------------------------------------------------------------------------
     def manifest(self, digest: Digest) -> Manifest:
         m = self._manifests.get(digest)
         if m is None:
@@ -133,28 +203,53 @@ class Catalog:
             self.remember(digest, m)
         return m
 
-    def _tags(self, model: str) -> dict[str, set[str]]:
-        prefix = tags_prefix(model)
-        out: dict[str, set[str]] = {}
-        for info in self.store.list(prefix):
-            tag, semver = info.key[len(prefix) :].split("/", 1)
-            out.setdefault(semver, set()).add(tag)
-        return out
+    def manifests(self, digests: list[Digest]) -> dict[Digest, Manifest]:
+        """The manifests among ``digests`` that exist and decode (batched reads)."""
+        missing = [d for d in digests if d not in self._manifests]
+        try:
+            raws = self.store.get_many([manifest_key(d) for d in missing])
+        except NotFoundError:
+            raws = {}
+            for d in missing:
+                try:
+                    raws[manifest_key(d)] = self.store.get(manifest_key(d))
+                except NotFoundError:
+                    continue
+        for d in missing:
+            raw = raws.get(manifest_key(d))
+            if raw is None:
+                continue
+            try:
+                self.remember(d, decode(raw, d))
+            except CorruptObjectError:
+                continue
+        return {d: self._manifests[d] for d in digests if d in self._manifests}
+
+    # -- versions --------------------------------------------------------------------------
+    def version_index(self, model: str) -> dict[str, Digest]:
+        """semver -> manifest digest of every index entry: the source of truth, O(versions)
+        requests (verify and repair use it; everyday commands use the catalog)."""
+        return self.models_catalog.index(model)
+
+    def view(self, model: str) -> View:
+        view = self.models_catalog.read(check_name("model", model))
+        if view is None:
+            raise NotFoundError(f"unknown model {model!r}")
+        return view
+
+    def _version(self, e: Entry) -> Version:
+        return Version(e.summary, e.tags, self._manifests.get(e.summary.id), self.manifest)
 
     def versions(self, model: str) -> list[Version]:
-        """Every version of ``model``, oldest semantic version first."""
-        index = self.version_index(model)
-        if not index:
+        """Every version of ``model``, oldest semantic version first (from its catalog)."""
+        entries = self.view(model).entries()
+        if not entries:
             raise NotFoundError(f"unknown model {model!r}")
-        missing = [d for d in index.values() if d not in self._manifests]
-        raws = self.store.get_many([manifest_key(d) for d in missing]) if missing else {}
-        for d in missing:
-            self.remember(d, decode(raws[manifest_key(d)], d))
-        tags = self._tags(model)
-        return [
-            Version(self._manifests[d], d, tuple(sorted(tags.get(s, ()))))
-            for s, d in sorted(index.items(), key=lambda kv: semver_key(kv[0]))
-        ]
+        return [self._version(e) for e in entries]
+
+    def newest(self, model: str, limit: int | None = None) -> list[Version]:
+        """The newest ``limit`` versions (all with None), highest semantic version first."""
+        return [self._version(e) for e in self.view(model).newest(limit)]
 
     def get_version(
         self, model: str, spec: str, refs: RefStore, *, request_key: str | None = None
@@ -162,6 +257,7 @@ class Catalog:
         """A version by any form :func:`~casstore.repo.versioning.parse_spec` accepts."""
         check_name("model", model)
         s = parse_spec(model, spec)
+        view: View | None = None
         if s.ref is not None:
             try:
                 target = refs.resolve(model, s.ref, request_key)
@@ -174,31 +270,26 @@ class Catalog:
                 ) from None
             semver, digest = target.version, Digest.parse(target.manifest)
         elif s.latest:
-            index = self.version_index(model)
-            if not index:
+            view = self.view(model)
+            top = view.newest(1)
+            if not top:
                 raise NotFoundError(f"unknown model {model!r}")
-            semver = max(index, key=semver_key)
-            digest = index[semver]
+            semver, digest = top[0].summary.version, top[0].summary.id
         else:
             assert s.semver is not None
             try:
                 raw = self.store.get(version_key(model, s.semver))
             except NotFoundError:
-                if not self.version_index(model):
+                if self.models_catalog.read(model) is None:
                     raise NotFoundError(f"unknown model {model!r}") from None
                 raise NotFoundError(f"model {model!r} has no version {spec!r}") from None
-            semver, digest = s.semver, Digest.parse(json.loads(raw)["manifest"])
+            semver, digest = s.semver, index_digest(raw, model, s.semver)
         m = self.manifest(digest)
         if m.model != model or m.version != semver:
             raise CorruptObjectError(f"index entry for {model} v{semver} names another version")
         if s.full_name is not None and m.name != s.full_name:
             raise NotFoundError(f"model {model!r} has no version {spec!r} (v{semver} is {m.name})")
-        tags = tuple(sorted(t for t, vs in self._tag_map(model).items() if semver in vs))
-        return Version(m, digest, tags)
-
-    def _tag_map(self, model: str) -> dict[str, set[str]]:
-        out: dict[str, set[str]] = {}
-        for semver, ts in self._tags(model).items():
-            for t in ts:
-                out.setdefault(t, set()).add(semver)
-        return out
+        view = view or self.models_catalog.read(model)
+        entry = view.get(semver) if view is not None else None
+        tags = entry.tags if entry is not None else tuple(sorted(m.tags))
+        return Version.of(m, digest, tags)

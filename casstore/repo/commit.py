@@ -33,7 +33,14 @@ from casstore.repo.catalog import Version
 from casstore.repo.chunks import ChunkWriter, Progress
 from casstore.repo.context import StoreContext
 from casstore.repo.deltas import delta_index
-from casstore.repo.keys import check_name, chunk_key, manifest_key, tag_key, version_key
+from casstore.repo.keys import (
+    check_name,
+    chunk_key,
+    expired_key,
+    manifest_key,
+    tag_key,
+    version_key,
+)
 from casstore.repo.leases import Session
 from casstore.repo.manifest import (
     VERSION_TYPES,
@@ -48,8 +55,10 @@ from casstore.repo.manifest import (
     encode,
     version_name,
 )
+from casstore.repo.model_catalog import Entry
 from casstore.repo.query import PARAM_PREFIX
-from casstore.repo.versioning import Bump, bump, parse_spec, semver_key
+from casstore.repo.summary import summarize
+from casstore.repo.versioning import Bump, bump, parse_spec
 
 Source = tuple[str, int, ReadAt] | tuple[str, int, ReadAt, ReadAt]
 """A file to commit: ``(path in the version, size, read_at[, view_at])``.
@@ -228,7 +237,6 @@ class PreparedCommit:
     sources: list[tuple[Source, FileLayout]]
     prechunked: tuple[FileEntry, ...]
     chunker: Chunker
-    existing: dict[str, Digest]  # semver -> manifest of the model's versions
     started: float
 
 
@@ -252,12 +260,22 @@ def prepare(
     chunker = get_chunker(spec.chunker or ctx.config.chunker)
     # every file's format, parsed once: hostile files are refused before anything is stored
     parsed = [(s, detect_layout(s[2], s[1], s[0], spec.allow_globals)) for s in sources]
-    existing = ctx.catalog.version_index(spec.model)
-    if spec.version is not None and spec.version in existing:
-        raise AlreadyExistsError(f"{spec.model} v{spec.version} already exists")
+    if spec.version is not None:
+        check_new_number(ctx, spec.model, spec.version)
     if spec.parent is not None:
         ctx.get_version(spec.model, spec.parent)  # refused now if it does not exist
-    return PreparedCommit(spec, parsed, tuple(prechunked), chunker, existing, t0)
+    return PreparedCommit(spec, parsed, tuple(prechunked), chunker, t0)
+
+
+def check_new_number(ctx: StoreContext, model: str, semver: str) -> None:
+    """Refuse an explicit version that exists or existed (numbers are never reused): two
+    requests, whatever the history's length."""
+    if ctx.store.exists(version_key(model, semver)):
+        raise AlreadyExistsError(f"{model} v{semver} already exists")
+    if ctx.store.exists(expired_key(model, semver)):
+        raise AlreadyExistsError(
+            f"{model} v{semver} was used by a version GC expired; numbers are never reused"
+        )
 
 
 def store_and_publish(
@@ -274,6 +292,7 @@ def store_and_publish(
     """
     if not ctx.exists:
         ctx.init()
+    ctx.catalog.ensure_catalogs()
     parent = _parent(ctx, plan)
     writer = _writer(ctx, plan, parent, progress)
     entries: list[FileEntry] = []
@@ -293,8 +312,10 @@ def store_and_publish(
         _check_present(ctx, plan.prechunked)
         entries.extend(plan.prechunked)
     session.check()  # a reaped (stale) session must not publish
-    version = _publish(ctx, plan, tuple(entries), parent.version if parent else None)
     st = writer.stats
+    counters = {"chunks": st.new_chunks, "stored": st.stored_bytes, "unique": st.new_bytes,
+                "encoded": st.stored_bytes}
+    version = _publish(ctx, plan, tuple(entries), parent.version if parent else None, counters)
     return CommitResult(
         version,
         st.logical_bytes + sum(e.size for e in plan.prechunked),
@@ -329,26 +350,36 @@ def _writer(
 
 
 def _newest(ctx: StoreContext, plan: PreparedCommit, parent: Version | None) -> Version | None:
-    """The model's highest version as :func:`prepare` listed it, if it still exists (one
-    read: a version GC expired since is simply not used)."""
-    if not plan.existing:
-        return None
-    semver = max(plan.existing, key=semver_key)
-    if parent is not None and parent.version == semver:
-        return parent
+    """The model's highest version, from its catalog (its head; a version GC expired since
+    is simply not used)."""
     try:
-        return ctx.get_version(plan.spec.model, semver)
+        top = ctx.catalog.newest(plan.spec.model, 1)
     except NotFoundError:
         return parent
+    if not top or (parent is not None and parent.version == top[0].version):
+        return parent
+    try:
+        top[0].manifest  # noqa: B018 - read now: it may have been expired meanwhile
+    except NotFoundError:
+        return parent
+    return top[0]
 
 
 def _publish(
-    ctx: StoreContext, plan: PreparedCommit, files: tuple[FileEntry, ...], parent: str | None
+    ctx: StoreContext,
+    plan: PreparedCommit,
+    files: tuple[FileEntry, ...],
+    parent: str | None,
+    counters: dict[str, int],
 ) -> Version:
-    spec, existing = plan.spec, plan.existing
+    """Reserve a number in the catalog, publish manifest -> index entry -> tags, then fold
+    the version into the catalog. Two writers never get one number; a number is never
+    reused (the catalog's high-water mark counts expired versions)."""
+    spec = plan.spec
+    cat = ctx.catalog.models_catalog
     for _attempt in range(20):
-        latest = max(existing, key=semver_key) if existing else None
-        semver = spec.version or bump(latest, spec.bump)
+        semver = cat.reserve(spec.model, lambda high: spec.version or bump(high, spec.bump),
+                             ctx.actor)
         manifest = spec.draft(semver, ctx.actor, parent, files)
         raw = encode(manifest)
         mid = Digest.of(raw)
@@ -356,15 +387,18 @@ def _publish(
         index = json.dumps({"manifest": mid.hex(), "name": manifest.name}).encode()
         if ctx.store.put_if_absent(version_key(spec.model, semver), index):
             break
+        cat.finalize(spec.model, cat.published(spec.model, semver), semver)  # taken: fold in
         if spec.version is not None:
             raise AlreadyExistsError(f"{spec.model} v{semver} already exists")
-        existing = ctx.catalog.version_index(spec.model)  # lost a race for the number: retry
-    else:  # pragma: no cover - twenty concurrent committers in a row
+    else:  # pragma: no cover - twenty numbers taken behind the catalog's back in a row
         raise AlreadyExistsError(f"could not allocate a new version of {spec.model}")
     ctx.catalog.remember(mid, manifest)
     for t in spec.tags:
         ctx.store.put_if_absent(tag_key(spec.model, t, semver), b"")
-    return Version(manifest, mid, spec.tags)
+    counters = {**counters, "stored": counters["stored"] + len(raw)}
+    cat.finalize(spec.model, Entry(summarize(manifest, mid), tuple(sorted(spec.tags))), semver,
+                 counters)
+    return Version.of(manifest, mid, tuple(sorted(spec.tags)))
 
 
 def _file_entry(
@@ -412,12 +446,14 @@ def _parent(ctx: StoreContext, plan: PreparedCommit) -> Version | None:
     model = plan.spec.model
     if plan.spec.parent is not None:
         return ctx.get_version(model, plan.spec.parent)
-    if not plan.existing:
-        return None
     try:
         return ctx.get_version(model, "@current")
     except NotFoundError:
+        pass
+    try:
         return ctx.get_version(model, "latest")
+    except NotFoundError:
+        return None
 
 
 # -- option checks ---------------------------------------------------------------------------

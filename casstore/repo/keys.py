@@ -10,6 +10,10 @@ Store layout (keys are '/'-separated, relative to the store root)::
     models/<model>/refs/<ref>               the only mutable objects (compare-and-swap)
     models/<model>/reflog/<ref>/<seq>       append-only history of ref moves
     models/<model>/expired/<semver>         markers of versions GC expired
+    catalog/format                          marker: every model has a catalog (and stats base)
+    catalog/heads/<model>                   per-model catalog head (compare-and-swap)
+    catalog/segments/<model>/<64 hex>       sealed catalog segments (immutable, by digest)
+    catalog/gc                              counters GC maintains (chunks and bytes deleted)
     sessions/<id>, gc/lock                  write sessions and the GC sweep lease
     gc/auto/<model>                         when automatic cleanup last checked a model
     tmp/                                    temporary files of in-progress writes
@@ -31,6 +35,10 @@ CHUNKS = "chunks/"
 MANIFESTS = "manifests/"
 MODELS = "models/"
 POLICIES = "policies/"
+CATALOG_FORMAT = "catalog/format"
+CATALOG_HEADS = "catalog/heads/"
+CATALOG_SEGMENTS = "catalog/segments/"
+CATALOG_GC = "catalog/gc"
 FOLLOWERS = "followers/"
 WATCH = "watch/"
 
@@ -110,7 +118,19 @@ def tag_key(model: str, tag: str, semver: str) -> str:
 
 def expired_key(model: str, semver: str) -> str:
     """Marker left by GC when it expires a version (so verify can tell expired from lost)."""
-    return f"{model_prefix(model)}expired/{check_semver(semver)}"
+    return f"{expired_prefix(model)}{check_semver(semver)}"
+
+
+def expired_prefix(model: str) -> str:
+    return f"{model_prefix(model)}expired/"
+
+
+def catalog_head_key(model: str) -> str:
+    return f"{CATALOG_HEADS}{check_name('model', model)}"
+
+
+def catalog_segment_key(model: str, digest: Digest) -> str:
+    return f"{CATALOG_SEGMENTS}{check_name('model', model)}/{digest.hex()}"
 
 
 def refs_prefix(model: str) -> str:

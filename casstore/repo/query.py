@@ -1,13 +1,15 @@
 """Filtering versions: by tag, type, metric conditions such as ``accuracy>=0.9``, string
-params such as ``param.optimizer=adamw``, and dates."""
+params such as ``param.optimizer=adamw``, and dates; ordering by a metric
+(``--order-by accuracy:desc``) and a limit."""
 
 from __future__ import annotations
 
 import datetime as dt
 import operator
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from casstore.errors import InvalidInputError
 
@@ -103,25 +105,61 @@ def parse_when(
 
 
 @dataclass(frozen=True)
+class Order:
+    """Sort by a metric; versions without it come last."""
+
+    metric: str
+    descending: bool = True
+
+    def sort(self, versions: list[Any]) -> list[Any]:
+        have = [v for v in versions if self.metric in v.metrics]
+        lack = [v for v in versions if self.metric not in v.metrics]
+        have.sort(key=lambda v: v.metrics[self.metric], reverse=self.descending)
+        return have + lack
+
+
+def parse_order(text: str) -> Order:
+    """``METRIC``, ``METRIC:desc`` (the default: best first for higher-is-better) or
+    ``METRIC:asc``."""
+    metric, _, way = text.partition(":")
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.\-]*", metric) or way not in ("", "asc", "desc"):
+        raise InvalidInputError(f"bad order {text!r}: expected METRIC, METRIC:asc or METRIC:desc")
+    return Order(metric, way != "asc")
+
+
+@dataclass(frozen=True)
 class Query:
-    """What to look for. Every given criterion must hold."""
+    """What to look for (every given criterion must hold), in which order, how many."""
 
     tags: Sequence[str] = ()
     version_type: str | None = None
     where: Sequence[Condition] = ()
     since: dt.datetime | None = None
     until: dt.datetime | None = None
+    order: Order | None = None
+    limit: int | None = None
 
-    def matches(self, version: object) -> bool:
-        m = version.manifest  # type: ignore[attr-defined]
-        tags = set(version.tags)  # type: ignore[attr-defined]
+    def __post_init__(self) -> None:
+        if self.limit is not None and (isinstance(self.limit, bool) or
+                                       not isinstance(self.limit, int) or self.limit < 0):
+            raise InvalidInputError(f"limit must be a whole number >= 0, not {self.limit!r}")
+
+    def matches(self, version: Any) -> bool:
+        tags = set(version.tags)
         return (
             all(t in tags for t in self.tags)
-            and (self.version_type is None or m.version_type == self.version_type)
+            and (self.version_type is None or version.version_type == self.version_type)
             and all(
-                c(m.params) if isinstance(c, ParamCondition) else c(m.performance_metrics)
+                c(version.params) if isinstance(c, ParamCondition) else c(version.metrics)
                 for c in self.where
             )
-            and (self.since is None or m.created_at >= self.since)
-            and (self.until is None or m.created_at <= self.until)
+            and (self.since is None or version.created_at >= self.since)
+            and (self.until is None or version.created_at <= self.until)
         )
+
+    def apply(self, versions: Iterable[Any]) -> list[Any]:
+        """The matching versions, ordered, limited."""
+        found = [v for v in versions if self.matches(v)]
+        if self.order is not None:
+            found = self.order.sort(found)
+        return found if self.limit is None else found[: self.limit]

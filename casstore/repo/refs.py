@@ -14,7 +14,7 @@ import datetime as dt
 import getpass
 import json
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -26,7 +26,6 @@ from casstore.repo.keys import (
     ref_key,
     reflog_key,
     reflog_prefix,
-    reflog_root,
     refs_prefix,
 )
 from casstore.store.base import ObjectStore
@@ -113,6 +112,8 @@ class ReflogEntry(_Frozen):
     # what an automatic move acted on (figures, violations, incident); left out when None,
     # so entries without evidence keep the bytes older readers expect
     evidence: dict[str, Any] | None = Field(default=None, exclude_if=lambda v: v is None)
+    # the previous entry's time, so a walk back in time stops before reading it
+    prev_time: dt.datetime | None = Field(default=None, exclude_if=lambda v: v is None)
 
 
 class RefRecord(_Frozen):
@@ -241,11 +242,48 @@ class RefStore:
             seq, page = seq - page, page * 2
 
     def _reflog_refs(self, model: str) -> list[str]:
-        names = set(self.list_all_names(model))
-        prefix = reflog_root(model)
-        for info in self.store.list(prefix):
-            names.add(info.key[len(prefix) :].split("/", 1)[0])
-        return sorted(names)
+        return sorted(self.list_all_names(model))  # a ref object outlives its deletion
+
+    def walk(self, model: str, ref: str, stop: Callable[[ReflogEntry], bool]) -> \
+            list[ReflogEntry]:
+        """Entries of one ref, newest first, up to and including the first one ``stop``
+        accepts. Reads only those entries: each entry records its predecessor's time, so
+        a walk bounded by time (``since``) stops without reading the older one."""
+        rec, _ = self.read(model, ref)
+        out: list[ReflogEntry] = []
+        e = None if rec is None else rec.entry
+        while e is not None:
+            out.append(e)
+            if stop(e) or e.seq == 0:
+                break
+            e = self._entry(model, ref, e.seq - 1)
+        return out
+
+    def since(self, model: str, when: dt.datetime) -> list[ReflogEntry]:
+        """Every entry (of every ref of ``model``) at or after ``when``: reads only those."""
+        out = []
+        for name in self._reflog_refs(model):
+            entries = self.walk(model, name, lambda e: e.prev_time is not None
+                                and e.prev_time < when)
+            out += [e for e in entries if e.time >= when]
+        return sorted(out, key=lambda e: (e.time, e.ref, e.seq))
+
+    def at(self, model: str, when: dt.datetime, ref: str | None = None) -> list[ReflogEntry]:
+        """The entry that set each ref's value at ``when`` (refs created later are left out);
+        reads the entries after ``when`` and one more per ref."""
+        out = []
+        for name in [ref] if ref is not None else self._reflog_refs(model):
+            entries = self.walk(model, name, lambda e: e.time <= when)
+            if entries and entries[-1].time <= when:
+                out.append(entries[-1])
+        return sorted(out, key=lambda e: e.ref)
+
+    def _entry(self, model: str, ref: str, seq: int) -> ReflogEntry | None:
+        key = reflog_key(model, ref, seq)
+        try:
+            return self._parse_entry(self.store.get(key), key)
+        except NotFoundError:
+            return None
 
     def list_all_names(self, model: str) -> list[str]:
         prefix = refs_prefix(model)
@@ -303,6 +341,7 @@ class RefStore:
             trigger=trigger,
             op=op,
             evidence=evidence,
+            prev_time=None if rec is None else rec.entry.time,
         )
         record = RefRecord(value=new, entry=entry)
         self.store.replace_if_match(ref_key(model, ref), _dump(record), token)

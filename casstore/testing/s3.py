@@ -3,7 +3,8 @@
 moto checks ``If-None-Match`` / ``If-Match`` and then writes without holding a lock, so two
 concurrent conditional PUTs can both pass the check. Real S3 decides them atomically. To make
 moto behave like S3 under concurrency, :class:`AtomicMotoServer` serialises every mutating
-request (PUT, POST, DELETE); reads stay concurrent.
+request (PUT, POST, DELETE); reads stay concurrent. Every server started here counts the HTTP
+requests it serves (:func:`http_requests`): request bounds are measured at the server.
 """
 
 from __future__ import annotations
@@ -32,6 +33,25 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+_served = [0]
+_served_lock = threading.Lock()
+
+
+def http_requests() -> int:
+    """HTTP requests served so far by the moto servers of this process (all methods)."""
+    with _served_lock:
+        return _served[0]
+
+
+def _counted(app: Callable[..., Any]) -> Callable[..., Any]:
+    def wrapped(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        with _served_lock:
+            _served[0] += 1
+        return app(environ, start_response)
+
+    return wrapped
+
+
 def _serialise_writes(app: Callable[..., Any]) -> Callable[..., Any]:
     lock = threading.Lock()
 
@@ -44,16 +64,18 @@ def _serialise_writes(app: Callable[..., Any]) -> Callable[..., Any]:
     return wrapped
 
 
-def _atomic_server_class() -> type:
+def _server_class(serialise_writes: bool) -> type:
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
     from moto.server import ThreadedMotoServer
     from werkzeug.serving import make_server
 
     class AtomicMotoServer(ThreadedMotoServer):
-        """ThreadedMotoServer whose mutating requests are decided one at a time."""
+        """ThreadedMotoServer that counts requests and (by default) decides mutating requests
+        one at a time."""
 
         def _server_entry(self) -> None:
-            app = _serialise_writes(DomainDispatcherApplication(create_backend_app))
+            app = DomainDispatcherApplication(create_backend_app)
+            app = _counted(_serialise_writes(app) if serialise_writes else app)
             self._server = make_server(self._ip_address, self._port, app, True)
             self._server_ready_event.set()
             self._server.serve_forever()
@@ -69,14 +91,13 @@ def moto_s3_server(bucket: str = BUCKET, *, serialise_writes: bool = True) -> It
     ``os.environ`` (so subprocesses inherit them) and restores the old values afterwards.
     """
     import boto3
-    from moto.server import ThreadedMotoServer
 
     saved = {k: os.environ.get(k) for k in (*_ENV, *_UNSET)}
     os.environ.update(_ENV)
     for k in _UNSET:
         os.environ.pop(k, None)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
-    cls = _atomic_server_class() if serialise_writes else ThreadedMotoServer
+    cls = _server_class(serialise_writes)
     server = cls(ip_address="127.0.0.1", port=free_port(), verbose=False)
     server.start()
     host, port = server.get_host_and_port()

@@ -50,7 +50,7 @@ def test_commit_log_show_checkout_stats(tmp_path: Path, files: list[Path]):
     )
     assert r.json()["semver"] == "1.0.1"
     r = run("log", "bert", "--json", store=store)
-    assert [v["semver"] for v in r.json()["versions"]] == ["1.0.0", "1.0.1"]
+    assert [v["semver"] for v in r.json()["versions"]] == ["1.0.1", "1.0.0"]  # newest first
     assert r.json()["refs"] == {"current": "1.0.0"}
     r = run("log", "bert", store=store)
     assert r.code == 0 and "bert_v1.0.1_" in r.out

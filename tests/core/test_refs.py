@@ -147,9 +147,20 @@ def test_incomplete_target_refused(three: Repository):
 
     v = three.get_version("m", "1.0.2")
     three.store.delete(chunk_key(v.manifest.files[0].object_digests()[0]))
-    r = three.promote("m", "1.0.2")
+    r = three.promote("m", "1.0.2", verify=True)  # the per-chunk check, on request
     assert not r.ok and "missing" in r.message
     assert three.resolve("m").version == "1.0.0"
+
+
+def test_promote_checks_only_the_index_entry_by_default(three: Repository):
+    """Without --verify a promote trusts the GC protocol (an indexed version keeps its
+    chunks): damage it does not look for is found by ``verify``, not by the switch."""
+    from casstore.repo.keys import chunk_key
+
+    v = three.get_version("m", "1.0.2")
+    three.store.delete(chunk_key(v.manifest.files[0].object_digests()[0]))
+    assert three.promote("m", "1.0.2").ok
+    assert not three.verify().ok
 
 
 def _about(count: int, n: int, p: float) -> bool:

@@ -138,7 +138,7 @@ def test_rollback_across_buckets(local: Repository, s3_url: str, tmp_path: Path)
     from casstore.repo.keys import chunk_key
 
     second.store.delete(chunk_key(v.manifest.files[0].object_digests()[0]))
-    outcomes = rollback_across([remote.rollout, second.rollout], "m", to="1.0.0")
+    outcomes = rollback_across([remote.rollout, second.rollout], "m", to="1.0.0", verify=True)
     assert not any(o.ok for o in outcomes)
     assert "missing" in outcomes[1].message
     assert {r.resolve("m").version for r in (remote, second)} == {"1.0.1"}

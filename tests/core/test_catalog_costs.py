@@ -1,0 +1,160 @@
+"""Request bounds of the everyday commands (issue 12), held with a counting store: they do not
+grow with the length of history or the size of the model. On S3 the HTTP requests moto's
+server served are counted as well (a listing of many keys is several pages there)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from casstore import Repository
+from casstore.ops.gc import GarbageCollector
+from casstore.ops.retention import RetentionPolicy
+from casstore.repo import model_catalog
+from casstore.repo.query import Query, parse_order
+from casstore.store import open_store
+from casstore.testing.s3 import http_requests
+from casstore.testing.stores import CountingStore
+from tests import series
+
+N = 60  # versions: with the small segments below, 5+ sealed segments and a short tail
+
+
+class KeyLog(CountingStore):
+    """A counting store that also remembers which keys were read."""
+
+    def __init__(self, inner) -> None:
+        super().__init__(inner)
+        self.read: list[str] = []
+
+    def get(self, key, start=None, end=None):
+        self.read.append(key)
+        return super().get(key, start, end)
+
+    def get_many(self, keys):
+        keys = list(keys)
+        self.read += keys
+        return super().get_many(keys)
+
+
+class Meter:
+    """Requests of one operation: casstore's store calls, and on S3 the HTTP requests."""
+
+    def __init__(self, store: KeyLog, s3: bool) -> None:
+        self.store, self.s3 = store, s3
+
+    def __call__(self, fn, *args, **kw):
+        self.store.reset()
+        self.store.read.clear()
+        h0 = http_requests()
+        out = fn(*args, **kw)
+        self.calls = self.store.requests
+        self.http = http_requests() - h0 if self.s3 else self.calls
+        return out
+
+
+def put(repo: Repository, i: int, **options) -> str:
+    data = b"%d" % i * 20
+
+    def read_at(offset: int, n: int) -> bytes:
+        return data[offset : offset + n]
+
+    return repo.commit_sources("m", [("w.bin", len(data), read_at)], **options).version.version
+
+
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
+def history(request, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(model_catalog, "SEAL_AT", 4)
+    monkeypatch.setattr(model_catalog, "SEGMENT_MAX", 10)
+    url = str(tmp_path / "store") if request.param == "local" else \
+        request.getfixturevalue("s3_url")
+    store = KeyLog(open_store(url))
+    repo = Repository(store)
+    for i in range(N):
+        put(repo, i, metrics={"acc": (i * 37 % 100) / 100})
+    return repo, store, Meter(store, request.param == "s3")
+
+
+def test_everyday_commands_cost_constant_requests(history):
+    repo, store, meter = history
+    head = repo.catalog.models_catalog.head("m")
+    assert head is not None and len(head.segs) >= 5
+    fresh = Repository(store)  # a new process: nothing cached
+    meter(put, fresh, N)
+    assert meter.calls <= 20 and meter.http <= 20, (meter.calls, meter.http, store.counts())
+    fresh = Repository(store)
+    v = meter(fresh.get_version, "m", "latest")
+    assert v.version == f"1.0.{N}" and meter.calls <= 6 and meter.http <= 6
+    fresh = Repository(store)
+    got = meter(fresh.log, "m", 20)
+    assert [x.version for x in got] == [f"1.0.{N - i}" for i in range(20)]
+    assert meter.calls <= 10 and meter.http <= 10, store.counts()
+    fresh = Repository(store)
+    segments = len(fresh.catalog.models_catalog.head("m").segs)
+    best = meter(fresh.query, "m", Query(order=parse_order("acc"), limit=3))
+    assert len(best) == 3 and best[0].metrics["acc"] == 0.99
+    assert meter.calls <= 5 + segments and meter.http <= 5 + segments, store.counts()
+    fresh = Repository(store)
+    meter(fresh.models)
+    assert meter.calls <= 2 and meter.http <= 2
+    fresh = Repository(store)
+    st = meter(fresh.stats)
+    assert st.versions == N + 1 and meter.calls <= 5 and meter.http <= 5
+
+
+def test_rollback_costs_the_same_whatever_the_model_size(tmp_path: Path):
+    """A target of 300 chunk objects costs what a target of one does (no check per chunk);
+    ``verify=True`` asks about every chunk."""
+    store = KeyLog(open_store(str(tmp_path / "store")))
+    repo = Repository(store)
+    meter = Meter(store, False)
+    small = series.save(tmp_path / "s.safetensors", series.tensors(n=1, size=8 << 10))
+    big = series.save(tmp_path / "b.safetensors", series.tensors(n=300, size=8 << 10, seed=1))
+    repo.commit("m", [small])
+    repo.commit("m", [big])
+    repo.commit("m", [small], version="2.0.0")
+    costs = {}
+    for target in ("1.0.0", "2.0.0", "1.0.1", "2.0.0"):
+        meter(Repository(store).rollback, "m", to=target)
+        costs[target] = meter.calls
+    assert costs["1.0.1"] == costs["1.0.0"] <= 20, costs
+    meter(Repository(store).rollback, "m", to="1.0.1", verify=True)
+    assert meter.calls > 300
+
+
+def test_gc_plan_reads_no_reflog_entry_outside_its_window(tmp_path: Path):
+    store = KeyLog(open_store(str(tmp_path / "store")))
+    repo = Repository(store)
+    put(repo, 0)
+    put(repo, 1)
+    for i in range(200):
+        repo.promote("m", f"1.0.{i % 2}")
+    gc = GarbageCollector(Repository(store).ctx, grace_seconds=0)
+    store.read.clear()
+    gc.plan(RetentionPolicy(keep_last=1, keep_reflog_seconds=0))
+    assert not [k for k in store.read if "/reflog/" in k]
+    # reflog --at T reads the entries after T and the one that was in force at T
+    first = repo.refs.walk("m", "current", lambda e: e.seq == 100)[-1].time
+    store.read.clear()
+    at = Repository(store).refs.at("m", first)
+    assert [e.seq for e in at] == [100]
+    assert len([k for k in store.read if "/reflog/" in k]) <= 100
+
+
+def test_log_all_of_a_long_history(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Newest first, every version, reading the head and each segment once."""
+    monkeypatch.setattr(model_catalog, "SEAL_AT", 8)
+    monkeypatch.setattr(model_catalog, "SEGMENT_MAX", 32)
+    store = KeyLog(open_store(str(tmp_path / "store")))
+    repo = Repository(store)
+    for i in range(100):
+        put(repo, i)
+    fresh = Repository(store)
+    store.reset()
+    everything = fresh.log("m")
+    assert [v.version for v in everything] == [f"1.0.{99 - i}" for i in range(100)]
+    segs = len(fresh.catalog.models_catalog.head("m").segs)
+    assert store.requests <= 2 + segs
+    assert everything[0].created_at <= dt.datetime.now(dt.timezone.utc)
