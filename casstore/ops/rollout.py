@@ -373,8 +373,8 @@ class Rollout:
         verify: bool = False,
     ) -> MoveResult:
         """Revert the ref's last move: point it where it pointed before (a plain version or a
-        split), after checking that is still complete (O(1); ``verify``: every chunk). The undo is itself a move (op
-        ``undo``), so undoing twice redoes."""
+        split), after checking that is still complete (O(1); ``verify``: every chunk). The
+        undo is itself a move (op ``undo``), so undoing twice redoes."""
         rec, _ = self.refs.read(model, ref)
         if rec is None or rec.value is None:
             raise NotFoundError(f"model {model!r} has no ref {ref!r}")

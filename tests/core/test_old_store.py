@@ -77,3 +77,23 @@ def test_old_config_reads_as_encoding_off_and_new_stores_encode(old_store: Path,
     assert json.loads((tmp_path / "new" / "config").read_text())["encoding"] == "fast"
     replace_config(repo.store, StoreConfig(**{**repo.config.model_dump(), "encoding": "max"}))
     assert load_config(repo.store).format_version == 2
+
+
+def test_old_store_gets_its_catalog_on_first_write(old_store: Path, tmp_path: Path) -> None:
+    """Issue 12: a store from before catalogs reads as it is (nothing written), and its first
+    write builds every model's catalog and the stats base, without a manual step."""
+    repo = Repository(str(old_store))
+    assert repo.models() == ["fixture"]
+    assert [v.version for v in repo.log("fixture")] == ["1.0.1", "1.0.0"]
+    assert not (old_store / "catalog").exists()  # readers rebuild in memory only
+    before = repo.stats(exact=True)
+    repo.tag("fixture", "1.0.1", "reviewed")
+    assert (old_store / "catalog" / "heads" / "fixture").is_file()
+    fresh = Repository(str(old_store))
+    assert fresh.catalog.models_catalog.check("fixture") == []
+    counted = fresh.stats()
+    assert not counted.exact
+    for k in ("versions", "logical_bytes", "stored_bytes", "chunks"):
+        assert getattr(counted, k) == getattr(before, k), k
+    assert "reviewed" in fresh.get_version("fixture", "1.0.1").tags
+    assert verify(fresh.ctx).ok
