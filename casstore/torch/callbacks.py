@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import torch
 
-from casstore.errors import InvalidInputError
+from casstore.errors import InvalidInputError, NotFoundError
 from casstore.ops.regression import RegressionPolicy
 from casstore.repo.catalog import Version
 from casstore.repo.keys import check_name
@@ -214,8 +214,11 @@ class CheckpointCallback:
             rec, _ = self.repo.refs.read(self.model, self.best_ref)
             if rec is not None and rec.value is not None and rec.value.target is not None:
                 return resolve_version(self.repo, self.model, rec.value.target.version)
-        if self.best_tag is not None and self.repo.catalog.version_index(self.model):
-            tagged = [v for v in self.repo.versions(self.model) if self.best_tag in v.tags]
+        if self.best_tag is not None:
+            try:  # the catalog: one head and its segments, no manifest
+                tagged = [v for v in self.repo.versions(self.model) if self.best_tag in v.tags]
+            except NotFoundError:
+                return None
             return tagged[-1] if tagged else None
         return None
 
