@@ -231,6 +231,11 @@ class Catalog:
         requests (verify and repair use it; everyday commands use the catalog)."""
         return self.models_catalog.index(model)
 
+    def has_versions(self, model: str) -> bool:
+        """Whether ``model`` has a version (its catalog head; O(1) requests)."""
+        view = self.models_catalog.read(check_name("model", model))
+        return view is not None and bool(view.newest(1))
+
     def view(self, model: str) -> View:
         view = self.models_catalog.read(check_name("model", model))
         if view is None:

@@ -185,7 +185,7 @@ class CheckpointCallback:
         generators from the newest checkpoint (or ``version``); returns its step (None, with
         nothing touched, when the model has no checkpoint yet). The checkpoint is kept as
         :attr:`resumed` (its ``epoch``, ``extra``)."""
-        if not self.repo.catalog.version_index(self.model):
+        if not self.repo.catalog.has_versions(self.model):
             return None
         parts = ["rng"] + [p for p, o in (("model", model), ("optimizer", self.optimizer),
                                           ("scheduler", self.scheduler)) if o is not None]

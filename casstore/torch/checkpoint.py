@@ -179,7 +179,7 @@ def resume(
     """Restore the given objects (and the RNGs) from a checkpoint version; returns its step.
     Returns None, touching nothing, when the model has no versions yet (a fresh run)."""
     with open_repo(store) as repo:
-        if not repo.catalog.version_index(model_name):
+        if not repo.catalog.has_versions(model_name):
             return None
         parts = [p for p, o in (("model", model), ("optimizer", optimizer),
                                 ("scheduler", scheduler)) if o is not None]
