@@ -62,6 +62,7 @@ SEAL_AT = 128  # tail entries kept in the head before they are sealed into a seg
 SEGMENT_MAX = 4096  # a sealed segment grows (by merging) up to this many entries
 COMPACT_AT = 256  # overlay entries (tag changes, expiries of sealed versions) before compaction
 STALE_PENDING = 3600.0  # an unpublished reservation this old is abandoned (number burned)
+PENDING_SETTLE = 5.0  # writers fold in others' reservations and tag changes this old (s)
 FORMAT = 1
 T = TypeVar("T")
 
@@ -104,7 +105,7 @@ class Head:
     tags: dict[str, tuple[str, ...]] = field(default_factory=dict)  # sealed entries' tags
     gone: set[str] = field(default_factory=set)  # sealed entries expired since sealing
     pending: dict[str, dict[str, Any]] = field(default_factory=dict)
-    tagging: dict[str, dict[str, list[str]]] = field(default_factory=dict)  # tag changes
+    tagging: dict[str, dict[str, Any]] = field(default_factory=dict)  # tag changes in flight
     counters: dict[str, int] = field(default_factory=dict)
 
     def raise_high(self, semver: str) -> None:
@@ -138,7 +139,8 @@ class Head:
                 gone={_semver(x) for x in w["gone"]},
                 pending={_semver(k): dict(v) for k, v in w["pending"].items()},
                 counters={str(k): int(v) for k, v in w["counters"].items()},
-                tagging={_semver(k): {"add": _names(v["add"]), "remove": _names(v["remove"])}
+                tagging={_semver(k): {"add": _names(v["add"]), "remove": _names(v["remove"]),
+                                      "t": float(v["t"])}
                          for k, v in w.get("tagging", {}).items()},
             )
             if any(e.summary.model != model for e in tail):
@@ -362,7 +364,7 @@ class ModelCatalog:
             self._resolve_pending(head)
             if self._tags_of(head, semver) is None:
                 raise NotFoundError(f"model {model!r} has no version {semver!r}")
-            head.tagging[semver] = {"add": add, "remove": remove}
+            head.tagging[semver] = {"add": add, "remove": remove, "t": time.time()}
         self.update(model, intend)
         for t in add:
             self.store.put_if_absent(tag_key(model, t, semver), b"")
@@ -435,10 +437,13 @@ class ModelCatalog:
         return self.update(model, fn)
 
     def _resolve_pending(self, head: Head) -> None:
-        """Fold in what crashed (or slow) writers left: published reservations, tag changes."""
-        for semver in list(head.pending):
+        """Fold in what crashed (or slow) writers left: published reservations, tag changes.
+        Younger ones than :data:`PENDING_SETTLE` belong to live writers, which finish them
+        (asking about each would cost every racing writer a request per rival)."""
+        settled = time.time() - PENDING_SETTLE
+        for semver in [k for k, p in head.pending.items() if float(p.get("t", 0)) <= settled]:
             self._resolve_one(head, semver, drop_after=STALE_PENDING)
-        for semver in list(head.tagging):
+        for semver in [k for k, p in head.tagging.items() if float(p.get("t", 0)) <= settled]:
             tags = self.settle_tags(head, semver)
             head.tagging.pop(semver)
             if tags is not None:
