@@ -5,7 +5,7 @@ once in a fresh ``Repository`` (nothing cached, as a new process) over a countin
 store calls (``CountingStore``) and, on S3, the HTTP requests moto's server served. Then:
 100 models x 100 versions (models, query over all, stats), a rollback to a 10,000-chunk
 target, GC planning with 2,000 reflog entries outside the window, and the peak RSS of
-``casstore log --all --json`` at the largest N.
+``casstore log --all --json`` at the largest N (local).
 
     python -m benchmarks.scale                      # local N up to 10,000; S3 up to 1,000
     python -m benchmarks.scale --quick              # smoke: N = 10, 30 (S3: 10), seconds
@@ -127,7 +127,8 @@ def one_model(kind: str, ns: list[int], workdir: Path) -> dict[str, Any]:
                 repo, counting = _open(url)
                 rows.setdefault(name, {})[str(n)] = Meter(counting, s3).run(op, repo)
             done += 1  # the measured commit
-    return {"ops": rows, "build": build}
+        rss = None if s3 else log_rss(url, done)
+    return {"ops": rows, "build": build, "log_rss": rss}
 
 
 def many_models(kind: str, models: int, versions: int, workdir: Path) -> dict[str, Any]:
@@ -212,21 +213,17 @@ def _value(repo: Any, semver: str) -> Any:
     return RefValue.of(repo.get_version("m", semver).target)
 
 
-def log_rss(versions: int, workdir: Path) -> dict[str, Any]:
+def log_rss(url: str, versions: int) -> dict[str, Any]:
     """Peak RSS of ``casstore log --all --json`` over ``versions`` versions (its own process)."""
-    with _stores("local", workdir) as (url, _):
-        writer, _ = _open(url)
-        for i in range(versions):
-            _commit(writer, "m", i)
-        code = ("import os,sys,subprocess,resource;"
-                "p=subprocess.run([sys.executable,'-m','casstore','--store',sys.argv[1],'log',"
-                "'m','--all','--json'],stdout=subprocess.DEVNULL);"
-                "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
-        t0 = time.perf_counter()
-        p = subprocess.run([sys.executable, "-c", code, url], capture_output=True, text=True,
-                           check=True)
-        return {"versions": versions, "peak_rss_mb": round(int(p.stdout) / 1024, 1),
-                "s": round(time.perf_counter() - t0, 2)}
+    code = ("import sys,subprocess,resource;"
+            "p=subprocess.run([sys.executable,'-m','casstore','log','m','--all','--json',"
+            "'--store',sys.argv[1]],stdout=subprocess.DEVNULL,check=True);"
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    t0 = time.perf_counter()
+    p = subprocess.run([sys.executable, "-c", code, url], capture_output=True, text=True,
+                       check=True)
+    return {"versions": versions, "peak_rss_mb": round(int(p.stdout) / 1024, 1),
+            "s": round(time.perf_counter() - t0, 2)}
 
 
 def table(result: dict[str, Any]) -> str:
@@ -274,7 +271,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result["many_models"] = {k: many_models(k, *a.models, work) for k in a.stores}
     result["big_target"] = {k: big_target(k, a.chunks, work) for k in a.stores}
     result["reflog_window"] = reflog_window(a.moves, work)
-    result["log_rss"] = log_rss(max(a.n), work)
+    result["log_rss"] = result["one_model"].get("local", {}).get("log_rss")
     result["self_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
                                        / 1024, 1)
     text = json.dumps(result, indent=2)
