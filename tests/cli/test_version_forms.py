@@ -29,7 +29,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 def _forms(store: str) -> dict[str, str]:
     """Every way casstore's own output names version 1.0.1 (production points at it)."""
     doc = run("show", "m", "1.0.1", "--json", store=store).json()
-    log = run("log", "m", "--json", store=store).json()["versions"][-1]
+    log = run("log", "m", "--json", store=store).json()["versions"][0]  # newest first
     return {
         "full name": doc["name"],
         "version field": doc["version"],  # vX.Y.Z_YYYYMMDD_HHMMSS, the seed document's format

@@ -79,8 +79,8 @@ def test_load_can_allow_what_the_commit_did_not_record(repo: Repository, pt: Pat
     from casstore.torch._reading import TensorIndex
 
     assert encode(res.version.manifest)  # still a valid manifest
-    v = type(res.version)(res.version.manifest.model_copy(update={"files": (bare,)}),
-                          res.version.id)
+    v = type(res.version).of(res.version.manifest.model_copy(update={"files": (bare,)}),
+                             res.version.id)
     with pytest.raises(UnsafePickleError):
         TensorIndex(repo.chunks, v)
     index = TensorIndex(repo.chunks, v, allow_globals=["argparse.Namespace", *NUMPY_SCALAR])
