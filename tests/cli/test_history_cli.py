@@ -52,6 +52,6 @@ def test_reflog_at_and_rollback_verify(store: Path):
     assert run("promote", "m", "1.0.2", store=store).code == 0
     assert run("rollback", "m", "--to", "1.0.1", "--verify", store=store).code == 0
     r = run("reflog", "m", "--at", before, "--json", store=store)
-    assert [e["new"]["target"]["version"] for e in r.json()["entries"]] == ["1.0.0"]
+    assert [e["new"]["target"]["semver"] for e in r.json()["entries"]] == ["1.0.0"]
     r = run("reflog", "m", "--json", store=store)
     assert len(r.json()["entries"]) == 3
