@@ -470,7 +470,10 @@ def add_parser(add: AddCommand) -> None:
 
     sp = add("check", cmd_check, "apply a regression policy; roll back or refuse on violation")
     sp.add_argument("model")
-    sp.add_argument("--policy", required=True, help="policy JSON file")
+    sp.add_argument("--policy", required=True,
+                    help='regression policy JSON file, {"rules": [{"metric": ..., '
+                    '"direction": "higher"|"lower", "threshold": ..., ...}]}: every field is '
+                    "in the README's 'Regression policy' (and in a bad policy's error)")
     sp.add_argument("--candidate", help="version to judge (default: what the ref points at)")
     sp.add_argument(
         "--metric",

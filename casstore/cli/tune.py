@@ -76,6 +76,8 @@ def _render(report: Any, rec: Any, command: str) -> None:
         "\nMB/s: chunk + hash + encode in one process, no writes; objects/GB: distinct chunks "
         "per GB of input (requests on a bucket)."
     )
+    if rec.warning:
+        print(f"\nwarning: {rec.warning}")
     print(f"\nrecommended: {rec.result.setting.label}, encoding {rec.result.encoding}")
     print(f"  why: {rec.reason}")
     print(

@@ -32,19 +32,35 @@ def cmd_init(args: argparse.Namespace) -> int:
     cfg = StoreConfig(chunker=chunker, single_writer=args.single_writer)
     if args.encoding is not None:
         cfg = cfg.model_copy(update={"encoding": args.encoding})
+    changes: dict[str, dict[str, Any]] = {}
     if repo.exists:
         old = repo.config
         cfg = cfg.model_copy(update={
             "created_at": old.created_at, "conditional_writes": old.conditional_writes,
             "encoding": args.encoding or old.encoding,  # kept unless asked to change
         })
-        repo.ctx.replace_config(cfg)
+        changes = {
+            k: {"old": getattr(old, k), "new": getattr(cfg, k)}
+            for k in ("chunker", "encoding", "single_writer")
+            if getattr(old, k) != getattr(cfg, k)
+        }
+        if "chunker" in changes and not args.force:
+            what = "; ".join(f"{k}: {c['old']} -> {c['new']}" for k, c in changes.items())
+            raise errors.InvalidInputError(
+                f"{repo.store.url} exists; init would change {what}. Changing the chunker "
+                "makes new versions share fewer chunks with stored ones; rerun with --force "
+                "to change it"
+            )
+        if changes:
+            repo.ctx.replace_config(cfg)
     else:
         repo.init(cfg)
-    doc = {"store": repo.store.url, **repo.config.model_dump(mode="json")}
+    doc = {"store": repo.store.url, **repo.config.model_dump(mode="json"), "changes": changes}
     if args.json:
         emit_json(doc)
     else:
+        for k, c in changes.items():
+            print(f"changed {k}: {plain(c['old'])} -> {plain(c['new'])}")
         print(f"casstore store at {repo.store.url}")
         print(f"  chunker: {repo.config.chunker}")
         print(f"  encoding: {repo.config.encoding}")
@@ -404,7 +420,11 @@ def add_init_options(sp: argparse.ArgumentParser) -> None:
 
 def add_parser(add: AddCommand) -> None:
     """Add the version commands."""
-    add_init_options(add("init", cmd_init, "create a store or change its settings"))
+    sp = add("init", cmd_init, "create a store or change its settings")
+    add_init_options(sp)
+    sp.add_argument("--force", action="store_true",
+                    help="on an existing store, allow changing the chunker (init shows what "
+                    "would change and refuses without it)")
 
     sp = add("commit", cmd_commit, "store files or folders as a new version")
     sp.add_argument("model")

@@ -29,6 +29,13 @@ from casstore.errors import ConflictError, InvalidInputError, NotFoundError
 from casstore.ops.retention import parse_duration
 from casstore.ops.rollout import Rollout
 
+POLICY_FORMAT = (
+    '{"rules": [{"metric": NAME, "direction": "higher"|"lower", "threshold": NUMBER, '
+    '"relative": BOOL, "required": BOOL, "max": NUMBER, "min": NUMBER}, ...]} '
+    "(only metric is required)"
+)
+"""The policy file format in one line, for errors and ``--help``."""
+
 
 class MetricRule(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
@@ -85,8 +92,17 @@ class RegressionPolicy(BaseModel):
     def parse(cls, text: str, where: str = "policy") -> Self:
         try:
             return cls.model_validate(json.loads(text))
-        except (ValueError, ValidationError) as e:
-            raise InvalidInputError(f"{where} is not a valid regression policy: {e}") from e
+        except ValidationError as e:  # one short line per problem, not pydantic's dump
+            problems = "; ".join(
+                f"{'.'.join(map(str, err['loc'])) or 'the policy'}: {err['msg']}"
+                for err in e.errors()[:5]
+            )
+            raise InvalidInputError(
+                f"{where} is not a valid regression policy ({problems}); expected "
+                f"{POLICY_FORMAT}"
+            ) from None
+        except ValueError as e:
+            raise InvalidInputError(f"{where} is not JSON: {e}") from None
 
 
 def _seconds(value: Any) -> Any:

@@ -345,6 +345,7 @@ class Recommendation:
     expected_objects: int
     total_bytes: int
     is_default: bool
+    warning: str = ""  # e.g. the input has no redundancy: the settings hardly differ
 
     def command(self, *, store: str | None = None, supported: Iterable[str] = ()) -> str:
         """The ``casstore init`` command that applies the setting.
@@ -366,6 +367,7 @@ class Recommendation:
             "expected_objects": self.expected_objects,
             "total_bytes": self.total_bytes,
             "is_default": self.is_default,
+            "warning": self.warning,
         }
 
 
@@ -394,6 +396,18 @@ def recommend(
         f"and within {objects_tolerance:.0%} of the fewest objects among those; "
         + ("the default is one of them" if default else "the fastest of them")
     )
+    warning = ""
+    if max(r.dedup_ratio for r in results) < 1 + bytes_tolerance:
+        warning = (
+            "the input has no redundancy to find (no setting deduplicates more than "
+            f"{bytes_tolerance:.0%} of it: different files, or one version of a model); "
+            "chunk settings make no difference here, so keep the default and tune on a "
+            "series of versions"
+        )
+        fallback = [r for r in results
+                    if r.chunker == DEFAULT_CHUNKER and r.encoding == E.DEFAULT_POLICY]
+        if fallback:
+            pick, reason = fallback[0], "no redundancy to find: the default"
     scale = report.total_bytes / pick.logical_bytes
     return Recommendation(
         pick,
@@ -402,6 +416,7 @@ def recommend(
         round(pick.objects * scale),
         report.total_bytes,
         pick.chunker == DEFAULT_CHUNKER and pick.encoding == E.DEFAULT_POLICY,
+        warning,
     )
 
 

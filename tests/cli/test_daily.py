@@ -92,3 +92,40 @@ def test_daily_human_output_shows_no_python_syntax(store: Path):
         assert r.code == 0, (argv, r.err)
         for line in r.out.splitlines():
             assert not any(c in line for c in "{}[]'"), (argv, line)
+
+
+def test_daily_init_on_existing_store_shows_changes_and_needs_force_for_chunker(store: Path):
+    r = run("init", "--chunker", "fastcdc", store=store)
+    assert r.code == 2 and "init would change chunker: tensor" in r.err and "--force" in r.err
+    assert run("init", "--json", store=store).json()["changes"] == {}  # nothing changes
+    r = run("init", "--single-writer", store=store)
+    assert r.code == 0 and "changed single_writer: False -> True" in r.out
+    r = run("init", "--chunker", "fastcdc", "--force", "--single-writer", "--json", store=store)
+    assert r.code == 0 and r.json()["changes"]["chunker"]["old"].startswith("tensor")
+    assert r.json()["chunker"].startswith("fastcdc")
+
+
+def test_daily_tune_warns_when_input_has_no_redundancy(tmp_path: Path):
+    one = series.save(tmp_path / "one" / "m.safetensors", series.tensors(n=6))
+    r = run("tune", one.parent)
+    assert r.code == 0, r.err
+    assert "warning: the input has no redundancy to find" in r.out
+    doc = run("tune", one.parent, "--json").json()
+    assert doc["recommendation"]["is_default"] and doc["recommendation"]["warning"]
+
+
+def test_daily_check_policy_format_documented_and_bad_policy_one_line(store: Path,
+                                                                      tmp_path: Path):
+    bad = tmp_path / "bad.json"
+    for text, says in [('{"rules": [{"metric": "accuracy", "direction": "up"}]}',
+                        "rules.0.direction: Input should be 'higher' or 'lower'"),
+                       ('{"rules": [{"metrc": "accuracy"}]}', "rules.0.metric: Field required"),
+                       ("{not json", "is not JSON")]:
+        bad.write_text(text)
+        r = run("check", "m", "--policy", bad, store=store)
+        assert r.code == 2 and says in r.err and len(r.err.strip().splitlines()) == 1, r.err
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert "### Regression policy" in readme
+    for field in ("metric", "direction", "threshold", "relative", "required", "max"):
+        assert f"| `{field}" in readme
+    assert "Regression policy" in " ".join(run("check", "--help").out.split())
