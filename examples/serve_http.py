@@ -123,11 +123,13 @@ def main() -> None:
                     "(they carry the live figures; default max(interval, 1))")
     ap.add_argument("--live-slice", type=float, default=5.0,
                     help="seconds per slice of the live figures (default 5)")
+    ap.add_argument("--live-retain", type=float, default=120.0,
+                    help="seconds of live figures each acknowledgement carries (default 120)")
     ap.add_argument("--inject-fault", action="append", default=[], metavar="VERSION=FRACTION",
                     help="drill: make that fraction of VERSION's requests fail with 500")
     a = ap.parse_args()
     follower = Follower(a.store, a.model, a.ref, health_check=finite, interval=a.interval,
-                        heartbeat=a.heartbeat, live_slice=a.live_slice)
+                        heartbeat=a.heartbeat, live_slice=a.live_slice, live_retain=a.live_retain)
     follower.start()  # until the ref exists, /predict answers 503 naming it
     server = ThreadingHTTPServer(
         (a.host, a.port), make_handler(follower, Faults(a.inject_fault))

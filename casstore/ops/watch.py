@@ -125,13 +125,13 @@ class Watcher:
             base = None if old is None else (old.target or old.split.base).version  # type: ignore[union-attr]
             base = None if base == cand else base
         figs = {**observed.get(cand, {}), **(extra or {})}
-        base_figs, source = self._baseline(base, observed)
-        shown = {cand: figs} | ({base: base_figs} if base is not None else {})
-        if not figs:
-            return _Judged(cand, base, source, shown, [], "no-traffic")
         n = figs.get("requests")
-        if n is not None and n < self.policy.min_requests:
-            return _Judged(cand, base, source, shown, [], "insufficient")
+        if not figs or (n is not None and n < self.policy.min_requests):
+            shown = {cand: figs} | ({base: dict(observed[base])} if base in observed else {})
+            state = "insufficient" if figs else "no-traffic"
+            return _Judged(cand, base, "unread", shown, [], state)
+        base_figs, source = self._baseline(base, observed)  # only read when a verdict is due
+        shown = {cand: figs} | ({base: base_figs} if base is not None else {})
         violations = self.policy.violations(figs, base_figs)
         return _Judged(cand, base, source, shown, violations, "violating" if violations else "ok")
 

@@ -45,7 +45,7 @@ def test_watch_rolls_back_a_failing_version_while_clients_call(tmp_path: Path):
     server = subprocess.Popen(
         [sys.executable, str(ROOT / "examples" / "serve_http.py"), "--store", store,
          "--model", "m", "--port", "0", "--interval", "0.1", "--heartbeat", "0.2",
-         "--live-slice", "0.25", "--inject-fault", "1.0.1=0.3"],
+         "--live-slice", "0.25", "--live-retain", "10", "--inject-fault", "1.0.1=0.3"],
         stdout=subprocess.PIPE, text=True)
     events = tmp_path / "events.jsonl"
     env = dict(os.environ)
