@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Any, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -73,6 +73,8 @@ class MetricRule(BaseModel):
 
 class RegressionPolicy(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+    KIND: ClassVar[str] = "regression policy"
+    FORMAT: ClassVar[str] = POLICY_FORMAT
     rules: tuple[MetricRule, ...] = Field(min_length=1)
 
     def violations(self, candidate: dict[str, float], baseline: dict[str, float]) -> list[str]:
@@ -98,8 +100,7 @@ class RegressionPolicy(BaseModel):
                 for err in e.errors()[:5]
             )
             raise InvalidInputError(
-                f"{where} is not a valid regression policy ({problems}); expected "
-                f"{POLICY_FORMAT}"
+                f"{where} is not a valid {cls.KIND} ({problems}); expected {cls.FORMAT}"
             ) from None
         except ValueError as e:
             raise InvalidInputError(f"{where} is not JSON: {e}") from None
@@ -118,6 +119,13 @@ class WatchPolicy(RegressionPolicy):
     min_requests: int = Field(default=100, ge=0)  # fewer requests in the window: no verdict
     sustain: float = Field(default=0.0, ge=0)  # a violation must last this long to act
     max_attempts: int = Field(default=3, ge=1)  # rollback targets tried (health checks)
+
+    KIND: ClassVar[str] = "watch policy"
+    FORMAT: ClassVar[str] = (
+        POLICY_FORMAT[:-len(" (only metric is required)")] + ' plus "window": SECONDS|"60s", '
+        '"min_requests": N, "sustain": SECONDS|"2m", "max_attempts": N (only rules[].metric '
+        "is required)"
+    )
 
     _durations = field_validator("window", "sustain", mode="before")(_seconds)
 
