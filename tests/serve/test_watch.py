@@ -85,6 +85,8 @@ def test_follower_reports_both_sides_of_a_split(tmp_path: Path):
     ct.save({"w": torch.randn(64, generator=g)}, store, "m")
     Repository(store).start_split("m", "1.0.1", steps=(0.5, 1.0))
     f = Follower(store, "m", interval=60, follower_id="f1", live_slice=1)
+    f.record("ctr", 0.5)  # nothing loaded yet: dropped, never an error in a request path
+    assert f.live.snapshot()["slices"] == []
     f.poll()
     for i in range(200):
         try:
