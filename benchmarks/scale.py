@@ -3,11 +3,12 @@
 One model grows to each N (10, 100, 1,000, 10,000 versions); at each N every operation runs
 once in a fresh ``Repository`` (nothing cached, as a new process) over a counting store:
 store calls (``CountingStore``) and, on S3, the HTTP requests moto's server served. Then:
-100 models x 100 versions (models, query over all, stats), a rollback to a 10,000-chunk
-target, GC planning with 2,000 reflog entries outside the window, and the peak RSS of
-``casstore log --all --json`` at the largest N (local).
+100 models x 100 versions (20 x 10 on S3: models, query over all, stats), a rollback to a
+10,000-chunk target, GC planning with 2,000 reflog entries outside the window, and the peak
+RSS of ``casstore log --all --json`` at the largest N (local).
 
     python -m benchmarks.scale                      # local N up to 10,000; S3 up to 1,000
+    python -m benchmarks.scale --sections many_models --stores local  # 100 x 100 only
     python -m benchmarks.scale --quick              # smoke: N = 10, 30 (S3: 10), seconds
     python -m benchmarks.scale --n 10 100 --s3-max 100 --workdir /dev/shm
 
@@ -247,6 +248,9 @@ def table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+SECTIONS = ("one_model", "big_target", "reflog_window", "many_models")
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -257,27 +261,45 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--chunks", type=int, default=10000, help="chunks of the big target")
     ap.add_argument("--moves", type=int, default=2000, help="reflog entries outside GC window")
     ap.add_argument("--stores", nargs="+", choices=["local", "s3"], default=["local", "s3"])
+    ap.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=list(SECTIONS))
+    ap.add_argument("--s3-models", type=int, nargs=2, default=[20, 10], metavar=("M", "V"),
+                    help="models x versions on S3 (each S3 commit is ~15 requests)")
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=None, help="write the JSON result here")
     a = ap.parse_args(argv)
     if a.quick:
         a.n, a.s3_max, a.models, a.chunks, a.moves = [10, 30], 10, [3, 3], 100, 20
+    if a.quick:
+        a.s3_models = [3, 3]
     work = a.workdir or Path(tempfile.gettempdir())
     result: dict[str, Any] = {"one_model": {}, "argv": sys.argv[1:]}
-    for kind in a.stores:
+
+    def save() -> None:  # after every section: a long run interrupted keeps what it measured
+        result["self_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                                           / 1024, 1)
+        if a.out:
+            a.out.write_text(json.dumps(result, indent=2))
+
+    for kind in a.stores if "one_model" in a.sections else ():
         ns = [n for n in a.n if kind == "local" or n <= a.s3_max]
         if ns:
             result["one_model"][kind] = one_model(kind, ns, work)
-    result["many_models"] = {k: many_models(k, *a.models, work) for k in a.stores}
-    result["big_target"] = {k: big_target(k, a.chunks, work) for k in a.stores}
-    result["reflog_window"] = reflog_window(a.moves, work)
+            save()
+    if "big_target" in a.sections:
+        result["big_target"] = {k: big_target(k, a.chunks, work) for k in a.stores}
+        save()
+    if "reflog_window" in a.sections:
+        result["reflog_window"] = reflog_window(a.moves, work)
+        save()
     result["log_rss"] = result["one_model"].get("local", {}).get("log_rss")
-    result["self_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-                                       / 1024, 1)
-    text = json.dumps(result, indent=2)
-    if a.out:
-        a.out.write_text(text)
-    print(text)
+    if "many_models" in a.sections:
+        result["many_models"] = {}
+        for k in a.stores:
+            result["many_models"][k] = many_models(k, *(a.models if k == "local" else
+                                                        a.s3_models), work)
+            save()
+    save()
+    print(json.dumps(result, indent=2))
     print(table(result))
     return result
 
