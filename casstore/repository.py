@@ -257,7 +257,8 @@ class Repository:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise OSError(e.errno, f"checkout: cannot create {root}: {e.strerror}") from e
-        return checkout(self.chunks, v.manifest, root, overwrite=overwrite)
+        return checkout(self.chunks, v.manifest, root, overwrite=overwrite,
+                        encoded=self.config.encoding != "off")
 
     # -- tags ----------------------------------------------------------------------------
     def tag(self, model: str, spec: str, *tags: str) -> Version:

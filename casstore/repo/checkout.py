@@ -17,10 +17,11 @@ How one file is written:
    race) or, with ``overwrite=True``, ``rename`` (which replaces a symlink at the name, never
    its target).
 
-Memory: at most ``budget`` bytes of chunk buffers (threads = budget // largest chunk), whatever
-the file sizes. A failed or interrupted (Ctrl-C) checkout removes its temporary files, so no
-half-written file is left under any name; after SIGKILL only hidden ``.casstore-*.tmp`` files
-can remain. Files are not fsynced (like ``cp``): checkout is a copy of data the store keeps.
+Memory: at most ``budget`` bytes of chunk buffers (threads = budget // largest chunk, or //
+twice that when the store encodes chunks), whatever the file sizes. A failed or interrupted
+(Ctrl-C) checkout removes its temporary files, so no half-written file is left under any name;
+after SIGKILL only hidden ``.casstore-*.tmp`` files can remain. Files are not fsynced (like
+``cp``): checkout is a copy of data the store keeps.
 """
 
 from __future__ import annotations
@@ -135,6 +136,7 @@ class Checkout:
         budget: int = DEFAULT_BUDGET,
         workers: int | None = None,
         progress: Progress | None = None,
+        encoded: bool = False,
     ) -> None:
         self.reader = reader
         self.manifest = manifest
@@ -144,7 +146,9 @@ class Checkout:
         largest = max((n for f in manifest.files for _, n in f.chunks), default=0)
         self._buffer_size = largest + HEAD_READ
         default = 16 if not reader.store.capabilities.local else 4
-        self.workers = max(1, min(workers or default, budget // self._buffer_size))
+        # an encoded chunk needs its decoded copy besides the buffer it was read into
+        per_worker = self._buffer_size * (2 if encoded else 1)
+        self.workers = max(1, min(workers or default, budget // per_worker))
         self._local = threading.local()
         self._dirs: dict[tuple[str, ...], int] = {}
 
@@ -309,7 +313,9 @@ def checkout(
     overwrite: bool = False,
     budget: int = DEFAULT_BUDGET,
     progress: Progress | None = None,
+    encoded: bool = False,
 ) -> list[Path]:
-    """Write every file of ``manifest`` under ``dest`` (see the module docstring)."""
+    """Write every file of ``manifest`` under ``dest`` (see the module docstring);
+    ``encoded``: the store may hold encoded chunks (each then costs twice its size)."""
     return Checkout(reader, manifest, dest, overwrite=overwrite, budget=budget,
-                    progress=progress).run()
+                    progress=progress, encoded=encoded).run()
