@@ -37,6 +37,7 @@ class RunConfig:
     warmup: int = 20
     weight_decay: float = 0.1
     seed: int = 0
+    init_from: str | None = None  # fine-tune: start from these fp32 weights (safetensors)
 
 
 QUICK = RunConfig(vocab=256, d_model=64, layers=2, heads=2, seq=16, batch=4, steps=16,
@@ -97,6 +98,10 @@ def train_series(out: Path, cfg: RunConfig = RunConfig()) -> dict:
 
     torch.manual_seed(cfg.seed)
     model = _model(cfg)
+    if cfg.init_from:
+        from safetensors.torch import load_file
+
+        model.load_state_dict(load_file(cfg.init_from))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                             betas=(0.9, 0.95))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup))
@@ -153,8 +158,13 @@ if __name__ == "__main__":
     ap.add_argument("out", type=Path)
     ap.add_argument("--quick", action="store_true", help="a tiny model, a few steps")
     ap.add_argument("--steps", type=int)
+    ap.add_argument("--layers", type=int)
+    ap.add_argument("--lr", type=float)
+    ap.add_argument("--warmup", type=int)
+    ap.add_argument("--weight-decay", type=float)
+    ap.add_argument("--init-from", help="fine-tune: start from these fp32 weights")
     a = ap.parse_args()
     run = QUICK if a.quick else RunConfig()
-    if a.steps:
-        run = RunConfig(**{**asdict(run), "steps": a.steps})
+    given = {k: v for k, v in vars(a).items() if k in asdict(run) and v is not None}
+    run = RunConfig(**{**asdict(run), **given})
     print(json.dumps(train_series(a.out, run), indent=2))
