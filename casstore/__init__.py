@@ -28,6 +28,7 @@ from casstore.errors import (
     TransientBackendError,
     UnsafePickleError,
     UnsupportedError,
+    UntrustedError,
 )
 
 if TYPE_CHECKING:
@@ -115,6 +116,7 @@ __all__ = [
     "TransientBackendError",
     "UnsafePickleError",
     "UnsupportedError",
+    "UntrustedError",
     "VerifyReport",
     "Version",
     "__version__",

@@ -13,6 +13,7 @@ the store backends, so callers never have to catch a third-party exception::
     ├── CorruptObjectError                  stored bytes do not match their digest / format
     ├── StoreFormatError                    store written by an unknown (future) format
     ├── UnsupportedError                    the backend cannot give a needed guarantee
+    ├── UntrustedError                      no valid signature from a trusted key / policy
     └── BackendError (OSError)              the storage backend failed
         ├── PermissionDeniedError           access denied / no credentials
         └── TransientBackendError           worth retrying: 5xx, throttling, timeouts
@@ -57,6 +58,11 @@ class UnsupportedError(CasstoreError):
     """The backend cannot provide a guarantee the operation needs."""
 
 
+class UntrustedError(CasstoreError):
+    """A version lacks the valid signatures from trusted keys its ref's trust policy requires,
+    or a signature or trust-policy change does not verify."""
+
+
 class BackendError(CasstoreError, OSError):
     """The storage backend failed (I/O error, HTTP error, ...)."""
 
@@ -82,4 +88,5 @@ __all__ = [
     "TransientBackendError",
     "UnsafePickleError",
     "UnsupportedError",
+    "UntrustedError",
 ]

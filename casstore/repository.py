@@ -18,10 +18,26 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from casstore.errors import ConflictError, InvalidInputError, NotFoundError
+from casstore.errors import (
+    AlreadyExistsError,
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    UntrustedError,
+)
 from casstore.ops.hooks import Hooks, Notifier
 from casstore.ops.rollout import DEFAULT_STEPS, MoveResult, Rollout
 from casstore.repo.catalog import Catalog, Version
+from casstore.ops.signing import (
+    SIGNATURE_FILE,
+    PrivateKey,
+    SignatureInfo,
+    check_signatures,
+    load_public_keys,
+    sign_version,
+    signature_bundle,
+)
+from casstore.ops.trust import Rule, TrustPolicy, read_policy, set_policy
 from casstore.repo.chunks import ChunkReader, Progress
 from casstore.repo.config import StoreConfig
 from casstore.repo.context import StoreContext
@@ -196,10 +212,13 @@ class Repository:
     def _after_commit_ref(self, v: Version, ref: str | None, reason: str) -> str | None:
         value = RefValue.of(v.target)
         if ref is not None:
-            self.rollout.move(
-                v.model, ref, value, expected_seq="any", reason=reason or f"commit {v.version}",
-                trigger="commit", op="commit",
-            )
+            try:
+                self.rollout.move(
+                    v.model, ref, value, expected_seq="any",
+                    reason=reason or f"commit {v.version}", trigger="commit", op="commit",
+                )
+            except UntrustedError as e:
+                raise UntrustedError(f"committed {v.name}, but {ref} did not move: {e}") from e
             return ref
         rec, _ = self.refs.read(v.model, "current")
         if rec is not None:
@@ -209,8 +228,8 @@ class Repository:
                 v.model, "current", value, expected_seq=None, reason="first version",
                 trigger="commit", op="commit",
             )
-        except ConflictError:
-            return None  # another first commit set it
+        except (ConflictError, UntrustedError):
+            return None  # another first commit set it, or `current` needs a signed version
         return "current"
 
     # -- reading versions ----------------------------------------------------------------
@@ -242,23 +261,45 @@ class Repository:
             entry = v.manifest.file(path)
         return VersionFile(self.chunks, v.manifest, entry)
 
-    def checkout(self, model: str, spec: str, dest: str | os.PathLike[str], *,
-                 overwrite: bool = False) -> list[Path]:
+    def checkout(
+        self,
+        model: str,
+        spec: str,
+        dest: str | os.PathLike[str],
+        *,
+        overwrite: bool = False,
+        with_signature: bool | str = False,
+    ) -> list[Path]:
         """Write every file of a version under ``dest``, byte-identical to what was committed.
 
         Refuses (:class:`AlreadyExistsError`, nothing written) when a file exists, unless
         ``overwrite``; never writes through a symlink; each file appears only once complete
-        (see :mod:`casstore.repo.checkout`). Memory stays bounded whatever the file sizes."""
-        from casstore.repo.checkout import checkout
+        (see :mod:`casstore.repo.checkout`). Memory stays bounded whatever the file sizes.
+        ``with_signature`` also writes a stored signature as ``model.sig`` (the newest, or the
+        one by the key id a string names), so ``model_signing verify key`` accepts the folder."""
+        from casstore.repo.checkout import checkout, write_beside
 
         v = self.get_version(model, spec)
+        bundle = None
+        if with_signature:
+            if any(f.path == SIGNATURE_FILE for f in v.manifest.files):
+                raise InvalidInputError(f"{v.name} has a file named {SIGNATURE_FILE} itself")
+            keyid = with_signature if isinstance(with_signature, str) else None
+            bundle = signature_bundle(self.ctx, model, v.version, keyid)
         root = Path(dest)
+        sig_path = root / SIGNATURE_FILE
+        if bundle is not None and not overwrite and os.path.lexists(sig_path):
+            raise AlreadyExistsError(f"checkout: {sig_path} exists (overwrite it with --force)")
         try:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise OSError(e.errno, f"checkout: cannot create {root}: {e.strerror}") from e
-        return checkout(self.chunks, v.manifest, root, overwrite=overwrite,
-                        encoded=self.config.encoding != "off")
+        out = checkout(self.chunks, v.manifest, root, overwrite=overwrite,
+                       encoded=self.config.encoding != "off")
+        if bundle is not None:
+            write_beside(root, SIGNATURE_FILE, bundle, overwrite=overwrite)
+            out.append(sig_path)
+        return out
 
     # -- tags ----------------------------------------------------------------------------
     def tag(self, model: str, spec: str, *tags: str) -> Version:
@@ -398,6 +439,61 @@ class Repository:
         from casstore.ops.regression import check_regression
 
         return check_regression(self.rollout, model, policy, **kw)
+
+    # -- signatures and trust (see casstore.ops.signing, casstore.ops.trust) --------------
+    def sign(
+        self,
+        model: str,
+        spec: str,
+        private_key: bytes | PrivateKey,
+        *,
+        password: bytes | None = None,
+        signer: str | None = None,
+    ) -> tuple[SignatureInfo, bytes]:
+        """Sign a version (model-signing format) and store the signature with it; returns the
+        info and the bundle (what ``model.sig`` holds). The key itself is never stored."""
+        key = private_key if isinstance(private_key, PrivateKey) else PrivateKey.from_pem(
+            private_key, password
+        )
+        return sign_version(self.ctx, model, spec, key, signer=signer)
+
+    def signatures(
+        self,
+        model: str,
+        spec: str,
+        trusted_keys: Sequence[bytes] | None = None,
+        *,
+        read_data: bool = False,
+    ) -> list[SignatureInfo]:
+        """Every signature of a version, checked against ``trusted_keys`` (public PEMs; None:
+        the keys of the store's trust policy). ``read_data`` also re-hashes every file."""
+        v = self.get_version(model, spec)
+        if trusted_keys is None:
+            policy = read_policy(self.ctx)
+            keys = list(policy.trusted().values()) if policy is not None else []
+        else:
+            keys = load_public_keys(trusted_keys)
+        return check_signatures(
+            self.ctx, model, v.version, v.id.hex(), keys, read_data=read_data
+        )
+
+    def trust_policy(self) -> TrustPolicy | None:
+        """The store's trust policy (None: none yet), after checking its signature chain."""
+        return read_policy(self.ctx)
+
+    def set_trust_policy(
+        self,
+        keys: Sequence[tuple[str, bytes]],
+        rules: Sequence[Rule],
+        signer: bytes | PrivateKey,
+        *,
+        force_init: bool = False,
+        password: bytes | None = None,
+    ) -> TrustPolicy:
+        """Replace the trust policy: ``keys`` as (name, public PEM); the change is signed by
+        ``signer``, a private key the current policy trusts (``force_init``: the first one)."""
+        key = signer if isinstance(signer, PrivateKey) else PrivateKey.from_pem(signer, password)
+        return set_policy(self.ctx, keys, rules, key, force_init=force_init)
 
     # -- maintenance ---------------------------------------------------------------------
     def gc(

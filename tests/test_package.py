@@ -54,6 +54,7 @@ PUBLIC = {
     "TransientBackendError",
     "UnsafePickleError",
     "UnsupportedError",
+    "UntrustedError",
     "__version__",
 }
 

@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Sequence
 
 from casstore import errors
-from casstore.cli import demo, maint, refs, remote, serve, tune, versions
+from casstore.cli import demo, maint, refs, remote, serve, signing, tune, versions
 from casstore.cli._common import (
     EXIT_NOTIFY_FAILED,
     EXIT_VIOLATION,
@@ -41,7 +41,11 @@ EXIT_CODES: list[tuple[type[BaseException], int]] = [
 
 EXIT_TABLE = [
     (0, "success"),
-    (1, "failed: a ref move refused or reverted, verify found problems, other errors"),
+    (
+        1,
+        "failed: a ref move refused (e.g. an unsigned version) or reverted, verify found "
+        "problems, other errors",
+    ),
     (2, "invalid input or usage"),
     (3, "not found: model, version, ref, file or object"),
     (4, "already exists, or a concurrent writer won the race"),
@@ -55,7 +59,7 @@ EXIT_TABLE = [
 ]
 """Every exit code of ``casstore``, as ``casstore --help`` and the README list them."""
 
-GROUPS = (versions, refs, maint, remote, serve, tune, demo)
+GROUPS = (versions, refs, signing, maint, remote, serve, tune, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -76,6 +76,28 @@ def open_repo(args: argparse.Namespace, url: str | None = None, *, create: bool 
     return repo
 
 
+def private_key(path: str | None) -> tuple[bytes, bytes | None]:
+    """A signing key's PEM and password: ``--key FILE``, else ``$CASSTORE_SIGNING_KEY`` (the
+    PEM text itself); the password, if any, from ``$CASSTORE_SIGNING_KEY_PASSWORD``."""
+    env = os.environ
+    password = env.get("CASSTORE_SIGNING_KEY_PASSWORD")
+    pw = password.encode() if password else None
+    if path:
+        return read_file(path, "--key"), pw
+    if env.get("CASSTORE_SIGNING_KEY"):
+        return env["CASSTORE_SIGNING_KEY"].encode(), pw
+    raise errors.InvalidInputError("no signing key: pass --key FILE or set $CASSTORE_SIGNING_KEY")
+
+
+def read_file(path: str, option: str) -> bytes:
+    """The bytes of a file named on the command line (InvalidInputError if unreadable)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise errors.InvalidInputError(f"{option}: cannot read {path!r}: {e.strerror}") from e
+
+
 def parse_metrics(items: Sequence[str]) -> dict[str, float]:
     """``["accuracy=0.9", ...]`` -> ``{"accuracy": 0.9}``; finite numbers only."""
     out = {}

@@ -47,6 +47,22 @@ def table(rows: Sequence[Sequence[Any]], header: Sequence[str], out: TextIO | No
             out.write("  ".join("-" * w for w in widths) + "\n")
 
 
+def signature_rows(sigs: Sequence[Any]) -> list[list[str]]:
+    return [
+        [
+            s.keyid[:12],
+            s.key_name or "-",
+            s.signer or "-",
+            s.signed_at[:19] or "-",
+            "valid" if s.ok else f"NOT VALID: {s.problem}",
+        ]
+        for s in sigs
+    ]
+
+
+SIGNATURE_HEADER = ["key", "trusted as", "signer", "signed at (UTC)", "status"]
+
+
 class ProgressBar:
     """A byte-count progress bar on stderr, drawn only when stderr is a terminal."""
 

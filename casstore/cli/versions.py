@@ -19,7 +19,15 @@ from casstore.cli._common import (
     parse_training_data,
     positive_count,
 )
-from casstore.cli._render import ProgressBar, emit_json, human_bytes, plain, table
+from casstore.cli._render import (
+    SIGNATURE_HEADER,
+    ProgressBar,
+    emit_json,
+    human_bytes,
+    plain,
+    signature_rows,
+    table,
+)
 from casstore.repo.query import WHEN_HELP
 
 
@@ -185,6 +193,12 @@ def cmd_show(args: argparse.Namespace) -> int:
     d = v.to_dict(files=True)
     st = repo.storage(v).to_dict()
     d["storage"] = st
+    try:
+        sigs = repo.signatures(args.model, v.version)  # checked against the trusted keys
+    except errors.UntrustedError as e:  # a broken trust policy: list them, trusting none
+        sigs = repo.signatures(args.model, v.version, [])
+        d["trust_policy_error"] = str(e)
+    d["signatures"] = [s.to_dict() for s in sigs]
     if args.json:
         emit_json(d)
         return 0
@@ -224,6 +238,13 @@ def cmd_show(args: argparse.Namespace) -> int:
         ["file", "size", "format", "chunks", "tensors"],
     )
     print(_storage_line(st))
+    if sigs:
+        print()
+        table(signature_rows(sigs), SIGNATURE_HEADER)
+    else:
+        print("\nnot signed")
+    if "trust_policy_error" in d:
+        print(f"trust policy: {d['trust_policy_error']}")
     return 0
 
 
@@ -315,7 +336,13 @@ def cmd_tag(args: argparse.Namespace) -> int:
 def cmd_checkout(args: argparse.Namespace) -> int:
     repo = open_repo(args)
     v = repo.get_version(args.model, args.version)
-    paths = repo.checkout(args.model, v.version, args.output, overwrite=args.force)
+    paths = repo.checkout(
+        args.model,
+        v.version,
+        args.output,
+        overwrite=args.force,
+        with_signature=args.with_signature or False,
+    )
     if args.json:
         emit_json(
             shapes.version_summary(v) | {"files": [str(p) for p in paths]}
@@ -501,6 +528,14 @@ def add_parser(add: AddCommand) -> None:
     sp.add_argument("--force", action="store_true",
                     help="replace files that already exist in the output folder (default: "
                     "refuse, exit 4, nothing written)")
+    sp.add_argument(
+        "--with-signature",
+        nargs="?",
+        const=True,
+        metavar="KEYID",
+        help="also write a stored signature as model.sig (the newest, or by this key id), "
+        "which `model_signing verify key` checks",
+    )
 
     sp = add("cat", cmd_cat, "stream one file of a version to stdout")
     sp.add_argument("model")

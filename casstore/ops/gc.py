@@ -31,6 +31,7 @@ from casstore.repo.keys import (
     digest_from_manifest_key,
     expired_key,
     manifest_key,
+    signatures_prefix,
     tag_key,
     version_key,
 )
@@ -312,14 +313,17 @@ class GarbageCollector:
 
 
 def expire_version(store: ObjectStore, e: ExpiredVersion) -> int:
-    """Expire one version: marker, tags, then the index entry, then the manifest (a crash
-    leaves an orphan at worst, which the next GC removes). Its chunks stay until a GC finds
-    nothing retained uses them. Returns the bytes of the manifest removed (0 if already gone).
-    The caller holds the sweep lease, so no ref move or commit interleaves."""
+    """Expire one version: marker, tags and signatures, then the index entry, then the
+    manifest (a crash leaves an orphan at worst, which the next GC removes). Its chunks stay
+    until a GC finds nothing retained uses them. Returns the bytes of the manifest removed (0
+    if already gone). The caller holds the sweep lease, so no ref move or commit interleaves."""
     mark = json.dumps({"manifest": e.manifest, "expired_at": time.time()}).encode()
     store.put(expired_key(e.model, e.version), mark)
     for t in e.tags:
         store.delete(tag_key(e.model, t, e.version))
+    signatures = [i.key for i in store.list(signatures_prefix(e.model, e.version))]
+    if signatures:
+        store.delete_many(signatures)
     store.delete(version_key(e.model, e.version))
     key = manifest_key(Digest.parse(e.manifest))
     try:

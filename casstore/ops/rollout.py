@@ -4,6 +4,9 @@ The seed's rollback flow: the old pointer is kept in the reflog (no data is copi
 is verified before the switch; the switch is one compare-and-swap; a health check runs after
 it and, on failure, the ref is switched back automatically; every move is logged and fires the
 notification hooks (Python callables and a shell command that reads a JSON event on stdin).
+Every move first passes the store's trust policy (:class:`~casstore.ops.trust.TrustGate`): a
+ref whose policy requires signatures never points at a version without them, whichever
+operation (promote, any rollback, split steps, abort, auto-revert, watch) asks for the move.
 """
 
 from __future__ import annotations
@@ -13,8 +16,9 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from casstore.errors import ConflictError, InvalidInputError, NotFoundError
+from casstore.errors import ConflictError, InvalidInputError, NotFoundError, UntrustedError
 from casstore.ops.hooks import HealthCheck, Hooks
+from casstore.ops.trust import TrustGate
 from casstore.repo.catalog import Version
 from casstore.repo.context import StoreContext
 from casstore.repo.keys import chunk_key, manifest_key, version_key
@@ -68,11 +72,15 @@ class MoveResult:
 
 class Rollout:
     """Moves the refs of one store: every promote, rollback and split step goes through
-    :meth:`move`, which writes the ref by compare-and-swap and then fires the hooks."""
+    :meth:`move`, which checks the trust policy, writes the ref by compare-and-swap and then
+    fires the hooks."""
 
-    def __init__(self, ctx: StoreContext, hooks: Hooks | None = None) -> None:
+    def __init__(
+        self, ctx: StoreContext, hooks: Hooks | None = None, trust: TrustGate | None = None
+    ) -> None:
         self.ctx = ctx
         self.hooks = hooks if hooks is not None else Hooks()
+        self.trust = trust if trust is not None else TrustGate(ctx)
 
     @property
     def refs(self) -> RefStore:
@@ -93,8 +101,12 @@ class Rollout:
         evidence: dict[str, Any] | None = None,
         notify_failures: list[str] | None = None,
     ) -> ReflogEntry:
-        """Move the ref by compare-and-swap, then tell the hooks; what failed among them is
-        appended to ``notify_failures`` (the move stands either way)."""
+        """Check the trust policy, move the ref by compare-and-swap, then tell the hooks; what
+        failed among them is appended to ``notify_failures`` (the move stands either way).
+        UntrustedError if the trust policy refuses one of the versions of ``new`` (None
+        deletes the ref), ConflictError if ``expected_seq`` is stale."""
+        if new is not None:
+            self.trust.require(model, ref, [(t.version, t.manifest) for t in new.versions()])
         entry = self.refs.move(
             model,
             ref,
@@ -242,18 +254,21 @@ class Rollout:
                 if not ok:
                     return refused(f"{msg}; {model}@{ref} not moved")
             failures: list[str] = []
-            entry = self.move(
-                model,
-                ref,
-                new,
-                expected_seq=seq,
-                reason=reason,
-                trigger=trigger,
-                op=op,
-                actor=actor,
-                evidence=evidence,
-                notify_failures=failures,
-            )
+            try:
+                entry = self.move(
+                    model,
+                    ref,
+                    new,
+                    expected_seq=seq,
+                    reason=reason,
+                    trigger=trigger,
+                    op=op,
+                    actor=actor,
+                    evidence=evidence,
+                    notify_failures=failures,
+                )
+            except UntrustedError as e:
+                return refused(str(e).removeprefix("refused: "))
             res = MoveResult(
                 model,
                 ref,
@@ -277,17 +292,22 @@ class Rollout:
             if not revert:
                 res.ok, res.message = False, f"{res.message}; {msg}"
                 return res
-            back = self.move(
-                model,
-                ref,
-                old,
-                expected_seq=entry.seq,
-                reason=f"auto-revert: {msg}",
-                trigger="health-check",
-                op="revert",
-                actor=actor,
-                notify_failures=failures,
-            )
+            try:
+                back = self.move(
+                    model,
+                    ref,
+                    old,
+                    expected_seq=entry.seq,
+                    reason=f"auto-revert: {msg}",
+                    trigger="health-check",
+                    op="revert",
+                    actor=actor,
+                    notify_failures=failures,
+                )
+            except UntrustedError as e:
+                res.ok = False
+                res.message = f"health check failed ({msg}); the revert was {e}"
+                return res
             res.entries.append(back)
             res.ok, res.reverted, res.new = False, True, old
             res.message = f"rolled back to {old.describe() if old else '(none)'}: {msg}"

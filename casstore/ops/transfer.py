@@ -20,11 +20,19 @@ from casstore.digest import Digest
 from casstore.errors import AlreadyExistsError, CasstoreError, InvalidInputError, NotFoundError
 from casstore.ops.hooks import Hooks
 from casstore.ops.rollout import MoveResult, Rollout
+from casstore.ops.signing import stored_signatures
 from casstore.repo.catalog import Version
 from casstore.repo.chunks import ChunkReader
 from casstore.repo.context import StoreContext
 from casstore.repo.deltas import chain_depths, depth_order
-from casstore.repo.keys import chunk_key, expired_key, manifest_key, tag_key, version_key
+from casstore.repo.keys import (
+    chunk_key,
+    expired_key,
+    manifest_key,
+    signature_key,
+    tag_key,
+    version_key,
+)
 from casstore.repo.model_catalog import Entry
 
 
@@ -80,7 +88,7 @@ def transfer(
         dst.catalog.ensure_catalogs()
         known = _known_at_destination(dst, {v.model for v in versions})
         reader = ChunkReader(src.store, cache_bytes=_BASE_CACHE)  # bases decoded once
-        todo = [v for v in versions if not _already_there(dst, v, known, report)]
+        todo = [v for v in versions if not _already_there(src, dst, v, known, report)]
         _send_chunks(src, dst, todo, known, reader, report, progress, fresh=fresh)
         # chunks first, then each version's manifest, index and tags (versions in parallel)
         with ThreadPoolExecutor(min(8, max(1, len(todo))),
@@ -112,10 +120,10 @@ def _known_at_destination(dst: StoreContext, models: set[str]) -> set[Digest]:
     return known
 
 
-def _already_there(dst: StoreContext, v: Version, known: set[Digest],
+def _already_there(src: StoreContext, dst: StoreContext, v: Version, known: set[Digest],
                    report: TransferReport) -> bool:
-    """True if ``v`` is indexed at ``dst`` (then complete there: its tags are copied); refuses
-    a different version under the same number."""
+    """True if ``v`` is indexed at ``dst`` (then complete there: its tags and signatures are
+    copied); refuses a different version under the same number."""
     label = f"{v.model}@{v.version}"
     try:
         raw = dst.store.get(version_key(v.model, v.version))
@@ -130,6 +138,7 @@ def _already_there(dst: StoreContext, v: Version, known: set[Digest],
     known |= v.manifest.chunk_set()
     report.versions.append(label)
     _copy_tags(dst, v)
+    _copy_signatures(src, dst, v)
     return True
 
 
@@ -191,6 +200,7 @@ def _publish_version(src: StoreContext, dst: StoreContext, v: Version) -> tuple[
         raise CasstoreError(f"{label}: source manifest does not match its digest")
     sent = int(dst.store.put_if_absent(manifest_key(v.id), mraw))
     _publish_copy(dst, v, label)
+    _copy_signatures(src, dst, v)  # before any ref here can move to it
     return label, sent
 
 
@@ -269,6 +279,12 @@ def _copy_tags(dst: StoreContext, v: Version, *, catalog: bool = True) -> None:
         return
     for t in v.tags:
         dst.store.put_if_absent(tag_key(v.model, t, v.version), b"")
+
+
+def _copy_signatures(src: StoreContext, dst: StoreContext, v: Version) -> None:
+    """Signatures travel with the version (one never overwrites a signature there)."""
+    for keyid, raw in stored_signatures(src, v.model, v.version).items():
+        dst.store.put_if_absent(signature_key(v.model, v.version, keyid), raw)
 
 
 def _copy_ref(

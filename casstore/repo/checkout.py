@@ -319,3 +319,31 @@ def checkout(
     ``encoded``: the store may hold encoded chunks (each then costs twice its size)."""
     return Checkout(reader, manifest, dest, overwrite=overwrite, budget=budget,
                     progress=progress, encoded=encoded).run()
+
+
+def write_beside(dest: Path, name: str, data: bytes, *, overwrite: bool = False) -> Path:
+    """Write one small extra file (a signature) directly under ``dest`` by the same rules: an
+    unpredictable temporary name opened ``O_EXCL | O_NOFOLLOW``, then ``link`` (refuses an
+    existing name: AlreadyExistsError) or, with ``overwrite``, ``rename``."""
+    dir_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | _O_CLOEXEC)
+    tmp = f".casstore-{secrets.token_hex(8)}.tmp"
+    try:
+        fd = os.open(tmp, _TMP_FLAGS, 0o644, dir_fd=dir_fd)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+        if overwrite:
+            os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        else:
+            try:
+                os.link(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+            except FileExistsError:
+                raise AlreadyExistsError(f"checkout: {dest / name} exists") from None
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=dir_fd)
+        os.close(dir_fd)
+    return dest / name

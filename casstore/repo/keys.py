@@ -14,6 +14,7 @@ Store layout (keys are '/'-separated, relative to the store root)::
     catalog/heads/<model>                   per-model catalog head (compare-and-swap)
     catalog/segments/<model>/<64 hex>       sealed catalog segments (immutable, by digest)
     catalog/gc                              counters GC maintains (chunks and bytes deleted)
+    models/<model>/signatures/<semver>/<keyid>  model-signing bundles over a version (JSON)
     sessions/<id>, gc/lock                  write sessions and the GC sweep lease
     gc/auto/<model>                         when automatic cleanup last checked a model
     tmp/                                    temporary files of in-progress writes
@@ -21,6 +22,7 @@ Store layout (keys are '/'-separated, relative to the store root)::
     followers/<model>/<ref>/<id>            serving acknowledgements
     watch/<model>/<ref>/incidents/<seq>     automatic-rollback incidents, one per ref move
     watch/<model>/<ref>/healthy/<semver>    live figures a watcher saw while a version was fine
+    trust/<serial>                          the signed trust policy chain (JSON envelopes)
 """
 
 from __future__ import annotations
@@ -41,8 +43,10 @@ CATALOG_SEGMENTS = "catalog/segments/"
 CATALOG_GC = "catalog/gc"
 FOLLOWERS = "followers/"
 WATCH = "watch/"
+TRUST = "trust/"
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
+_KEYID = re.compile(r"[0-9a-f]{64}")
 _SEMVER = re.compile(r"(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})")
 
 
@@ -181,3 +185,30 @@ def healthy_figures_key(model: str, ref: str, semver: str) -> str:
         f"{WATCH}{check_name('model', model)}/{check_name('ref', ref)}/healthy/"
         f"{check_semver(semver)}"
     )
+
+
+def check_keyid(keyid: object) -> str:
+    """A key id: the SHA-256 (64 lowercase hex) of a public key's PEM, as model-signing uses."""
+    if not isinstance(keyid, str) or not _KEYID.fullmatch(keyid):
+        raise InvalidInputError(f"invalid key id {keyid!r}: expected 64 lowercase hex digits")
+    return keyid
+
+
+def signatures_prefix(model: str, semver: str) -> str:
+    return f"{model_prefix(model)}signatures/{check_semver(semver)}/"
+
+
+def signature_key(model: str, semver: str, keyid: str) -> str:
+    return f"{signatures_prefix(model, semver)}{check_keyid(keyid)}"
+
+
+def trust_key(serial: int) -> str:
+    if not isinstance(serial, int) or serial < 0:
+        raise InvalidInputError(f"trust policy serial must be >= 0, got {serial!r}")
+    return f"{TRUST}{serial:012d}"
+
+
+def serial_from_trust_key(key: str) -> int | None:
+    """The serial a trust policy key names, or None for anything else."""
+    name = key[len(TRUST) :] if key.startswith(TRUST) else ""
+    return int(name) if len(name) == 12 and name.isdigit() else None

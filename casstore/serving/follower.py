@@ -8,6 +8,11 @@ swaps it in with one reference assignment: new requests get the new model, in-fl
 finish on the old. A failed load or health check keeps the old model and is reported in the
 follower's acknowledgement object, which ``casstore status`` shows. A failed health check is
 final for that ref move; any other load failure is retried with exponential backoff.
+Before loading, the follower asks the store's trust policy (its own
+:class:`~casstore.ops.trust.TrustGate`, which remembers every policy it has seen) whether the
+ref may point at the new versions: a ref moved by someone with bucket access but no trusted key
+to an unsigned version is refused, the old version keeps serving, and the reason is reported
+(retried with backoff, so a signature added later is picked up).
 A heartbeat thread keeps the acknowledgement fresh even while a long load runs.
 
 The application reports what it sees through the follower: ``with follower.request(key) as
@@ -25,12 +30,13 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from casstore.errors import CasstoreError, CorruptObjectError, InvalidInputError
+from casstore.errors import CasstoreError, CorruptObjectError, InvalidInputError, UntrustedError
+from casstore.ops.trust import TrustGate
 from casstore.repo.catalog import Version
 from casstore.repo.keys import check_name
 from casstore.repo.refs import RefValue, split_fraction
@@ -95,6 +101,7 @@ class Follower:
     ``max(interval, 1)``); ``retry_max``: the backoff cap for retrying a failed load.
     ``live_retain``/``live_slice``: how many seconds of live figures each acknowledgement
     carries, in slices of how many seconds (a watcher's window can be at most the former).
+    ``trust_anchors``: key ids that must have signed the store's first trust policy.
     """
 
     def __init__(
@@ -114,6 +121,7 @@ class Follower:
         on_event: Callable[[dict[str, Any]], None] | None = None,
         live_retain: float = 120.0,
         live_slice: float = 5.0,
+        trust_anchors: Sequence[str] = (),
     ) -> None:
         if interval <= 0 or not 0 <= jitter < 1:
             raise InvalidInputError("interval must be > 0 and jitter in [0, 1)")
@@ -134,6 +142,7 @@ class Follower:
             follower_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}",
         )
         self.on_event = on_event
+        self.trust = TrustGate(self.repo.ctx, trust_anchors)
         self._state: _State | None = None
         self._poll_failed = False  # the last poll raised (its error shows until one works)
         self._failure: _Failure | None = None
@@ -231,13 +240,22 @@ class Follower:
 
     def _apply(self, value: RefValue, seq: int, token: str) -> bool:
         old = self._state
-        wanted = [t.version for t in value.versions()]
+        targets = value.versions()
+        wanted = [t.version for t in targets]
         served: dict[str, Served] = {}
         self._report(state="loading")
         try:
-            for semver in wanted:
-                have = old.served.get(semver) if old else None
-                served[semver] = have or self._load(semver, old)
+            why = self.trust.refusal(
+                self.model, self.ref, [(t.version, t.manifest) for t in targets]
+            )
+            if why:
+                raise UntrustedError(f"refused: {why}")
+            for t in targets:
+                have = old.served.get(t.version) if old else None
+                if have is not None and have.version.id.hex() == t.manifest:
+                    served[t.version] = have
+                else:
+                    served[t.version] = self._load(t.version, t.manifest, old)
         except Exception as e:  # keep serving the old version; report why
             self._record_failure(token, seq, wanted, e)
             return False
@@ -268,11 +286,15 @@ class Follower:
         self._report(state="failed", error=msg, failed=",".join(wanted), failed_seq=seq)
         self._emit({"event": "swap-failed", "versions": wanted, "error": msg, "final": final})
 
-    def _load(self, semver: str, old: _State | None) -> Served:
+    def _load(self, semver: str, manifest: str, old: _State | None) -> Served:
         import casstore.torch as ct
 
         t0 = time.perf_counter()
         v = self.repo.get_version(self.model, semver)
+        if v.id.hex() != manifest:  # the index and the ref disagree: serve neither
+            raise CorruptObjectError(
+                f"{v.name} is indexed as manifest {v.id.short()}, the ref says {manifest[:12]}"
+            )
         sigs = _tensor_signatures(v)
         reuse: dict[str, Any] = {}
         if old is not None:

@@ -18,10 +18,11 @@ from casstore import Repository
 from casstore.cli import EXIT_INTERNAL, EXIT_TABLE, build_parser
 from tests import series
 from tests.cli_helpers import run
+from tests.keys import key_pair
 
 # A valid invocation of each command against the fixture store: positionals (all of them, in
 # order) and options. Placeholders: FILE (a model file), OUT (a fresh folder), POLICY (a
-# regression policy file), OTHER / SRC / DST (other stores).
+# regression policy file), OTHER / SRC / DST (other stores), KEY / PUB (a signing key pair).
 BASE: dict[str, tuple[list[str], dict[str, str]]] = {
     "init": ([], {}),
     "commit": (["m", "FILE"], {}),
@@ -53,6 +54,9 @@ BASE: dict[str, tuple[list[str], dict[str, str]]] = {
     "replicate": (["SRC", "DST"], {}),
     "status": (["m"], {}),
     "watch": (["m"], {"--policy": "POLICY", "--once": "", "--dry-run": ""}),
+    "sign": (["m", "1.0.0"], {"--key": "KEY"}),
+    "verify-signature": (["m", "1.0.0"], {"--trusted-key": "PUB"}),
+    "trust": (["show"], {}),
     "tune": (["FILE"], {}),
     "demo": ([], {"--size-mb": "1"}),
 }
@@ -130,7 +134,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     bad = root / "bad.json"
     bad.write_bytes(b"{not json \xff")
     (root / "work").mkdir()
+    key, pub = key_pair(root / "keys", "k")
+    repo.sign("m", "1.0.0", key.read_bytes())
     return {
+        "KEY": str(key),
+        "PUB": str(pub),
         "store": store,
         "FILE": str(f1),
         "OUT": str(root / "out"),
