@@ -71,6 +71,7 @@ def test_sign_checkout_and_model_signing_verify(world: dict):
 
 def test_trust_policy_and_refused_moves(world: dict):
     store = world["store"]
+    assert run("promote", "m", "1.0.0", "--ref", "production", store=store).code == 0  # no policy
     trust = ["trust", "set", "--trusted-key", f"admin={world['admin_pub']}",
              "--require", "production"]
     r = run(*trust, "--key", world["admin"], store=store)

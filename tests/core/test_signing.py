@@ -202,10 +202,11 @@ def signed_world(tmp_path: Path, store_url: str) -> dict:
     for i in range(4):
         repo.commit("m", [_model_dir(tmp_path, i)], tags=["stable"])
     repo.promote("m", "1.0.0", ref="production")
+    repo.promote("m", "1.0.1", ref="release")
     repo.promote("m", "1.0.1", ref="canary")
     repo.start_split("m", "1.0.3", ref="canary", steps=(0.1, 0.5, 1.0))  # before the policy
     repo.set_trust_policy([("admin", admin_pub.read_bytes())],
-                          [make_rule("production"), make_rule("canary")],
+                          [make_rule("production"), make_rule("canary"), make_rule("release")],
                           admin.read_bytes(), force_init=True)
     for v in ("1.0.0", "1.0.2"):
         repo.sign("m", v, admin.read_bytes())
@@ -228,9 +229,11 @@ def test_every_move_path_refuses_unsigned(signed_world: dict):
     assert {r: repo.refs.get("m", r) for r in ("production", "canary")} == before
     # signed targets move; refs without a rule are free
     assert repo.promote("m", "1.0.2", ref="production").ok
-    res = repo.rollback("m", ref="production")  # quick: the previous stable, 1.0.1, is unsigned
-    assert not res.ok and "1.0.1 has 0 valid" in res.message
     assert repo.rollback("m", to="1.0.0", ref="production").ok
+    assert repo.promote("m", "1.0.2", ref="release").ok
+    res = repo.rollback("m", ref="release")  # quick: what it served before, 1.0.1, is unsigned
+    assert not res.ok and "1.0.1 has 0 valid" in res.message
+    assert repo.refs.get("m", "release").target.version == "1.0.2"
     assert repo.promote("m", "1.0.3").ok  # `current`: no rule
     assert repo.refs.reflog("m", "production")[-1].op == "rollback"
 
