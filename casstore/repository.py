@@ -27,7 +27,6 @@ from casstore.errors import (
 )
 from casstore.ops.hooks import Hooks, Notifier
 from casstore.ops.rollout import DEFAULT_STEPS, MoveResult, Rollout
-from casstore.repo.catalog import Catalog, Version
 from casstore.ops.signing import (
     SIGNATURE_FILE,
     PrivateKey,
@@ -38,6 +37,7 @@ from casstore.ops.signing import (
     signature_bundle,
 )
 from casstore.ops.trust import Rule, TrustPolicy, read_policy, set_policy
+from casstore.repo.catalog import Catalog, Version
 from casstore.repo.chunks import ChunkReader, Progress
 from casstore.repo.config import StoreConfig
 from casstore.repo.context import StoreContext
