@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from casstore import errors
 from casstore.cli._common import AddCommand, open_repo, positive_count, private_key, read_file
 from casstore.cli._render import SIGNATURE_HEADER, emit_json, signature_rows, table
+from casstore.cli._shapes import version_ref
 
 
 def cmd_sign(args: argparse.Namespace) -> int:
@@ -21,10 +23,16 @@ def cmd_sign(args: argparse.Namespace) -> int:
     if args.output:
         Path(args.output).write_bytes(bundle)
     if args.json:
-        emit_json(info.to_dict())
+        v = repo.get_version(info.model, info.version)
+        emit_json(_version_doc(repo, v) | {"signature": info.to_dict()})
     else:
         print(f"signed {info.model} {info.version} with key {info.keyid[:12]} ({info.signer})")
     return 0
+
+
+def _version_doc(repo: Any, v: Any) -> dict[str, Any]:
+    """The version shape of every --json document (see casstore.cli._shapes)."""
+    return {"model_name": v.model, **version_ref(repo, v.model, v.version, v.id.hex())}
 
 
 def cmd_verify_signature(args: argparse.Namespace) -> int:
@@ -37,13 +45,8 @@ def cmd_verify_signature(args: argparse.Namespace) -> int:
     good = [s for s in sigs if s.ok]
     if args.json:
         emit_json(
-            {
-                "model": v.model,
-                "version": v.version,
-                "name": v.name,
-                "valid": bool(good),
-                "signatures": [s.to_dict() for s in sigs],
-            }
+            _version_doc(repo, v)
+            | {"valid": bool(good), "signatures": [s.to_dict() for s in sigs]}
         )
     else:
         if sigs:

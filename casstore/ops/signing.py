@@ -241,9 +241,8 @@ class SignatureInfo:
         return not self.problem
 
     def to_dict(self) -> dict[str, Any]:
+        """The signature's own fields (listed within its version's document)."""
         return {
-            "model": self.model,
-            "version": self.version,
             "keyid": self.keyid,
             "key_name": self.key_name,
             "signer": self.signer,

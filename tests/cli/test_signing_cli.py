@@ -62,7 +62,7 @@ def test_sign_checkout_and_model_signing_verify(world: dict):
     assert bad.returncode == 1 and "Hash mismatch" in bad.stderr
     # the signature travels in a file too, and checkout can pick the signer
     keyid = run("sign", "m", "1.0.0", "--key", world["admin"], "--json", "-o", tmp / "a.sig",
-                store=store).json()["keyid"]
+                store=store).json()["signature"]["keyid"]
     r = run("checkout", "m", "1.0.0", "-o", tmp / "out2", f"--with-signature={keyid[:12]}",
             store=store)
     assert r.code == 0
