@@ -36,7 +36,7 @@ from casstore.ops.signing import (
     sign_version,
     signature_bundle,
 )
-from casstore.ops.trust import Rule, TrustPolicy, read_policy, set_policy
+from casstore.ops.trust import Rule, TrustGate, TrustPolicy, set_policy
 from casstore.repo.catalog import Catalog, Version
 from casstore.repo.chunks import ChunkReader, Progress
 from casstore.repo.config import StoreConfig
@@ -77,7 +77,9 @@ class Repository:
 
     ``actor`` names who moves refs (default ``user@host``); ``hooks`` are the health-check
     timeout and the notifiers told about every ref move; ``lease_settings`` the write-session
-    and GC-lease timeouts. Storage options go to the backend (e.g. ``endpoint_url=``).
+    and GC-lease timeouts; ``trust_anchors`` the key ids that must have signed the store's
+    first trust policy (see :mod:`casstore.ops.trust`). Storage options go to the backend
+    (e.g. ``endpoint_url=``).
     """
 
     def __init__(
@@ -87,6 +89,7 @@ class Repository:
         actor: str | None = None,
         hooks: Hooks | None = None,
         lease_settings: LeaseSettings | None = None,
+        trust_anchors: Sequence[str] = (),
         **storage_options: Any,
     ) -> None:
         if not isinstance(store, ObjectStore):
@@ -95,7 +98,7 @@ class Repository:
             raise InvalidInputError("storage options apply only when opening a store by URL")
         self.ctx = StoreContext(store, actor=actor, lease_settings=lease_settings)
         self.hooks = hooks if hooks is not None else Hooks()
-        self.rollout = Rollout(self.ctx, self.hooks)
+        self.rollout = Rollout(self.ctx, self.hooks, TrustGate(self.ctx, trust_anchors))
 
     def __repr__(self) -> str:
         return f"Repository({self.store.url!r})"
@@ -469,7 +472,7 @@ class Repository:
         the keys of the store's trust policy). ``read_data`` also re-hashes every file."""
         v = self.get_version(model, spec)
         if trusted_keys is None:
-            policy = read_policy(self.ctx)
+            policy = self.rollout.trust.policy()
             keys = list(policy.trusted().values()) if policy is not None else []
         else:
             keys = load_public_keys(trusted_keys)
@@ -478,8 +481,9 @@ class Repository:
         )
 
     def trust_policy(self) -> TrustPolicy | None:
-        """The store's trust policy (None: none yet), after checking its signature chain."""
-        return read_policy(self.ctx)
+        """The store's trust policy (None: none yet), after checking its signature chain (and
+        that it extends what this repository saw before and is rooted in its anchors)."""
+        return self.rollout.trust.policy()
 
     def set_trust_policy(
         self,

@@ -45,8 +45,10 @@ def store_url(args: argparse.Namespace) -> str:
 def open_repo(args: argparse.Namespace, url: str | None = None, *, create: bool = False) -> Any:
     """The repository at ``url`` (default: the store the arguments name), configured from the
     environment: the actor (``$CASSTORE_ACTOR``), a notify command (``$CASSTORE_NOTIFY``), the
-    health-check timeout (``$CASSTORE_HEALTH_TIMEOUT``) and the lease timeouts
-    (``$CASSTORE_SESSION_TIMEOUT``, ``$CASSTORE_LOCK_TIMEOUT``, ``$CASSTORE_LEASE_WAIT``).
+    health-check timeout (``$CASSTORE_HEALTH_TIMEOUT``), the lease timeouts
+    (``$CASSTORE_SESSION_TIMEOUT``, ``$CASSTORE_LOCK_TIMEOUT``, ``$CASSTORE_LEASE_WAIT``) and
+    the key ids that must have signed the first trust policy (``$CASSTORE_TRUST_ANCHORS``,
+    comma-separated).
 
     A store that was never created (no config) is NotFoundError unless ``create``: only
     writing commands (init, commit, policy set, the destination of push/pull/replicate) make
@@ -67,6 +69,8 @@ def open_repo(args: argparse.Namespace, url: str | None = None, *, create: bool 
         actor=env.get("CASSTORE_ACTOR") or None,
         hooks=hooks,
         lease_settings=LeaseSettings.from_env(env),
+        trust_anchors=[a.strip() for a in env.get("CASSTORE_TRUST_ANCHORS", "").split(",")
+                       if a.strip()],
     )
     if not create and not repo.exists:
         where = url or store_url(args)

@@ -28,7 +28,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from casstore.errors import AlreadyExistsError, InvalidInputError, UntrustedError
 from casstore.ops.signing import PrivateKey, PublicKey, check_signatures, open_envelope, seal
 from casstore.repo.context import StoreContext
-from casstore.repo.keys import TRUST, check_name, serial_from_trust_key, trust_key
+from casstore.repo.keys import (
+    TRUST,
+    check_keyid,
+    check_name,
+    serial_from_trust_key,
+    trust_key,
+)
 
 POLICY_PAYLOAD_TYPE = "application/vnd.casstore.trust-policy+json"
 
@@ -232,7 +238,7 @@ class TrustGate:
 
     def __init__(self, ctx: StoreContext, anchors: Sequence[str] = ()) -> None:
         self.ctx = ctx
-        self.anchors = tuple(anchors)
+        self.anchors = tuple(check_keyid(a) for a in anchors)
         self._seen: dict[int, str] = {}
 
     def policy(self) -> TrustPolicy | None:

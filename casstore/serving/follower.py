@@ -101,7 +101,8 @@ class Follower:
     ``max(interval, 1)``); ``retry_max``: the backoff cap for retrying a failed load.
     ``live_retain``/``live_slice``: how many seconds of live figures each acknowledgement
     carries, in slices of how many seconds (a watcher's window can be at most the former).
-    ``trust_anchors``: key ids that must have signed the store's first trust policy.
+    ``trust_anchors``: key ids that must have signed the store's first trust policy (default:
+    the repository's).
     """
 
     def __init__(
@@ -142,7 +143,7 @@ class Follower:
             follower_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}",
         )
         self.on_event = on_event
-        self.trust = TrustGate(self.repo.ctx, trust_anchors)
+        self.trust = TrustGate(self.repo.ctx, trust_anchors or self.repo.rollout.trust.anchors)
         self._state: _State | None = None
         self._poll_failed = False  # the last poll raised (its error shows until one works)
         self._failure: _Failure | None = None

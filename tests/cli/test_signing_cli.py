@@ -131,3 +131,25 @@ def test_bad_signing_input(world: dict, tmp_path: Path):
     r = run("show", "m", "1.0.0", store=store)
     assert r.code == 0 and "trust policy: trust policy 0 is unreadable" in r.out
     assert run("trust", "show", store=store).code == 1
+
+
+def test_trust_anchors_pin_the_first_policy(world: dict, tmp_path: Path):
+    store = world["store"]
+    set_policy = ["trust", "set", "--require", "production", "--force-init"]
+    r = run(*set_policy, "--trusted-key", f"admin={world['admin_pub']}", "--key",
+            world["admin"], "--json", store=store)
+    admin_id = r.json()["policy"]["keys"][0]["keyid"]
+    env = {"CASSTORE_TRUST_ANCHORS": admin_id}
+    assert run("trust", "show", store=store, env=env).code == 0
+    # someone with bucket access replaces the whole chain with a policy of their own
+    thief, thief_pub = key_pair(tmp_path / "keys", "thief")
+    Repository(store).store.delete("trust/000000000000")
+    r = run(*set_policy[:2], "--trusted-key", f"me={thief_pub}", "--key", thief, "--force-init",
+            store=store)
+    assert r.code == 0
+    assert run("sign", "m", "1.0.1", "--key", thief, store=store).code == 0
+    r = run("promote", "m", "1.0.1", "--ref", "production", store=store, env=env)
+    assert r.code == 1 and "not rooted in an anchor key" in r.out
+    assert run("trust", "show", store=store, env=env).code == 1
+    r = run("trust", "show", store=store, env={"CASSTORE_TRUST_ANCHORS": "nope"})
+    assert r.code == 2 and "invalid key id" in r.err
