@@ -145,7 +145,7 @@ def many_models(kind: str, models: int, versions: int, workdir: Path) -> dict[st
         out: dict[str, Any] = {"models": models, "versions": versions,
                                "build_s": round(built, 1)}
         for name, op in {
-            "models": lambda r: r.models(),
+            "list models": lambda r: r.models(),
             "query all --where --limit 10": lambda r: r.query(None, Query(
                 order=parse_order("accuracy"), limit=10)),
             "log -n 20 (one model)": lambda r: r.log(f"model-{models // 2:03d}", 20),
