@@ -59,20 +59,26 @@ def _numbers(fa: VersionFile, ta: TensorEntry, fb: VersionFile, tb: TensorEntry)
     width = np.dtype(_NUMPY[ta.dtype]).itemsize
     step = max(width, _BLOCK // width * width)
     peak, diff_sq, base_sq = 0.0, 0.0, 0.0
-    for pos in range(0, ta.length, step):
-        n = min(step, ta.length - pos)
-        a, b = bytearray(n), bytearray(n)
-        fa.pread_into(memoryview(a), ta.offset + pos)
-        fb.pread_into(memoryview(b), tb.offset + pos)
-        xa, xb = _as_float(bytes(a), ta.dtype), _as_float(bytes(b), tb.dtype)
-        d = xb - xa
-        if d.size:
-            peak = max(peak, float(np.max(np.abs(d))))
-        diff_sq += float(np.dot(d, d))
-        base_sq += float(np.dot(xa, xa))
+    with np.errstate(all="ignore"):  # NaN/Inf in the weights propagate, no warnings
+        for pos in range(0, ta.length, step):
+            peak, diff_sq, base_sq = _block(fa, ta, fb, tb, pos, min(step, ta.length - pos),
+                                            peak, diff_sq, base_sq)
     if base_sq == 0.0:
         return peak, 0.0 if diff_sq == 0.0 else math.inf
     return peak, math.sqrt(diff_sq / base_sq)
+
+
+def _block(fa: VersionFile, ta: TensorEntry, fb: VersionFile, tb: TensorEntry, pos: int, n: int,
+           peak: float, diff_sq: float, base_sq: float) -> tuple[float, float, float]:
+    """Fold the ``n`` bytes at ``pos`` of both tensors into the running figures."""
+    a, b = bytearray(n), bytearray(n)
+    fa.pread_into(memoryview(a), ta.offset + pos)
+    fb.pread_into(memoryview(b), tb.offset + pos)
+    xa, xb = _as_float(bytes(a), ta.dtype), _as_float(bytes(b), tb.dtype)
+    d = xb - xa
+    if d.size:
+        peak = max(peak, float(np.max(np.abs(d))))
+    return peak, diff_sq + float(np.dot(d, d)), base_sq + float(np.dot(xa, xa))
 
 
 def tensor_changes(
