@@ -224,29 +224,19 @@ def cmd_promote(args: argparse.Namespace) -> int:
     if args.replica:
         return _across(args, repo, args.version, "promote")
     if args.steps:
-        res = repo.start_split(
-            args.model,
-            args.version,
-            ref=args.ref,
-            steps=parse_steps(args.steps),
-            reason=args.reason or "",
-            op="rollout",
-            verify_data=args.verify_data,
-            pre_check=args.pre_check,
-            verify=args.verify,
-        )
+        res = repo.start_split(args.model, args.version, steps=parse_steps(args.steps),
+                               op="rollout", **_move_options(args, split=True))
     else:
-        res = repo.promote(
-            args.model,
-            args.version,
-            ref=args.ref,
-            reason=args.reason or "",
-            verify_data=args.verify_data,
-            health_check=args.health_check,
-            pre_check=args.pre_check,
-            verify=args.verify,
-        )
+        res = repo.promote(args.model, args.version, **_move_options(args))
     return _print_move(args, res, repo)
+
+
+def _move_options(args: argparse.Namespace, *, split: bool = False) -> dict[str, Any]:
+    """What every promote/rollback/undo takes from the command line (a split has no health
+    check: its traffic moves in steps)."""
+    opts = {"ref": args.ref, "reason": args.reason or "", "verify_data": args.verify_data,
+            "pre_check": args.pre_check, "verify": args.verify}
+    return opts if split else opts | {"health_check": args.health_check}
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
@@ -265,39 +255,13 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     if args.replica:
         return _across(args, repo, args.to, "rollback")
     if args.undo:
-        res = repo.undo(
-            args.model,
-            ref=args.ref,
-            reason=args.reason or "",
-            verify_data=args.verify_data,
-            health_check=args.health_check,
-            pre_check=args.pre_check,
-            verify=args.verify,
-        )
+        res = repo.undo(args.model, **_move_options(args))
     elif args.steps:
         target = args.to or repo.previous_stable(args.model, args.ref).version
-        res = repo.start_split(
-            args.model,
-            target,
-            ref=args.ref,
-            steps=parse_steps(args.steps),
-            reason=args.reason or "",
-            op="rollback",
-            verify_data=args.verify_data,
-            pre_check=args.pre_check,
-            verify=args.verify,
-        )
+        res = repo.start_split(args.model, target, steps=parse_steps(args.steps), op="rollback",
+                               **_move_options(args, split=True))
     else:
-        res = repo.rollback(
-            args.model,
-            to=args.to,
-            ref=args.ref,
-            reason=args.reason or "",
-            verify_data=args.verify_data,
-            health_check=args.health_check,
-            pre_check=args.pre_check,
-            verify=args.verify,
-        )
+        res = repo.rollback(args.model, to=args.to, **_move_options(args))
     return _print_move(args, res, repo)
 
 
