@@ -289,7 +289,7 @@ def _render_latency(d: dict) -> list[str]:
 def latency(ctx: Context) -> dict:
     from benchmarks.latency import run
 
-    return run(runs=2 if ctx.quick else 21, workdir=ctx.work, instructions=not ctx.quick)
+    return run(runs=1 if ctx.quick else 21, workdir=ctx.work, instructions=not ctx.quick)
 
 
 # -- gc ------------------------------------------------------------------------------------
