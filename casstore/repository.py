@@ -14,12 +14,14 @@ refs once, and delegates every call to the module that holds the behaviour:
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from casstore.errors import (
     AlreadyExistsError,
+    CasstoreError,
     ConflictError,
     InvalidInputError,
     NotFoundError,
@@ -62,6 +64,12 @@ if TYPE_CHECKING:  # imported where used: a command loads only the code it runs
     from casstore.repo.storage import VersionStorage
 
 __all__ = ["CommitResult", "Repository", "Stats", "Version"]
+
+_REF_RETRIES = 6
+
+
+class RefNotMoved(Exception):
+    """The commit is published but its ref could not be moved (reported, not raised)."""
 
 
 def __getattr__(name: str) -> Any:
@@ -208,21 +216,40 @@ class Repository:
         plan = prepare(self.ctx, spec, sources, prechunked)  # nothing stored before this passes
         with self.ctx.writing("commit") as session:
             result = store_and_publish(self.ctx, plan, session, progress=progress)
-            result.ref_moved = self._after_commit_ref(result.version, spec.ref, spec.reason)
+            try:
+                result.ref_moved = self._after_commit_ref(result.version, spec.ref, spec.reason)
+            except RefNotMoved as e:
+                result.ref_error = str(e)
         result.auto_gc = after_commit(self.ctx, spec.model)  # opt-in; never raises
         return result
 
     def _after_commit_ref(self, v: Version, ref: str | None, reason: str) -> str | None:
+        """Move ``ref`` (or ``current``, for a model's first version) to the new version.
+
+        The version is published already, so failing here must not look like a failed
+        commit (a retry would store a duplicate): a move that loses a race to another writer
+        is retried on top of what is there; one that still cannot land raises
+        :class:`RefNotMoved`, which :meth:`_commit` turns into ``result.ref_error``.
+        """
         value = RefValue.of(v.target)
         if ref is not None:
-            try:
-                self.rollout.move(
-                    v.model, ref, value, expected_seq="any",
-                    reason=reason or f"commit {v.version}", trigger="commit", op="commit",
-                )
-            except UntrustedError as e:
-                raise UntrustedError(f"committed {v.name}, but {ref} did not move: {e}") from e
-            return ref
+            last: CasstoreError | None = None
+            for attempt in range(_REF_RETRIES):
+                try:
+                    self.rollout.move(
+                        v.model, ref, value, expected_seq="any",
+                        reason=reason or f"commit {v.version}", trigger="commit", op="commit",
+                    )
+                    return ref
+                except UntrustedError as e:
+                    raise UntrustedError(f"committed {v.name}, but {ref} did not move: {e}") from e
+                except ConflictError as e:  # another writer moved it between read and CAS
+                    last = e
+                    time.sleep(0.02 * 2**attempt)
+                except CasstoreError as e:
+                    last = e
+                    break
+            raise RefNotMoved(f"committed {v.name}; ref {ref!r} not moved because: {last}")
         rec, _ = self.refs.read(v.model, "current")
         if rec is not None:
             return None

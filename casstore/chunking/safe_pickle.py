@@ -18,7 +18,20 @@ from casstore.chunking.base import MAX_WINDOW, ReadAt, describe
 from casstore.errors import InvalidInputError, UnsafePickleError
 
 MAX_PICKLE = 64 << 20
-"""Largest pickle stream interpreted; bounds the memory of the object graph."""
+"""Largest pickle stream interpreted."""
+MAX_OPS = 3 << 19
+"""Opcodes interpreted per stream (1.5M, ~25 per tensor: a state dict of 60k tensors): bounds
+the work to about 3 s of CPU on a slow core (~2 us per opcode)."""
+MAX_ITEMS = 8 << 20
+"""Container elements built or copied per stream (a list copied by an allowed call counts its
+length again; a bytes/str argument counts a unit per 8 bytes): bounds the object graph's
+memory, which the stream length alone does not (a 1 MB stream can copy a big list 100k times)."""
+MAX_MARKS = 1 << 12
+"""Open MARKs: each one is a fresh stack (8 MB of ``(`` would be 8M lists)."""
+MAX_STACK = 1 << 17
+"""Items on the stack at once: pickle batches lists and dicts by 1000, so only a bomb (e.g.
+200k nested dicts pushed before their SETITEMs) comes near."""
+MAX_MEMO = 1 << 21
 
 _REFILL = 1 << 20
 _MAX_LONG = 1 << 16  # bytes of a LONG4 / text number
@@ -193,10 +206,15 @@ class _Machine:
         self.memo: dict[int, Any] = {}
         self.done = False
         self.result: Any = None
+        self.items = 0  # container elements built or copied so far (see MAX_ITEMS)
 
     def run(self) -> Any:
         src, table = self.src, _TABLE
+        ops = 0
         while not self.done:
+            ops += 1
+            if ops & 0xFFF == 0:
+                self._check_bounds(ops)
             if src.pos >= len(src.buf):
                 src._fill(1)
             op = src.buf[src.pos]
@@ -209,12 +227,29 @@ class _Machine:
         return self.result
 
     # -- helpers ---------------------------------------------------------------------------
+    def _check_bounds(self, ops: int) -> None:
+        if ops > MAX_OPS:
+            raise InvalidInputError(f"pickle needs more than {MAX_OPS} operations")
+        if len(self.stack) > MAX_STACK:
+            raise InvalidInputError(f"pickle stack deeper than {MAX_STACK}")
+        if len(self.memo) > MAX_MEMO:
+            raise InvalidInputError(f"pickle memo larger than {MAX_MEMO} entries")
+
+    def charge(self, n: int) -> None:
+        """Count ``n`` container elements built or copied against :data:`MAX_ITEMS`."""
+        self.items += n
+        if self.items > MAX_ITEMS:
+            raise InvalidInputError(
+                f"pickle builds more than {MAX_ITEMS} container elements (a pickle bomb?)"
+            )
+
     def push(self, value: Any) -> None:
         self.stack.append(value)
 
     def pop_mark(self) -> list[Any]:
         items = self.stack
         self.stack = self.marks.pop()
+        self.charge(len(items))
         return items
 
     def u(self, fmt: str, n: int) -> Any:
@@ -239,6 +274,8 @@ class _Machine:
         self.done = True
 
     def mark(self) -> None:
+        if len(self.marks) >= MAX_MARKS:
+            raise InvalidInputError(f"pickle nests more than {MAX_MARKS} MARKs")
         self.marks.append(self.stack)
         self.stack = []
 
@@ -267,6 +304,7 @@ class _Machine:
         if n == 0:
             self.push(())
             return
+        self.charge(n)
         items = tuple(self.stack[-n:])
         if len(items) != n:
             raise IndexError("stack underflow")
@@ -279,6 +317,7 @@ class _Machine:
             raise InvalidInputError(f"SETITEM(S) on {type(target).__name__}")
         if len(items) % 2:
             raise InvalidInputError("odd number of items for SETITEMS")
+        self.charge(len(items) // 2)
         for i in range(0, len(items), 2):
             target[items[i]] = items[i + 1]
 
@@ -286,6 +325,7 @@ class _Machine:
         target = self.stack[-1]
         if type(target) is not list:
             raise InvalidInputError(f"APPEND(S) on {type(target).__name__}")
+        self.charge(len(items))
         target.extend(items)
 
     def additems(self) -> None:
@@ -296,8 +336,8 @@ class _Machine:
         target.update(items)
 
     def put(self, index: int) -> None:
-        if index < 0:
-            raise InvalidInputError("negative memo index")
+        if not 0 <= index <= MAX_OPS:
+            raise InvalidInputError("memo index out of range")
         self.memo[index] = self.stack[-1]
 
     def get(self, index: int) -> None:
@@ -325,18 +365,24 @@ class _Machine:
 
     def reduce(self) -> None:
         args = self.stack.pop()
-        self.stack[-1] = _call(self.stack[-1], args)
+        self.stack[-1] = self.call(self.stack[-1], args)
 
     def newobj(self) -> None:
         args = self.stack.pop()
-        self.stack[-1] = _call(self.stack[-1], args)
+        self.stack[-1] = self.call(self.stack[-1], args)
 
     def newobj_ex(self) -> None:
         kwargs = self.stack.pop()
         args = self.stack.pop()
         if kwargs:
             raise UnsafePickleError("NEWOBJ_EX with keyword arguments is not allowed")
-        self.stack[-1] = _call(self.stack[-1], args)
+        self.stack[-1] = self.call(self.stack[-1], args)
+
+    def call(self, func: Any, args: Any) -> Any:
+        """An allowed call; what it copies (its arguments' lengths) counts against MAX_ITEMS."""
+        if type(args) is tuple:
+            self.charge(1 + sum(_cost(a) for a in args))
+        return _call(func, args)
 
     def build(self) -> None:
         state = self.stack.pop()
@@ -351,6 +397,17 @@ class _Machine:
         if self.persistent_load is None:
             raise UnsafePickleError("persistent ids are not allowed in this pickle")
         self.push(self.persistent_load(pid))
+
+
+_SIZED = (list, tuple, dict, OrderedDict, set, frozenset)
+
+
+def _cost(arg: Any) -> int:
+    if type(arg) in _SIZED:
+        return len(arg)
+    if type(arg) in (str, bytes, bytearray):
+        return len(arg) // 8
+    return 0
 
 
 def _call(func: Any, args: Any) -> Any:

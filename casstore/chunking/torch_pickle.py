@@ -326,18 +326,37 @@ def check_pickle_safe(data: bytes) -> None:
             pos += n
 
 
+MAX_NESTING = 256
+"""A tensor nested deeper than this inside containers is refused (its dotted key path would be
+that long; a bomb of many deep tensors would make naming them quadratic work)."""
+
+_Path = tuple[Any, ...] | None  # (parent path, key), built into a dotted name only for tensors
+
+
+def _dotted(path: _Path) -> str:
+    keys = []
+    while path is not None:
+        path, key = path
+        keys.append(str(key))
+    return ".".join(reversed(keys))
+
+
 def named_tensors(obj: Any) -> Iterator[tuple[str, TensorStub]]:
     """Every tensor reachable through dicts, lists and tuples, with its dotted key path.
 
     Each container is visited once (a pickle's memo can make a graph with shared or cyclic
-    containers); a tensor shared by several keys is reported under each.
+    containers); a tensor shared by several keys is reported under each. Work is linear in
+    the containers visited: a path is spelled out only for a tensor, at most
+    :data:`MAX_NESTING` levels deep.
     """
     seen: set[int] = set()
-    todo: list[tuple[str, Any]] = [("", obj)]
+    todo: list[tuple[_Path, Any, int]] = [(None, obj, 0)]
     while todo:
-        path, node = todo.pop()
+        path, node, depth = todo.pop()
         if type(node) is TensorStub:
-            yield path, node
+            if depth > MAX_NESTING:
+                raise InvalidInputError(f"a tensor nested more than {MAX_NESTING} levels deep")
+            yield _dotted(path), node
             continue
         if isinstance(node, dict):
             items = [(k, v) for k, v in node.items() if type(k) in (str, int)]
@@ -348,8 +367,7 @@ def named_tensors(obj: Any) -> Iterator[tuple[str, TensorStub]]:
         if id(node) in seen:
             continue
         seen.add(id(node))
-        prefix = f"{path}." if path else ""
-        todo.extend((f"{prefix}{k}", v) for k, v in reversed(items))
+        todo.extend(((path, k), v, depth + 1) for k, v in reversed(items))
 
 
 def tensor_dtype(stub: TensorStub) -> tuple[str, int] | None:

@@ -106,6 +106,8 @@ def cmd_commit(args: argparse.Namespace) -> int:
     finally:
         if bar:
             bar.close()
+    if res.ref_error:  # the commit succeeded; say plainly that the ref did not move
+        print(f"casstore: warning: {res.ref_error}", file=sys.stderr)
     if args.json:
         emit_json(res.to_dict())
         return 0

@@ -11,15 +11,20 @@ operation (promote, any rollback, split steps, abort, auto-revert, watch) asks f
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from casstore.errors import ConflictError, InvalidInputError, NotFoundError, UntrustedError
+from casstore.errors import (
+    ConflictError,
+    CorruptObjectError,
+    InvalidInputError,
+    NotFoundError,
+    UntrustedError,
+)
 from casstore.ops.hooks import HealthCheck, Hooks
 from casstore.ops.trust import TrustGate
-from casstore.repo.catalog import Version
+from casstore.repo.catalog import Version, parse_index_entry
 from casstore.repo.context import StoreContext
 from casstore.repo.keys import chunk_key, manifest_key, version_key
 from casstore.repo.refs import ReflogEntry, RefStore, RefValue, Split, Target, Trigger
@@ -130,17 +135,18 @@ class Rollout:
 
         Without ``chunks``: one request, whatever the model's size: the version is still
         indexed with the same manifest. That suffices because a commit indexes a version only
-        after all its chunks are stored, and GC never sweeps a chunk of an indexed version
-        (the caller holds a write session, so no sweep runs until the ref has moved).
+        after all its chunks are stored, and GC sweeps the chunks of a version only after
+        marking it expired; a ref move reads that marker after writing the ref and moves
+        back if it finds one (see :meth:`casstore.repo.refs.RefStore.move`).
         ``chunks`` also asks whether every chunk exists; ``read_data`` re-hashes them."""
         store = self.ctx.store
+        key = version_key(version.model, version.version)
         try:  # still indexed, with the same manifest (a GC may have expired it meanwhile)
-            indexed = json.loads(store.get(version_key(version.model, version.version)))
-            if indexed.get("manifest") != version.id.hex():
+            if parse_index_entry(key, store.get(key)) != version.id:
                 return [f"{version.name} was replaced"]
         except NotFoundError:
             return [f"{version.name} no longer exists"]
-        except ValueError:
+        except (ValueError, CorruptObjectError):
             return [f"the index entry of {version.name} is unreadable"]
         if not (chunks or read_data):
             return []

@@ -65,13 +65,16 @@ class VerifyReport:
 
 def verify(ctx: StoreContext, *, read_data: bool = False, workers: int = 8,
            progress: Callable[[int], None] | None = None) -> VerifyReport:
-    """Check every version, ref and reflog entry of the store (chunks re-hashed with
-    ``read_data``); every problem is collected, with the versions it affects."""
+    """Check every version, ref and reflog entry of the store (chunks decoded, re-hashed and
+    checked against the sizes manifests declare with ``read_data``); every problem is
+    collected, with the versions it affects. Hostile store content is a problem, never an
+    exception: index entries, tags and manifests that cannot be read, inline chunks that do
+    not match their digests, and sizes that do not add up are all reported."""
     t0 = time.perf_counter()
     report = VerifyReport()
     store, catalog, refs = ctx.store, ctx.catalog, ctx.refs
     users: dict[Digest, set[str]] = {}  # chunk -> versions using it (delta bases included)
-    sizes: dict[Digest, int] = {}  # chunk -> decoded size
+    sizes: dict[Digest, int] = {}  # chunk -> decoded size its manifests declare
     chains: dict[Digest, tuple[Digest, ...]] = {}  # delta -> its bases, nearest first
     manifests: dict[Digest, Manifest] = {}
     for model in catalog.models():
@@ -79,13 +82,17 @@ def verify(ctx: StoreContext, *, read_data: bool = False, workers: int = 8,
         for semver, mid in catalog.version_index(model).items():
             report.versions += 1
             label = f"{model}@{semver}"
-            m = _manifest(store, mid, label, report)
+            m = _manifest(ctx, mid, label, report)
             if m is None:
                 continue
             manifests[mid] = m
-            for d in m.chunk_set():
+            for d, n in m.object_sizes().items():
                 users.setdefault(d, set()).add(label)
-            sizes.update(m.object_sizes())
+                if sizes.setdefault(d, n) != n:
+                    report.problems.append(Problem(
+                        "corrupt", f"chunk {d.hex()}",
+                        f"manifests declare different sizes for it ({sizes[d]} and {n})",
+                        tuple(sorted(users[d]))))
             chains.update(m.delta_chains())
         _check_refs(store, refs, model, manifests, report)
         _check_catalog(ctx, model, report)
@@ -162,9 +169,16 @@ def _check_catalog(ctx: StoreContext, model: str, report: VerifyReport) -> None:
     report.catalogs_rebuilt.append(f"{model}: {'; '.join(differences[:3])}")
 
 
-def _manifest(store: ObjectStore, mid: Digest, label: str, report: VerifyReport) -> Manifest | None:
-    try:
-        return decode(store.get(manifest_key(mid)), mid)
+def _manifest(ctx: StoreContext, mid: Digest, label: str,
+              report: VerifyReport) -> Manifest | None:
+    try:  # read again (never from a cache): decode, validate sizes, check inline digests
+        m = decode(ctx.store.get(manifest_key(mid)), mid)
+        for f in m.files:
+            for d, data in f.inline.items():
+                if Digest.of(data) != Digest(d):
+                    raise CorruptObjectError(f"inline chunk {Digest(d).short()} of {f.path} "
+                                             "does not match its digest")
+        return m
     except NotFoundError:
         report.problems.append(Problem("missing", f"manifest {mid.hex()}",
                                        "manifest object is absent", (label,)))

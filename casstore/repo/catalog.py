@@ -298,3 +298,11 @@ class Catalog:
         entry = view.get(semver) if view is not None else None
         tags = entry.tags if entry is not None else tuple(sorted(m.tags))
         return Version.of(m, digest, tags)
+
+
+def parse_index_entry(key: str, raw: bytes) -> Digest:
+    """The manifest digest a version index entry names; CorruptObjectError if it names none."""
+    try:
+        return Digest.parse(json.loads(raw)["manifest"])
+    except (ValueError, KeyError, TypeError) as e:  # InvalidInputError is a ValueError
+        raise CorruptObjectError(f"version index entry {key} is unreadable ({e})") from None

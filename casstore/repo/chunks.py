@@ -170,6 +170,10 @@ def decode_chunk(
         data = payload if h.encoding == ENC_RAW else E.decode(h.inner, payload, h.size or 0, base)
     except CorruptObjectError as e:
         raise CorruptObjectError(f"chunk {digest.short()}: {e}") from None
+    if size is not None and len(data) != size:
+        raise CorruptObjectError(
+            f"chunk {digest.short()}: holds {len(data)} bytes, the manifest says {size}"
+        )
     if Digest.of(data) != digest:
         raise CorruptObjectError(f"chunk {digest.short()}: content does not match its digest")
     return data
@@ -441,6 +445,10 @@ class ChunkReader:
     def _read(self, digest: Digest, size: int | None, depth: int) -> memoryview:
         inline = self._inline.get(digest)
         if inline is not None:
+            if size is not None and len(inline) != size:
+                raise CorruptObjectError(
+                    f"inline chunk {digest.short()}: holds {len(inline)} bytes, expected {size}"
+                )
             return inline
         cached = self._cache.get(digest)
         if cached is not None and (size is None or len(cached) == size):

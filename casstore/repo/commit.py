@@ -204,6 +204,7 @@ class CommitResult:
     seconds: float
     ref_moved: str | None = None
     auto_gc: Any = None  # what the automatic cleanup after the commit did (ops.autogc)
+    ref_error: str | None = None  # the version is stored, but ``ref=`` could not be moved
 
     def __repr__(self) -> str:
         return (
@@ -226,6 +227,7 @@ class CommitResult:
             "seconds": round(self.seconds, 4),
             "ref": self.ref_moved,
             "auto_gc": None if self.auto_gc is None else self.auto_gc.to_dict(),
+            "ref_error": self.ref_error,
         }
 
 

@@ -60,6 +60,9 @@ class VersionFile(SeekableReader):
             _, start, length = self._chunks[i]
             data = self._chunk(i)
             take = min(want - done, start + length - pos)
+            if take <= 0 or len(data) != length:  # the manifest validator makes this unreachable
+                raise CorruptObjectError(f"version {self._manifest.name}, file "
+                                         f"{self.entry.path}: chunk sizes do not add up")
             out[done : done + take] = data[pos - start : pos - start + take]
             done += take
         return done

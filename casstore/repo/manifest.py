@@ -13,7 +13,14 @@ import re
 from typing import Any, Literal
 
 import msgpack
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from casstore.digest import DIGEST_SIZE, Digest
 from casstore.errors import CorruptObjectError, InvalidInputError
@@ -112,6 +119,22 @@ class FileEntry(_Frozen):
             if len(d) != DIGEST_SIZE or not chain or any(len(b) != DIGEST_SIZE for b in chain):
                 raise ValueError("delta entries are (32-byte digest, non-empty chain of digests)")
         return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FileEntry:
+        """Sizes agree: the chunks add up to the file, inline bytes and tensors fit. A reader
+        trusts these numbers to place bytes, so a manifest that lies is refused whole."""
+        if sum(n for _, n in self.chunks) != self.size:
+            raise ValueError(f"{self.path}: chunk sizes do not add up to the file size")
+        sizes = dict(self.chunks)
+        for d, data in self.inline.items():
+            if sizes.get(d) != len(data):
+                raise ValueError(f"{self.path}: inline chunk not in the file or of another size")
+        if any(d not in sizes for d in self.deltas):
+            raise ValueError(f"{self.path}: delta entry for a chunk not in the file")
+        if any(t.offset + t.length > self.size for t in self.tensors):
+            raise ValueError(f"{self.path}: a tensor lies past the end of the file")
+        return self
 
     def object_sizes(self) -> dict[Digest, int]:
         """Every chunk object this file needs (delta bases included) -> its decoded size."""
