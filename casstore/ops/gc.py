@@ -255,6 +255,10 @@ class GarbageCollector:
             refresh()
             expire = [e for e in plan.expire if e in set(fresh.expire)]
             report.skipped += [f"{e.model} v{e.version}" for e in plan.expire if e not in expire]
+            expire, saved = self._mark_expired(expire)
+            report.skipped += [f"{e.model} v{e.version} (a ref moved to it)" for e in saved]
+            keep = {d.hex() for e in saved
+                    for d in self.catalog.manifest(Digest.parse(e.manifest)).chunk_set()}
             report.versions_expired = len(expire)
             report.versions_kept = sum(len(v) for v in fresh.kept.values())
             cat = self.catalog.models_catalog
@@ -273,7 +277,7 @@ class GarbageCollector:
                 manifest_bytes += freed
             refresh()
             fresh_chunks = set(fresh.chunks)
-            chunks = [c for c in plan.chunks if c in fresh_chunks]
+            chunks = [c for c in plan.chunks if c in fresh_chunks and c[0] not in keep]
             fresh_manifests = set(fresh.manifests)
             manifests = [m for m in plan.manifests if m in fresh_manifests]
             fresh_tmp = set(fresh.tmp)
@@ -300,6 +304,41 @@ class GarbageCollector:
         """Subtract what this sweep deleted from the store's stats counters."""
         freed = {"chunks": report.chunks_deleted, "stored": chunk_bytes + manifest_bytes}
         self.catalog.models_catalog.count_deleted(freed)
+
+    def _mark_expired(
+        self, expire: list[ExpiredVersion]
+    ) -> tuple[list[ExpiredVersion], list[ExpiredVersion]]:
+        """Write every expiry marker, *then* re-read the refs: a version a ref moved to
+        meanwhile is saved (its marker removed). Ref movers write the ref, then read the
+        marker, so one side always sees the other (see :mod:`casstore.repo.leases`).
+        Returns (still to expire, saved)."""
+        mark_expired(self.store, expire)
+        pointed: set[tuple[str, str]] = set()
+        for model in {e.model for e in expire}:
+            for rec in self.refs.list(model).values():
+                pointed.update((model, t.manifest) for t in rec.value.versions())  # type: ignore[union-attr]
+        saved = [e for e in expire if (e.model, e.manifest) in pointed]
+        unmark_expired(self.store, saved)
+        self._clear_stale_markers({(e.model, e.version) for e in expire if e not in saved})
+        return [e for e in expire if e not in saved], saved
+
+    def _clear_stale_markers(self, expiring: set[tuple[str, str]]) -> None:
+        """Markers of versions that are still indexed and kept (a GC killed between marking
+        and deleting) would make ref moves to them fail: remove them."""
+        for model in self.catalog.models():
+            index = self.catalog.version_index(model)
+            prefix = expired_key(model, "0.0.0").rsplit("/", 1)[0] + "/"
+            for info in self.store.list(prefix):
+                semver = info.key[len(prefix) :]
+                if semver not in index or (model, semver) in expiring:
+                    continue
+                try:
+                    marked = json.loads(self.store.get(info.key)).get("manifest")
+                except (ValueError, AttributeError, NotFoundError):
+                    continue
+                if marked == index[semver].hex():  # this very version: it was not expired
+                    self.store.delete(info.key)
+
     def _delete_many(self, keys: Iterable[str]) -> None:
         keys = list(keys)
         if keys:
@@ -334,6 +373,19 @@ def expire_version(store: ObjectStore, e: ExpiredVersion) -> int:
     return size
 
 
+def mark_expired(store: ObjectStore, expire: Iterable[ExpiredVersion]) -> None:
+    """Write the expiry markers (before the refs are read for the last time)."""
+    for e in expire:
+        mark = json.dumps({"manifest": e.manifest, "expired_at": time.time()}).encode()
+        store.put(expired_key(e.model, e.version), mark)
+
+
+def unmark_expired(store: ObjectStore, expire: Iterable[ExpiredVersion]) -> None:
+    """Withdraw the markers of versions that stay after all (a ref moved to them)."""
+    for e in expire:
+        store.delete(expired_key(e.model, e.version))
+
+
 def _batches(items: Sequence[Any], n: int) -> Iterable[Sequence[Any]]:
     for i in range(0, len(items), n):
         yield items[i : i + n]
@@ -347,4 +399,6 @@ __all__ = [
     "GcReport",
     "RetentionPolicy",
     "expire_version",
+    "mark_expired",
+    "unmark_expired",
 ]

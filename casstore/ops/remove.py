@@ -4,9 +4,10 @@
 message that names the ref; it does not look at the reflog: an explicit ``rm`` is the user's
 decision, and a later ``rollback`` to a removed version is refused cleanly because rollouts
 check that their target is still indexed. The check and the expiry run under the GC sweep
-lease, after in-flight writers have drained, so no ref move can land on a version between the
-check and its removal. Chunks the removed versions used alone are reclaimed by the next GC
-(once older than its grace period).
+lease, after in-flight writers have drained; ref moves hold no session, but the expiry markers
+are written before the check and movers read them after writing a ref, so no ref move can land
+on a version between the check and its removal. Chunks the removed versions used alone are
+reclaimed by the next GC (once older than its grace period).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from casstore.errors import InvalidInputError
-from casstore.ops.gc import ExpiredVersion, expire_version
+from casstore.ops.gc import ExpiredVersion, expire_version, mark_expired, unmark_expired
 from casstore.repo.catalog import Version
 from casstore.repo.context import StoreContext
 
@@ -56,8 +57,13 @@ def remove(
         return Removed(model, tuple(_expired(v) for v in targets), dry_run=True)
     with ctx.leases.sweep(on_wait):
         targets = [ctx.get_version(model, v.version) for v in targets]  # re-read under the lease
-        _check_unreferenced(ctx, model, targets)
         gone = tuple(_expired(v) for v in targets)
+        mark_expired(ctx.store, gone)  # before the refs are read: ref moves check markers
+        try:
+            _check_unreferenced(ctx, model, targets)
+        except InvalidInputError:
+            unmark_expired(ctx.store, gone)
+            raise
         ctx.catalog.ensure_catalogs()
         ctx.catalog.models_catalog.expire(model, [e.version for e in gone])  # as GC: first
         freed = sum(expire_version(ctx.store, e) for e in gone)

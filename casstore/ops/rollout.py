@@ -249,75 +249,98 @@ class Rollout:
         def refused(why: str) -> MoveResult:
             return MoveResult(model, ref, False, old, old, [], f"refused: {why}")
 
-        with self.ctx.writing("ref"):
-            problems = self.check_version(check_version, chunks=verify, read_data=verify_data)
-            if problems:
-                return refused(f"{check_version.name} is incomplete: " + "; ".join(problems[:5]))
-            if pre_check is not None:
-                ok, msg = self.hooks.health_check(
-                    pre_check, check_version, ref, store=self.ctx.store.url, stage="pre-check"
-                )
-                if not ok:
-                    return refused(f"{msg}; {model}@{ref} not moved")
-            failures: list[str] = []
-            try:
-                entry = self.move(
-                    model,
-                    ref,
-                    new,
-                    expected_seq=seq,
-                    reason=reason,
-                    trigger=trigger,
-                    op=op,
-                    actor=actor,
-                    evidence=evidence,
-                    notify_failures=failures,
-                )
-            except UntrustedError as e:
-                return refused(str(e).removeprefix("refused: "))
-            res = MoveResult(
+        problems = self.check_version(check_version, chunks=verify, read_data=verify_data)
+        if problems:
+            return refused(f"{check_version.name} is incomplete: " + "; ".join(problems[:5]))
+        if pre_check is not None:
+            ok, msg = self.hooks.health_check(
+                pre_check, check_version, ref, store=self.ctx.store.url, stage="pre-check"
+            )
+            if not ok:
+                return refused(f"{msg}; {model}@{ref} not moved")
+        failures: list[str] = []
+        try:
+            entry = self.move(
                 model,
                 ref,
-                True,
-                old,
                 new,
-                [entry],
-                f"{ref}: {old.describe() if old else '(none)'} -> {new.describe()}",
+                expected_seq=seq,
+                reason=reason,
+                trigger=trigger,
+                op=op,
+                actor=actor,
+                evidence=evidence,
                 notify_failures=failures,
             )
-            if pre_check is not None:
-                res.message += "; pre-check passed"
-            if health_check is None:
-                return res
-            ok, msg = self.hooks.health_check(
-                health_check, check_version, ref, store=self.ctx.store.url
-            )
-            if ok:
-                res.message += f"; {msg}"
-                return res
-            if not revert:
-                res.ok, res.message = False, f"{res.message}; {msg}"
-                return res
-            try:
-                back = self.move(
-                    model,
-                    ref,
-                    old,
-                    expected_seq=entry.seq,
-                    reason=f"auto-revert: {msg}",
-                    trigger="health-check",
-                    op="revert",
-                    actor=actor,
-                    notify_failures=failures,
-                )
-            except UntrustedError as e:
-                res.ok = False
-                res.message = f"health check failed ({msg}); the revert was {e}"
-                return res
-            res.entries.append(back)
-            res.ok, res.reverted, res.new = False, True, old
-            res.message = f"rolled back to {old.describe() if old else '(none)'}: {msg}"
+        except UntrustedError as e:
+            return refused(str(e).removeprefix("refused: "))
+        res = MoveResult(
+            model,
+            ref,
+            True,
+            old,
+            new,
+            [entry],
+            f"{ref}: {old.describe() if old else '(none)'} -> {new.describe()}",
+            notify_failures=failures,
+        )
+        if pre_check is not None:
+            res.message += "; pre-check passed"
+        if health_check is None:
             return res
+        ok, msg = self.hooks.health_check(
+            pre_check, check_version, ref, store=self.ctx.store.url, stage="pre-check"
+        )
+        if ok:
+            res.message += f"; {msg}"
+            return res
+        if not revert:
+            res.ok, res.message = False, f"{res.message}; {msg}"
+            return res
+        try:
+            back = self.move(
+                model,
+                ref,
+                old,
+                expected_seq=entry.seq,
+                reason=f"auto-revert: {msg}",
+                trigger="health-check",
+                op="revert",
+                actor=actor,
+                notify_failures=failures,
+            )
+        except UntrustedError as e:
+            res.ok = False
+            res.message = f"health check failed ({msg}); the revert was {e}"
+            return res
+        res.entries.append(back)
+        res.ok, res.reverted, res.new = False, True, old
+        res.message = f"rolled back to {old.describe() if old else '(none)'}: {msg}"
+        return res
+        ok, msg = self.hooks.health_check(
+            health_check, check_version, ref, store=self.ctx.store.url
+        )
+        if ok:
+            res.message += f"; {msg}"
+            return res
+        if not revert:
+            res.ok, res.message = False, f"{res.message}; {msg}"
+            return res
+        back = self.move(
+            model,
+            ref,
+            old,
+            expected_seq=entry.seq,
+            reason=f"auto-revert: {msg}",
+            trigger="health-check",
+            op="revert",
+            actor=actor,
+            notify_failures=failures,
+        )
+        res.entries.append(back)
+        res.ok, res.reverted, res.new = False, True, old
+        res.message = f"rolled back to {old.describe() if old else '(none)'}: {msg}"
+        return res
 
     def promote(self, model: str, spec: str, *, ref: str = "current", **kw: Any) -> MoveResult:
         """Point ``ref`` at a version going forward (same operation as a targeted rollback)."""
@@ -505,43 +528,42 @@ class Rollout:
         actor: str | None = None,
     ) -> MoveResult:
         """Move a split to its next step (or to ``weight``); at 100% the ref becomes plain."""
-        with self.ctx.writing("ref"):
-            rec, _ = self.refs.read(model, ref)
-            if rec is None or rec.value is None or rec.value.split is None:
-                raise InvalidInputError(f"{model}@{ref} is not in a progressive split")
-            s = rec.value.split
-            if weight is None:
-                later = [w for w in s.steps if w > s.weight]
-                weight = later[0] if later else 1.0
-            if not s.weight < weight <= 1.0:
-                raise InvalidInputError(f"next weight must be in ({s.weight}, 1], got {weight}")
-            new = (
-                RefValue.of(s.candidate)
-                if weight >= 1.0
-                else RefValue(split=s.model_copy(update={"weight": weight}))
-            )
-            failures: list[str] = []
-            entry = self.move(
-                model,
-                ref,
-                new,
-                expected_seq=rec.seq,
-                reason=reason,
-                trigger="progressive-step",
-                op="advance",
-                actor=actor,
-                notify_failures=failures,
-            )
-            return MoveResult(
-                model,
-                ref,
-                True,
-                rec.value,
-                new,
-                [entry],
-                f"{ref}: {rec.value.describe()} -> {new.describe()}",
-                notify_failures=failures,
-            )
+        rec, _ = self.refs.read(model, ref)
+        if rec is None or rec.value is None or rec.value.split is None:
+            raise InvalidInputError(f"{model}@{ref} is not in a progressive split")
+        s = rec.value.split
+        if weight is None:
+            later = [w for w in s.steps if w > s.weight]
+            weight = later[0] if later else 1.0
+        if not s.weight < weight <= 1.0:
+            raise InvalidInputError(f"next weight must be in ({s.weight}, 1], got {weight}")
+        new = (
+            RefValue.of(s.candidate)
+            if weight >= 1.0
+            else RefValue(split=s.model_copy(update={"weight": weight}))
+        )
+        failures: list[str] = []
+        entry = self.move(
+            model,
+            ref,
+            new,
+            expected_seq=rec.seq,
+            reason=reason,
+            trigger="progressive-step",
+            op="advance",
+            actor=actor,
+            notify_failures=failures,
+        )
+        return MoveResult(
+            model,
+            ref,
+            True,
+            rec.value,
+            new,
+            [entry],
+            f"{ref}: {rec.value.describe()} -> {new.describe()}",
+            notify_failures=failures,
+        )
 
     def abort(
         self,
@@ -555,36 +577,35 @@ class Rollout:
         evidence: dict[str, Any] | None = None,
     ) -> MoveResult:
         """Stop a split: all traffic back to its base version."""
-        with self.ctx.writing("ref"):
-            rec, _ = self.refs.read(model, ref)
-            if rec is None or rec.value is None or rec.value.split is None:
-                raise InvalidInputError(f"{model}@{ref} is not in a progressive split")
-            if expected_seq != "read" and expected_seq != rec.seq:
-                raise ConflictError(f"ref {model}@{ref} moved (now at #{rec.seq})")
-            new = RefValue.of(rec.value.split.base)
-            failures: list[str] = []
-            entry = self.move(
-                model,
-                ref,
-                new,
-                expected_seq=rec.seq,
-                reason=reason,
-                trigger=trigger,
-                op="abort",
-                actor=actor,
-                evidence=evidence,
-                notify_failures=failures,
-            )
-            return MoveResult(
-                model,
-                ref,
-                True,
-                rec.value,
-                new,
-                [entry],
-                f"{ref}: {rec.value.describe()} -> {new.describe()}",
-                notify_failures=failures,
-            )
+        rec, _ = self.refs.read(model, ref)
+        if rec is None or rec.value is None or rec.value.split is None:
+            raise InvalidInputError(f"{model}@{ref} is not in a progressive split")
+        if expected_seq != "read" and expected_seq != rec.seq:
+            raise ConflictError(f"ref {model}@{ref} moved (now at #{rec.seq})")
+        new = RefValue.of(rec.value.split.base)
+        failures: list[str] = []
+        entry = self.move(
+            model,
+            ref,
+            new,
+            expected_seq=rec.seq,
+            reason=reason,
+            trigger=trigger,
+            op="abort",
+            actor=actor,
+            evidence=evidence,
+            notify_failures=failures,
+        )
+        return MoveResult(
+            model,
+            ref,
+            True,
+            rec.value,
+            new,
+            [entry],
+            f"{ref}: {rec.value.describe()} -> {new.describe()}",
+            notify_failures=failures,
+        )
 
     def resolve(self, model: str, ref: str = "current", request_key: str | None = None) -> Target:
         """Which version ``ref`` sends ``request_key`` to (sticky within a split)."""

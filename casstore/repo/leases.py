@@ -1,8 +1,8 @@
 """Leases that let garbage collection delete safely while writers keep working.
 
-Writers (a commit, a tag, a ref move) hold a *session*: an object ``sessions/<id>`` written
-before their first existence check and removed when they are done. GC's delete phase holds the
-*sweep lease* ``gc/lock``. The protocol:
+Writers that store data (a commit, a tag, a transfer) hold a *session*: an object
+``sessions/<id>`` written before their first existence check and removed when they are done.
+GC's delete phase holds the *sweep lease* ``gc/lock``. The protocol:
 
 * a writer writes its session, then reads ``gc/lock``; if a sweep is running it withdraws its
   session, waits for the sweep to end, and starts over;
@@ -12,9 +12,18 @@ before their first existence check and removed when they are done. GC's delete p
 Either the writer's session is visible to the sweeper (which then waits for it and sees the
 manifest it published), or the writer saw the lease (and waits). So a writer never relies on a
 chunk that a sweep is deleting. Only the short delete phase excludes writers; marking and
-planning run alongside them. Stale leases (a holder killed with -9) are detected by age: a
-session not refreshed within ``session_timeout`` is reaped by the sweeper, and a writer checks
-its session still exists before publishing (a reaped writer fails cleanly and can retry).
+planning run alongside them.
+
+Ref moves (rollback, promote, advance) hold no session and never wait for GC: they write
+only a ref, and the target's completeness is protected by expiry markers instead (see
+:meth:`casstore.repo.refs.RefStore.move` and ``GarbageCollector.execute``): GC writes a
+version's marker, then re-reads the refs; a mover writes the ref, then reads the marker. One
+of the two sees the other, so a version a ref points at is never deleted.
+
+Dead holders: the sweep lease and every session name their host and pid, so a holder that
+died on this host is recognised at once; one on another host by age. A heartbeat thread
+refreshes the sweep lease every ``lock_timeout / 4``, so a short ``lock_timeout`` (default
+30 s) is safe however long a sweep runs, and a dead GC holds nobody up for longer.
 """
 
 from __future__ import annotations
@@ -45,7 +54,7 @@ class LeaseSettings:
     ``$CASSTORE_LOCK_TIMEOUT`` and ``$CASSTORE_LEASE_WAIT`` (:meth:`from_env`)."""
 
     session_timeout: float = 300.0
-    lock_timeout: float = 120.0
+    lock_timeout: float = 30.0
     wait_timeout: float = 600.0
     poll: float = 0.05
 
@@ -75,6 +84,24 @@ def _now() -> float:
 def _body(kind: str) -> bytes:
     return json.dumps({"kind": kind, "host": socket.gethostname(), "pid": os.getpid(),
                        "time": _now()}).encode()
+
+
+def holder_is_dead(body: bytes) -> bool:
+    """True if a lease body names a process on this host that no longer exists."""
+    try:
+        info = json.loads(body)
+        host, pid = info["host"], int(info["pid"])
+    except (ValueError, KeyError, TypeError):
+        return False
+    if host != socket.gethostname() or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, someone else's
+        return False
+    return False
 
 
 class Session:
@@ -118,6 +145,15 @@ class Leases:
             return None
         return _now() - info.mtime
 
+    def sweep_running(self) -> bool:
+        """True if a live GC holds the sweep lease (not stale, holder not dead)."""
+        try:
+            body = self.store.get(GC_LOCK)
+        except NotFoundError:
+            return False
+        age = self._lock_age()
+        return age is not None and age <= self.settings.lock_timeout and not holder_is_dead(body)
+
     @contextmanager
     def session(self, kind: str = "commit") -> Iterator[Session]:
         """Hold a writer session; waits while a GC sweep is deleting."""
@@ -126,8 +162,7 @@ class Leases:
         while True:
             key = f"{SESSIONS}{uuid.uuid4().hex}"
             self.store.put(key, _body(kind))
-            age = self._lock_age()
-            if age is None or age > self.settings.lock_timeout:
+            if not self.sweep_running():
                 break
             self.store.delete(key)
             if _now() > deadline:
@@ -144,7 +179,13 @@ class Leases:
         """Sessions still alive; stale ones (not refreshed in time) are removed."""
         alive = []
         for info in self.store.list(SESSIONS):
-            if _now() - info.mtime > self.settings.session_timeout:
+            stale = _now() - info.mtime > self.settings.session_timeout
+            if not stale:
+                try:
+                    stale = holder_is_dead(self.store.get(info.key))
+                except NotFoundError:
+                    continue  # ended meanwhile
+            if stale:
                 if reap:
                     self.store.delete(info.key)
             else:
@@ -160,6 +201,7 @@ class Leases:
         that writers may have taken it for stale (then nothing more may be deleted).
         """
         lease = _SweepLease(self.store, self._acquire_lock(), self.settings.lock_timeout)
+        lease.start()
         try:
             deadline = _now() + self.settings.wait_timeout
             while True:
@@ -172,11 +214,11 @@ class Leases:
                     raise ConflictError(f"{len(alive)} writes still in flight; GC sweep "
                                         "deferred, nothing was deleted")
                 time.sleep(self.settings.poll)
-                lease.refresh(only_if_due=True)
+                lease.refresh()
             lease.refresh()
             yield lease.refresh
         finally:
-            if lease.held:
+            if lease.stop():
                 self.store.delete(GC_LOCK)
 
     def _acquire_lock(self) -> str:
@@ -185,31 +227,65 @@ class Leases:
         except ConflictError:
             pass
         try:
-            _, token = self.store.get_with_token(GC_LOCK)
+            body, token = self.store.get_with_token(GC_LOCK)
         except NotFoundError:
             return self.store.replace_if_match(GC_LOCK, _body("gc"), None)
         age = self._lock_age()
-        if age is not None and age > self.settings.lock_timeout:  # its holder died
-            return self.store.replace_if_match(GC_LOCK, _body("gc"), token)
+        if holder_is_dead(body) or (age is not None and age > self.settings.lock_timeout):
+            return self.store.replace_if_match(GC_LOCK, _body("gc"), token)  # its holder died
         raise ConflictError("another garbage collection is sweeping this store")
 
 
 class _SweepLease:
+    """The held sweep lease, refreshed by a heartbeat thread every ``timeout / 4``.
+
+    :meth:`refresh` (called by the sweeper between delete batches) raises ConflictError once
+    the lease is lost or went unrefreshed for ``timeout / 2`` (a stalled store or process):
+    writers may then take it for stale, so nothing more may be deleted.
+    """
+
     def __init__(self, store: ObjectStore, token: str, timeout: float) -> None:
         self.store, self.token, self.timeout = store, token, timeout
         self.last = time.monotonic()
         self.held = True
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._beat = threading.Thread(target=self._heartbeat, daemon=True,
+                                      name="casstore-gc-lease")
 
-    def refresh(self, only_if_due: bool = False) -> None:
-        since = time.monotonic() - self.last
-        if only_if_due and since < self.timeout / 4:
-            return
-        if since > self.timeout / 2:
+    def start(self) -> None:
+        self._beat.start()
+
+    def stop(self) -> bool:
+        """Stop the heartbeat; True if the lease is still ours (the caller then deletes it)."""
+        self._stop.set()
+        if self._beat.is_alive():
+            self._beat.join()
+        return self.held
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(self.timeout / 4):
+            try:
+                self._write()
+            except Exception:  # refresh() reports a lost or stale lease
+                continue
+
+    def _write(self) -> None:
+        with self._lock:
+            if not self.held:
+                return
+            try:
+                self.token = self.store.replace_if_match(GC_LOCK, _body("gc"), self.token)
+            except (ConflictError, NotFoundError):
+                self.held = False
+                return
+            self.last = time.monotonic()
+
+    def refresh(self) -> None:
+        if self.held and time.monotonic() - self.last > self.timeout / 4:
+            self._write()  # the heartbeat is late (a busy machine): do it now
+        if not self.held:
+            raise ConflictError("the GC sweep lease was lost; stopping the sweep")
+        if time.monotonic() - self.last > self.timeout / 2:
             self.held = False
             raise ConflictError("the GC sweep lease went unrefreshed too long; stopping")
-        try:
-            self.token = self.store.replace_if_match(GC_LOCK, _body("gc"), self.token)
-        except (ConflictError, NotFoundError):
-            self.held = False
-            raise ConflictError("the GC sweep lease was lost; stopping the sweep") from None
-        self.last = time.monotonic()

@@ -23,6 +23,7 @@ from casstore.digest import hasher
 from casstore.errors import ConflictError, CorruptObjectError, NotFoundError, UnsupportedError
 from casstore.repo.keys import (
     check_name,
+    expired_key,
     ref_key,
     reflog_key,
     reflog_prefix,
@@ -344,9 +345,47 @@ class RefStore:
             prev_time=None if rec is None else rec.entry.time,
         )
         record = RefRecord(value=new, entry=entry)
-        self.store.replace_if_match(ref_key(model, ref), _dump(record), token)
+        new_token = self.store.replace_if_match(ref_key(model, ref), _dump(record), token)
         self._copy_entry(entry)
+        expired = self._expired_target(model, new)
+        if expired is not None:
+            self._revert(model, ref, entry, new_token)
+            raise ConflictError(
+                f"{model} {expired} is being expired by a garbage collection, so {ref} was "
+                "moved back; choose a version the retention policy keeps (or tag it first)"
+            )
         return entry
+
+    def _expired_target(self, model: str, value: RefValue | None) -> str | None:
+        """The version of ``value`` that GC has marked expired, if any.
+
+        Read *after* the ref is written: GC writes a version's marker *before* it re-reads
+        the refs, so either GC sees this ref (and keeps the version) or this read sees the
+        marker (and the move is reverted). Ref moves need no write session for this.
+        """
+        for t in value.versions() if value is not None else ():
+            try:
+                raw = self.store.get(expired_key(model, t.version))
+            except NotFoundError:
+                continue
+            try:
+                marked = json.loads(raw).get("manifest")
+            except (ValueError, AttributeError):
+                marked = None
+            if marked in (None, t.manifest):
+                return t.version
+        return None
+
+    def _revert(self, model: str, ref: str, entry: ReflogEntry, token: str) -> None:
+        back = RefRecord(value=entry.old, entry=entry.model_copy(update={
+            "seq": entry.seq + 1, "old": entry.new, "new": entry.old,
+            "time": dt.datetime.now(dt.timezone.utc), "trigger": "auto-revert",
+            "op": "revert", "reason": "target is being expired by GC"}))
+        try:
+            self.store.replace_if_match(ref_key(model, ref), _dump(back), token)
+        except ConflictError:
+            return  # moved again meanwhile: that move checked its own target
+        self._copy_entry(back.entry)
 
     def _copy_entry(self, entry: ReflogEntry) -> None:
         self.store.put_if_absent(reflog_key(entry.model, entry.ref, entry.seq), _dump(entry))

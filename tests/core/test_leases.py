@@ -1,0 +1,126 @@
+"""Issue 18, defect 8: GC never blocks an emergency rollback, and a dead GC's lock holds
+nobody up. Ref moves hold no write session; expiry markers protect their targets."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from casstore import LeaseSettings, Repository
+from casstore.errors import ConflictError
+from casstore.ops.gc import GarbageCollector
+from casstore.ops.retention import RetentionPolicy
+from casstore.repo.keys import expired_key
+from casstore.repo.leases import GC_LOCK, Leases
+from casstore.repo.refs import RefValue
+from tests import series
+from tests.cli_helpers import run
+
+NO_WAIT = {"CASSTORE_LEASE_WAIT": "0"}  # a command that would wait for GC fails at once
+
+
+def _repo(tmp_path: Path, n: int = 3) -> Repository:
+    repo = Repository(str(tmp_path / "store"))
+    for i in range(n):
+        repo.commit("m", [series.save(tmp_path / f"v{i}" / "w.safetensors",
+                                      series.tensors(seed=i))], ref="prod")
+    return repo
+
+
+def _dead_pid() -> int:
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover
+        os._exit(0)
+    os.waitpid(pid, 0)
+    return pid
+
+
+def test_defect8_rollback_never_waits_behind_a_waiting_gc(tmp_path):
+    """GC holds gc/lock while it waits for an in-flight commit; a rollback goes through."""
+    repo = _repo(tmp_path)
+    leases = Leases(repo.store, LeaseSettings(wait_timeout=30))
+    gc_has_lock = threading.Event()
+    with leases.session("commit"):  # a commit in flight: the sweep must wait for it
+        def gc() -> None:
+            with leases.sweep(on_wait=lambda n: gc_has_lock.set()):
+                pass
+
+        t = threading.Thread(target=gc)
+        t.start()
+        assert gc_has_lock.wait(30)
+        assert repo.store.exists(GC_LOCK)
+        r = run("rollback", "m", "--to", "1.0.0", "--ref", "prod", "--reason", "p99",
+                store=repo.store.url,
+                env=NO_WAIT)
+        assert r.code == 0, r.err
+        assert t.is_alive()  # the GC is still waiting: the rollback did not wait for it
+        assert Repository(repo.store.url).refs.resolve("m", "prod").version == "1.0.0"
+    t.join(30)
+
+
+def test_defect8_dead_gc_lock_does_not_hold_others_up(tmp_path):
+    """A GC killed on this host leaves gc/lock naming its pid: seen as dead at once."""
+    repo = _repo(tmp_path, 1)
+    repo.store.put(GC_LOCK, json.dumps({"kind": "gc", "host": os.uname().nodename,
+                                        "pid": _dead_pid(), "time": time.time()}).encode())
+    r = run("commit", "m", series.save(tmp_path / "new" / "w.safetensors",
+                                       series.tensors(seed=9)), store=repo.store.url,
+            env=NO_WAIT)
+    assert r.code == 0, r.err
+    r = run("gc", "--keep-last", "5", store=repo.store.url, env=NO_WAIT)
+    assert r.code == 0, r.err  # takes over the dead holder's lease at once
+
+
+def test_defect8_live_gc_lock_still_excludes_writers(tmp_path):
+    """Control for the test above: a lock held by a live process on this host is honoured."""
+    repo = _repo(tmp_path, 1)
+    repo.store.put(GC_LOCK, json.dumps({"kind": "gc", "host": os.uname().nodename,
+                                        "pid": os.getpid(), "time": time.time()}).encode())
+    r = run("commit", "m", series.save(tmp_path / "new" / "w.safetensors",
+                                       series.tensors(seed=9)), store=repo.store.url,
+            env=NO_WAIT)
+    assert r.code != 0 and "sweep is still running" in r.err, r.err
+
+
+def test_defect8_sweep_lease_heartbeat_keeps_a_short_timeout_safe(tmp_path):
+    """A sweep longer than lock_timeout keeps its lease fresh (heartbeat thread): others
+    never take a live sweeper's lease for stale."""
+    repo = _repo(tmp_path, 1)
+    settings = LeaseSettings(lock_timeout=0.4)
+    leases = Leases(repo.store, settings)
+    with leases.sweep() as refresh:
+        for _ in range(6):
+            time.sleep(0.25)
+            assert Leases(repo.store, settings).sweep_running()
+        refresh()  # still ours
+    assert not repo.store.exists(GC_LOCK)
+
+
+def test_defect8_ref_move_to_a_version_gc_is_expiring_is_reverted(tmp_path):
+    """GC wrote the expiry marker first: the mover sees it after its write and moves back."""
+    repo = _repo(tmp_path)
+    v = repo.get_version("m", "1.0.0")
+    repo.store.put(expired_key("m", "1.0.0"), json.dumps({"manifest": v.id.hex()}).encode())
+    with pytest.raises(ConflictError, match="being expired"):
+        repo.rollback("m", to="1.0.0", ref="prod")
+    assert repo.refs.resolve("m", "prod").version == "1.0.2"
+    last = repo.refs.reflog("m", "prod")[-1]
+    assert last.op == "revert" and last.trigger == "auto-revert"
+
+
+def test_defect8_gc_keeps_a_version_a_ref_moved_to_while_it_marked(tmp_path):
+    """The mover wrote first: GC's re-read of the refs after marking saves the version."""
+    repo = _repo(tmp_path)
+    gc = GarbageCollector(repo.ctx, grace_seconds=0)
+    plan = gc.plan(RetentionPolicy(keep_last=1, keep_reflog_seconds=0))
+    assert {e.version for e in plan.expire} >= {"1.0.0"}
+    repo.refs.move("m", "prod", RefValue.of(repo.get_version("m", "1.0.0").target))
+    expire = [e for e in plan.expire if e.version == "1.0.0"]
+    left, saved = gc._mark_expired(expire)
+    assert left == [] and [e.version for e in saved] == ["1.0.0"]
+    assert not repo.store.exists(expired_key("m", "1.0.0"))
