@@ -8,6 +8,8 @@ hang or a memory blow-up is a defect. The builders make the inputs the issue-18 
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import io
 import os
 import pickle
@@ -19,6 +21,8 @@ import traceback
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
 
 MEMORY_BOUND = 256 << 20
 """Extra address space one hostile input may make a decoder use (beyond the process's own)."""
@@ -42,57 +46,75 @@ def _vm_size() -> int:
         return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def bounded(fn: Callable[[], object], *, memory: int = MEMORY_BOUND,
-            seconds: float = TIME_BOUND, wall: float | None = None) -> Outcome:
-    """Run ``fn()`` in a forked child allowed ``memory`` more bytes of address space and
-    ``seconds`` of CPU time (what the input costs, whatever else loads the machine); ``wall``
-    (default ``10 * seconds``) only catches a child that hangs without using CPU."""
+_PRELOAD = ("numpy", "zstandard", "casstore.repository", "casstore.chunking")
+
+
+def _child(conn: Connection, memory: int, seconds: float, fn: Callable[..., object],
+           args: tuple[Any, ...]) -> None:  # pragma: no cover - runs in the child
     from casstore.errors import CasstoreError
 
-    r, w = os.pipe()
+    for name in _PRELOAD:  # their own start-up (e.g. OpenBLAS buffers) is not the input's
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
+    try:
+        limit = _vm_size() + memory
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        cpu = int(seconds) + 1
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
+        fn(*args)
+        msg = "ok:"
+    except CasstoreError as e:
+        msg = f"refused:{type(e).__name__}: {e}"[:2000]
+    except MemoryError:
+        msg = "defect:out of memory (over the bound)"
+    except BaseException as e:  # the point is to report any other failure
+        msg = f"defect:{type(e).__name__}: {e}\n{traceback.format_exc()}"[:4000]
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    conn.send((use.ru_utime + use.ru_stime, msg))
+    conn.close()
+
+
+def bounded(fn: Callable[..., object], *args: Any, memory: int = MEMORY_BOUND,
+            seconds: float = TIME_BOUND, wall: float | None = None) -> Outcome:
+    """Run ``fn(*args)`` in a child allowed ``memory`` more bytes of address space and
+    ``seconds`` of CPU time (what the input costs, whatever else loads the machine); ``wall``
+    (default ``10 * seconds``) only catches a child that hangs without using CPU.
+
+    The child comes from casstore's forkserver (:mod:`casstore.testing.children`): a clean
+    single-threaded process, so no lock held by another thread of the caller is inherited
+    (a plain fork of a process running an fsspec or server thread can deadlock). ``fn`` and
+    ``args`` must pickle: a module-level function.
+    """
+    from casstore.testing.children import CONTEXT
+
+    parent, child_end = CONTEXT.Pipe(duplex=False)
     t0 = time.monotonic()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        os.close(r)
-        try:
-            limit = _vm_size() + memory
-            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-            cpu = int(seconds) + 1
-            resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
-            fn()
-            msg = b"ok:"
-        except CasstoreError as e:
-            msg = f"refused:{type(e).__name__}: {e}".encode()[:2000]
-        except MemoryError:
-            msg = b"defect:out of memory (over the bound)"
-        except BaseException as e:  # the point is to report any other failure
-            msg = f"defect:{type(e).__name__}: {e}\n{traceback.format_exc()}".encode()[:4000]
-        os.write(w, msg)
-        os._exit(0)
-    os.close(w)
+    p = CONTEXT.Process(target=_child, args=(child_end, memory, seconds, fn, args))
+    p.start()
+    child_end.close()
     deadline = t0 + (wall if wall is not None else 10 * seconds)
-    while True:
-        done, status, usage = os.wait4(pid, os.WNOHANG)
-        if done:
+    msg, cpu_s = None, 0.0
+    while time.monotonic() < deadline:
+        if parent.poll(0.01):
+            try:
+                cpu_s, msg = parent.recv()
+            except EOFError:
+                msg = None
             break
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            os.close(r)
-            return Outcome("defect", time.monotonic() - t0, "hung (no answer in time)")
-        time.sleep(0.005)
-    cpu_s = usage.ru_utime + usage.ru_stime
-    with os.fdopen(r, "rb") as f:
-        out = f.read().decode(errors="replace")
-    if os.WIFSIGNALED(status):
-        sig = os.WTERMSIG(status)
+        if not p.is_alive() and not parent.poll(0.05):
+            break
+    if msg is None and p.is_alive():
+        p.kill()
+        p.join()
+        return Outcome("defect", time.monotonic() - t0, "hung (no answer in time)")
+    p.join()
+    if msg is None:
+        sig = -(p.exitcode or 0)
         why = f"over {seconds} s of CPU" if sig == signal.SIGXCPU else f"killed by signal {sig}"
         return Outcome("defect", cpu_s, why)
-    kind, _, detail = out.partition(":")
+    kind, _, detail = msg.partition(":")
     if cpu_s > seconds:
         return Outcome("defect", cpu_s, f"took {cpu_s:.1f} s of CPU (bound {seconds} s)")
-    if kind not in ("ok", "refused"):
-        return Outcome("defect", cpu_s, out or f"child exited {status}")
     return Outcome(kind, cpu_s, detail)
 
 

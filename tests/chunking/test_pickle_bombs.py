@@ -28,7 +28,7 @@ def _parse(name: str, data: bytes) -> None:
 
 @pytest.mark.parametrize("name", sorted(BOMBS))
 def test_defect5_pickle_bombs_in_pt_files_are_bounded(name):
-    out = bounded(lambda: _parse(name, BOMBS[name]))
+    out = bounded(_parse, name, BOMBS[name])
     assert out.kind != "defect", f"{name}: {out.detail}"
     if name in REFUSED:
         assert out.kind == "refused" and REFUSED[name] in out.detail, out
@@ -42,23 +42,26 @@ def test_defect5_bounds_are_what_the_docs_state():
 
 def test_minor_safetensors_with_150k_tiny_tensors_is_bounded():
     data = safetensors_many(150_000)
-    out = bounded(lambda: _parse("many.safetensors", data))
+    out = bounded(_parse, "many.safetensors", data)
     assert out.kind == "ok", out
+
+
+def _hog() -> None:
+    _ = bytearray(MEMORY_BOUND + (64 << 20))
+
+
+def _spin() -> None:
+    while True:
+        pass
+
+
+def _crash() -> None:
+    raise KeyError("boom")
 
 
 def test_bounded_catches_what_it_claims():
     """The harness can fail: memory, CPU and crashes are each reported as defects."""
-    def hog() -> None:
-        _ = bytearray(MEMORY_BOUND + (64 << 20))
-
-    def spin() -> None:
-        while True:
-            pass
-
-    def crash() -> None:
-        raise KeyError("boom")
-
-    assert bounded(hog).kind == "defect"
-    assert bounded(spin, seconds=0.5).kind == "defect"
-    out = bounded(crash)
+    assert bounded(_hog).kind == "defect"
+    assert bounded(_spin, seconds=0.5).kind == "defect"
+    out = bounded(_crash)
     assert out.kind == "defect" and "KeyError" in out.detail

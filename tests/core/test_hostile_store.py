@@ -95,7 +95,7 @@ def test_defect9_hostile_store_content_reads_fail_cleanly_or_succeed(tmp_path, k
     _damage(kind, store, repo)
     for what, argv in READS:
         argv = [a.format(tmp=tmp_path) for a in argv]
-        res = bounded(lambda argv=argv: _check_run(argv, store), seconds=30)
+        res = bounded(_check_run, argv, store, seconds=30)
         assert res.kind == "ok", f"{kind} / {what}: {res.detail}"
         r = run(*argv, store=store, binary=True)
         assert "Traceback" not in r.err and r.code != 70, (kind, what, r.err)

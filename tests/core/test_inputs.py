@@ -23,6 +23,28 @@ def _leftovers(store: Path) -> list[str]:
 
 
 # -- defect 1 ----------------------------------------------------------------------------------
+def _commit_while_changing(store: Path, f: Path, size: int, change: str, tmp_path: Path) -> None:
+    done = [0]
+
+    def progress(n: int) -> None:
+        done[0] += n
+        if done[0] >= 512 << 10 and not (tmp_path / "changed").exists():
+            (tmp_path / "changed").touch()
+            with open(f, "r+b") as fh:  # what a trainer's torch.save does in place
+                if change == "shrink":
+                    fh.truncate(size // 3)
+                else:
+                    fh.seek(size // 2)
+                    fh.write(os.urandom(4096))
+            os.utime(f, ns=(1, 10**18))  # an mtime surely different from the first
+
+    try:
+        Repository(str(store)).commit("m", [f], progress=progress, ref="prod")
+    except InvalidInputError as e:
+        assert "changed while being committed" in str(e), e
+        raise
+
+
 @pytest.mark.parametrize("change", ["shrink", "rewrite_same_size"])
 def test_defect1_input_file_shrinks_mid_commit(tmp_path, change):
     """A trainer rewriting the checkpoint during the commit: a clean error, not SIGBUS (which
@@ -36,28 +58,8 @@ def test_defect1_input_file_shrinks_mid_commit(tmp_path, change):
     Repository(str(store)).commit("m", [series.save(tmp_path / "v0" / "w.safetensors",
                                                     series.tensors(seed=5))])
 
-    def commit() -> None:
-        done = [0]
-
-        def progress(n: int) -> None:
-            done[0] += n
-            if done[0] >= 512 << 10 and not (tmp_path / "changed").exists():
-                (tmp_path / "changed").touch()
-                with open(f, "r+b") as fh:  # what a trainer's torch.save does in place
-                    if change == "shrink":
-                        fh.truncate(size // 3)
-                    else:
-                        fh.seek(size // 2)
-                        fh.write(os.urandom(4096))
-                os.utime(f, ns=(1, 10**18))  # an mtime surely different from the first
-
-        try:
-            Repository(str(store)).commit("m", [f], progress=progress, ref="prod")
-        except InvalidInputError as e:
-            assert "changed while being committed" in str(e), e
-            raise
-
-    out = bounded(commit, seconds=60)
+    out = bounded(_commit_while_changing, store, f, size, change, tmp_path,
+                  memory=4 << 30, seconds=60)
     assert out.kind == "refused", out  # not "killed by signal 7" (SIGBUS)
     assert "changed while being committed" in out.detail
     repo = Repository(str(store))
