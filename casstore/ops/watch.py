@@ -296,10 +296,10 @@ class Watcher:
         tried = ", ".join(a["version"] for a in rep.attempts)
         why = f"auto: no rollback target passed its health check ({tried}); restored"
         try:
-            with self.rollout.ctx.writing("ref"):
-                self.rollout.move(self.model, self.ref, rec.value, expected_seq=expected,
-                                  reason=why, trigger="auto", op="revert",
-                                  evidence={**evidence, "restore": True})
+            # no write session: a ref move never waits for GC (see casstore.repo.leases)
+            self.rollout.move(self.model, self.ref, rec.value, expected_seq=expected,
+                              reason=why, trigger="auto", op="revert",
+                              evidence={**evidence, "restore": True})
         except ConflictError as e:
             rep.state, rep.message = "interrupted", f"the ref moved meanwhile: {e}"
             return

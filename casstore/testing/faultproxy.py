@@ -28,7 +28,7 @@ import aiohttp
 
 FAULTS = ("refuse", "reset", "slow", "truncate", "duplicate")
 _HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host",
-        "proxy-connection", "te", "trailer", "upgrade"}
+        "proxy-connection", "te", "trailer", "upgrade", "expect"}
 
 
 class FaultProxy:
@@ -85,6 +85,10 @@ class FaultProxy:
     def close(self) -> None:
         async def stop() -> None:
             await self._unlisten()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             if self._session is not None:
                 await self._session.close()
 
@@ -112,7 +116,7 @@ class FaultProxy:
             while await self._one(reader, writer):
                 pass
         except (ConnectionError, asyncio.IncompleteReadError, aiohttp.ClientError,
-                asyncio.TimeoutError):
+                asyncio.TimeoutError, asyncio.CancelledError, ValueError):
             pass
         finally:
             writer.close()
@@ -130,6 +134,9 @@ class FaultProxy:
             k, _, v = h.decode("latin-1").partition(":")
             headers.append((k.strip(), v.strip()))
         lower = {k.lower(): v for k, v in headers}
+        if lower.get("expect", "").lower() == "100-continue":
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            await writer.drain()
         body = b""
         if "content-length" in lower:
             body = await reader.readexactly(int(lower["content-length"]))
