@@ -28,6 +28,8 @@ refreshes the sweep lease every ``lock_timeout / 4``, so a short ``lock_timeout`
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import socket
@@ -39,11 +41,22 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import ClassVar
 
-from casstore.errors import ConflictError, InvalidInputError, NotFoundError
+from casstore.errors import (
+    BackendError,
+    CasstoreError,
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+)
 from casstore.store.base import ObjectStore
 
 SESSIONS = "sessions/"
 GC_LOCK = "gc/lock"
+RESERVE = "gc/reserve"
+RESERVE_SIZE = 256 << 10
+"""Space a GC sweep leaves behind for the next one: on a 100 % full disk GC could not even
+write its lease; it then frees this object first (a stand-in for a filesystem's reserved
+blocks) and puts it back after sweeping."""
 
 
 @dataclass(frozen=True)
@@ -220,10 +233,16 @@ class Leases:
         finally:
             if lease.stop():
                 self.store.delete(GC_LOCK)
+            self.keep_reserve()
+
+    def keep_reserve(self) -> None:
+        """Best effort: (re)create :data:`RESERVE` for the next sweep on a full disk."""
+        with contextlib.suppress(CasstoreError):
+            self.store.put_if_absent(RESERVE, bytes(RESERVE_SIZE))
 
     def _acquire_lock(self) -> str:
         try:
-            return self.store.replace_if_match(GC_LOCK, _body("gc"), None)
+            return self._create_lock()
         except ConflictError:
             pass
         try:
@@ -234,6 +253,16 @@ class Leases:
         if holder_is_dead(body) or (age is not None and age > self.settings.lock_timeout):
             return self.store.replace_if_match(GC_LOCK, _body("gc"), token)  # its holder died
         raise ConflictError("another garbage collection is sweeping this store")
+
+
+    def _create_lock(self) -> str:
+        try:
+            return self.store.replace_if_match(GC_LOCK, _body("gc"), None)
+        except BackendError as e:
+            if e.errno != errno.ENOSPC or not self.store.exists(RESERVE):
+                raise
+        self.store.delete(RESERVE)  # the disk is full: use the space kept for this
+        return self.store.replace_if_match(GC_LOCK, _body("gc"), None)
 
 
 class _SweepLease:

@@ -91,11 +91,11 @@ def test_defect8_sweep_lease_heartbeat_keeps_a_short_timeout_safe(tmp_path):
     """A sweep longer than lock_timeout keeps its lease fresh (heartbeat thread): others
     never take a live sweeper's lease for stale."""
     repo = _repo(tmp_path, 1)
-    settings = LeaseSettings(lock_timeout=0.4)
+    settings = LeaseSettings(lock_timeout=3.0)
     leases = Leases(repo.store, settings)
     with leases.sweep() as refresh:
-        for _ in range(6):
-            time.sleep(0.25)
+        for _ in range(5):
+            time.sleep(1.0)
             assert Leases(repo.store, settings).sweep_running()
         refresh()  # still ours
     assert not repo.store.exists(GC_LOCK)
@@ -124,3 +124,41 @@ def test_defect8_gc_keeps_a_version_a_ref_moved_to_while_it_marked(tmp_path):
     left, saved = gc._mark_expired(expire)
     assert left == [] and [e.version for e in saved] == ["1.0.0"]
     assert not repo.store.exists(expired_key("m", "1.0.0"))
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MB tmpfs (we run as root in CI); skipped where mount is refused."""
+    import subprocess
+
+    d = tmp_path / "disk"
+    d.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(d)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (not root?)")
+    try:
+        yield d
+    finally:
+        subprocess.run(["umount", "-l", str(d)], capture_output=True)
+
+
+def test_minor_gc_runs_on_a_100_percent_full_disk(small_disk, tmp_path):
+    """GC must first write its lease; on a full disk it frees the reserve an earlier sweep
+    left behind (gc/reserve), then sweeps, then puts the reserve back."""
+    from casstore.repo.leases import RESERVE
+
+    url = str(small_disk / "store")
+    repo = Repository(url)
+    for i in range(3):
+        repo.commit("m", [series.save(tmp_path / f"v{i}" / "w.safetensors",
+                                      series.tensors(n=4, size=64 << 10, seed=i))])
+    repo.gc(RetentionPolicy(keep_last=10), grace_seconds=0)  # an earlier, routine GC
+    assert repo.store.exists(RESERVE)
+    # fill the disk to the last byte
+    with open(small_disk / "filler", "wb", buffering=0) as f, pytest.raises(OSError):
+        while True:
+            f.write(b"\0" * 4096)
+    r = run("gc", "--keep-last", "1", "--keep-reflog", "0", "--grace", "0", store=url)
+    assert r.code == 0, r.err
+    # 1.0.1 expired (1.0.0 stays: current points at it)
+    assert [v.version for v in Repository(url).versions("m")] == ["1.0.0", "1.0.2"]
