@@ -297,6 +297,7 @@ class GarbageCollector:
             report.tmp_deleted = len(tmp)
             report.bytes_freed += sum(n for _, n in tmp)
             self._count(report, sum(n for _, n in chunks), manifest_bytes)
+        self.leases.keep_reserve()  # space for the next sweep's lease on a full disk
         report.seconds = time.perf_counter() - t0
         return report
 

@@ -233,7 +233,6 @@ class Leases:
         finally:
             if lease.stop():
                 self.store.delete(GC_LOCK)
-            self.keep_reserve()
 
     def keep_reserve(self) -> None:
         """Best effort: (re)create :data:`RESERVE` for the next sweep on a full disk."""
@@ -310,7 +309,10 @@ class _SweepLease:
                 return
             self.last = time.monotonic()
 
-    def refresh(self) -> None:
+    def refresh(self, only_if_due: bool = False) -> None:
+        """Raise ConflictError if the lease is lost or stale; rewrite it now if the heartbeat
+        is late (``only_if_due`` is accepted for callers of the old signature: the heartbeat
+        thread keeps the lease fresh, so a refresh is only ever written when due)."""
         if self.held and time.monotonic() - self.last > self.timeout / 4:
             self._write()  # the heartbeat is late (a busy machine): do it now
         if not self.held:
