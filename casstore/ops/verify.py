@@ -8,6 +8,7 @@ objects from another store holding the same content, checking digests, then re-v
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -16,10 +17,17 @@ from typing import Any, Literal
 
 from casstore.digest import Digest
 from casstore.errors import CasstoreError, CorruptObjectError, NotFoundError
+from casstore.repo.catalog import parse_index_entry
 from casstore.repo.chunks import ChunkReader
 from casstore.repo.context import StoreContext
 from casstore.repo.deltas import depth_order
-from casstore.repo.keys import chunk_key, expired_key, manifest_key
+from casstore.repo.keys import (
+    chunk_key,
+    expired_key,
+    manifest_key,
+    tags_prefix,
+    versions_prefix,
+)
 from casstore.repo.manifest import Manifest, decode
 from casstore.repo.refs import RefStore
 from casstore.store.base import ObjectStore
@@ -94,6 +102,7 @@ def verify(ctx: StoreContext, *, read_data: bool = False, workers: int = 8,
                         f"manifests declare different sizes for it ({sizes[d]} and {n})",
                         tuple(sorted(users[d]))))
             chains.update(m.delta_chains())
+        _check_index(store, model, report)
         _check_refs(store, refs, model, manifests, report)
         _check_catalog(ctx, model, report)
     keys = {chunk_key(d): d for d in users}
@@ -167,6 +176,34 @@ def _check_catalog(ctx: StoreContext, model: str, report: VerifyReport) -> None:
                                        f"{'; '.join(differences[:3])} (not rebuilt: {e})"))
         return
     report.catalogs_rebuilt.append(f"{model}: {'; '.join(differences[:3])}")
+
+
+def _check_index(store: ObjectStore, model: str, report: VerifyReport) -> None:
+    """Index entries that name no manifest and tag markers that name no version (hostile or
+    damaged objects that listings skip), each reported with the version it concerns."""
+    prefix = versions_prefix(model)
+    keys = [i.key for i in store.list(prefix)]
+    good = [k for k in keys if _SEMVER.fullmatch(k[len(prefix) :])]
+    for k in sorted(set(keys) - set(good)):
+        report.problems.append(Problem("corrupt", k, "stray object: not a version number"))
+    for k in good:
+        try:
+            parse_index_entry(k, store.get(k))
+        except NotFoundError:
+            continue  # expired since the listing
+        except CorruptObjectError as e:
+            report.problems.append(Problem("corrupt", k, str(e),
+                                           (f"{model}@{k[len(prefix):]}",)))
+    prefix = tags_prefix(model)
+    for info in store.list(prefix):
+        tag, _, semver = info.key[len(prefix) :].partition("/")
+        if not (_SEMVER.fullmatch(semver) and _NAME.fullmatch(tag)):
+            report.problems.append(Problem("corrupt", info.key,
+                                           "stray object: not a tag/<version> marker"))
+
+
+_SEMVER = re.compile(r"(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
 
 
 def _manifest(ctx: StoreContext, mid: Digest, label: str,
