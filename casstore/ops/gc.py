@@ -374,6 +374,7 @@ def expire_version(store: ObjectStore, e: ExpiredVersion) -> int:
     return size
 
 
+
 def mark_expired(store: ObjectStore, expire: Iterable[ExpiredVersion]) -> None:
     """Write the expiry markers (before the refs are read for the last time)."""
     for e in expire:

@@ -289,7 +289,7 @@ class Rollout:
         if health_check is None:
             return res
         ok, msg = self.hooks.health_check(
-            pre_check, check_version, ref, store=self.ctx.store.url, stage="pre-check"
+            health_check, check_version, ref, store=self.ctx.store.url
         )
         if ok:
             res.message += f"; {msg}"
@@ -313,30 +313,6 @@ class Rollout:
             res.ok = False
             res.message = f"health check failed ({msg}); the revert was {e}"
             return res
-        res.entries.append(back)
-        res.ok, res.reverted, res.new = False, True, old
-        res.message = f"rolled back to {old.describe() if old else '(none)'}: {msg}"
-        return res
-        ok, msg = self.hooks.health_check(
-            health_check, check_version, ref, store=self.ctx.store.url
-        )
-        if ok:
-            res.message += f"; {msg}"
-            return res
-        if not revert:
-            res.ok, res.message = False, f"{res.message}; {msg}"
-            return res
-        back = self.move(
-            model,
-            ref,
-            old,
-            expected_seq=entry.seq,
-            reason=f"auto-revert: {msg}",
-            trigger="health-check",
-            op="revert",
-            actor=actor,
-            notify_failures=failures,
-        )
         res.entries.append(back)
         res.ok, res.reverted, res.new = False, True, old
         res.message = f"rolled back to {old.describe() if old else '(none)'}: {msg}"
