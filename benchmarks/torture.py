@@ -261,15 +261,33 @@ def fault_trials(endpoint: str, trials: int, seed: int, tmp: Path) -> dict[tuple
             row.faults += sum(px.counts.values()) - before
             if t % 5 == 4:
                 check_store(prefix, baseline, row, gc_may_expire=True)
-        with px.outage():  # nothing listens: a clear error, quickly
+        px.enabled = False  # a client that has read everything and holds pooled connections
+        seen = Repository(prefix, endpoint_url=px.url)
+        seen.versions("m")
+        seen.refs.get("m", "prod")
+        seen.log("m")
+        px.enabled = True
+        reads: dict[str, Callable[[], object]] = {
+            "new Repository": lambda: Repository(prefix, endpoint_url=px.url).versions("m"),
+            "versions": lambda: seen.versions("m"),
+            "refs.get": lambda: seen.refs.get("m", "prod"),
+            "show @prod": lambda: seen.get_version("m", "@prod"),
+            "log": lambda: seen.log("m"),
+        }
+        with px.outage():  # nothing answers, pooled connections neither: a clear error, quickly
             row = rows.setdefault(("faults outage", "s3+proxy"), Row())
-            t0 = time.monotonic()
-            try:
-                Repository(prefix, endpoint_url=px.url).versions("m")
-                row.defects += 1
-            except CasstoreError:
-                row.error_time(time.monotonic() - t0)
-            row.trials += 1
+            for name, read in reads.items():
+                t0 = time.monotonic()
+                try:
+                    read()
+                    row.defects += 1
+                    row.notes.append(f"faults outage: {name} answered during the outage")
+                except CasstoreError:
+                    row.error_time(time.monotonic() - t0)
+                except Exception as e:
+                    row.defects += 1
+                    row.notes.append(f"faults outage {name}: {type(e).__name__}: {e}")
+                row.trials += 1
             row.faults += 1
         check_store(prefix, baseline, rows[("faults commit", "s3+proxy")], gc_may_expire=True)
         check_store(str(tmp / "faults-local"), local_base, rows[("faults pull", "s3+proxy")],

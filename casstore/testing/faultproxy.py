@@ -10,7 +10,10 @@ Each request, with probability ``rate``, suffers one fault chosen by a seeded RN
 * ``duplicate`` the request is sent to the server twice (a retry that landed twice); the
                 client sees the second answer.
 
-:meth:`FaultProxy.outage` closes the listening socket for a while (connections refused).
+:meth:`FaultProxy.outage` closes the listening socket for a while (connections refused) and
+drops the connections already open, as a real outage does: a client's pooled keep-alive
+connections (s3fs instances, and so their pools, are shared per arguments) must not reach the
+upstream either. Without faults the proxy is transparent (a HEAD keeps its Content-Length).
 The proxy runs its own event loop in a daemon thread; ``counts`` says what was injected.
 """
 
@@ -48,6 +51,7 @@ class FaultProxy:
         self.url = f"http://127.0.0.1:{self.port}"
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.AbstractServer | None = None
+        self._open: set[asyncio.StreamWriter] = set()  # live client connections
         self._session: aiohttp.ClientSession | None = None
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
                                         name="casstore-faultproxy")
@@ -71,6 +75,11 @@ class FaultProxy:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
+        # Server.close() leaves accepted connections open (Python < 3.13): a client's pooled
+        # keep-alive connection would still reach the upstream. A real outage drops them too.
+        for writer in list(self._open):
+            writer.transport.abort()
+        self._open.clear()
 
     @contextmanager
     def outage(self) -> Iterator[None]:
@@ -112,6 +121,7 @@ class FaultProxy:
         return fault
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._open.add(writer)
         try:
             while await self._one(reader, writer):
                 pass
@@ -119,6 +129,7 @@ class FaultProxy:
                 asyncio.TimeoutError, asyncio.CancelledError, ValueError):
             pass
         finally:
+            self._open.discard(writer)
             writer.close()
 
     async def _one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
@@ -158,7 +169,10 @@ class FaultProxy:
             await asyncio.sleep(self.slow_seconds)
         out = [f"HTTP/1.1 {status} {reason}\r\n"]
         out += [f"{k}: {v}\r\n" for k, v in rheaders if k.lower() not in _HOP]
-        out.append(f"Content-Length: {len(rbody)}\r\n\r\n")
+        length = len(rbody)
+        if method == "HEAD":  # no body: the length is the object's, as upstream says
+            length = int(next((v for k, v in rheaders if k.lower() == "content-length"), 0))
+        out.append(f"Content-Length: {length}\r\n\r\n")
         writer.write("".join(out).encode("latin-1"))
         if fault == "truncate" and len(rbody) > 1:
             writer.write(rbody[: len(rbody) // 2])
