@@ -1,5 +1,6 @@
-"""Reads of mutable state during a store outage: moto's S3 behind the fault proxy, which
-refuses every connection (new and pooled) inside ``outage()``.
+"""Reads of mutable state during a store outage: on every backend behind a store that fails
+every call, and on moto's S3 behind the fault proxy, which refuses every connection (new and
+pooled) inside ``outage()``.
 
 Listing versions, reading a ref (``show``, ``refs.get``), ``log``, ``refs`` and ``models``
 must fail with a clear :class:`~casstore.errors.BackendError` (CLI: exit 7, one line, no
@@ -16,12 +17,12 @@ from pathlib import Path
 import pytest
 
 from casstore import Repository
-from casstore.errors import BackendError
+from casstore.errors import BackendError, TransientBackendError
+from casstore.store import open_store
 from casstore.testing.faultproxy import FaultProxy
 from casstore.testing.s3 import BUCKET
+from casstore.testing.stores import FaultInjectingStore
 from tests.cli_helpers import run
-
-pytestmark = pytest.mark.s3
 
 
 @pytest.fixture
@@ -51,6 +52,44 @@ def _reads(repo: Repository) -> dict[str, object]:
     }
 
 
+def _read_calls(repo: Repository) -> dict[str, object]:
+    return {
+        "versions": lambda: repo.versions("m"),
+        "refs.get": lambda: repo.refs.get("m", "prod"),
+        "show @prod": lambda: repo.get_version("m", "@prod"),
+        "show prod": lambda: repo.get_version("m", "prod"),
+        "show 1.0.0": lambda: repo.get_version("m", "1.0.0"),
+        "latest": lambda: repo.get_version("m", "latest"),
+        "log": lambda: repo.log("m"),
+        "refs": lambda: repo.refs.list("m"),
+        "reflog": lambda: repo.refs.reflog("m"),
+        "models": lambda: repo.models(),
+        "query": lambda: repo.query("m"),
+        "resolve": lambda: repo.resolve("m", "prod"),
+    }
+
+
+def test_no_mutable_read_answers_from_memory(store_url: str, tmp_path: Path) -> None:
+    """On every backend: once the store fails every call, each read of refs, the version
+    index, the catalog or a listing fails too, although this Repository has read them all
+    before (only immutable objects, such as manifests by digest, may be kept)."""
+    dead = FaultInjectingStore(open_store(store_url, retry=False), fail_rate=1.0)
+    dead.active = False
+    repo = Repository(dead)
+    for i in range(2):
+        repo.commit("m", [_weights(tmp_path / f"v{i}", i)], ref="prod")
+    calls = _read_calls(repo)
+    for read in calls.values():
+        read()
+    dead.active = True
+    for name, read in calls.items():
+        with pytest.raises(TransientBackendError, match="injected fault"):
+            read()
+            pytest.fail(f"{name} answered while the store failed every call")
+    assert dead.injected["fail"] >= len(calls)
+
+
+@pytest.mark.s3
 def test_reads_during_an_outage_fail_and_then_see_the_bucket(
     proxy: FaultProxy, moto_s3: str, tmp_path: Path
 ) -> None:
@@ -63,18 +102,9 @@ def test_reads_during_an_outage_fail_and_then_see_the_bucket(
     assert len(before["versions"]) == 2
 
     with proxy.outage():
-        for name, read in [
-            ("versions", lambda: old.versions("m")),
-            ("refs.get", lambda: old.refs.get("m", "prod")),
-            ("show @prod", lambda: old.get_version("m", "@prod")),
-            ("show prod", lambda: old.get_version("m", "prod")),
-            ("show 1.0.0", lambda: old.get_version("m", "1.0.0")),
-            ("log", lambda: old.log("m")),
-            ("refs", lambda: old.refs.list("m")),
-            ("reflog", lambda: old.refs.reflog("m")),
-            ("models", lambda: old.models()),
-            ("new Repository", lambda: _reads(Repository(url, endpoint_url=proxy.url))),
-        ]:
+        calls = _read_calls(old)
+        calls["new Repository"] = lambda: _reads(Repository(url, endpoint_url=proxy.url))
+        for name, read in calls.items():
             with pytest.raises(BackendError, match="Could not connect"):
                 read()
                 pytest.fail(f"{name} answered during the outage")
@@ -93,6 +123,7 @@ def test_reads_during_an_outage_fail_and_then_see_the_bucket(
         assert after["models"] == ["m"]
 
 
+@pytest.mark.s3
 def test_cli_during_an_outage_one_line_exit_7(
     proxy: FaultProxy, moto_s3: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -124,11 +155,10 @@ def test_cli_during_an_outage_one_line_exit_7(
     assert [v["semver"] for v in log] == ["1.0.1", "1.0.0"]
 
 
+@pytest.mark.s3
 def test_the_proxy_is_transparent_without_faults(proxy: FaultProxy, moto_s3: str) -> None:
     """The instrument itself: a HEAD through the proxy keeps the object's length (it once
     said 0, which made ``show`` call a good chunk corrupt)."""
-    from casstore.store import open_store
-
     url = f"s3://{BUCKET}/{uuid.uuid4().hex}"
     open_store(url, endpoint_url=moto_s3).put("k", bytes(range(100)))
     via = open_store(url, endpoint_url=proxy.url)
