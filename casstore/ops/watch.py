@@ -208,6 +208,12 @@ class Watcher:
                 if token is None:  # another watcher opened it: go by theirs
                     doc, token = self._read_incident(key)
                     assert doc is not None
+        if doc["state"] == "done" and self._moved_since(rec):
+            # judged what the ref served before another watcher handled this incident: the
+            # next check judges what the ref serves now
+            rep.state = "handled-elsewhere"
+            rep.message = f"incident {rep.incident} was handled by {doc['owner']} meanwhile"
+            return
         if doc["state"] == "done":  # and still violating: acting again would cascade
             rep.state = "unresolved"
             rep.message = (
@@ -245,6 +251,10 @@ class Watcher:
         self._cas_incident(key, {**claim, "state": "done", "result": rep.state,
                                  "final": rep.final, "attempts": rep.attempts}, token)
         self.rollout.hooks.notify({"event": "watch-incident", **rep.to_dict()})
+
+    def _moved_since(self, rec: RefRecord) -> bool:
+        now, _ = self.rollout.refs.read(self.model, self.ref)
+        return now is not None and now.seq != rec.seq
 
     # -- acting --------------------------------------------------------------------------
     def _act(self, rec: RefRecord, evidence: dict[str, Any], rep: WatchReport) -> None:

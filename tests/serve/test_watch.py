@@ -382,6 +382,33 @@ def test_two_watchers_racing_on_one_incident_roll_back_once(three: Path, tmp_pat
     print(f"{collisions} of 2 rounds had both watchers at the claim")
 
 
+def test_a_watcher_that_read_the_ref_before_another_handled_it_stands_aside(three: Path,
+                                                                           tmp_path: Path):
+    """The interleaving the race above can hit: watcher A reads the ref, watcher B handles
+    the whole incident, then A reaches the incident record. A judged what the ref served
+    before B's rollback, so it stands aside; it is not an unresolved incident."""
+    from casstore.ops.watch import Watcher
+
+    repo = Repository(three)
+    policy = WatchPolicy.parse(policy_file(tmp_path).read_text())
+    a = Watcher(repo.rollout, "m", policy, watcher_id="a")
+    b = Watcher(repo.rollout, "m", policy, watcher_id="b")
+    seen: list = []
+
+    def observed_after_b_acted(since: dict) -> dict:
+        seen.append(b.check(BAD["versions"]))
+        return BAD["versions"]
+
+    rep = a.check(observed_after_b_acted)
+    assert seen[0].state == "rolled-back"
+    assert rep.state == "handled-elsewhere", rep
+    assert len(auto_entries(three)) == 1
+    assert repo.refs.get("m", "current").target.version == "1.0.1"
+    # a later check by A judges what the ref serves now: the same incident, still violating
+    everything_bad = {v: {"requests": 400, "error_rate": 0.5} for v in ("1.0.1", "1.0.2")}
+    assert a.check(everything_bad).state == "unresolved"
+
+
 def test_a_ref_moved_by_someone_else_stops_the_watcher(three: Path, tmp_path: Path):
     """A human promotes while the watcher's first target fails its health check: the
     watcher's next move expects the ref it left, so it stops instead of moving on."""
