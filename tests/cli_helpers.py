@@ -81,3 +81,20 @@ def _stdin(stream: io.TextIOWrapper) -> Iterator[None]:
         yield
     finally:
         sys.stdin = saved
+
+
+def committed_store(tmp_path: Path, versions: int, *, promote: bool = False,
+                    **tensors: Any) -> Path:
+    """A store at ``tmp_path/store`` with ``versions`` fine-tunes of one base committed as
+    model ``m`` (1.0.0, 1.0.1, ...) by the CLI; ``promote``: ``current`` follows each commit
+    (the first commit sets it either way). ``tensors``: options of ``series.tensors``."""
+    from tests import series
+
+    store = tmp_path / "store"
+    base = series.tensors(n=3, **tensors)
+    for i in range(versions):
+        f = series.save(tmp_path / f"v{i}" / "m.safetensors", series.finetune(base, seed=i))
+        assert run("commit", "m", f, store=store).code == 0
+        if promote and i:
+            assert run("promote", "m", f"1.0.{i}", store=store).code == 0
+    return store

@@ -258,32 +258,12 @@ class Rollout:
             )
             if not ok:
                 return refused(f"{msg}; {model}@{ref} not moved")
-        failures: list[str] = []
         try:
-            entry = self.move(
-                model,
-                ref,
-                new,
-                expected_seq=seq,
-                reason=reason,
-                trigger=trigger,
-                op=op,
-                actor=actor,
-                evidence=evidence,
-                notify_failures=failures,
-            )
+            res = self._move_result(model, ref, old, new, seq, reason=reason, trigger=trigger,
+                                    op=op, actor=actor, evidence=evidence)
         except UntrustedError as e:
             return refused(str(e).removeprefix("refused: "))
-        res = MoveResult(
-            model,
-            ref,
-            True,
-            old,
-            new,
-            [entry],
-            f"{ref}: {old.describe() if old else '(none)'} -> {new.describe()}",
-            notify_failures=failures,
-        )
+        entry = res.entries[0]
         if pre_check is not None:
             res.message += "; pre-check passed"
         if health_check is None:
@@ -307,7 +287,7 @@ class Rollout:
                 trigger="health-check",
                 op="revert",
                 actor=actor,
-                notify_failures=failures,
+                notify_failures=res.notify_failures,
             )
         except UntrustedError as e:
             res.ok = False
@@ -518,28 +498,8 @@ class Rollout:
             if weight >= 1.0
             else RefValue(split=s.model_copy(update={"weight": weight}))
         )
-        failures: list[str] = []
-        entry = self.move(
-            model,
-            ref,
-            new,
-            expected_seq=rec.seq,
-            reason=reason,
-            trigger="progressive-step",
-            op="advance",
-            actor=actor,
-            notify_failures=failures,
-        )
-        return MoveResult(
-            model,
-            ref,
-            True,
-            rec.value,
-            new,
-            [entry],
-            f"{ref}: {rec.value.describe()} -> {new.describe()}",
-            notify_failures=failures,
-        )
+        return self._move_result(model, ref, rec.value, new, rec.seq, reason=reason,
+                                 trigger="progressive-step", op="advance", actor=actor)
 
     def abort(
         self,
@@ -559,27 +519,20 @@ class Rollout:
         if expected_seq != "read" and expected_seq != rec.seq:
             raise ConflictError(f"ref {model}@{ref} moved (now at #{rec.seq})")
         new = RefValue.of(rec.value.split.base)
+        return self._move_result(model, ref, rec.value, new, rec.seq, reason=reason,
+                                 trigger=trigger, op="abort", actor=actor, evidence=evidence)
+
+    def _move_result(
+        self, model: str, ref: str, old: RefValue | None, new: RefValue, seq: int | None,
+        **how: Any,
+    ) -> MoveResult:
+        """Move ``ref`` from ``old`` (at ``seq``) to ``new`` (``how``: reason, trigger, op,
+        actor, evidence, as :meth:`move` takes them); the result and its one-line message."""
         failures: list[str] = []
-        entry = self.move(
-            model,
-            ref,
-            new,
-            expected_seq=rec.seq,
-            reason=reason,
-            trigger=trigger,
-            op="abort",
-            actor=actor,
-            evidence=evidence,
-            notify_failures=failures,
-        )
+        entry = self.move(model, ref, new, expected_seq=seq, notify_failures=failures, **how)
         return MoveResult(
-            model,
-            ref,
-            True,
-            rec.value,
-            new,
-            [entry],
-            f"{ref}: {rec.value.describe()} -> {new.describe()}",
+            model, ref, True, old, new, [entry],
+            f"{ref}: {old.describe() if old else '(none)'} -> {new.describe()}",
             notify_failures=failures,
         )
 

@@ -11,18 +11,12 @@ from pathlib import Path
 import pytest
 
 from casstore.ops.hooks import CHECK_ENV
-from tests import series
-from tests.cli_helpers import run
+from tests.cli_helpers import committed_store, run
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> Path:
-    store = tmp_path / "store"
-    base = series.tensors(n=3)
-    for i in range(3):
-        f = series.save(tmp_path / f"v{i}" / "m.safetensors", series.finetune(base, seed=i))
-        assert run("commit", "m", f, store=store).code == 0
-    return store
+    return committed_store(tmp_path, 3)
 
 
 def _current(store: Path) -> str:

@@ -7,18 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from tests import series
-from tests.cli_helpers import run
+from tests.cli_helpers import committed_store, run
 
 
 @pytest.fixture
 def four(tmp_path: Path) -> Path:
-    store = tmp_path / "store"
-    base = series.tensors(n=3)
-    for i in range(4):
-        f = series.save(tmp_path / f"v{i}" / "m.safetensors", series.finetune(base, seed=i))
-        assert run("commit", "m", f, store=store).code == 0
-    return store
+    return committed_store(tmp_path, 4)
 
 
 def test_previous_stable_follows_reflog_cli(four: Path):

@@ -20,7 +20,7 @@ from casstore.serving.acks import FollowerAck, read_acks, write_ack
 from casstore.serving.live import LiveWindow, figures, live_figures, merge
 from casstore.testing.children import CONTEXT, child
 from tests import series
-from tests.cli_helpers import run
+from tests.cli_helpers import committed_store, run
 
 EXIT_VIOLATION = 8
 
@@ -141,14 +141,7 @@ POLICY = {"rules": [{"metric": "error_rate", "direction": "lower", "max": 0.05}]
 @pytest.fixture
 def three(tmp_path: Path) -> Path:
     """1.0.0, 1.0.1, 1.0.2 committed; ``current`` moved 1.0.0 -> 1.0.1 -> 1.0.2."""
-    store = tmp_path / "store"
-    base = series.tensors(n=3, size=4 << 10)
-    for i in range(3):
-        f = series.save(tmp_path / f"v{i}" / "m.safetensors", series.finetune(base, seed=i))
-        assert run("commit", "m", f, store=store).code == 0  # the first moves current
-        if i:
-            assert run("promote", "m", f"1.0.{i}", store=store).code == 0
-    return store
+    return committed_store(tmp_path, 3, promote=True, size=4 << 10)
 
 
 def policy_file(tmp_path: Path, **changes: object) -> Path:
