@@ -397,11 +397,17 @@ class Repository:
             c.tensor_changes = tensor_changes(self.ctx.chunks, ma, mb, c.pairs(ma, mb))
         return c
 
-    def stats(self, model: str | None = None, *, exact: bool = False) -> Stats:
+    def stats(self, model: str | None = None, *, exact: bool = False,
+              recount: bool = False) -> Stats:
         """Logical vs stored bytes, bytes saved by dedup and by encoding, counts: from
-        counters kept by commit and GC, or (``exact``) from every manifest and object."""
+        counters kept by commit, GC and rm (O(models) requests), or (``exact``) from every
+        manifest and object. ``recount`` scans and saves the result as the counters' new
+        base. What each figure means: :mod:`casstore.repo.stats`."""
+        from casstore.repo.stats import recount as recount_store
         from casstore.repo.stats import store_stats
 
+        if recount:
+            recount_store(self.ctx)
         return store_stats(self.ctx, model, exact=exact)
 
     def storage(self, version: Version) -> VersionStorage:

@@ -4,6 +4,7 @@ stats, models."""
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import sys
 from typing import Any
 
@@ -373,22 +374,43 @@ def cmd_cat(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
+    if args.recount and args.exact:
+        raise errors.InvalidInputError("use --exact (scan, save nothing) or --recount (scan and "
+                                       "save as the counters' new base), not both")
     repo = open_repo(args)
-    st = repo.stats(args.model, exact=args.exact)
+    st = repo.stats(args.model, exact=args.exact, recount=args.recount)
     d = st.to_dict()
+    for c in d["approximate"]:
+        c["message"] = _caveat(c)
     if args.json:
         emit_json(d)
         return 0
-    how = "exact" if d["exact"] else "from counters; --exact scans the store"
-    print(f"models {d['models']}  versions {d['versions']}  chunks {d['chunks']}  ({how})")
+    if d["exact"]:
+        how = "exact: scanned just now"
+    elif d["counted_at"] is None:
+        how = "from counters kept since the store began; --exact scans the store"
+    else:
+        how = (f"from counters: the count of the last gc/rm at {_utc(d['counted_at'])} plus "
+               "the commits since; --exact scans the store")
+    print(f"models {d['models']}  versions {d['versions']}  ({how})")
+    if args.model is None:
+        unused = (f", {d['unreferenced_chunks']} unreferenced (with orphan manifests "
+                  f"{human_bytes(d['unreferenced_bytes'])}; gc reclaims them after its grace "
+                  "period)" if d["unreferenced_bytes"] else "")
+        print(f"chunks {d['chunks']} in the store: {d['used_chunks']} used by live versions"
+              f"{unused}")
+    else:
+        print(f"model {args.model}: {d['chunks']} chunks used by its live versions")
     print(
         f"logical {human_bytes(d['logical_bytes'])}  stored {human_bytes(d['stored_bytes'])}  "
         f"dedup {d['dedup_ratio']:.2f}x  saved {human_bytes(d['saved_bytes'])}"
     )
+    enc = d["saved_by_encoding"]
+    enc_text = (f"by encoding {human_bytes(enc)}" if enc >= 0
+                else f"by encoding nothing (object headers add {human_bytes(-enc)})")
     print(
         f"saved by dedup {human_bytes(d['saved_by_dedup'])} ({human_bytes(d['unique_bytes'])} "
-        f"unique)  by encoding {human_bytes(d['saved_by_encoding'])} (chunks stored in "
-        f"{human_bytes(d['encoded_bytes'])})"
+        f"unique)  {enc_text}; used chunks stored in {human_bytes(d['encoded_bytes'])}"
     )
     table(
         [
@@ -396,14 +418,54 @@ def cmd_stats(args: argparse.Namespace) -> int:
                 m,
                 s["versions"],
                 human_bytes(s["logical_bytes"]),
+                s["chunks"],
                 human_bytes(s["unique_bytes"]),
+                human_bytes(s["stored_bytes"]),
                 f"{s['dedup_ratio']:.2f}x",
             ]
             for m, s in d["per_model"].items()
         ],
-        ["model", "versions", "logical", "unique", "dedup"],
+        ["model", "versions", "logical", "chunks", "unique", "stored", "dedup"],
     )
+    if len(d["per_model"]) > 1:
+        print("per model: the chunks its live versions use (what `stats MODEL` shows); a chunk "
+              "models share counts in each of their rows and once in the store line")
+    for c in d["approximate"]:
+        print(f"approximate: {c['message']}")
     return 0
+
+
+def _utc(t: float) -> str:
+    return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _caveat(c: dict[str, Any]) -> str:
+    """What a counted figure may get wrong, and by how much at most (see repo.stats)."""
+    fix = "gc, rm or `stats --recount` counts exactly again"
+    if c["kind"] == "found":
+        return (f"{c['chunks']} chunks ({human_bytes(c['bytes'])}) that commits of "
+                f"{', '.join(c['models'])} since the last count found already stored (not in "
+                "the version they derive from) are counted as new to their model and as "
+                "already counted in the store line; if an older version of the same model "
+                "uses them, or they were awaiting gc, a figure is off by at most that; "
+                f"their stored size is taken as their size; {fix}")
+    if c["kind"] == "sweep":
+        return (f"a gc/rm sweep started at {_utc(c['since'])} has not finished (still running, "
+                "or killed): what it deleted may still be counted; run gc again")
+    if c["kind"] == "rebuilt":
+        return (f"the catalog of {', '.join(c['models'])} was rebuilt since the last count: "
+                f"its commits since then are not counted; {fix}")
+    parts = []
+    if c["chunks"]:
+        parts.append(f"{c['chunks']} chunk objects from before catalogs are counted in the "
+                     "store line only")
+    if c["deleted_chunks"]:
+        parts.append(f"a gc by an earlier release deleted {c['deleted_chunks']} chunk objects: "
+                     "the store line subtracts them, the model rows do not")
+    if c["models"]:
+        parts.append(f"commits of {', '.join(c['models'])} by an earlier release are counted "
+                     "in the store line only")
+    return "; ".join(parts) + f"; {fix}"
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -548,6 +610,9 @@ def add_parser(add: AddCommand) -> None:
     sp.add_argument("model", nargs="?")
     sp.add_argument("--exact", action="store_true",
                     help="read every manifest and list every object instead of the counters")
+    sp.add_argument("--recount", action="store_true",
+                    help="scan as --exact and save the count as the counters' new base (waits "
+                         "for in-flight commits, holds new ones off while it counts)")
 
     add("models", cmd_models, "list models")
 

@@ -36,6 +36,7 @@ from casstore.repo.keys import (
     version_key,
 )
 from casstore.repo.leases import Leases
+from casstore.repo.stats import mark_sweeping, save_census
 from casstore.store.base import ObjectStore
 
 TMP = "tmp/"
@@ -262,19 +263,18 @@ class GarbageCollector:
             report.versions_expired = len(expire)
             report.versions_kept = sum(len(v) for v in fresh.kept.values())
             cat = self.catalog.models_catalog
+            mark_sweeping(self.ctx)  # until the census below: stats says the count may be off
             for model in sorted(self._stale):  # a catalog that lagged: rebuilt from manifests
                 cat.store_rebuilt(model)
                 refresh(True)
             for model in sorted({e.model for e in expire}):  # the catalog first: a crash
                 cat.expire(model, [e.version for e in expire if e.model == model])  # re-lists
                 refresh(True)
-            manifest_bytes = 0
             for e in expire:
                 refresh(True)  # only when due
                 freed = expire_version(self.store, e)
                 report.manifests_deleted += 1 if freed else 0
                 report.bytes_freed += freed
-                manifest_bytes += freed
             refresh()
             fresh_chunks = set(fresh.chunks)
             chunks = [c for c in plan.chunks if c in fresh_chunks and c[0] not in keep]
@@ -287,7 +287,6 @@ class GarbageCollector:
                 self.store.delete(manifest_key(Digest.parse(h)))
                 report.manifests_deleted += 1
                 report.bytes_freed += n
-                manifest_bytes += n
             for batch in _batches(chunks, 1000):
                 self._delete_many(chunk_key(Digest.parse(h)) for h, _ in batch)
                 report.chunks_deleted += len(batch)
@@ -296,15 +295,11 @@ class GarbageCollector:
             self._delete_many(k for k, _ in tmp)
             report.tmp_deleted = len(tmp)
             report.bytes_freed += sum(n for _, n in tmp)
-            self._count(report, sum(n for _, n in chunks), manifest_bytes)
+            refresh()
+            save_census(self.ctx)  # writers are still held off: the counters' new base
         self.leases.keep_reserve()  # space for the next sweep's lease on a full disk
         report.seconds = time.perf_counter() - t0
         return report
-
-    def _count(self, report: GcReport, chunk_bytes: int, manifest_bytes: int) -> None:
-        """Subtract what this sweep deleted from the store's stats counters."""
-        freed = {"chunks": report.chunks_deleted, "stored": chunk_bytes + manifest_bytes}
-        self.catalog.models_catalog.count_deleted(freed)
 
     def _mark_expired(
         self, expire: list[ExpiredVersion]

@@ -7,7 +7,9 @@ check that their target is still indexed. The check and the expiry run under the
 lease, after in-flight writers have drained; ref moves hold no session, but the expiry markers
 are written before the check and movers read them after writing a ref, so no ref move can land
 on a version between the check and its removal. Chunks the removed versions used alone are
-reclaimed by the next GC (once older than its grace period).
+reclaimed by the next GC (once older than its grace period). Like a GC sweep, ``rm`` then
+recounts the store (every live manifest, one listing of chunks and of manifests) so the stats
+counters stay exact.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from casstore.errors import InvalidInputError
 from casstore.ops.gc import ExpiredVersion, expire_version, mark_expired, unmark_expired
 from casstore.repo.catalog import Version
 from casstore.repo.context import StoreContext
+from casstore.repo.stats import mark_sweeping, save_census
 
 
 @dataclass(frozen=True)
@@ -65,8 +68,10 @@ def remove(
             unmark_expired(ctx.store, gone)
             raise
         ctx.catalog.ensure_catalogs()
+        mark_sweeping(ctx)
         ctx.catalog.models_catalog.expire(model, [e.version for e in gone])  # as GC: first
         freed = sum(expire_version(ctx.store, e) for e in gone)
+        save_census(ctx)  # exact stats again (reads every live manifest, as a GC plan does)
     return Removed(model, gone, freed)
 
 

@@ -139,6 +139,7 @@ class Catalog:
         self._on_manifest = on_manifest
         self.models_catalog = ModelCatalog(store, self.manifests)
         self._migrated = False
+        self._base: dict[str, int] | None = None  # the format marker's stats base, once read
 
     def remember(self, digest: Digest, manifest: Manifest) -> None:
         self._manifests[digest] = manifest
@@ -163,7 +164,11 @@ class Catalog:
 
     def migrated(self) -> bool:
         if not self._migrated:
-            self._migrated = self.store.exists(CATALOG_FORMAT)
+            try:  # read, not just checked: stats needs its base (same one request)
+                self._base = _base(self.store.get(CATALOG_FORMAT))
+                self._migrated = True
+            except NotFoundError:
+                pass
         return self._migrated
 
     def ensure_catalogs(self) -> None:
@@ -185,11 +190,13 @@ class Catalog:
         self._migrated = True
 
     def stats_base(self) -> dict[str, int]:
-        try:
-            data = json.loads(self.store.get(CATALOG_FORMAT))
-        except (NotFoundError, ValueError):
-            return {}
-        return {k: v for k, v in data.items() if isinstance(v, int) and k != "format"}
+        """Chunks and bytes stored before the store had catalogs (counted once, at migration)."""
+        if self._base is None:
+            try:
+                self._base = _base(self.store.get(CATALOG_FORMAT))
+            except NotFoundError:
+                return {}
+        return self._base
 
     # -- manifests -------------------------------------------------------------------------
     def manifest(self, digest: Digest) -> Manifest:
@@ -306,3 +313,11 @@ def parse_index_entry(key: str, raw: bytes) -> Digest:
         return Digest.parse(json.loads(raw)["manifest"])
     except (ValueError, KeyError, TypeError) as e:  # InvalidInputError is a ValueError
         raise CorruptObjectError(f"version index entry {key} is unreadable ({e})") from None
+
+
+def _base(raw: bytes) -> dict[str, int]:
+    try:
+        data = json.loads(raw)
+        return {k: v for k, v in data.items() if isinstance(v, int) and k != "format"}
+    except (ValueError, AttributeError):
+        return {}

@@ -189,8 +189,12 @@ class WriteStats:
     new_bytes: int = 0  # decoded bytes of the chunks actually written
     stored_bytes: int = 0  # bytes of the chunk objects actually written (after encoding)
     delta_chunks: int = 0  # new chunks stored as deltas
+    found_chunks: int = 0  # chunks not known to be present, found already stored
+    found_bytes: int = 0  # their decoded bytes
+    found_stored: int = 0  # their objects' bytes
 
-    def add(self, size: int, new: bool, stored: int = 0, delta: bool = False) -> None:
+    def add(self, size: int, new: bool, stored: int = 0, delta: bool = False,
+            found: bool = False) -> None:
         self.chunks += 1
         self.logical_bytes += size
         if new:
@@ -198,6 +202,10 @@ class WriteStats:
             self.new_bytes += size
             self.stored_bytes += stored
             self.delta_chunks += delta
+        elif found:
+            self.found_chunks += 1
+            self.found_bytes += size
+            self.found_stored += stored
 
 
 class ChunkWriter:
@@ -314,13 +322,17 @@ class ChunkWriter:
                      chain: tuple[Digest, ...] | None, cost: int) -> tuple[Digest, int]:
         try:
             d = Digest.of(piece)
-            new, stored, delta = False, 0, False
+            new, stored, delta, found = False, 0, False, False
             if n <= self.inline_max:
                 with self._lock:
                     self.inline.setdefault(d, bytes(piece))
             elif d not in self._present:
                 key = chunk_key(d)
-                if self.store.exists(key):
+                try:
+                    stored, found = self.store.stat(key).size, True  # costs what exists costs
+                except NotFoundError:
+                    found = False
+                if found:
                     self._learn_chain(key, d)
                 else:
                     obj, got = self._encode(piece, n, dtype, chain)
@@ -332,9 +344,10 @@ class ChunkWriter:
                                 self._chains[d] = got
                     else:  # written meanwhile by another writer, maybe encoded otherwise
                         self._learn_chain(key, d)
+                        stored, found = len(obj), True
                 self._present.add(d)
             with self._lock:
-                self.stats.add(n, new, stored, delta)
+                self.stats.add(n, new, stored, delta, found)
             if self._progress is not None:
                 self._progress(n)
             return d, n

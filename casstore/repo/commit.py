@@ -30,7 +30,7 @@ from casstore.chunking.torch_pickle import ALLOW_GLOBALS_KEY, check_global_name
 from casstore.digest import Digest
 from casstore.errors import AlreadyExistsError, InvalidInputError, NotFoundError
 from casstore.repo.catalog import Version
-from casstore.repo.chunks import ChunkWriter, Progress
+from casstore.repo.chunks import ChunkWriter, Progress, WriteStats
 from casstore.repo.context import StoreContext
 from casstore.repo.deltas import delta_index
 from casstore.repo.keys import (
@@ -296,7 +296,7 @@ def store_and_publish(
         ctx.init()
     ctx.catalog.ensure_catalogs()
     parent = _parent(ctx, plan)
-    writer = _writer(ctx, plan, parent, progress)
+    writer, known = _writer(ctx, plan, parent, progress)
     entries: list[FileEntry] = []
     try:
         for (rel, size, read_at, *view), layout in plan.sources:
@@ -315,8 +315,7 @@ def store_and_publish(
         entries.extend(plan.prechunked)
     session.check()  # a reaped (stale) session must not publish
     st = writer.stats
-    counters = {"chunks": st.new_chunks, "stored": st.stored_bytes, "unique": st.new_bytes,
-                "encoded": st.stored_bytes}
+    counters = _counters(st, tuple(entries), known)
     version = _publish(ctx, plan, tuple(entries), parent.version if parent else None, counters)
     return CommitResult(
         version,
@@ -328,9 +327,29 @@ def store_and_publish(
     )
 
 
+def _counters(st: WriteStats, files: Sequence[FileEntry], known: set[Digest]) -> dict[str, int]:
+    """What this commit adds to the stats counters (:mod:`casstore.repo.stats`): the chunk
+    objects it created, and those new to its model: used by none of the versions it derives
+    from. Of these, the ones it found already stored (``found_*``) may be another model's or
+    an older version's. (Chunks of pre-stored files and delta bases the writer never looked
+    up count as found, their stored size taken as their size.)"""
+    objects: dict[Digest, int] = {}
+    for f in files:
+        objects.update(f.object_sizes())
+    new = {d: n for d, n in objects.items() if d not in known}
+    others = max(0, len(new) - st.new_chunks - st.found_chunks)
+    other_bytes = max(0, sum(new.values()) - st.new_bytes - st.found_bytes)
+    return {
+        "chunks": st.new_chunks, "stored": st.stored_bytes, "unique": st.new_bytes,
+        "encoded": st.stored_bytes, "ref_chunks": len(new), "ref_unique": sum(new.values()),
+        "ref_encoded": st.stored_bytes + st.found_stored + other_bytes,
+        "found_chunks": st.found_chunks + others, "found_unique": st.found_bytes + other_bytes,
+    }
+
+
 def _writer(
     ctx: StoreContext, plan: PreparedCommit, parent: Version | None, progress: Progress | None
-) -> ChunkWriter:
+) -> tuple[ChunkWriter, set[Digest]]:
     """A chunk writer with the store's encoding policy and the delta bases it may use.
 
     Deltas go against the model's newest version (not ``current``: a training run that
@@ -347,8 +366,9 @@ def _writer(
         known |= m.chunk_set()
         chains.update(m.delta_chains())
     deltas = delta_index(ctx.store, policy, newest.manifest if newest else None)
-    return ChunkWriter(ctx.store, known=known, chains=chains, progress=progress,
-                       policy=policy, deltas=deltas, reader=ctx.chunks)
+    writer = ChunkWriter(ctx.store, known=known, chains=chains, progress=progress,
+                         policy=policy, deltas=deltas, reader=ctx.chunks)
+    return writer, known
 
 
 def _newest(ctx: StoreContext, plan: PreparedCommit, parent: Version | None) -> Version | None:
@@ -397,7 +417,8 @@ def _publish(
     ctx.catalog.remember(mid, manifest)
     for t in spec.tags:
         ctx.store.put_if_absent(tag_key(spec.model, t, semver), b"")
-    counters = {**counters, "stored": counters["stored"] + len(raw)}
+    counters = {**counters, "stored": counters["stored"] + len(raw),
+                "ref_manifests": len(raw)}
     cat.finalize(spec.model, Entry(summarize(manifest, mid), tuple(sorted(spec.tags))), semver,
                  counters)
     return Version.of(manifest, mid, tuple(sorted(spec.tags)))

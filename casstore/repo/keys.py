@@ -13,7 +13,8 @@ Store layout (keys are '/'-separated, relative to the store root)::
     catalog/format                          marker: every model has a catalog (and stats base)
     catalog/heads/<model>                   per-model catalog head (compare-and-swap)
     catalog/segments/<model>/<64 hex>       sealed catalog segments (immutable, by digest)
-    catalog/gc                              counters GC maintains (chunks and bytes deleted)
+    catalog/gc                              chunks and bytes deleted by GC (earlier releases)
+    catalog/stats                           the last exact count, base of the stats counters
     models/<model>/signatures/<semver>/<keyid>  model-signing bundles over a version (JSON)
     sessions/<id>, gc/lock                  write sessions and the GC sweep lease
     gc/auto/<model>                         when automatic cleanup last checked a model
@@ -41,6 +42,7 @@ CATALOG_FORMAT = "catalog/format"
 CATALOG_HEADS = "catalog/heads/"
 CATALOG_SEGMENTS = "catalog/segments/"
 CATALOG_GC = "catalog/gc"
+CATALOG_STATS = "catalog/stats"
 FOLLOWERS = "followers/"
 WATCH = "watch/"
 TRUST = "trust/"

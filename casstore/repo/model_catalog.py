@@ -203,24 +203,8 @@ class ModelCatalog:
         prefix = versions_prefix(model)
         return {i.key[len(prefix):] for i in self.store.list(prefix)}
 
-    def count_deleted(self, freed: dict[str, int]) -> None:
-        """Add what GC deleted to the store-wide counters (``catalog/gc``, compare-and-swap)."""
-        for _ in range(100):
-            try:
-                raw, token = self.store.get_with_token(CATALOG_GC)
-                old = json.loads(raw)
-            except NotFoundError:
-                old, token = {}, None
-            except ValueError:
-                old = {}
-            new = {k: int(old.get(k, 0)) + int(freed.get(k, 0)) for k in ("chunks", "stored")}
-            try:
-                self.store.replace_if_match(CATALOG_GC, json.dumps(new).encode(), token)
-                return
-            except ConflictError:
-                time.sleep(random.uniform(0, 0.05))
-
     def deleted(self) -> dict[str, int]:
+        """What GC of an earlier release deleted (``catalog/gc``; GC now saves a census)."""
         try:
             data = json.loads(self.store.get(CATALOG_GC))
             return {k: int(data.get(k, 0)) for k in ("chunks", "stored")}
@@ -512,7 +496,8 @@ class ModelCatalog:
             if old.high is not None:
                 head.raise_high(old.high)
             head.pending = {k: v for k, v in old.pending.items() if k not in index}
-            head.counters = {k: v for k, v in old.counters.items() if k in ("chunks", "stored")}
+            head.counters = {k: v for k, v in old.counters.items()  # commits' cumulative ones
+                             if k not in ("versions", "logical")}
         for e in entries:
             _count(head, e.summary, +1)
         head.tail = {e.summary.version: e for e in entries}
