@@ -86,14 +86,17 @@ def transfer(
     mover = Rollout(dst, hooks)
     with dst.writing("transfer"):
         dst.catalog.ensure_catalogs()
-        known = _known_at_destination(dst, {v.model for v in versions})
+        per_model = _known_at_destination(dst, {v.model for v in versions})
+        known = set().union(*per_model.values())
         reader = ChunkReader(src.store, cache_bytes=_BASE_CACHE)  # bases decoded once
         todo = [v for v in versions if not _already_there(src, dst, v, known, report)]
-        _send_chunks(src, dst, todo, known, reader, report, progress, fresh=fresh)
+        written = _send_chunks(src, dst, todo, known, reader, report, progress, fresh=fresh)
+        counters = _counters(todo, per_model, written)
         # chunks first, then each version's manifest, index and tags (versions in parallel)
         with ThreadPoolExecutor(min(8, max(1, len(todo))),
                                 thread_name_prefix="casstore-publish") as pool:
-            for label, sent in pool.map(lambda v: _publish_version(src, dst, v), todo):
+            for label, sent in pool.map(
+                    lambda v: _publish_version(src, dst, v, counters[v.model, v.version]), todo):
                 report.manifests_sent += sent
                 report.versions.append(label)
         for model in sorted({v.model for v in versions}):  # numbers the source ever used,
@@ -107,17 +110,46 @@ def transfer(
     return report
 
 
-def _known_at_destination(dst: StoreContext, models: set[str]) -> set[Digest]:
-    """Chunks the destination's own versions vouch for (a stored version has all its chunks)."""
-    known: set[Digest] = set()
+def _known_at_destination(dst: StoreContext, models: set[str]) -> dict[str, set[Digest]]:
+    """Per model, the chunks the destination's own versions vouch for (a stored version has
+    all its chunks)."""
+    known: dict[str, set[Digest]] = {}
     for model in models:
+        known[model] = set()
         try:
             versions = dst.versions(model)
         except NotFoundError:
             continue
         for v in versions:
-            known |= v.manifest.chunk_set()
+            known[model] |= v.manifest.chunk_set()
     return known
+
+
+def _counters(versions: Sequence[Version], per_model: dict[str, set[Digest]],
+              written: dict[Digest, int]) -> dict[tuple[str, str], dict[str, int]]:
+    """What each copied version adds to the destination's stats counters, as a commit would
+    (:mod:`casstore.repo.stats`): the chunk objects this transfer wrote (credited to the first
+    version using each), and the chunks new to its model there; of these, the ones that were
+    already stored are ``found`` (their stored size, when not written here, taken as their
+    size). The manifest is added when it is sent."""
+    out: dict[tuple[str, str], dict[str, int]] = {}
+    credited: set[Digest] = set()
+    for v in versions:
+        have = per_model.setdefault(v.model, set())
+        objects = v.manifest.object_sizes()
+        new = {d: n for d, n in objects.items() if d not in have}
+        have.update(objects)
+        mine = [d for d in new if d in written and d not in credited]
+        credited.update(mine)
+        found = [d for d in new if d not in set(mine)]
+        out[v.model, v.version] = {
+            "chunks": len(mine), "stored": sum(written[d] for d in mine),
+            "unique": sum(new[d] for d in mine), "encoded": sum(written[d] for d in mine),
+            "ref_chunks": len(new), "ref_unique": sum(new.values()),
+            "ref_encoded": sum(written.get(d, new[d]) for d in new),
+            "found_chunks": len(found), "found_unique": sum(new[d] for d in found),
+        }
+    return out
 
 
 def _already_there(src: StoreContext, dst: StoreContext, v: Version, known: set[Digest],
@@ -152,11 +184,13 @@ def _send_chunks(
     progress: Callable[[int], None] | None,
     *,
     fresh: bool = False,
-) -> None:
+) -> dict[Digest, int]:
     """Every chunk ``versions`` need that ``dst`` lacks, as one stream: the small chunks of
     many versions share batches (each batch's requests all in flight at once, up to the
     backend's concurrency), bases before deltas, and the next batch is read while the
-    current one is verified and written. At most two batches are held at once."""
+    current one is verified and written. At most two batches are held at once. Returns the
+    chunks written and their sizes as stored."""
+    written: dict[Digest, int] = {}
     chains: dict[Digest, tuple[Digest, ...]] = {}
     sizes: dict[Digest, int] = {}
     chunks: set[Digest] = set()
@@ -180,6 +214,7 @@ def _send_chunks(
             ahead = pool.submit(read, batches[i + 1]) if i + 1 < len(batches) else None
             for d in batch:  # never forward corrupt bytes; send them as stored (encoded)
                 reader.check(raws[chunk_key(d)], d, sizes[d])
+                written[d] = len(raws[chunk_key(d)])
             dst.store.put_many(raws, sync=False)
             report.chunks_sent += len(batch)
             sent = sum(len(r) for r in raws.values())
@@ -189,9 +224,11 @@ def _send_chunks(
                 progress(sent)
     dst.store.flush()
     known |= chunks
+    return written
 
 
-def _publish_version(src: StoreContext, dst: StoreContext, v: Version) -> tuple[str, int]:
+def _publish_version(src: StoreContext, dst: StoreContext, v: Version,
+                     counters: dict[str, int]) -> tuple[str, int]:
     """Manifest, then version index, then tags: the version becomes visible complete.
     Returns its label and the number of manifests sent (0 or 1)."""
     label = f"{v.model}@{v.version}"
@@ -199,12 +236,15 @@ def _publish_version(src: StoreContext, dst: StoreContext, v: Version) -> tuple[
     if Digest.of(mraw) != v.id:
         raise CasstoreError(f"{label}: source manifest does not match its digest")
     sent = int(dst.store.put_if_absent(manifest_key(v.id), mraw))
-    _publish_copy(dst, v, label)
+    counters = {**counters, "ref_manifests": len(mraw),
+                "stored": counters["stored"] + sent * len(mraw)}
+    _publish_copy(dst, v, label, counters)
     _copy_signatures(src, dst, v)  # before any ref here can move to it
     return label, sent
 
 
-def _publish_copy(dst: StoreContext, v: Version, label: str) -> None:
+def _publish_copy(dst: StoreContext, v: Version, label: str,
+                  counters: dict[str, int] | None = None) -> None:
     """Index the copied version at ``dst`` through its catalog, as a commit with an explicit
     number does: reserve, index entry, tags, finalize."""
     _check_not_expired(dst, v, label)
@@ -222,7 +262,7 @@ def _publish_copy(dst: StoreContext, v: Version, label: str) -> None:
                 f"{label} was created at {dst.store.url} meanwhile with different content"
             )
     _copy_tags(dst, v, catalog=False)
-    cat.finalize(v.model, Entry(v.summary, tuple(sorted(v.tags))), v.version)
+    cat.finalize(v.model, Entry(v.summary, tuple(sorted(v.tags))), v.version, counters)
 
 
 def _check_not_expired(dst: StoreContext, v: Version, label: str) -> None:

@@ -99,6 +99,35 @@ def test_two_models_sharing_chunks_through_gc_and_rm(tmp_path: Path):
     assert after_gc["per_model"]["a"]["versions"] == 2  # current + newest (a2)
 
 
+def test_a_model_row_is_what_pushing_that_model_copies(tmp_path: Path):
+    """The per-model definition a user can check: push the model alone into an empty store."""
+    store, copy, shared = tmp_path / "store", tmp_path / "copy", tmp_path / "shared"
+    repo = Repository(str(store))
+    base = series.tensors(n=6, size=32 << 10, seed=0)
+    for i in range(2):
+        _commit(repo, "a", series.finetune(base, 1 / 3, seed=i), tmp_path / f"a{i}.safetensors")
+        _commit(repo, "b", series.finetune(base, 1 / 6, seed=5 + i),
+                tmp_path / f"b{i}.safetensors")
+    row = stats(store)["per_model"]["b"]
+    assert run("push", copy, "b", "--all", store=store).code == 0
+    there = assert_agree(copy)  # a transfer counts what it copies, as a commit does
+    assert (there["chunks"], there["stored_bytes"], there["unique_bytes"]) == \
+        (row["chunks"], row["stored_bytes"], row["unique_bytes"])
+    # into a store that holds a already: b's chunks found there are said, with their bound
+    assert run("push", shared, "a", "--all", store=store).code == 0
+    assert run("push", shared, "b", "--all", store=store).code == 0
+    counted, exact = stats(shared), stats(shared, "--exact")
+    found = [c for c in counted["approximate"] if c["kind"] == "found"]
+    assert len(found) == 1 and found[0]["models"] == ["b"] and found[0]["chunks"] == 4  # a's
+    assert {k: counted[k] for k in STORE_FIGURES} == {k: exact[k] for k in STORE_FIGURES}
+    assert counted["per_model"]["a"] == exact["per_model"]["a"]
+    got, want = counted["per_model"]["b"], exact["per_model"]["b"]
+    assert (got["chunks"], got["unique_bytes"]) == (want["chunks"], want["unique_bytes"])
+    # the found chunks' stored size was not looked up (taken as their size): within the bound
+    assert abs(got["stored_bytes"] - want["stored_bytes"]) <= found[0]["bytes"]
+    assert "where their stored size was not looked up" in run("stats", store=shared).out
+
+
 class _DiesMidSweep(WrappingStore):
     """Deletes half of the first batch of chunks GC deletes, then kill -9 of its process."""
 
