@@ -443,12 +443,13 @@ def _caveat(c: dict[str, Any]) -> str:
     """What a counted figure may get wrong, and by how much at most (see repo.stats)."""
     fix = "gc, rm or `stats --recount` counts exactly again"
     if c["kind"] == "found":
-        return (f"{c['chunks']} chunks ({human_bytes(c['bytes'])}) that commits or transfers "
-                f"of {', '.join(c['models'])} since the last count found already stored (not "
-                "in the versions they derive from) are counted as new to their model and as "
-                "already counted in the store line; if an older version of the same model "
-                "uses them, or they were awaiting gc, a figure is off by at most that; where "
-                "their stored size was not looked up it is taken as their size; " + fix)
+        return (f"{c['chunks']} chunks ({human_bytes(c['bytes'])}) of commits or transfers of "
+                f"{', '.join(c['models'])} since the last count were already stored but not "
+                "in the versions they derive from (another model's, an older version's, "
+                "awaiting gc, or staged by a distributed checkpoint's ranks): they are counted "
+                "as new to their model and not to the store line, so either may be off by at "
+                "most that; where their stored size was not looked up it is taken as their "
+                "size; " + fix)
     if c["kind"] == "sweep":
         return (f"a gc/rm sweep started at {_utc(c['since'])} has not finished (still running, "
                 "or killed): what it deleted may still be counted; run gc again")

@@ -23,10 +23,11 @@ and chunk objects new to the model, i.e. not used by the versions they derive fr
 newest). Counted = the last census + what commits added since. Where that can differ from an
 exact count, :attr:`Stats.approximate` says so and by how much at most:
 
-* ``found``: chunks a commit found already stored but not in its parent/newest version are
-  counted as new to its model (right when they came from another model or are new to it;
-  wrong when an older version of the same model uses them) and not to the store's used
-  chunks (right when another model uses them; wrong when they were awaiting GC);
+* ``found``: chunks a commit (or transfer) found already stored but not in the versions it
+  derives from are counted as new to its model (wrong when an older version of the same model
+  uses them) and not to the store line (wrong when they were awaiting GC, or were staged by
+  the ranks of a distributed checkpoint); the stored size of those it did not look up (delta
+  bases, staged chunks, chunks a transfer took as present) is taken as their size;
 * ``sweep``: a GC or rm sweep started and did not save its census (running, or killed): what
   it deleted is still counted until a sweep finishes;
 * ``rebuilt``: a model's catalog head was rebuilt since the census, so its commit counters

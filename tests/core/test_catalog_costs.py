@@ -104,6 +104,22 @@ def test_everyday_commands_cost_constant_requests(history):
     assert st.versions == N + 1 and meter.calls <= 5 and meter.http <= 5
 
 
+def test_stats_after_gc_and_rm_costs_constant_requests(history):
+    """With a saved census (GC and rm save one) counted stats still read only the format
+    marker, the census, the model listing and one head per model; a commit adds none."""
+    repo, store, meter = history
+    GarbageCollector(repo.ctx, grace_seconds=0).collect(
+        RetentionPolicy(keep_last=N // 2, keep_reflog_seconds=0))
+    repo.rm("m", repo.history("m")[1].version)  # [0] is what current points at
+    fresh = Repository(store)
+    meter(put, fresh, N + 1)
+    assert meter.calls <= 20 and meter.http <= 20, (meter.calls, meter.http, store.counts())
+    fresh = Repository(store)
+    st = meter(fresh.stats)
+    assert st.approximate == [] and st.versions == repo.stats(exact=True).versions
+    assert meter.calls <= 5 and meter.http <= 5, store.read
+
+
 def test_rollback_costs_the_same_whatever_the_model_size(tmp_path: Path):
     """A target of 300 chunk objects costs what a target of one does (no check per chunk);
     ``verify=True`` asks about every chunk."""
