@@ -150,7 +150,7 @@ class GarbageCollector:
         now = time.time() if now is None else now
         self._stale = set()
         now_dt = dt.datetime.fromtimestamp(now, dt.timezone.utc)
-        all_models = self.catalog.models()
+        all_models = self.catalog.all_models()
         targets = set(all_models if models is None else models)
         expire: list[ExpiredVersion] = []
         kept: dict[str, dict[str, list[str]]] = {}

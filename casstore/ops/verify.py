@@ -85,7 +85,7 @@ def verify(ctx: StoreContext, *, read_data: bool = False, workers: int = 8,
     sizes: dict[Digest, int] = {}  # chunk -> decoded size its manifests declare
     chains: dict[Digest, tuple[Digest, ...]] = {}  # delta -> its bases, nearest first
     manifests: dict[Digest, Manifest] = {}
-    for model in catalog.models():
+    for model in catalog.all_models():
         report.models += 1
         for semver, mid in catalog.version_index(model).items():
             report.versions += 1

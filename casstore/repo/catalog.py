@@ -154,6 +154,12 @@ class Catalog:
             return self.models_catalog.model_names()
         return self._legacy_models()
 
+    def all_models(self) -> list[str]:
+        """Every model with a catalog head or an index entry: a model whose head was lost is
+        still a model (GC, verify and exact stats must not take its objects for garbage).
+        Lists every key under ``models/``: for operations that read everything anyway."""
+        return sorted(set(self.models()) | set(self._legacy_models()))
+
     def _legacy_models(self) -> list[str]:
         names = set()
         for info in self.store.list(MODELS):

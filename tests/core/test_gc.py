@@ -223,3 +223,17 @@ def test_gc_cli(tmp_path: Path):
     p.write_bytes(bytes(data))
     r = run("verify", "--read-data", store=store)
     assert r.code == 1 and "corrupt" in r.out and "m@1.0.0" in r.out
+
+
+def test_gc_keeps_a_model_whose_catalog_head_was_lost(tmp_path: Path):
+    """GC, verify and exact stats find models by their index entries too: a lost head (which
+    readers rebuild from the manifests) never makes a live model's objects look like garbage."""
+    repo = Repository(str(tmp_path / "store"))
+    repo.commit("a", [series.save(tmp_path / "a.safetensors", series.tensors(n=3, seed=1))])
+    repo.commit("b", [series.save(tmp_path / "b.safetensors", series.tensors(n=2, seed=2))])
+    (tmp_path / "store" / "catalog" / "heads" / "a").unlink()
+    assert verify(repo.ctx).models == 2
+    _, report = GarbageCollector(repo.ctx, grace_seconds=0).collect(RetentionPolicy(keep_last=5))
+    assert report.chunks_deleted == report.manifests_deleted == 0
+    reads_back(Repository(str(tmp_path / "store")), "a", "1.0.0", tmp_path)
+    assert repo.catalog.models_catalog.head("a") is not None  # GC stored the rebuilt head

@@ -168,3 +168,25 @@ def test_gc_killed_mid_sweep_says_so_and_a_rerun_counts_exactly(tmp_path: Path):
     assert r.code == 0, r.err
     after = assert_agree(store)
     assert after["versions"] < 6 and after["unreferenced_chunks"] == 0  # the rerun finished
+
+
+def test_counters_that_cannot_be_trusted_are_named(tmp_path: Path):
+    """A head rebuilt since the last count, and a store whose only GC ran under an earlier
+    release (catalog/gc, no census): stats names each, and --recount makes it exact."""
+    store = tmp_path / "store"
+    repo = Repository(str(store))
+    base = series.tensors(n=4, size=16 << 10, seed=0)
+    _commit(repo, "a", base, tmp_path / "a0.safetensors")
+    assert run(*GC, store=store).code == 0  # a census
+    _commit(repo, "a", series.finetune(base, 1 / 2, seed=1), tmp_path / "a1.safetensors")
+    (store / "catalog" / "heads" / "a").write_bytes(b"garbage")  # rebuilt from the manifests
+    kinds = [c["kind"] for c in stats(store)["approximate"]]
+    assert kinds == ["rebuilt"]
+    assert "the catalog of a was rebuilt" in run("stats", store=store).out
+    assert stats(store, "--recount")["approximate"] == []
+    assert_agree(store)
+    (store / "catalog" / "stats").unlink()
+    (store / "catalog" / "gc").write_text('{"chunks": 2, "stored": 100}')
+    legacy = [c for c in stats(store)["approximate"] if c["kind"] == "legacy"]
+    assert len(legacy) == 1 and legacy[0]["deleted_chunks"] == 2
+    assert "a gc by an earlier release deleted 2 chunk objects" in run("stats", store=store).out
