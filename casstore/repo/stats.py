@@ -34,7 +34,9 @@ exact count, :attr:`Stats.approximate` says so and by how much at most:
   restarted; its commits since are not counted;
 * ``legacy``: the store has no census yet (no GC by this release), or objects from before
   catalogs, or commits by an earlier release.
-A sweep (``gc``), ``rm`` or ``stats --recount`` makes the counters exact again.
+A sweep (``gc``), ``rm`` or ``stats --recount`` makes the counters exact again. Not seen by
+any counter: chunk objects of a commit killed before it finished (unreferenced; the next count
+finds them).
 """
 
 from __future__ import annotations
