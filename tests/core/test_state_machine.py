@@ -1,7 +1,8 @@
-"""A Hypothesis state machine over commit / tag / move ref / rollback / split / gc / verify.
+"""A Hypothesis state machine over commit / tag / move ref / rollback / split / gc / rm / verify.
 
-Invariant: everything reachable from a ref or a retained version exists and hashes correctly,
-and reads back byte-identical to what was committed.
+Invariants: everything reachable from a ref or a retained version exists and hashes
+correctly, and reads back byte-identical to what was committed; counted ``stats`` equal a scan
+after every GC, and in between differ from it at most by the chunks they say are uncertain.
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ import hypothesis.strategies as st
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from casstore import Repository
+from casstore import InvalidInputError, Repository
 from casstore.ops.gc import GarbageCollector
 from casstore.ops.retention import RetentionPolicy
 from casstore.ops.verify import verify
 from casstore.store import open_store
 from tests import series
+
+_HOW = ("exact", "counted_at", "approximate")  # how stats were counted, not what
 
 
 class StoreMachine(RuleBasedStateMachine):
@@ -107,6 +110,38 @@ class StoreMachine(RuleBasedStateMachine):
             keep_last=keep_last, keep_reflog_seconds=reflog, keep_tags=("keep",) if keep_tag else ()
         )
         GarbageCollector(self.repo.ctx, grace_seconds=0).collect(policy)
+        counted, exact = self.repo.stats().to_dict(), self.repo.stats(exact=True).to_dict()
+        assert counted["approximate"] == []  # a sweep counts exactly
+        assert {k: v for k, v in counted.items() if k not in _HOW} == \
+            {k: v for k, v in exact.items() if k not in _HOW}
+
+    @rule(model=st.sampled_from(["a", "b"]), pick=st.integers(0, 50))
+    def rm(self, model: str, pick: int) -> None:
+        vs = self.versions(model)
+        if not vs:
+            return
+        try:
+            self.repo.rm(model, vs[pick % len(vs)])
+        except InvalidInputError:
+            return  # a ref points at it
+        self.content.pop((model, vs[pick % len(vs)]))
+        assert self.repo.stats().to_dict()["approximate"] == []  # rm counts exactly
+
+    @precondition(lambda self: self.n > 0)
+    @invariant()
+    def stats_agree_with_a_scan_within_what_they_say(self) -> None:
+        counted, exact = self.repo.stats().to_dict(), self.repo.stats(exact=True).to_dict()
+        said = [c for c in counted["approximate"] if c["kind"] == "found"]
+        assert len(said) == len(counted["approximate"])  # nothing else can be off here
+        n, size = sum(c["chunks"] for c in said), sum(c["bytes"] for c in said)
+        for k in ("versions", "logical_bytes", "chunks", "stored_bytes"):
+            assert counted[k] == exact[k], k  # objects and bytes in the store: always exact
+        assert abs(counted["used_chunks"] - exact["used_chunks"]) <= n
+        assert abs(counted["unique_bytes"] - exact["unique_bytes"]) <= size
+        assert counted["per_model"].keys() == exact["per_model"].keys()
+        for m, row in counted["per_model"].items():
+            assert abs(row["chunks"] - exact["per_model"][m]["chunks"]) <= n, m
+            assert abs(row["unique_bytes"] - exact["per_model"][m]["unique_bytes"]) <= size, m
 
     @precondition(lambda self: self.n > 0)
     @invariant()
