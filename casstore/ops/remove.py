@@ -21,7 +21,7 @@ from casstore.errors import InvalidInputError
 from casstore.ops.gc import ExpiredVersion, expire_version, mark_expired, unmark_expired
 from casstore.repo.catalog import Version
 from casstore.repo.context import StoreContext
-from casstore.repo.stats import mark_sweeping, save_census
+from casstore.repo.stats import mark_sweeping, prefetch_manifests, save_census
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,7 @@ def remove(
     if dry_run:
         _check_unreferenced(ctx, model, targets)
         return Removed(model, tuple(_expired(v) for v in targets), dry_run=True)
+    prefetch_manifests(ctx)  # before the lease: the recount below then only lists
     with ctx.leases.sweep(on_wait):
         targets = [ctx.get_version(model, v.version) for v in targets]  # re-read under the lease
         gone = tuple(_expired(v) for v in targets)

@@ -30,6 +30,7 @@ from casstore.repo.keys import (
 )
 from casstore.repo.manifest import Manifest, decode
 from casstore.repo.refs import RefStore
+from casstore.repo.stats import recount
 from casstore.store.base import ObjectStore
 
 Kind = Literal["missing", "corrupt", "dangling", "unreadable", "stale"]
@@ -288,6 +289,8 @@ def repair(ctx: StoreContext, source: ObjectStore, *, read_data: bool = True,
             _repair_one(ctx.store, source, replica, p, out)
         report = verify(ctx, read_data=read_data)
     out.after = report
+    if out.repaired:  # objects came back: the stats counters' base must see them
+        recount(ctx)
     return out
 
 

@@ -223,6 +223,15 @@ def take_census(ctx: StoreContext, models: Iterable[str] | None = None) -> Censu
                   total, out)
 
 
+def prefetch_manifests(ctx: StoreContext) -> None:
+    """Read every live manifest into the catalog's cache (manifests are immutable), so that a
+    census taken next, under the sweep lease, holds writers off only for the listings."""
+    for name in ctx.catalog.all_models():
+        view = ctx.catalog.models_catalog.read(name)
+        if view is not None:
+            ctx.catalog.manifests([e.summary.id for e in view.entries()])
+
+
 def read_census(ctx: StoreContext) -> tuple[Census | None, float | None]:
     """The saved census (None: none yet, or unreadable) and when a sweep that has not saved
     its own census started (None: no such sweep)."""
