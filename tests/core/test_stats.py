@@ -11,6 +11,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from casstore import LeaseSettings, Repository
 from casstore.ops.gc import GarbageCollector
 from casstore.ops.retention import RetentionPolicy
@@ -26,13 +28,13 @@ STORE_FIGURES = ("models", "versions", "logical_bytes", "chunks", "stored_bytes"
 GC = ("gc", "--keep-last", "1", "--keep-reflog", "0", "--grace", "0")
 
 
-def stats(store: Path, *args: str) -> dict[str, Any]:
+def stats(store: Path | str, *args: str) -> dict[str, Any]:
     r = run("stats", *args, "--json", store=store)
     assert r.code == 0, r.err
     return r.json()
 
 
-def assert_agree(store: Path) -> dict[str, Any]:
+def assert_agree(store: Path | str) -> dict[str, Any]:
     """The three counted views agree with each other and with --exact, and claim exactness."""
     counted, exact = stats(store), stats(store, "--exact")
     rows = counted["per_model"]
@@ -67,9 +69,17 @@ def _commit(repo: Repository, model: str, t: dict[str, bytes], path: Path, **kw:
     return repo.commit(model, [series.save(path, t)], **kw).version.version
 
 
-def test_two_models_sharing_chunks_through_gc_and_rm(tmp_path: Path):
-    store = tmp_path / "store"
-    repo = Repository(str(store))
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
+def where(request, tmp_path: Path) -> str:
+    """A store URL: a local folder, or a prefix in moto's S3 over HTTP."""
+    if request.param == "s3":
+        return request.getfixturevalue("s3_url")
+    return str(tmp_path / "store")
+
+
+def test_two_models_sharing_chunks_through_gc_and_rm(tmp_path: Path, where: str):
+    store = where
+    repo = Repository(store)
     base = series.tensors(n=6, size=32 << 10, seed=0)
     _commit(repo, "a", base, tmp_path / "a1.safetensors", ref="current")
     _commit(repo, "a", series.finetune(base, 1 / 3, seed=1), tmp_path / "a2.safetensors")
