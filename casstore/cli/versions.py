@@ -443,13 +443,13 @@ def _caveat(c: dict[str, Any]) -> str:
     """What a counted figure may get wrong, and by how much at most (see repo.stats)."""
     fix = "gc, rm or `stats --recount` counts exactly again"
     if c["kind"] == "found":
-        return (f"{c['chunks']} chunks ({human_bytes(c['bytes'])}) of commits or transfers of "
-                f"{', '.join(c['models'])} since the last count were already stored but not "
-                "in the versions they derive from (another model's, an older version's, "
-                "awaiting gc, or staged by a distributed checkpoint's ranks): they are counted "
-                "as new to their model and not to the store line, so either may be off by at "
-                "most that; where their stored size was not looked up it is taken as their "
-                "size; " + fix)
+        models = ", ".join(c["models"])
+        return (f"{c['chunks']} chunks ({human_bytes(c['bytes'])}) that commits or transfers of "
+                f"{models} found already stored, outside the versions they derive from, count "
+                f"as new to {models} and not to the store line: either may be off by up to "
+                "that (if an older version of the same model uses them, they were awaiting "
+                "gc, or the ranks of a distributed checkpoint staged them); stored sizes not "
+                "looked up are taken as their size; " + fix)
     if c["kind"] == "sweep":
         return (f"a gc/rm sweep started at {_utc(c['since'])} has not finished (still running, "
                 "or killed): what it deleted may still be counted; run gc again")

@@ -135,7 +135,7 @@ def test_a_model_row_is_what_pushing_that_model_copies(tmp_path: Path):
     assert (got["chunks"], got["unique_bytes"]) == (want["chunks"], want["unique_bytes"])
     # the found chunks' stored size was not looked up (taken as their size): within the bound
     assert abs(got["stored_bytes"] - want["stored_bytes"]) <= found[0]["bytes"]
-    assert "where their stored size was not looked up" in run("stats", store=shared).out
+    assert "stored sizes not looked up are taken as their size" in run("stats", store=shared).out
 
 
 class _DiesMidSweep(WrappingStore):
