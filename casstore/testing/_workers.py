@@ -9,11 +9,12 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
+import time
 import traceback
 from collections.abc import Callable
 from typing import Any
 
-from casstore.errors import ConflictError, NotFoundError
+from casstore.errors import ConflictError, NotFoundError, TransientBackendError
 
 StoreSpec = tuple[str, dict[str, Any]]
 
@@ -45,12 +46,24 @@ def race_put_if_absent(spec: StoreSpec, key: str, payload: bytes, barrier: Any, 
 
 
 def cas_increment(store: Any, key: str) -> int:
-    """Add one to the decimal counter at ``key`` by compare-and-swap; retry lost races."""
+    """Add one to the decimal counter at ``key`` by compare-and-swap; retry lost races.
+
+    A transient failure of the read is retried a few times (a read changes nothing; moto's
+    server now and then answers a GET racing a PUT of the same key with a 500, which the
+    RetryingStore above a backend absorbs in real use). A transient failure of the write is
+    uncertain (it may have applied), so it is not retried: the test fails on it."""
+    reads_failed = 0
     while True:
         try:
             data, token = store.get_with_token(key)
         except NotFoundError:
             data, token = b"0", None
+        except TransientBackendError:
+            reads_failed += 1
+            if reads_failed > 5:
+                raise
+            time.sleep(0.05 * reads_failed)
+            continue
         try:
             store.replace_if_match(key, b"%d" % (int(data) + 1), token)
             return int(data) + 1

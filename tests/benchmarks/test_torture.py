@@ -1,6 +1,7 @@
-"""The torture suite's short run (issue 18), part of every pytest run: a few SIGKILLs of each
-operation, fuzzing of every decoder, races, a full disk and a read-only store; everything
-that must be zero is zero. The full run is ``python -m benchmarks.torture --trials 300``."""
+"""The torture suite's short run (issue 18), part of the stress run (``-m slow``): a few
+SIGKILLs of each operation, fuzzing of every decoder, races, a full disk and a read-only store;
+everything that must be zero is zero. The full run is
+``python -m benchmarks.torture --trials 300``."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ def short_run() -> dict:
                        s3=False)
 
 
+@pytest.mark.slow
 def test_short_torture_run_loses_nothing(short_run):
     bad = {f"{op} | {st}": {c: getattr(r, c) for c in torture.MUST_BE_ZERO}
            for (op, st), r in short_run.items()
@@ -23,6 +25,7 @@ def test_short_torture_run_loses_nothing(short_run):
     assert not bad, (bad, notes[:10])
 
 
+@pytest.mark.slow
 def test_short_run_really_killed_and_fuzzed(short_run):
     """A run that killed nothing or fuzzed nothing could not have found anything."""
     kills = sum(r.kills for (op, _), r in short_run.items() if op.startswith("kill "))
@@ -33,6 +36,7 @@ def test_short_run_really_killed_and_fuzzed(short_run):
 
 
 @pytest.mark.s3
+@pytest.mark.slow
 def test_fault_proxy_injects_and_nothing_is_lost(moto_s3, tmp_path, monkeypatch):
     """A few operations through the fault-injecting proxy between s3fs and moto."""
     monkeypatch.setenv("CASSTORE_S3_ENDPOINT_URL", moto_s3)

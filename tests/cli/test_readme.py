@@ -160,3 +160,13 @@ def test_readme_command_reference_matches_help():
     assert commands <= used, f"commands --help lists but the README never shows: {commands - used}"
     text = run("--help").out
     assert all(c in text for c in commands)
+
+
+def test_ci_runs_the_readme_test_command():
+    """CI runs what the README's second command runs (after its install)."""
+    readme = re.search(r"^pip install torch==\S+ -e '\.\[test\]' && (.+)$", README.read_text(),
+                       re.M)
+    assert readme is not None
+    ci = (ROOT / ".ci" / "run").read_text().rstrip().splitlines()[-1]
+    assert ci == readme.group(1)
+    assert "-m slow" in ci  # the stress tests run in CI too
