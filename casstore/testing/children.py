@@ -3,7 +3,7 @@
 A spawned child pays about a second of CPU importing casstore (and pytest, the parent's main
 module) before it does anything; the many racing and killed children of the test suite add up
 to minutes. A forkserver child starts from a clean single-threaded server with
-:mod:`casstore.testing._workers` (so casstore) already imported. It gets this process's
+:mod:`casstore.testing._workers`, the CLI and pytest already imported. It gets this process's
 environment as it is when the child starts, not the server's.
 """
 
@@ -18,7 +18,9 @@ from typing import Any
 from casstore.testing import _workers
 
 CONTEXT = multiprocessing.get_context("forkserver")
-CONTEXT.set_forkserver_preload(["casstore.testing._workers"])
+# the CLI and pytest too: a child whose target lives in a test module imports that module,
+# which imports both (a second of CPU per child otherwise); a module missing here is skipped
+CONTEXT.set_forkserver_preload(["casstore.testing._workers", "casstore.cli", "pytest"])
 
 
 def child(target: Callable[..., None], *args: Any) -> BaseProcess:
