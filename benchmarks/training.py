@@ -40,7 +40,7 @@ class RunConfig:
     init_from: str | None = None  # fine-tune: start from these fp32 weights (safetensors)
 
 
-QUICK = RunConfig(vocab=256, d_model=64, layers=2, heads=2, seq=16, batch=4, steps=16,
+QUICK = RunConfig(vocab=256, d_model=64, layers=2, heads=2, seq=16, batch=4, steps=8,
                   save_every=2, warmup=4)
 
 

@@ -83,9 +83,10 @@ def test_other_sections_have_data(quick_run):
     assert all(r["chunks_deleted"] > 0 for r in s["gc"]["data"]["runs"])
     assert s["rss_2g"]["data"]["tools"]["casstore"]["peak_rss"] > 0
     tr = s["training"]["data"]
+    saves = tr["config"]["steps"] // tr["config"]["save_every"]
     for kind in ("fp32", "bf16", "optim"):
         cas = tr["kinds"][kind]["casstore"]
-        assert cas["restored_identical"] and len(cas["restored_identical_files"]) == 8
+        assert cas["restored_identical"] and len(cas["restored_identical_files"]) == saves >= 4
         assert tr["kinds"][kind]["casstore-off"]["stored_vs_logical"] > 0.99
     rows = s["codecs"]["data"]["rows"]
     assert all(r["round_trip"] for r in rows if r["codec"].startswith("casstore"))
