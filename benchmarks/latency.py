@@ -4,7 +4,7 @@ in loops (``refs``, ``log``, ``rollback --to``), against ``python -c pass`` (and
 ``python -c pass`` is what casstore costs; the median over many runs is reported, each run
 interleaved with the others so a burst of load on the machine hits them alike.
 
-    python -m benchmarks.latency --runs 21
+    python -m benchmarks.latency --runs 21 [--no-instructions] [--markdown]
 """
 
 from __future__ import annotations
@@ -54,8 +54,9 @@ def run(runs: int = 21, workdir: Path | None = None, *, instructions: bool = Tru
         cas = [py, "-m", "casstore", "--store", str(store)]
         commands = {
             "python -c pass": [py, "-c", "pass"],
+            "python -c 'import casstore.cli'": [py, "-c", "import casstore.cli"],
             "casstore refs m": [*cas, "refs", "m"],
-            "casstore log m": [*cas, "log", "m"],
+            "casstore log m -n 5": [*cas, "log", "m", "-n", "5"],
             "casstore rollback m --to": [*cas, "rollback", "m", "--to", "1.0.{i}"],
         }
         if shutil.which("restic"):
@@ -92,8 +93,7 @@ def _instructions(commands: dict[str, list[str]], env: dict, py: str) -> dict[st
     on a loaded machine, so they show where the time goes and what bounds a miss."""
     probes = {**{k: v for k, v in commands.items() if k != "restic version"},
               "python -c 'from pydantic import BaseModel'":
-                  [py, "-c", "from pydantic import BaseModel"],
-              "python -c 'import casstore.cli'": [py, "-c", "import casstore.cli"]}
+                  [py, "-c", "from pydantic import BaseModel"]}
     out = {}
     for name, cmd in probes.items():
         p = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
@@ -126,5 +126,9 @@ def render(d: dict) -> list[str]:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=21)
+    ap.add_argument("--no-instructions", action="store_true",
+                    help="skip the callgrind instruction counts (slow)")
+    ap.add_argument("--markdown", action="store_true", help="print the table, not JSON")
     a = ap.parse_args()
-    print(json.dumps(run(a.runs), indent=2))
+    d = run(a.runs, instructions=not a.no_instructions)
+    print("\n".join(render(d)) if a.markdown else json.dumps(d, indent=2))

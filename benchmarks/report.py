@@ -108,7 +108,7 @@ def targets(results: dict) -> list[Target]:
     return out + latency_targets(results) + encoding_targets(results)
 
 
-LIGHT = ("casstore refs m", "casstore log m", "casstore rollback m --to")
+LIGHT = ("casstore refs m", "casstore log m -n 5", "casstore rollback m --to")
 
 
 def latency_targets(results: dict) -> list[Target]:
