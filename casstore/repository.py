@@ -29,16 +29,6 @@ from casstore.errors import (
 )
 from casstore.ops.hooks import Hooks, Notifier
 from casstore.ops.rollout import DEFAULT_STEPS, MoveResult, Rollout
-from casstore.ops.signing import (
-    SIGNATURE_FILE,
-    PrivateKey,
-    SignatureInfo,
-    check_signatures,
-    load_public_keys,
-    sign_version,
-    signature_bundle,
-)
-from casstore.ops.trust import Rule, TrustGate, TrustPolicy, set_policy
 from casstore.repo.catalog import Catalog, Version
 from casstore.repo.chunks import ChunkReader, Progress
 from casstore.repo.config import StoreConfig
@@ -55,7 +45,9 @@ if TYPE_CHECKING:  # imported where used: a command loads only the code it runs
     from casstore.ops.regression import RegressionPolicy
     from casstore.ops.remove import Removed
     from casstore.ops.retention import RetentionPolicy
+    from casstore.ops.signing import PrivateKey, SignatureInfo
     from casstore.ops.transfer import StoreOutcome, TransferReport
+    from casstore.ops.trust import Rule, TrustPolicy
     from casstore.ops.verify import VerifyReport
     from casstore.repo.commit import CommitResult, CommitSpec, Source
     from casstore.repo.compare import Comparison
@@ -106,7 +98,7 @@ class Repository:
             raise InvalidInputError("storage options apply only when opening a store by URL")
         self.ctx = StoreContext(store, actor=actor, lease_settings=lease_settings)
         self.hooks = hooks if hooks is not None else Hooks()
-        self.rollout = Rollout(self.ctx, self.hooks, TrustGate(self.ctx, trust_anchors))
+        self.rollout = Rollout(self.ctx, self.hooks, anchors=trust_anchors)
 
     def __repr__(self) -> str:
         return f"Repository({self.store.url!r})"
@@ -307,6 +299,7 @@ class Repository:
         (see :mod:`casstore.repo.checkout`). Memory stays bounded whatever the file sizes.
         ``with_signature`` also writes a stored signature as ``model.sig`` (the newest, or the
         one by the key id a string names), so ``model_signing verify key`` accepts the folder."""
+        from casstore.ops.signing import SIGNATURE_FILE, signature_bundle
         from casstore.repo.checkout import checkout, write_beside
 
         v = self.get_version(model, spec)
@@ -488,6 +481,8 @@ class Repository:
     ) -> tuple[SignatureInfo, bytes]:
         """Sign a version (model-signing format) and store the signature with it; returns the
         info and the bundle (what ``model.sig`` holds). The key itself is never stored."""
+        from casstore.ops.signing import PrivateKey, sign_version
+
         key = private_key if isinstance(private_key, PrivateKey) else PrivateKey.from_pem(
             private_key, password
         )
@@ -503,6 +498,8 @@ class Repository:
     ) -> list[SignatureInfo]:
         """Every signature of a version, checked against ``trusted_keys`` (public PEMs; None:
         the keys of the store's trust policy). ``read_data`` also re-hashes every file."""
+        from casstore.ops.signing import check_signatures, load_public_keys
+
         v = self.get_version(model, spec)
         if trusted_keys is None:
             policy = self.rollout.trust.policy()
@@ -529,6 +526,9 @@ class Repository:
     ) -> TrustPolicy:
         """Replace the trust policy: ``keys`` as (name, public PEM); the change is signed by
         ``signer``, a private key the current policy trusts (``force_init``: the first one)."""
+        from casstore.ops.signing import PrivateKey
+        from casstore.ops.trust import set_policy
+
         key = signer if isinstance(signer, PrivateKey) else PrivateKey.from_pem(signer, password)
         return set_policy(self.ctx, keys, rules, key, force_init=force_init)
 

@@ -2,19 +2,22 @@
 
 ``main`` runs one command and turns every error into one line on stderr and an exit code from
 :data:`EXIT_CODES`; the command groups live in one module each and add their parsers here.
+A command imports only its own group (:data:`COMMANDS` maps each command to it), and each group
+imports its library modules inside the handlers, so ``casstore refs`` never loads GC, signing,
+torch or the demo; ``--help`` and unknown commands build the whole parser.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import importlib
 import os
 import sys
-import traceback
 from collections.abc import Sequence
+from types import ModuleType
 
 from casstore import errors
-from casstore.cli import demo, maint, refs, remote, serve, signing, tune, versions
 from casstore.cli._common import (
     EXIT_NOTIFY_FAILED,
     EXIT_VIOLATION,
@@ -59,11 +62,32 @@ EXIT_TABLE = [
 ]
 """Every exit code of ``casstore``, as ``casstore --help`` and the README list them."""
 
-GROUPS = (versions, refs, signing, maint, remote, serve, tune, demo)
+GROUPS = ("versions", "refs", "signing", "maint", "remote", "serve", "tune", "demo")
+"""The command-group modules under ``casstore.cli``, in the order ``--help`` lists them."""
+
+COMMANDS: dict[str, str] = {
+    **dict.fromkeys(("init", "commit", "log", "show", "query", "diff", "tag", "untag",
+                     "checkout", "cat", "stats", "models"), "versions"),
+    **dict.fromkeys(("refs", "reflog", "promote", "rollback", "advance", "abort", "resolve",
+                     "check"), "refs"),
+    **dict.fromkeys(("sign", "verify-signature", "trust"), "signing"),
+    **dict.fromkeys(("gc", "rm", "policy", "verify", "repair"), "maint"),
+    **dict.fromkeys(("push", "pull", "replicate"), "remote"),
+    **dict.fromkeys(("status", "watch"), "serve"),
+    "tune": "tune",
+    "demo": "demo",
+}
+"""Which group module defines each command (a test checks it against the groups' parsers):
+a command builds only its group's parser and imports only that group."""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The whole command line: every group adds its commands through ``add``."""
+def _group(name: str) -> ModuleType:
+    return importlib.import_module(f"casstore.cli.{name}")
+
+
+def build_parser(groups: Sequence[str] = GROUPS) -> argparse.ArgumentParser:
+    """The command line: every group in ``groups`` (default: all) adds its commands through
+    ``add``."""
     common = common_options()
     p = Parser(
         prog="casstore",
@@ -72,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="exit codes:\n" + "\n".join(f"  {c:<4} {text}" for c, text in EXIT_TABLE),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--version", action="version", version=f"casstore {_version()}")
+    p.add_argument("--version", action=_VersionAction, nargs=0,
+                   help="show program's version number and exit")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, fn: object, help: str) -> argparse.ArgumentParser:
@@ -81,15 +106,39 @@ def build_parser() -> argparse.ArgumentParser:
         return sp
 
     adder: AddCommand = add  # type: ignore[assignment]
-    for group in GROUPS:
-        group.add_parser(adder)
+    for name in groups:
+        _group(name).add_parser(adder)
     return p
 
 
 @functools.cache
-def _parser() -> argparse.ArgumentParser:
-    """The parser, built once per process (building it costs more than most commands)."""
-    return build_parser()
+def _parser(group: str | None = None) -> argparse.ArgumentParser:
+    """The parser of one group's commands, or of all (``None``), built once per process
+    (building it costs more than most commands)."""
+    return build_parser(GROUPS if group is None else (group,))
+
+
+def _command_group(argv: Sequence[str]) -> str | None:
+    """The group of the command ``argv`` names, when it names a known one after nothing but
+    the common options; else ``None`` (``--help``, ``--version``, a typo: the whole parser
+    answers, with the whole list of commands)."""
+    it = iter(argv)
+    for a in it:
+        if a in ("--store", "--json") or a.startswith("--store="):
+            if a == "--store":
+                next(it, None)
+            continue
+        return None if a.startswith("-") else COMMANDS.get(a)
+    return None
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: reads the installed version only when asked (importlib.metadata costs
+    more than a light command)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        parser._print_message(f"casstore {_version()}\n", sys.stdout)
+        parser.exit()
 
 
 def _version() -> str:
@@ -119,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv = sys.argv[1:] if argv is None else list(argv)
         if any("\x00" in a for a in argv):  # never from a shell; possible in-process
             raise errors.InvalidInputError("an argument contains a NUL byte")
-        args = _parser().parse_args(argv)
+        args = _parser(_command_group(argv)).parse_args(argv)
         if not hasattr(args, "json"):
             args.json = False
         return int(args.func(args) or 0)
@@ -135,6 +184,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _json_error(e, exit_code(e), args, argv)
     except Exception as e:
         if os.environ.get("CASSTORE_DEBUG") == "1":
+            import traceback
+
             traceback.print_exc()
         print(
             f"casstore: internal error: {type(e).__name__}: {_one_line(e)} "

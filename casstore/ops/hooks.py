@@ -17,11 +17,12 @@ import os
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from casstore.repo.catalog import Version
+if TYPE_CHECKING:
+    from casstore.repo.catalog import Version
 
-HealthCheck = Callable[[Version], bool] | str
+HealthCheck = Callable[["Version"], bool] | str
 Notifier = Callable[[dict[str, Any]], None]
 
 DEFAULT_CHECK_TIMEOUT = 60.0

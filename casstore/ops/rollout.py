@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from casstore.errors import (
     ConflictError,
@@ -23,11 +23,13 @@ from casstore.errors import (
     UntrustedError,
 )
 from casstore.ops.hooks import HealthCheck, Hooks
-from casstore.ops.trust import TrustGate
 from casstore.repo.catalog import Version, parse_index_entry
 from casstore.repo.context import StoreContext
-from casstore.repo.keys import chunk_key, manifest_key, version_key
+from casstore.repo.keys import check_keyid, chunk_key, manifest_key, version_key
 from casstore.repo.refs import ReflogEntry, RefStore, RefValue, Split, Target, Trigger
+
+if TYPE_CHECKING:
+    from casstore.ops.trust import TrustGate
 
 DEFAULT_STEPS: tuple[float, ...] = (0.1, 0.5, 1.0)
 
@@ -81,11 +83,27 @@ class Rollout:
     fires the hooks."""
 
     def __init__(
-        self, ctx: StoreContext, hooks: Hooks | None = None, trust: TrustGate | None = None
+        self,
+        ctx: StoreContext,
+        hooks: Hooks | None = None,
+        trust: TrustGate | None = None,
+        *,
+        anchors: Sequence[str] = (),
     ) -> None:
         self.ctx = ctx
         self.hooks = hooks if hooks is not None else Hooks()
-        self.trust = trust if trust is not None else TrustGate(ctx)
+        self._trust = trust
+        self._anchors = tuple(check_keyid(a) for a in anchors)
+
+    @property
+    def trust(self) -> TrustGate:
+        """The trust gate every move passes (``anchors`` pin its first policy), made on first
+        use: commands that only read refs never load the trust and signing code."""
+        if self._trust is None:
+            from casstore.ops.trust import TrustGate
+
+            self._trust = TrustGate(self.ctx, self._anchors)
+        return self._trust
 
     @property
     def refs(self) -> RefStore:

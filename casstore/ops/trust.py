@@ -22,11 +22,11 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from casstore.errors import AlreadyExistsError, InvalidInputError, UntrustedError
-from casstore.ops.signing import PrivateKey, PublicKey, check_signatures, open_envelope, seal
 from casstore.repo.context import StoreContext
 from casstore.repo.keys import (
     TRUST,
@@ -36,11 +36,14 @@ from casstore.repo.keys import (
     trust_key,
 )
 
+if TYPE_CHECKING:  # signing code loads only where a policy exists or is written
+    from casstore.ops.signing import PrivateKey, PublicKey
+
 POLICY_PAYLOAD_TYPE = "application/vnd.casstore.trust-policy+json"
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
 
 class TrustedKey(_Frozen):
@@ -51,6 +54,8 @@ class TrustedKey(_Frozen):
 
     @property
     def public(self) -> PublicKey:
+        from casstore.ops.signing import PublicKey
+
         return PublicKey.from_pem(self.pem)
 
 
@@ -150,6 +155,8 @@ def _read_chain(ctx: StoreContext) -> list[_Link]:
 
 
 def _signed_by(env: object, keys: dict[str, tuple[str, PublicKey]]) -> str | None:
+    from casstore.ops.signing import open_envelope
+
     for keyid, (_, key) in keys.items():
         try:
             open_envelope(env, POLICY_PAYLOAD_TYPE, key)
@@ -176,6 +183,8 @@ def set_policy(
     """Replace the policy: ``keys`` are (name, public PEM). The change must be signed by a key
     the current policy trusts; the first policy needs ``force_init`` and a signer among its own
     keys (so it can be changed again). Validated completely before anything is stored."""
+    from casstore.ops.signing import PublicKey, seal
+
     trusted = []
     seen_names, seen_ids = set(), set()
     for name, pem in keys:
@@ -263,6 +272,8 @@ class TrustGate:
         rule = policy.rule_for(model, ref) if policy is not None else None
         if rule is None or policy is None:
             return ""
+        from casstore.ops.signing import check_signatures
+
         trusted = policy.trusted()
         if rule.keys:
             trusted = {k: v for k, v in trusted.items() if v[0] in rule.keys}
