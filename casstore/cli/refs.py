@@ -21,7 +21,7 @@ from casstore.cli._common import (
 )
 from casstore.cli._render import emit_json, table
 from casstore.ops.hooks import CHECK_ENV, DEFAULT_CHECK_TIMEOUT, DEFAULT_NOTIFY_TIMEOUT
-from casstore.ops.rollout import PREVIOUS_STABLE_RULE
+from casstore.ops.rules import PREVIOUS_STABLE_RULE
 from casstore.repo.query import WHEN_HELP
 
 HOOK_ENV_HELP = "Checks run with sh -c; their environment adds " + "; ".join(

@@ -23,6 +23,7 @@ from casstore.errors import (
     UntrustedError,
 )
 from casstore.ops.hooks import HealthCheck, Hooks
+from casstore.ops.rules import DEFAULT_STEPS, REJECTING_OPS, REJECTING_TRIGGERS
 from casstore.repo.catalog import Version, parse_index_entry
 from casstore.repo.context import StoreContext
 from casstore.repo.keys import check_keyid, chunk_key, manifest_key, version_key
@@ -30,21 +31,6 @@ from casstore.repo.refs import ReflogEntry, RefStore, RefValue, Split, Target, T
 
 if TYPE_CHECKING:
     from casstore.ops.trust import TrustGate
-
-DEFAULT_STEPS: tuple[float, ...] = (0.1, 0.5, 1.0)
-
-REJECTING_OPS = frozenset({"rollback", "revert", "undo", "abort"})
-"""Reflog ops that move a ref away from a version because it was bad."""
-REJECTING_TRIGGERS = frozenset({"health-check", "metric-regression", "auto-revert"})
-"""Triggers of moves that left a version because a check failed."""
-
-PREVIOUS_STABLE_RULE = (
-    "the last version this ref served before its current one (read from the ref's own "
-    "reflog, newest first) that is a release or tagged stable, is not tagged deprecated, is "
-    "still stored, and was not left by a rollback, revert, undo, abort or failed check; "
-    "exit 3 if there is none"
-)
-"""How :meth:`Rollout.previous_stable` chooses, in words (``rollback --help`` shows it)."""
 
 
 @dataclass
@@ -326,8 +312,8 @@ class Rollout:
     ) -> Version:
         """The version a quick rollback of ``ref`` goes to: the one place this choice is made.
 
-        Walks the ref's own reflog newest first (see :data:`PREVIOUS_STABLE_RULE`) and returns
-        the most recent version the ref served, other than the one it serves now, that
+        Walks the ref's own reflog newest first (see :data:`.rules.PREVIOUS_STABLE_RULE`) and
+        returns the most recent version the ref served, other than the one it serves now, that
         qualifies: a release or tagged ``stable``, not tagged ``deprecated``, still stored with
         the same manifest, and not left by a rollback, revert, undo, abort or failed check.
         NotFoundError (with what was passed over) if none does. Costs the reflog entries

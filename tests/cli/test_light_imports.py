@@ -142,3 +142,26 @@ def test_every_import_inside_a_function_resolves():
             except ImportError:
                 broken.append(f"{where}:{line}: from {module} import {name}")
     assert broken == []
+
+
+def test_help_builds_every_parser_without_library_code():
+    """``casstore --help`` (the whole parser, every group) loads no third-party package but
+    blake3 and none of the store, manifest or ref code: help constants live in light modules
+    (e.g. :mod:`casstore.ops.rules`)."""
+    probe = ("import contextlib, io, json, sys\n"
+             "from casstore.cli import main\n"
+             "with contextlib.redirect_stdout(io.StringIO()):\n"
+             "    code = main(['--help'])\n"
+             "print(json.dumps({'code': code, 'modules': sorted(sys.modules)}))")
+    p = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                       timeout=120)
+    result = json.loads(p.stdout.strip().splitlines()[-1])
+    assert result["code"] == 0, p.stderr
+    modules = result["modules"]
+    third_party = {m.split(".")[0] for m in modules} - set(sys.stdlib_module_names)
+    assert third_party <= {"__main__", "casstore", "blake3", "_distutils_hack"} | {
+        m for m in third_party if m.startswith("__editable__")}
+    library = [m for m in modules if m.startswith(("casstore.store", "casstore.repo.manifest",
+                                                   "casstore.repo.refs", "casstore.repo.catalog",
+                                                   "casstore.ops.rollout", "casstore.repository"))]
+    assert library == []
