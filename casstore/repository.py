@@ -37,7 +37,6 @@ from casstore.repo.keys import check_name
 from casstore.repo.leases import Leases, LeaseSettings
 from casstore.repo.manifest import FileEntry, Manifest
 from casstore.repo.refs import RefStore, RefValue, Target
-from casstore.repo.stats import Stats
 from casstore.store import ObjectStore, open_store
 
 if TYPE_CHECKING:  # imported where used: a command loads only the code it runs
@@ -53,6 +52,7 @@ if TYPE_CHECKING:  # imported where used: a command loads only the code it runs
     from casstore.repo.compare import Comparison
     from casstore.repo.files import VersionFile
     from casstore.repo.query import Query
+    from casstore.repo.stats import Stats
     from casstore.repo.storage import VersionStorage
 
 __all__ = ["CommitResult", "Repository", "Stats", "Version"]
@@ -69,6 +69,10 @@ def __getattr__(name: str) -> Any:
         from casstore.repo.commit import CommitResult
 
         return CommitResult
+    if name == "Stats":
+        from casstore.repo.stats import Stats
+
+        return Stats
     raise AttributeError(f"module 'casstore.repository' has no attribute {name!r}")
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -107,6 +106,8 @@ def run_health_check(
         CASSTORE_STORE=store,
         CASSTORE_STAGE=stage,
     )
+    import subprocess  # here, not at the top: most commands run no hook
+
     try:
         proc = subprocess.run(
             check, shell=True, env=env, capture_output=True, text=True, timeout=timeout
@@ -125,6 +126,8 @@ def notify_command(
     command: str, event: dict[str, Any], *, timeout: float = DEFAULT_NOTIFY_TIMEOUT
 ) -> str | None:
     """Send a JSON event on stdin to a shell command: None if it exited 0, else what failed."""
+    import subprocess
+
     try:
         proc = subprocess.run(
             command,

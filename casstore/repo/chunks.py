@@ -14,7 +14,6 @@ import struct
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -26,7 +25,9 @@ from casstore.errors import CorruptObjectError, NotFoundError
 from casstore.repo.keys import chunk_key
 from casstore.repo.manifest import INLINE_MAX, Manifest
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the thread pools are imported where they start
+    from concurrent.futures import Future
+
     from casstore.repo.deltas import DeltaIndex
 from casstore.store.base import ObjectStore, Parts
 
@@ -245,6 +246,8 @@ class ChunkWriter:
         self.store = store
         self.stats = WriteStats()
         self._present: set[Digest] = set(known)
+        from concurrent.futures import ThreadPoolExecutor
+
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="casstore-write")
         self._budget = threading.Condition()
         self._inflight = 0
@@ -478,6 +481,8 @@ class ChunkReader:
                sizes: Iterable[int] | None = None) -> Iterator[memoryview]:
         """Verified payloads in order, reading up to ``ahead`` chunks in parallel."""
         it = zip(digests, sizes) if sizes is not None else ((d, None) for d in digests)
+        from concurrent.futures import ThreadPoolExecutor
+
         with ThreadPoolExecutor(self._workers, thread_name_prefix="casstore-read") as pool:
             window: deque[Future[memoryview]] = deque()
             for d, n in it:

@@ -9,7 +9,6 @@ bytes vs the chunk objects' stored bytes), from the manifests and one listing of
 from __future__ import annotations
 
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -57,6 +56,8 @@ def describe_version(store: ObjectStore, manifest: Manifest, *, workers: int = 8
         return h.encoding, len(h.chain), info.size
 
     counts: Counter[str] = Counter()
+    from concurrent.futures import ThreadPoolExecutor
+
     with ThreadPoolExecutor(max(1, workers)) as pool:
         for d, (enc, chain, stored) in zip(sizes, pool.map(head, sizes)):
             counts[ENCODINGS[enc]] += 1

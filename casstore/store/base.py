@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from casstore.errors import NotFoundError
@@ -119,6 +118,8 @@ class ObjectStore(abc.ABC):
         keys = list(keys)
         if len(keys) <= 1:
             return {k for k in keys if self.exists(k)}
+        from concurrent.futures import ThreadPoolExecutor
+
         with ThreadPoolExecutor(self.capabilities.concurrent_io) as pool:
             found = pool.map(self.exists, keys)
             return {k for k, ok in zip(keys, found) if ok}
@@ -128,6 +129,8 @@ class ObjectStore(abc.ABC):
         keys = list(keys)
         if len(keys) <= 1:
             return {k: self.get(k) for k in keys}
+        from concurrent.futures import ThreadPoolExecutor
+
         with ThreadPoolExecutor(self.capabilities.concurrent_io) as pool:
             return dict(zip(keys, pool.map(self.get, keys)))
 
@@ -156,6 +159,8 @@ class ObjectStore(abc.ABC):
             for k, v in items.items():
                 self.put(k, v, sync=sync)
             return
+        from concurrent.futures import ThreadPoolExecutor
+
         with ThreadPoolExecutor(self.capabilities.concurrent_io) as pool:
             list(pool.map(lambda kv: self.put(kv[0], kv[1], sync=sync), items.items()))
 

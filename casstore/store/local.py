@@ -24,7 +24,10 @@ import stat as stat_mod
 import threading
 import uuid
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the fsync pool is imported where it starts
+    from concurrent.futures import ThreadPoolExecutor
 
 from casstore.errors import (
     BackendError,
@@ -361,6 +364,8 @@ class LocalStore(ObjectStore):
             files, dirs = self._pending_files, self._pending_dirs
             self._pending_files, self._pending_dirs = set(), set()
             if (files or dirs) and self._pool is None:
+                from concurrent.futures import ThreadPoolExecutor
+
                 self._pool = ThreadPoolExecutor(8, thread_name_prefix="casstore-fsync")
             pool = self._pool
         if not files and not dirs:
