@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from casstore.digest import Digest
-from casstore.errors import InvalidInputError, NotFoundError
+from casstore.errors import ConflictError, InvalidInputError, NotFoundError
 from casstore.ops.retention import RetentionPolicy, effective_policy
 from casstore.repo.catalog import Version
 from casstore.repo.context import StoreContext
@@ -256,7 +256,7 @@ class GarbageCollector:
             refresh()
             expire = [e for e in plan.expire if e in set(fresh.expire)]
             report.skipped += [f"{e.model} v{e.version}" for e in plan.expire if e not in expire]
-            expire, saved = self._mark_expired(expire)
+            expire, saved = self._mark_expired(expire, refresh)
             report.skipped += [f"{e.model} v{e.version} (a ref moved to it)" for e in saved]
             keep = {d.hex() for e in saved
                     for d in self.catalog.manifest(Digest.parse(e.manifest)).chunk_set()}
@@ -302,13 +302,14 @@ class GarbageCollector:
         return report
 
     def _mark_expired(
-        self, expire: list[ExpiredVersion]
+        self, expire: list[ExpiredVersion], refresh: Callable[[], None]
     ) -> tuple[list[ExpiredVersion], list[ExpiredVersion]]:
-        """Write every expiry marker, *then* re-read the refs: a version a ref moved to
-        meanwhile is saved (its marker removed). Ref movers write the ref, then read the
-        marker, so one side always sees the other (see :mod:`casstore.repo.leases`).
+        """Write every expiry marker, wait for the ref movers in flight, *then* re-read the
+        refs: a version a ref moved to meanwhile is saved (its marker removed). A mover holds
+        a session while it reads the marker and writes the ref, so one side always sees the
+        other, even when the mover is killed in between (see :mod:`casstore.repo.leases`).
         Returns (still to expire, saved)."""
-        mark_expired(self.store, expire)
+        mark_expired(self.store, expire, self.leases, refresh)
         pointed: set[tuple[str, str]] = set()
         for model in {e.model for e in expire}:
             for rec in self.refs.list(model).values():
@@ -370,11 +371,24 @@ def expire_version(store: ObjectStore, e: ExpiredVersion) -> int:
 
 
 
-def mark_expired(store: ObjectStore, expire: Iterable[ExpiredVersion]) -> None:
-    """Write the expiry markers (before the refs are read for the last time)."""
+def mark_expired(
+    store: ObjectStore,
+    expire: Sequence[ExpiredVersion],
+    leases: Leases,
+    refresh: Callable[[], None],
+) -> None:
+    """Write the expiry markers, then wait until no session is live (the sweep lease held,
+    ``refresh`` keeping it): the refs read after this show where every ref move in flight
+    left its ref, and later moves see the markers (see :mod:`casstore.repo.leases`).
+    ConflictError, with the markers withdrawn, if a session outlives the wait."""
     for e in expire:
         mark = json.dumps({"manifest": e.manifest, "expired_at": time.time()}).encode()
         store.put(expired_key(e.model, e.version), mark)
+    try:
+        leases.await_sessions(refresh)
+    except ConflictError:
+        unmark_expired(store, expire)  # nothing expires this time
+        raise
 
 
 def unmark_expired(store: ObjectStore, expire: Iterable[ExpiredVersion]) -> None:

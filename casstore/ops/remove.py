@@ -4,12 +4,12 @@
 message that names the ref; it does not look at the reflog: an explicit ``rm`` is the user's
 decision, and a later ``rollback`` to a removed version is refused cleanly because rollouts
 check that their target is still indexed. The check and the expiry run under the GC sweep
-lease, after in-flight writers have drained; ref moves hold no session, but the expiry markers
-are written before the check and movers read them after writing a ref, so no ref move can land
-on a version between the check and its removal. Chunks the removed versions used alone are
-reclaimed by the next GC (once older than its grace period). Like a GC sweep, ``rm`` then
-recounts the store (every live manifest, one listing of chunks and of manifests) so the stats
-counters stay exact.
+lease, after in-flight writers have drained; the expiry markers are written, and the ref moves
+in flight drained, before the check, and later movers read the markers, so no ref move can
+land on a version between the check and its removal (see :mod:`casstore.repo.leases`). Chunks
+the removed versions used alone are reclaimed by the next GC (once older than its grace
+period). Like a GC sweep, ``rm`` then recounts the store (every live manifest, one listing of
+chunks and of manifests) so the stats counters stay exact.
 """
 
 from __future__ import annotations
@@ -59,10 +59,10 @@ def remove(
         _check_unreferenced(ctx, model, targets)
         return Removed(model, tuple(_expired(v) for v in targets), dry_run=True)
     prefetch_manifests(ctx)  # before the lease: the recount below then only lists
-    with ctx.leases.sweep(on_wait):
+    with ctx.leases.sweep(on_wait) as refresh:
         targets = [ctx.get_version(model, v.version) for v in targets]  # re-read under the lease
         gone = tuple(_expired(v) for v in targets)
-        mark_expired(ctx.store, gone)  # before the refs are read: ref moves check markers
+        mark_expired(ctx.store, gone, ctx.leases, refresh)  # then the refs: see leases.py
         try:
             _check_unreferenced(ctx, model, targets)
         except InvalidInputError:

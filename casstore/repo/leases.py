@@ -14,11 +14,17 @@ manifest it published), or the writer saw the lease (and waits). So a writer nev
 chunk that a sweep is deleting. Only the short delete phase excludes writers; marking and
 planning run alongside them.
 
-Ref moves (rollback, promote, advance) hold no session and never wait for GC: they write
-only a ref, and the target's completeness is protected by expiry markers instead (see
-:meth:`casstore.repo.refs.RefStore.move` and ``GarbageCollector.execute``): GC writes a
-version's marker, then re-reads the refs; a mover writes the ref, then reads the marker. One
-of the two sees the other, so a version a ref points at is never deleted.
+Ref moves (rollback, promote, advance) never wait for GC: they write only a ref, and the
+target's completeness is protected by expiry markers instead (see
+:meth:`casstore.repo.refs.RefStore.move` and ``GarbageCollector.execute``). A mover writes a
+*move session* (:func:`move_session`: a session that does not look at ``gc/lock``), reads
+the target's marker (refusing if there is one), writes the ref, reads the marker again and
+removes its session. GC writes the markers of the versions it expires, waits until no session
+is live (a dead mover's is recognised at once on its host, by age elsewhere), then re-reads
+the refs. A mover whose session GC saw has finished or died before GC reads the refs, so GC
+sees where it left the ref (even if it was killed right after writing it); a mover whose
+session GC did not see wrote it after the markers, so its first read finds the marker and it
+moves nothing. Either way a version a ref points at is never deleted.
 
 Dead holders: the sweep lease and every session name their host and pid, so a holder that
 died on this host is recognised at once; one on another host by age. A heartbeat thread
@@ -144,6 +150,21 @@ class Session:
         self.store.delete(self.key)
 
 
+@contextmanager
+def move_session(store: ObjectStore) -> Iterator[None]:
+    """A ref move's session, held from before it reads GC's expiry marker until after it has
+    written the ref and read the marker again (a few requests). Unlike a writer's session it
+    never waits for a sweep: a rollback must not wait on GC. GC waits for it instead, between
+    writing its markers and re-reading the refs (see the module docstring)."""
+    key = f"{SESSIONS}{uuid.uuid4().hex}"
+    store.put(key, _body("move"))
+    try:
+        yield
+    finally:
+        with contextlib.suppress(CasstoreError):  # a leftover is reaped once stale or dead
+            store.delete(key)
+
+
 class Leases:
     """Sessions for writers, the sweep lease for GC (see the module docstring)."""
 
@@ -205,6 +226,25 @@ class Leases:
                 alive.append(info.key)
         return alive
 
+    def await_sessions(
+        self, refresh: Callable[[], None], on_wait: Callable[[int], None] | None = None
+    ) -> None:
+        """Wait (holding the sweep lease, refreshed by ``refresh``) until no writer or ref
+        mover session is live; ConflictError after ``wait_timeout``."""
+        deadline = _now() + self.settings.wait_timeout
+        while True:
+            alive = self.live_sessions()
+            if not alive:
+                break
+            if on_wait:
+                on_wait(len(alive))
+            if _now() > deadline:
+                raise ConflictError(f"{len(alive)} writes still in flight; GC sweep "
+                                    "deferred, nothing was deleted")
+            time.sleep(self.settings.poll)
+            refresh()
+        refresh()
+
     @contextmanager
     def sweep(self, on_wait: Callable[[int], None] | None = None) -> Iterator[Callable[[], None]]:
         """Hold the sweep lease and wait until no writer session is live.
@@ -216,19 +256,7 @@ class Leases:
         lease = _SweepLease(self.store, self._acquire_lock(), self.settings.lock_timeout)
         lease.start()
         try:
-            deadline = _now() + self.settings.wait_timeout
-            while True:
-                alive = self.live_sessions()
-                if not alive:
-                    break
-                if on_wait:
-                    on_wait(len(alive))
-                if _now() > deadline:
-                    raise ConflictError(f"{len(alive)} writes still in flight; GC sweep "
-                                        "deferred, nothing was deleted")
-                time.sleep(self.settings.poll)
-                lease.refresh()
-            lease.refresh()
+            self.await_sessions(lease.refresh, on_wait)
             yield lease.refresh
         finally:
             if lease.stop():

@@ -29,6 +29,7 @@ from casstore.repo.keys import (
     reflog_prefix,
     refs_prefix,
 )
+from casstore.repo.leases import move_session
 from casstore.store.base import ObjectStore
 
 Trigger = Literal[
@@ -143,6 +144,11 @@ def split_fraction(model: str, ref: str, request_key: str) -> float:
     h = hasher()
     h.update(f"{model}\0{ref}\0{request_key}".encode())
     return int.from_bytes(h.digest()[:8], "big") / 2.0**64
+
+
+def _expiring_msg(model: str, version: str, ref: str, done: str) -> str:
+    return (f"{model} {version} is being expired by a garbage collection, so {ref} was "
+            f"{done}; choose a version the retention policy keeps (or tag it first)")
 
 
 def _dump(model: BaseModel) -> bytes:
@@ -321,6 +327,21 @@ class RefStore:
         """
         check_name("ref", ref)
         self.check_writable()
+        with move_session(self.store):  # GC waits for it before it re-reads the refs
+            expired = self._expired_target(model, new)
+            if expired is not None:
+                raise ConflictError(_expiring_msg(model, expired, ref, "not moved"))
+            return self._move(model, ref, new, expected_seq, actor=actor, reason=reason,
+                              trigger=trigger, op=op, evidence=evidence)
+
+    def _move(
+        self,
+        model: str,
+        ref: str,
+        new: RefValue | None,
+        expected_seq: int | Literal["any"] | None,
+        **fields: Any,
+    ) -> ReflogEntry:
         rec, token = self.read(model, ref)
         seq = -1 if rec is None else rec.seq
         if expected_seq != "any" and (
@@ -337,31 +358,25 @@ class RefStore:
             old=None if rec is None else rec.value,
             new=new,
             time=dt.datetime.now(dt.timezone.utc),
-            actor=actor or self.actor,
-            reason=reason,
-            trigger=trigger,
-            op=op,
-            evidence=evidence,
+            actor=fields.pop("actor") or self.actor,
             prev_time=None if rec is None else rec.entry.time,
+            **fields,
         )
         record = RefRecord(value=new, entry=entry)
         new_token = self.store.replace_if_match(ref_key(model, ref), _dump(record), token)
         self._copy_entry(entry)
         expired = self._expired_target(model, new)
-        if expired is not None:
+        if expired is not None:  # GC took this mover's session for stale (slow, elsewhere)
             self._revert(model, ref, entry, new_token)
-            raise ConflictError(
-                f"{model} {expired} is being expired by a garbage collection, so {ref} was "
-                "moved back; choose a version the retention policy keeps (or tag it first)"
-            )
+            raise ConflictError(_expiring_msg(model, expired, ref, "moved back"))
         return entry
 
     def _expired_target(self, model: str, value: RefValue | None) -> str | None:
         """The version of ``value`` that GC has marked expired, if any.
 
-        Read *after* the ref is written: GC writes a version's marker *before* it re-reads
-        the refs, so either GC sees this ref (and keeps the version) or this read sees the
-        marker (and the move is reverted). Ref moves need no write session for this.
+        Read under the mover's session, before the ref is written and again after: GC
+        writes a version's marker, waits for the live sessions, then re-reads the refs (see
+        :mod:`casstore.repo.leases`), so either GC sees this ref or this read sees the marker.
         """
         for t in value.versions() if value is not None else ():
             try:

@@ -22,25 +22,7 @@ def test_short_torture_run_loses_nothing(short_run):
            for (op, st), r in short_run.items()
            if any(getattr(r, c) for c in torture.MUST_BE_ZERO)}
     notes = [n for r in short_run.values() for n in r.notes]
-    if bad and all(_only_a_dangling_ref(short_run[k]) for k in short_run
-                   if f"{k[0]} | {k[1]}" in bad):
-        pytest.xfail(OPEN_FINDING)  # any other count or note above stays strict
     assert not bad, (bad, notes[:10])
-
-
-OPEN_FINDING = (
-    "open finding (1 run in ~10 here): a ref mover SIGKILLed after writing the ref and before "
-    "reading GC's expiry marker leaves the ref pointing at a version GC then expires (the "
-    "marker protocol is not crash-safe on the mover's side); fix: ref moves hold a writer "
-    "lease that GC's sweep waits for, as commits do")
-
-
-def _only_a_dangling_ref(r: torture.Row) -> bool:
-    """All a row found is that one defect: a ref to a version no longer stored."""
-    others = [c for c in torture.MUST_BE_ZERO if c not in ("torn", "verify_fail")]
-    if any(getattr(r, c) for c in others) or not r.torn or not r.notes:
-        return False
-    return all("not stored" in n or "'dangling'" in n for n in r.notes)
 
 
 @pytest.mark.slow

@@ -1,10 +1,12 @@
 """Issue 18, defect 8: GC never blocks an emergency rollback, and a dead GC's lock holds
-nobody up. Ref moves hold no write session; expiry markers protect their targets."""
+nobody up. Ref moves never wait for GC; expiry markers and move sessions (which GC waits for,
+never the other way round) protect their targets, even from a mover killed mid-move."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -15,9 +17,12 @@ from casstore import LeaseSettings, Repository
 from casstore.errors import ConflictError
 from casstore.ops.gc import GarbageCollector
 from casstore.ops.retention import RetentionPolicy
-from casstore.repo.keys import expired_key
-from casstore.repo.leases import GC_LOCK, Leases
-from casstore.repo.refs import RefValue
+from casstore.repo.keys import expired_key, ref_key
+from casstore.repo.leases import GC_LOCK, SESSIONS, Leases
+from casstore.repo.refs import RefStore, RefValue
+from casstore.store import open_store
+from casstore.store.wrappers import WrappingStore
+from casstore.testing.children import child
 from tests import series
 from tests.cli_helpers import run
 
@@ -101,13 +106,41 @@ def test_defect8_sweep_lease_heartbeat_keeps_a_short_timeout_safe(tmp_path):
     assert not repo.store.exists(GC_LOCK)
 
 
-def test_defect8_ref_move_to_a_version_gc_is_expiring_is_reverted(tmp_path):
-    """GC wrote the expiry marker first: the mover sees it after its write and moves back."""
+def test_defect8_ref_move_to_a_version_gc_is_expiring_is_refused(tmp_path):
+    """GC wrote the expiry marker first: the mover reads it before writing and moves nothing."""
     repo = _repo(tmp_path)
     v = repo.get_version("m", "1.0.0")
+    before = repo.refs.reflog("m", "prod")
     repo.store.put(expired_key("m", "1.0.0"), json.dumps({"manifest": v.id.hex()}).encode())
-    with pytest.raises(ConflictError, match="being expired"):
+    with pytest.raises(ConflictError, match=r"being expired.*prod was not moved"):
         repo.rollback("m", to="1.0.0", ref="prod")
+    assert repo.refs.resolve("m", "prod").version == "1.0.2"
+    assert repo.refs.reflog("m", "prod") == before
+    assert not list(repo.store.list(SESSIONS))  # the mover's session is gone
+
+
+class _MarkOnRefWrite(WrappingStore):
+    """GC marks the target right between the mover's first marker read and its ref write
+    (as when GC took a slow mover's session on another host for stale)."""
+
+    def __init__(self, inner, mark: tuple[str, bytes]) -> None:
+        super().__init__(inner)
+        self.mark = mark
+
+    def replace_if_match(self, key: str, data: bytes, token: str | None) -> str:
+        if key == ref_key("m", "prod"):
+            self.inner.put(*self.mark)
+        return self.inner.replace_if_match(key, data, token)
+
+
+def test_defect8_a_marker_written_during_the_move_moves_the_ref_back(tmp_path):
+    """The second marker read, after the ref write, still catches a marker the first missed."""
+    repo = _repo(tmp_path)
+    v = repo.get_version("m", "1.0.0")
+    mark = (expired_key("m", "1.0.0"), json.dumps({"manifest": v.id.hex()}).encode())
+    refs = RefStore(_MarkOnRefWrite(repo.store, mark))
+    with pytest.raises(ConflictError, match=r"being expired.*prod was moved back"):
+        refs.move("m", "prod", RefValue.of(v.target))
     assert repo.refs.resolve("m", "prod").version == "1.0.2"
     last = repo.refs.reflog("m", "prod")[-1]
     assert last.op == "revert" and last.trigger == "auto-revert"
@@ -121,9 +154,72 @@ def test_defect8_gc_keeps_a_version_a_ref_moved_to_while_it_marked(tmp_path):
     assert {e.version for e in plan.expire} >= {"1.0.0"}
     repo.refs.move("m", "prod", RefValue.of(repo.get_version("m", "1.0.0").target))
     expire = [e for e in plan.expire if e.version == "1.0.0"]
-    left, saved = gc._mark_expired(expire)
+    left, saved = gc._mark_expired(expire, lambda *a: None)
     assert left == [] and [e.version for e in saved] == ["1.0.0"]
     assert not repo.store.exists(expired_key("m", "1.0.0"))
+
+
+class _DieAfterRefWrite(WrappingStore):
+    """A mover that stops before its ref write until told to go, then is SIGKILLed right
+    after it (before it reads the marker again or removes its session)."""
+
+    def __init__(self, inner, flags: Path) -> None:
+        super().__init__(inner)
+        self.flags = flags
+
+    def replace_if_match(self, key: str, data: bytes, token: str | None) -> str:
+        if key == ref_key("m", "prod"):
+            (self.flags / "ready").touch()
+            while not (self.flags / "go").exists():
+                time.sleep(0.01)
+            self.inner.replace_if_match(key, data, token)
+            os.kill(os.getpid(), signal.SIGKILL)
+        return self.inner.replace_if_match(key, data, token)
+
+
+def _move_and_die(url: str, target: dict, flags: str) -> None:
+    from casstore.repo.refs import Target
+
+    refs = RefStore(_DieAfterRefWrite(open_store(url), Path(flags)))
+    refs.move("m", "prod", RefValue.of(Target.model_validate(target)))
+
+
+def test_defect8_a_mover_killed_right_after_its_ref_write_never_leaves_a_dangling_ref(tmp_path):
+    """The torture suite's finding: mover reads no marker; GC marks; the mover writes the ref
+    and is SIGKILLed. GC waits for the mover's session (dead at once: same host), then reads
+    the refs and keeps the version the ref now points at."""
+    repo = _repo(tmp_path)
+    gc = GarbageCollector(repo.ctx, grace_seconds=0)
+    plan = gc.plan(RetentionPolicy(keep_last=1, keep_reflog_seconds=0))
+    expire = [e for e in plan.expire if e.version == "1.0.0"]
+    assert expire
+    target = repo.get_version("m", "1.0.0").target
+    flags = tmp_path / "flags"
+    flags.mkdir()
+    mover = child(_move_and_die, repo.store.url, target.model_dump(mode="json"), str(flags))
+    mover.start()
+    deadline = time.monotonic() + 60
+    while not (flags / "ready").exists():  # past its marker read, about to write the ref
+        assert mover.is_alive() and time.monotonic() < deadline
+        time.sleep(0.01)
+    out: dict = {}
+    marking = threading.Thread(target=lambda: out.update(r=gc._mark_expired(expire,
+                                                                            lambda *a: None)))
+    marking.start()
+    while not repo.store.exists(expired_key("m", "1.0.0")):
+        assert marking.is_alive() and time.monotonic() < deadline
+        time.sleep(0.01)
+    (flags / "go").touch()
+    mover.join(60)
+    marking.join(60)
+    assert mover.exitcode == -signal.SIGKILL and not marking.is_alive()
+    left, saved = out["r"]
+    assert left == [] and [e.version for e in saved] == ["1.0.0"]
+    assert repo.refs.resolve("m", "prod").version == "1.0.0"
+    repo.gc(RetentionPolicy(keep_last=1, keep_reflog_seconds=0), grace_seconds=0)
+    assert repo.refs.resolve("m", "prod").version == "1.0.0"
+    assert "1.0.0" in [v.version for v in repo.versions("m")]
+    assert repo.verify().ok, repo.verify().to_dict()
 
 
 @pytest.fixture
