@@ -50,6 +50,11 @@ class ExpiredVersion:
     manifest: str  # hex digest
     tags: tuple[str, ...]
 
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """Which version this is (its tags may change between two plans)."""
+        return self.model, self.version, self.manifest
+
 
 @dataclass(frozen=True)
 class GcPlan:
@@ -254,11 +259,16 @@ class GarbageCollector:
         with self.leases.sweep(on_wait) as refresh:
             fresh = self.plan(plan.override, plan.models)
             refresh()
-            expire = [e for e in plan.expire if e in set(fresh.expire)]
-            report.skipped += [f"{e.model} v{e.version}" for e in plan.expire if e not in expire]
+            planned = {e.key for e in plan.expire}  # by version and manifest: tags change
+            expire = [e for e in fresh.expire if e.key in planned]  # fresh: today's tags
+            report.skipped += [f"{e.model} v{e.version}" for e in plan.expire
+                               if e.key not in {f.key for f in expire}]
             expire, saved = self._mark_expired(expire, refresh)
             report.skipped += [f"{e.model} v{e.version} (a ref moved to it)" for e in saved]
-            keep = {d.hex() for e in saved
+            # Both plans count the chunks of every version they expire as unreferenced; a
+            # version that stays after all (saved, or expiring in one plan only) keeps them.
+            gone = {e.key for e in expire}
+            keep = {d.hex() for e in fresh.expire if e.key not in gone
                     for d in self.catalog.manifest(Digest.parse(e.manifest)).chunk_set()}
             report.versions_expired = len(expire)
             report.versions_kept = sum(len(v) for v in fresh.kept.values())
