@@ -296,29 +296,33 @@ def fault_trials(endpoint: str, trials: int, seed: int, tmp: Path) -> dict[tuple
 
 
 def race_trials(stores: dict[str, Callable[[str], str]], seconds: float, seed: int,
-                tmp: Path) -> dict[tuple[str, str], Row]:
-    """Two committers, a roller and a collector on one store at once."""
+                tmp: Path, rounds: int = 1) -> dict[tuple[str, str], Row]:
+    """Two committers, a roller, a collector and a tagger on one store at once, all
+    SIGKILLed after ``seconds``; ``rounds`` fresh stores of each kind, seeds apart. A race
+    finding shows up in a few rounds in a hundred, so the full run races many rounds."""
     from casstore.testing.children import child
 
     rows = {}
     for kind, make in stores.items():
         row = Row()
-        url = make("race")
-        baseline = _baseline(url, tmp / f"race-{kind}")
-        procs = [child(op_loop, url, op, seed + i, "", str(tmp / f"race-{kind}-{i}"))
-                 for i, op in enumerate(("commit", "commit", "rollback", "gc", "tag"))]
-        for p in procs:
-            p.start()
-        time.sleep(seconds)
-        for p in procs:
-            row.trials += 1
-            if p.is_alive():
-                os.kill(p.pid, signal.SIGKILL)
-                row.kills += 1
-            p.join(30)
-            if p.exitcode not in (0, -signal.SIGKILL):
-                row.defects += 1
-        check_store(url, baseline, row, gc_may_expire=True)
+        for r in range(rounds):
+            url = make("race" if r == 0 else f"race{r}")
+            work = tmp / f"race-{kind}-{r}"
+            baseline = _baseline(url, work)
+            procs = [child(op_loop, url, op, seed + 7919 * r + i, "", str(work / str(i)))
+                     for i, op in enumerate(("commit", "commit", "rollback", "gc", "tag"))]
+            for p in procs:
+                p.start()
+            time.sleep(seconds)
+            for p in procs:
+                row.trials += 1
+                if p.is_alive():
+                    os.kill(p.pid, signal.SIGKILL)
+                    row.kills += 1
+                p.join(30)
+                if p.exitcode not in (0, -signal.SIGKILL):
+                    row.defects += 1
+            check_store(url, baseline, row, gc_may_expire=True)
         rows[("race commit x2, rollback, gc, tag", kind)] = row
     return rows
 
@@ -627,7 +631,7 @@ def disk_full_and_read_only(tmp: Path) -> dict[tuple[str, str], Row]:
 
 # -- the run --------------------------------------------------------------------------------
 def run(trials: int, fuzz: int, seed: int, race_seconds: float, fault_trials_n: int,
-        s3: bool = True) -> dict[tuple[str, str], Row]:
+        s3: bool = True, race_rounds: int = 1) -> dict[tuple[str, str], Row]:
     rows: dict[tuple[str, str], Row] = {}
     tmp = Path(tempfile.mkdtemp(prefix="casstore-torture-"))
     try:
@@ -645,7 +649,7 @@ def run(trials: int, fuzz: int, seed: int, race_seconds: float, fault_trials_n: 
             rows.update(kill_trials(stores, trials, seed, tmp))
             if endpoint is not None and fault_trials_n:
                 rows.update(fault_trials(endpoint, fault_trials_n, seed, tmp))
-            rows.update(race_trials(stores, race_seconds, seed, tmp))
+            rows.update(race_trials(stores, race_seconds, seed, tmp, race_rounds))
             rows.update(disk_full_and_read_only(tmp))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -673,12 +677,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fuzz", type=int, default=10_000, help="fuzz cases in all")
     ap.add_argument("--faults", type=int, default=60, help="operations through the S3 proxy")
     ap.add_argument("--race-seconds", type=float, default=8.0)
+    ap.add_argument("--race-rounds", type=int, default=10,
+                    help="fresh stores raced per store kind")
     ap.add_argument("--seed", type=int, default=18)
     ap.add_argument("--no-s3", action="store_true")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
     t0 = time.monotonic()
-    rows = run(a.trials, a.fuzz, a.seed, a.race_seconds, a.faults, s3=not a.no_s3)
+    rows = run(a.trials, a.fuzz, a.seed, a.race_seconds, a.faults, s3=not a.no_s3,
+               race_rounds=a.race_rounds)
     bad = sum(getattr(r, c) for r in rows.values() for c in MUST_BE_ZERO)
     if a.json:
         print(json.dumps({f"{op} | {st}": r.__dict__ for (op, st), r in rows.items()}, indent=1))
