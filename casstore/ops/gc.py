@@ -387,8 +387,8 @@ def mark_expired(
     leases: Leases,
     refresh: Callable[[], None],
 ) -> None:
-    """Write the expiry markers, then wait until no session is live (the sweep lease held,
-    ``refresh`` keeping it): the refs read after this show where every ref move in flight
+    """Write the expiry markers, then wait for the sessions live now to end (the sweep lease
+    held, ``refresh`` keeping it): the refs read after this show where every ref move in flight
     left its ref, and later moves see the markers (see :mod:`casstore.repo.leases`).
     ConflictError, with the markers withdrawn, if a session outlives the wait."""
     for e in expire:

@@ -6,8 +6,8 @@ GC's delete phase holds the *sweep lease* ``gc/lock``. The protocol:
 
 * a writer writes its session, then reads ``gc/lock``; if a sweep is running it withdraws its
   session, waits for the sweep to end, and starts over;
-* the sweeper writes ``gc/lock``, then waits until no live session remains, then re-reads
-  every root (refs, versions, manifests) and deletes only what is still unreferenced.
+* the sweeper writes ``gc/lock``, then waits until the sessions live at that moment end, then
+  re-reads every root (refs, versions, manifests) and deletes only what is still unreferenced.
 
 Either the writer's session is visible to the sweeper (which then waits for it and sees the
 manifest it published), or the writer saw the lease (and waits). So a writer never relies on a
@@ -19,12 +19,12 @@ target's completeness is protected by expiry markers instead (see
 :meth:`casstore.repo.refs.RefStore.move` and ``GarbageCollector.execute``). A mover writes a
 *move session* (:func:`move_session`: a session that does not look at ``gc/lock``), reads
 the target's marker (refusing if there is one), writes the ref, reads the marker again and
-removes its session. GC writes the markers of the versions it expires, waits until no session
-is live (a dead mover's is recognised at once on its host, by age elsewhere), then re-reads
-the refs. A mover whose session GC saw has finished or died before GC reads the refs, so GC
-sees where it left the ref (even if it was killed right after writing it); a mover whose
-session GC did not see wrote it after the markers, so its first read finds the marker and it
-moves nothing. Either way a version a ref points at is never deleted.
+removes its session. GC writes the markers of the versions it expires, waits until every
+session live at that moment has ended (a dead mover's is recognised at once on its host, by age
+elsewhere), then re-reads the refs. A mover whose session GC saw has finished or died before
+GC reads the refs, so GC sees where it left the ref (even if it was killed right after writing
+it); a mover whose session GC did not see wrote it after the markers, so its first read finds
+the marker and it moves nothing. Either way a version a ref points at is never deleted.
 
 Dead holders: the sweep lease and every session name their host and pid, so a holder that
 died on this host is recognised at once; one on another host by age. A heartbeat thread
@@ -229,17 +229,23 @@ class Leases:
     def await_sessions(
         self, refresh: Callable[[], None], on_wait: Callable[[int], None] | None = None
     ) -> None:
-        """Wait (holding the sweep lease, refreshed by ``refresh``) until no writer or ref
-        mover session is live; ConflictError after ``wait_timeout``."""
+        """Wait (holding the sweep lease, refreshed by ``refresh``) until every writer or ref
+        mover session live *now* has ended or died; ConflictError after ``wait_timeout``.
+
+        Sessions that start later need no waiting: a writer's sees the sweep lease and
+        withdraws, a mover's reads the expiry markers already written. So a busy roller (a
+        session every few ms) cannot starve a sweep, and a sweep holds writers up only as long
+        as the sessions it found."""
         deadline = _now() + self.settings.wait_timeout
-        while True:
-            alive = self.live_sessions()
-            if not alive:
+        pending = set(self.live_sessions())
+        while pending:
+            pending &= set(self.live_sessions())
+            if not pending:
                 break
             if on_wait:
-                on_wait(len(alive))
+                on_wait(len(pending))
             if _now() > deadline:
-                raise ConflictError(f"{len(alive)} writes still in flight; GC sweep "
+                raise ConflictError(f"{len(pending)} writes still in flight; GC sweep "
                                     "deferred, nothing was deleted")
             time.sleep(self.settings.poll)
             refresh()
@@ -247,7 +253,7 @@ class Leases:
 
     @contextmanager
     def sweep(self, on_wait: Callable[[int], None] | None = None) -> Iterator[Callable[[], None]]:
-        """Hold the sweep lease and wait until no writer session is live.
+        """Hold the sweep lease and wait for the writer sessions already live.
 
         Yields ``refresh()``, which the sweeper calls between delete batches: it re-writes the
         lease, and raises ConflictError if the lease was lost or went unrefreshed long enough
