@@ -261,8 +261,9 @@ class GarbageCollector:
             refresh()
             planned = {e.key for e in plan.expire}  # by version and manifest: tags change
             expire = [e for e in fresh.expire if e.key in planned]  # fresh: today's tags
+            chosen = {e.key for e in expire}
             report.skipped += [f"{e.model} v{e.version}" for e in plan.expire
-                               if e.key not in {f.key for f in expire}]
+                               if e.key not in chosen]
             expire, saved = self._mark_expired(expire, refresh)
             report.skipped += [f"{e.model} v{e.version} (a ref moved to it)" for e in saved]
             # Both plans count the chunks of every version they expire as unreferenced; a

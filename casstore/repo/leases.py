@@ -150,14 +150,20 @@ class Session:
         self.store.delete(self.key)
 
 
+def _put_session(store: ObjectStore, kind: str) -> str:
+    """Write a new session object (a fresh random name) and return its key."""
+    key = f"{SESSIONS}{uuid.uuid4().hex}"
+    store.put(key, _body(kind))
+    return key
+
+
 @contextmanager
 def move_session(store: ObjectStore) -> Iterator[None]:
     """A ref move's session, held from before it reads GC's expiry marker until after it has
     written the ref and read the marker again (a few requests). Unlike a writer's session it
     never waits for a sweep: a rollback must not wait on GC. GC waits for it instead, between
     writing its markers and re-reading the refs (see the module docstring)."""
-    key = f"{SESSIONS}{uuid.uuid4().hex}"
-    store.put(key, _body("move"))
+    key = _put_session(store, "move")
     try:
         yield
     finally:
@@ -194,8 +200,7 @@ class Leases:
         deadline = _now() + self.settings.wait_timeout
         delay = self.settings.poll
         while True:
-            key = f"{SESSIONS}{uuid.uuid4().hex}"
-            self.store.put(key, _body(kind))
+            key = _put_session(self.store, kind)
             if not self.sweep_running():
                 break
             self.store.delete(key)

@@ -331,45 +331,37 @@ class RefStore:
             expired = self._expired_target(model, new)
             if expired is not None:
                 raise ConflictError(_expiring_msg(model, expired, ref, "not moved"))
-            return self._move(model, ref, new, expected_seq, actor=actor, reason=reason,
-                              trigger=trigger, op=op, evidence=evidence)
-
-    def _move(
-        self,
-        model: str,
-        ref: str,
-        new: RefValue | None,
-        expected_seq: int | Literal["any"] | None,
-        **fields: Any,
-    ) -> ReflogEntry:
-        rec, token = self.read(model, ref)
-        seq = -1 if rec is None else rec.seq
-        if expected_seq != "any" and (
-            (expected_seq is None and rec is not None)
-            or (expected_seq is not None and expected_seq != seq)
-        ):
-            raise ConflictError(f"ref {model}@{ref} moved (now at #{seq}); re-read and retry")
-        if rec is not None:
-            self._copy_entry(rec.entry)
-        entry = ReflogEntry(
-            model=model,
-            ref=ref,
-            seq=seq + 1,
-            old=None if rec is None else rec.value,
-            new=new,
-            time=dt.datetime.now(dt.timezone.utc),
-            actor=fields.pop("actor") or self.actor,
-            prev_time=None if rec is None else rec.entry.time,
-            **fields,
-        )
-        record = RefRecord(value=new, entry=entry)
-        new_token = self.store.replace_if_match(ref_key(model, ref), _dump(record), token)
-        self._copy_entry(entry)
-        expired = self._expired_target(model, new)
-        if expired is not None:  # GC took this mover's session for stale (slow, elsewhere)
-            self._revert(model, ref, entry, new_token)
-            raise ConflictError(_expiring_msg(model, expired, ref, "moved back"))
-        return entry
+            rec, token = self.read(model, ref)
+            seq = -1 if rec is None else rec.seq
+            if expected_seq != "any" and (
+                (expected_seq is None and rec is not None)
+                or (expected_seq is not None and expected_seq != seq)
+            ):
+                raise ConflictError(f"ref {model}@{ref} moved (now at #{seq}); re-read and retry")
+            if rec is not None:
+                self._copy_entry(rec.entry)
+            entry = ReflogEntry(
+                model=model,
+                ref=ref,
+                seq=seq + 1,
+                old=None if rec is None else rec.value,
+                new=new,
+                time=dt.datetime.now(dt.timezone.utc),
+                actor=actor or self.actor,
+                reason=reason,
+                trigger=trigger,
+                op=op,
+                evidence=evidence,
+                prev_time=None if rec is None else rec.entry.time,
+            )
+            record = RefRecord(value=new, entry=entry)
+            new_token = self.store.replace_if_match(ref_key(model, ref), _dump(record), token)
+            self._copy_entry(entry)
+            expired = self._expired_target(model, new)
+            if expired is not None:  # GC took this mover's session for stale (slow, elsewhere)
+                self._revert(model, ref, entry, new_token)
+                raise ConflictError(_expiring_msg(model, expired, ref, "moved back"))
+            return entry
 
     def _expired_target(self, model: str, value: RefValue | None) -> str | None:
         """The version of ``value`` that GC has marked expired, if any.

@@ -119,18 +119,21 @@ def test_defect8_ref_move_to_a_version_gc_is_expiring_is_refused(tmp_path):
     assert not list(repo.store.list(SESSIONS))  # the mover's session is gone
 
 
-class _MarkOnRefWrite(WrappingStore):
-    """GC marks the target right between the mover's first marker read and its ref write
-    (as when GC took a slow mover's session on another host for stale)."""
+class _AroundRefWrite(WrappingStore):
+    """Runs ``before()`` and ``after()`` around the mover's write of ``m@prod``: the moments
+    between its marker reads where GC may act, or where the mover may be killed."""
 
-    def __init__(self, inner, mark: tuple[str, bytes]) -> None:
+    def __init__(self, inner, before=lambda: None, after=lambda: None) -> None:
         super().__init__(inner)
-        self.mark = mark
+        self.before, self.after = before, after
 
     def replace_if_match(self, key: str, data: bytes, token: str | None) -> str:
-        if key == ref_key("m", "prod"):
-            self.inner.put(*self.mark)
-        return self.inner.replace_if_match(key, data, token)
+        if key != ref_key("m", "prod"):
+            return self.inner.replace_if_match(key, data, token)
+        self.before()
+        new_token = self.inner.replace_if_match(key, data, token)
+        self.after()
+        return new_token
 
 
 def test_defect8_a_marker_written_during_the_move_moves_the_ref_back(tmp_path):
@@ -138,7 +141,9 @@ def test_defect8_a_marker_written_during_the_move_moves_the_ref_back(tmp_path):
     repo = _repo(tmp_path)
     v = repo.get_version("m", "1.0.0")
     mark = (expired_key("m", "1.0.0"), json.dumps({"manifest": v.id.hex()}).encode())
-    refs = RefStore(_MarkOnRefWrite(repo.store, mark))
+    # GC marks the target between the mover's first marker read and its ref write (as when
+    # GC took a slow mover's session on another host for stale)
+    refs = RefStore(_AroundRefWrite(repo.store, before=lambda: repo.store.put(*mark)))
     with pytest.raises(ConflictError, match=r"being expired.*prod was moved back"):
         refs.move("m", "prod", RefValue.of(v.target))
     assert repo.refs.resolve("m", "prod").version == "1.0.2"
@@ -159,28 +164,17 @@ def test_defect8_gc_keeps_a_version_a_ref_moved_to_while_it_marked(tmp_path):
     assert not repo.store.exists(expired_key("m", "1.0.0"))
 
 
-class _DieAfterRefWrite(WrappingStore):
-    """A mover that stops before its ref write until told to go, then is SIGKILLed right
-    after it (before it reads the marker again or removes its session)."""
-
-    def __init__(self, inner, flags: Path) -> None:
-        super().__init__(inner)
-        self.flags = flags
-
-    def replace_if_match(self, key: str, data: bytes, token: str | None) -> str:
-        if key == ref_key("m", "prod"):
-            (self.flags / "ready").touch()
-            while not (self.flags / "go").exists():
-                time.sleep(0.01)
-            self.inner.replace_if_match(key, data, token)
-            os.kill(os.getpid(), signal.SIGKILL)
-        return self.inner.replace_if_match(key, data, token)
-
-
 def _move_and_die(url: str, target: dict, flags: str) -> None:
     from casstore.repo.refs import Target
 
-    refs = RefStore(_DieAfterRefWrite(open_store(url), Path(flags)))
+    def wait_for_go() -> None:  # past the first marker read, about to write the ref
+        (Path(flags) / "ready").touch()
+        while not (Path(flags) / "go").exists():
+            time.sleep(0.01)
+
+    # killed right after the ref write: before the second marker read or removing the session
+    refs = RefStore(_AroundRefWrite(open_store(url), before=wait_for_go,
+                                    after=lambda: os.kill(os.getpid(), signal.SIGKILL)))
     refs.move("m", "prod", RefValue.of(Target.model_validate(target)))
 
 
