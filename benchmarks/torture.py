@@ -512,7 +512,7 @@ def _fuzz_config() -> tuple[bytes, Callable[[bytes], object]]:
     from casstore.repo.config import StoreConfig, load_config
     from casstore.store.memory import MemoryStore
 
-    raw = StoreConfig().model_dump_json().encode()
+    raw = json.dumps(StoreConfig().to_builtins()).encode()
 
     def decode(b: bytes) -> object:
         s = MemoryStore()

@@ -26,8 +26,9 @@ __all__ = ["Meta", "Record", "ValidationError", "field", "to_builtins"]
 R = TypeVar("R", bound="Record")
 
 
-class Record(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """A frozen record whose fields are given by keyword; unknown keys are an error."""
+class Record(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A frozen record; unknown keys are an error. Subclasses declare ``kw_only=True`` (msgspec
+    does not inherit it), so fields are given by keyword and stay in declaration order."""
 
     @classmethod
     def parse(cls: type[R], data: object) -> R:

@@ -56,7 +56,7 @@ def ref_value(repo: Any, model: str, value: Any) -> dict[str, Any] | None:
 
 def reflog_entry(repo: Any, e: Any) -> dict[str, Any]:
     """One reflog entry as JSON."""
-    doc = e.model_dump(mode="json")
+    doc = e.to_builtins()
     doc["model_name"] = doc.pop("model")
     doc["old"] = ref_value(repo, e.model, e.old)
     doc["new"] = ref_value(repo, e.model, e.new)

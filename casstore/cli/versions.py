@@ -40,14 +40,14 @@ def cmd_init(args: argparse.Namespace) -> int:
     chunker = make_chunker(args.chunker, max_chunk=args.max_chunk, cdc_avg=args.cdc_avg).name
     cfg = StoreConfig(chunker=chunker, single_writer=args.single_writer)
     if args.encoding is not None:
-        cfg = cfg.model_copy(update={"encoding": args.encoding})
+        cfg = cfg.replace(encoding=args.encoding)
     changes: dict[str, dict[str, Any]] = {}
     if repo.exists:
         old = repo.config
-        cfg = cfg.model_copy(update={
-            "created_at": old.created_at, "conditional_writes": old.conditional_writes,
-            "encoding": args.encoding or old.encoding,  # kept unless asked to change
-        })
+        cfg = cfg.replace(
+            created_at=old.created_at, conditional_writes=old.conditional_writes,
+            encoding=args.encoding or old.encoding,  # kept unless asked to change
+        )
         changes = {
             k: {"old": getattr(old, k), "new": getattr(cfg, k)}
             for k in ("chunker", "encoding", "single_writer")
@@ -64,7 +64,7 @@ def cmd_init(args: argparse.Namespace) -> int:
             repo.ctx.replace_config(cfg)
     else:
         repo.init(cfg)
-    doc = {"store": repo.store.url, **repo.config.model_dump(mode="json"), "changes": changes}
+    doc = {"store": repo.store.url, **repo.config.to_builtins(), "changes": changes}
     if args.json:
         emit_json(doc)
     else:

@@ -53,12 +53,12 @@ class MoveResult:
             "ref": self.ref,
             "ok": self.ok,
             "reverted": self.reverted,
-            "old": None if self.old is None else self.old.model_dump(mode="json"),
-            "new": None if self.new is None else self.new.model_dump(mode="json"),
+            "old": None if self.old is None else self.old.to_builtins(),
+            "new": None if self.new is None else self.new.to_builtins(),
             "old_version": None if self.old is None else self.old.describe(),
             "new_version": None if self.new is None else self.new.describe(),
             "message": self.message,
-            "reflog": [e.model_dump(mode="json") for e in self.entries],
+            "reflog": [e.to_builtins() for e in self.entries],
             "notify_failures": list(self.notify_failures),
         }
 
@@ -127,7 +127,7 @@ class Rollout:
             actor=actor,
             evidence=evidence,
         )
-        failed = self.hooks.notify({"event": "ref-moved", **entry.model_dump(mode="json")})
+        failed = self.hooks.notify({"event": "ref-moved", **entry.to_builtins()})
         if notify_failures is not None:
             notify_failures.extend(failed)
         return entry
@@ -456,11 +456,11 @@ class Rollout:
         cand = self.ctx.get_version(model, spec)
         if cand.version == rec.value.target.version:
             raise InvalidInputError(f"{model}@{ref} already points at {cand.version}")
-        new = RefValue(
-            split=Split(base=rec.value.target, candidate=cand.target, weight=steps[0], steps=steps)
+        new = (
+            RefValue.of(cand.target) if steps[0] >= 1.0
+            else RefValue(split=Split(base=rec.value.target, candidate=cand.target,
+                                      weight=steps[0], steps=tuple(steps)))
         )
-        if steps[0] >= 1.0:
-            new = RefValue.of(cand.target)
         return self._switch(
             model,
             ref,
@@ -500,7 +500,7 @@ class Rollout:
         new = (
             RefValue.of(s.candidate)
             if weight >= 1.0
-            else RefValue(split=s.model_copy(update={"weight": weight}))
+            else RefValue(split=s.replace(weight=weight))
         )
         return self._move_result(model, ref, rec.value, new, rec.seq, reason=reason,
                                  trigger="progressive-step", op="advance", actor=actor)

@@ -82,7 +82,7 @@ def transfer(
     report = TransferReport()
     fresh = not dst.exists  # a store created here holds no chunks: nothing to ask about
     if fresh:
-        dst.init(src.config.model_copy(update={"created_at": None}))
+        dst.init(src.config.replace(created_at=None))
     mover = Rollout(dst, hooks)
     with dst.writing("transfer"):
         dst.catalog.ensure_catalogs()

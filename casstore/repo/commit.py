@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
-from pydantic import ValidationError
 
 from casstore.chunking import Chunker, FileLayout, ReadAt, detect_layout, get_chunker
 from casstore.chunking.base import TORCH_PICKLE, TORCH_ZIP
@@ -29,6 +28,7 @@ from casstore.chunking.encodings import get_policy
 from casstore.chunking.torch_pickle import ALLOW_GLOBALS_KEY, check_global_name
 from casstore.digest import Digest
 from casstore.errors import AlreadyExistsError, InvalidInputError, NotFoundError
+from casstore.records import ValidationError
 from casstore.repo.catalog import Version
 from casstore.repo.chunks import ChunkWriter, Progress, WriteStats
 from casstore.repo.context import StoreContext
@@ -166,7 +166,7 @@ class CommitSpec:
         """The manifest this spec makes (now), checked and encodable; InvalidInputError if not."""
         now = dt.datetime.now(dt.timezone.utc)
         try:
-            m = Manifest(
+            m = Manifest.parse(dict(
                 model=self.model,
                 version=semver,
                 name=version_name(self.model, semver, now),
@@ -183,10 +183,10 @@ class CommitSpec:
                 extra=dict(self.extra),
                 params=dict(self.params),
                 lineage=self.lineage,
-            )
+            ))
             encode(m)
         except ValidationError as e:
-            raise InvalidInputError(f"invalid version metadata: {_first_error(e)}") from None
+            raise InvalidInputError(f"invalid version metadata: {e}") from None
         except (TypeError, ValueError, OverflowError) as e:  # msgpack: not encodable
             raise InvalidInputError(f"version metadata cannot be stored: {e}") from None
         return m
@@ -534,9 +534,9 @@ def _lineage(value: Mapping[str, str | None] | Lineage | None) -> Lineage:
         if v is not None and not isinstance(v, str):
             raise InvalidInputError(f"lineage {k} must be text, not {type(v).__name__}")
     try:
-        return Lineage(**value)
+        return Lineage.parse(dict(value))
     except ValidationError as e:
-        raise InvalidInputError(f"invalid lineage: {_first_error(e)}") from None
+        raise InvalidInputError(f"invalid lineage: {e}") from None
 
 
 def _training_data(value: Mapping[str, Any] | TrainingData | None) -> TrainingData:
@@ -549,7 +549,7 @@ def _training_data(value: Mapping[str, Any] | TrainingData | None) -> TrainingDa
     try:
         return TrainingData(**value)
     except ValidationError as e:
-        raise InvalidInputError(f"invalid training data: {_first_error(e)}") from None
+        raise InvalidInputError(f"invalid training data: {e}") from None
     except TypeError as e:  # non-string keys
         raise InvalidInputError(f"invalid training data: {e}") from None
 
@@ -563,8 +563,3 @@ def _extra(extra: Mapping[str, Any]) -> dict[str, Any]:
         raise InvalidInputError(f"extra metadata cannot be stored: {e}") from None
     return dict(extra)
 
-
-def _first_error(e: ValidationError) -> str:
-    err = e.errors()[0]
-    where = ".".join(str(p) for p in err.get("loc", ()))
-    return f"{where}: {err.get('msg', 'invalid')}" if where else str(err.get("msg", e))

@@ -12,11 +12,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-from pydantic import BaseModel, ConfigDict, ValidationError
-
 from casstore.chunking.base import DEFAULT_CHUNKER
 from casstore.chunking.encodings import DEFAULT_POLICY, get_policy
 from casstore.errors import CorruptObjectError, NotFoundError, StoreFormatError
+from casstore.records import Record, ValidationError
 from casstore.repo.keys import CONFIG
 from casstore.store.base import ObjectStore
 
@@ -25,10 +24,9 @@ STORE_FORMAT_VERSION = 2
 RAW_FORMAT_VERSION = 1  # what a store with encoding "off" records: old casstore reads it
 
 
-class StoreConfig(BaseModel):
+class StoreConfig(Record, kw_only=True):
     """Settings a store is created with. Unknown keys from a newer casstore are an error."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
     format: str = STORE_FORMAT
     format_version: int = STORE_FORMAT_VERSION
     chunker: str = DEFAULT_CHUNKER
@@ -58,7 +56,7 @@ def load_config(store: ObjectStore) -> StoreConfig | None:
         )
     data.setdefault("encoding", "off")  # written before encodings: keep it readable by all
     try:
-        cfg = StoreConfig.model_validate(data)
+        cfg = StoreConfig.parse(data)
     except ValidationError as e:
         raise StoreFormatError(f"{store.url}: store config not understood: {e}") from e
     get_policy(cfg.encoding)  # an unknown encoding is refused here, not mid-read
@@ -74,11 +72,11 @@ def _check(cfg: StoreConfig) -> StoreConfig:
     get_chunker(cfg.chunker)
     get_policy(cfg.encoding)
     version = RAW_FORMAT_VERSION if cfg.encoding == "off" else STORE_FORMAT_VERSION
-    return cfg.model_copy(update={"format_version": version})
+    return cfg.replace(format_version=version)
 
 
 def _dump(cfg: StoreConfig) -> bytes:
-    data = cfg.model_dump(mode="json")
+    data = cfg.to_builtins()
     if cfg.encoding == "off":
         del data["encoding"]  # byte-compatible with configs from before encodings
     return json.dumps(data, indent=2).encode()
@@ -87,7 +85,7 @@ def _dump(cfg: StoreConfig) -> bytes:
 def save_config(store: ObjectStore, cfg: StoreConfig) -> StoreConfig:
     """Create the config if absent; returns the config that is in force afterwards."""
     if cfg.created_at is None:
-        cfg = cfg.model_copy(update={"created_at": dt.datetime.now(dt.timezone.utc)})
+        cfg = cfg.replace(created_at=dt.datetime.now(dt.timezone.utc))
     store.put_if_absent(CONFIG, _dump(_check(cfg)))
     existing = load_config(store)
     assert existing is not None
@@ -103,5 +101,5 @@ def replace_config(store: ObjectStore, cfg: StoreConfig) -> None:
     new = _check(cfg)
     old = load_config(store)
     if old is not None and old.format_version > new.format_version:
-        new = new.model_copy(update={"format_version": old.format_version})
+        new = new.replace(format_version=old.format_version)
     store.put(CONFIG, _dump(new))

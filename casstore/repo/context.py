@@ -60,7 +60,7 @@ class StoreContext:
             ok = self.store.capabilities.conditional_replace and probe_conditional_writes(
                 self.store
             )
-            cfg = cfg.model_copy(update={"conditional_writes": ok})
+            cfg = cfg.replace(conditional_writes=ok)
         self._set_config(save_config(self.store, cfg))
         return self.config
 

@@ -1,4 +1,4 @@
-"""Version manifests: frozen pydantic models and their one msgpack encode/decode pair.
+"""Version manifests: frozen records and their one msgpack encode/decode pair.
 
 A manifest is the immutable record of one model version: its files (each an ordered list of
 chunk digests and sizes, plus the tensors found in it) and the version metadata from the seed
@@ -10,20 +10,14 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgpack
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from msgspec.structs import force_setattr
 
 from casstore.digest import DIGEST_SIZE, Digest
 from casstore.errors import CorruptObjectError, InvalidInputError
+from casstore.records import Extensible, Meta, Record, ValidationError, field
 from casstore.repo.keys import check_name, check_semver
 
 FORMAT_VERSION = 1
@@ -45,8 +39,7 @@ _CTRL = re.compile(r"[\x00-\x1f\x7f]")
 _PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]{0,127}")
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+NonNegative = Annotated[int, Meta(ge=0)]
 
 
 def check_relpath(path: str) -> str:
@@ -66,64 +59,43 @@ def check_relpath(path: str) -> str:
     return path
 
 
-class TensorEntry(_Frozen):
+class TensorEntry(Record, kw_only=True):
     """One tensor inside a file: where its payload sits, for per-tensor diff and lazy load."""
 
     name: str
     dtype: str
     shape: tuple[int, ...]
-    offset: int = Field(ge=0)
-    length: int = Field(ge=0)
+    offset: NonNegative
+    length: NonNegative
 
 
-class FileEntry(_Frozen):
+class FileEntry(Record, kw_only=True):
     """One file of a version, as the ordered chunks that make it up."""
 
     path: str
-    size: int = Field(ge=0)
+    size: NonNegative
     format: str = "raw"
     chunker: str
     chunks: tuple[tuple[bytes, int], ...]  # (32-byte blake3 digest, size) in file order
     tensors: tuple[TensorEntry, ...] = ()
-    metadata: dict[str, str] = Field(default_factory=dict)
-    inline: dict[bytes, bytes] = Field(default_factory=dict)  # digest -> bytes of tiny chunks
-    deltas: dict[bytes, tuple[bytes, ...]] = Field(default_factory=dict)
+    metadata: dict[str, str] = field(default_factory=dict)
+    inline: dict[bytes, bytes] = field(default_factory=dict)  # digest -> bytes of tiny chunks
+    deltas: dict[bytes, tuple[bytes, ...]] = field(default_factory=dict)
     """Chunks stored as deltas -> their chain of bases, nearest first: GC keeps every base
     while a live version needs the delta, transfers send them, verify checks them."""
 
-    @field_validator("path")
-    @classmethod
-    def _path(cls, v: str) -> str:
-        return check_relpath(v)
-
-    @field_validator("chunks")
-    @classmethod
-    def _chunks(cls, v: tuple[tuple[bytes, int], ...]) -> tuple[tuple[bytes, int], ...]:
-        for d, n in v:
-            if len(d) != DIGEST_SIZE or n < 0:
-                raise ValueError("chunk entries are (32-byte digest, size >= 0)")
-        return v
-
-    @field_validator("inline")
-    @classmethod
-    def _inline(cls, v: dict[bytes, bytes]) -> dict[bytes, bytes]:
-        for d, data in v.items():
-            if len(d) != DIGEST_SIZE or len(data) > INLINE_MAX:
-                raise ValueError(f"inline chunks are (32-byte digest, <= {INLINE_MAX} bytes)")
-        return v
-
-    @field_validator("deltas")
-    @classmethod
-    def _deltas(cls, v: dict[bytes, tuple[bytes, ...]]) -> dict[bytes, tuple[bytes, ...]]:
-        for d, chain in v.items():
+    def __post_init__(self) -> None:
+        """Well-formed entries whose sizes agree: the chunks add up to the file, inline bytes
+        and tensors fit. A reader trusts these numbers to place bytes, so a manifest that lies
+        is refused whole."""
+        check_relpath(self.path)
+        if any(len(d) != DIGEST_SIZE or n < 0 for d, n in self.chunks):
+            raise ValueError("chunk entries are (32-byte digest, size >= 0)")
+        if any(len(d) != DIGEST_SIZE or len(data) > INLINE_MAX for d, data in self.inline.items()):
+            raise ValueError(f"inline chunks are (32-byte digest, <= {INLINE_MAX} bytes)")
+        for d, chain in self.deltas.items():
             if len(d) != DIGEST_SIZE or not chain or any(len(b) != DIGEST_SIZE for b in chain):
                 raise ValueError("delta entries are (32-byte digest, non-empty chain of digests)")
-        return v
-
-    @model_validator(mode="after")
-    def _consistent(self) -> FileEntry:
-        """Sizes agree: the chunks add up to the file, inline bytes and tensors fit. A reader
-        trusts these numbers to place bytes, so a manifest that lies is refused whole."""
         if sum(n for _, n in self.chunks) != self.size:
             raise ValueError(f"{self.path}: chunk sizes do not add up to the file size")
         sizes = dict(self.chunks)
@@ -134,7 +106,6 @@ class FileEntry(_Frozen):
             raise ValueError(f"{self.path}: delta entry for a chunk not in the file")
         if any(t.offset + t.length > self.size for t in self.tensors):
             raise ValueError(f"{self.path}: a tensor lies past the end of the file")
-        return self
 
     def object_sizes(self) -> dict[Digest, int]:
         """Every chunk object this file needs (delta bases included) -> its decoded size."""
@@ -161,13 +132,51 @@ class FileEntry(_Frozen):
         return out
 
 
-class TrainingData(BaseModel):
-    """What the version was trained on (seed schema; extra keys are kept)."""
-
-    model_config = ConfigDict(frozen=True, extra="allow", defer_build=True)
+class _TrainingFields(Record, kw_only=True):
     data_count: int | None = None
     data_types: tuple[str, ...] = ()
     data_quality_score: float | None = None
+
+
+class TrainingData(Extensible):
+    """What the version was trained on: the seed schema's three fields, checked, and any other
+    keys a team records, kept as given (in the manifest after the three, in their order)."""
+
+    __slots__ = ("_extra", "_fields")
+
+    def __init__(self, **values: Any) -> None:
+        known = {k: values.pop(k) for k in _TrainingFields.__struct_fields__ if k in values}
+        self._fields = _TrainingFields.parse(known)
+        self._extra = values
+
+    @classmethod
+    def from_mapping(cls, data: object) -> TrainingData:
+        if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
+            raise TypeError("training data must be a map with text keys")
+        return cls(**data)
+
+    @property
+    def data_count(self) -> int | None:
+        return self._fields.data_count
+
+    @property
+    def data_types(self) -> tuple[str, ...]:
+        return self._fields.data_types
+
+    @property
+    def data_quality_score(self) -> float | None:
+        return self._fields.data_quality_score
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self._fields.to_python(), **self._extra}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TrainingData) and self.to_dict() == other.to_dict()
+
+    __hash__ = None  # type: ignore[assignment]  # holds dicts, like the other records
+
+    def __repr__(self) -> str:
+        return f"TrainingData({self.to_dict()!r})"
 
 
 def check_param(name: object, value: object) -> tuple[str, str]:
@@ -185,25 +194,26 @@ def check_param(name: object, value: object) -> tuple[str, str]:
     return name, value
 
 
-class Lineage(_Frozen):
+class Lineage(Record, kw_only=True):
     """Where a version came from: the training run and the dataset (all optional)."""
 
     run_id: str | None = None
     dataset: str | None = None
     dataset_version: str | None = None
 
-    @field_validator("run_id", "dataset", "dataset_version")
-    @classmethod
-    def _text(cls, v: str | None) -> str | None:
-        if v is not None and (not v or _CTRL.search(v) or len(v) > PARAM_VALUE_MAX):
-            raise ValueError(f"must be one non-empty line of at most {PARAM_VALUE_MAX} characters")
-        return v
+    def __post_init__(self) -> None:
+        for name in ("run_id", "dataset", "dataset_version"):
+            v = getattr(self, name)
+            if v is not None and (not v or _CTRL.search(v) or len(v) > PARAM_VALUE_MAX):
+                raise ValueError(
+                    f"{name} must be one non-empty line of at most {PARAM_VALUE_MAX} characters"
+                )
 
     def is_empty(self) -> bool:
         return self.run_id is None and self.dataset is None and self.dataset_version is None
 
 
-class Manifest(_Frozen):
+class Manifest(Record, kw_only=True):
     """An immutable model version."""
 
     format_version: int = FORMAT_VERSION
@@ -213,61 +223,33 @@ class Manifest(_Frozen):
     created_at: dt.datetime
     created_by: str = ""
     version_type: VersionType = "release"
-    performance_metrics: dict[str, float] = Field(default_factory=dict)
-    training_data: TrainingData = Field(default_factory=TrainingData)
+    performance_metrics: dict[str, float] = field(default_factory=dict)
+    training_data: TrainingData = field(default_factory=TrainingData)
     change_log: str = ""
     tags: tuple[str, ...] = ()  # tags given at commit time; live tags are separate objects
     dependencies: tuple[str, ...] = ()
     parent: str | None = None  # semver of the version this one derives from
     files: tuple[FileEntry, ...]
-    extra: dict[str, Any] = Field(default_factory=dict)
-    params: dict[str, str] = Field(default_factory=dict)  # format 3: string hyperparameters
-    lineage: Lineage = Field(default_factory=Lineage)  # format 3: run id, dataset
+    extra: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)  # format 3: string hyperparameters
+    lineage: Lineage = field(default_factory=Lineage)  # format 3: run id, dataset
 
-    @field_validator("params")
-    @classmethod
-    def _params(cls, v: dict[str, str]) -> dict[str, str]:
-        for k, x in v.items():
-            try:
-                check_param(k, x)
-            except InvalidInputError as e:
-                raise ValueError(str(e)) from None
-        return v
-
-    @field_validator("model")
-    @classmethod
-    def _model(cls, v: str) -> str:
-        return check_name("model", v)
-
-    @field_validator("version")
-    @classmethod
-    def _version(cls, v: str) -> str:
-        return check_semver(v)
-
-    @field_validator("parent")
-    @classmethod
-    def _parent(cls, v: str | None) -> str | None:
-        return None if v is None else check_semver(v)
-
-    @field_validator("tags")
-    @classmethod
-    def _tags(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        return tuple(check_name("tag", t) for t in v)
-
-    @field_validator("created_at")
-    @classmethod
-    def _utc(cls, v: dt.datetime) -> dt.datetime:
-        if v.tzinfo is None:
+    def __post_init__(self) -> None:
+        for k, x in self.params.items():
+            check_param(k, x)
+        check_name("model", self.model)
+        check_semver(self.version)
+        if self.parent is not None:
+            check_semver(self.parent)
+        for t in self.tags:
+            check_name("tag", t)
+        if self.created_at.tzinfo is None:
             raise ValueError("created_at must be timezone-aware")
-        return v.astimezone(dt.timezone.utc)
-
-    @field_validator("files")
-    @classmethod
-    def _files(cls, v: tuple[FileEntry, ...]) -> tuple[FileEntry, ...]:
-        paths = [f.path for f in v]
+        if self.created_at.tzinfo is not dt.timezone.utc:
+            force_setattr(self, "created_at", self.created_at.astimezone(dt.timezone.utc))
+        paths = [f.path for f in self.files]
         if len(set(paths)) != len(paths):
             raise ValueError("duplicate file paths in version")
-        return v
 
     @property
     def size_bytes(self) -> int:
@@ -325,7 +307,7 @@ def encode(manifest: Manifest) -> bytes:
     """Deterministic msgpack bytes of a manifest (field order is the model's). Without deltas,
     params and lineage the bytes are exactly format 1's; with deltas the manifest is format 2,
     with params or lineage format 3 (fields left at their defaults are not written)."""
-    data = manifest.model_dump(mode="python")
+    data = manifest.to_python()
     if manifest.has_deltas:
         data["format_version"] = DELTA_FORMAT_VERSION
     if manifest.params:
@@ -363,6 +345,6 @@ def decode(raw: bytes, expected: Digest | None = None) -> Manifest:
             f"{', '.join(map(str, READABLE_FORMATS))}); upgrade casstore"
         )
     try:
-        return Manifest.model_validate(data)
+        return Manifest.parse(data)
     except ValidationError as e:
         raise CorruptObjectError(f"manifest does not validate: {e}") from e

@@ -17,10 +17,9 @@ import socket
 from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-
 from casstore.digest import hasher
 from casstore.errors import ConflictError, CorruptObjectError, NotFoundError, UnsupportedError
+from casstore.records import Record, ValidationError
 from casstore.repo.keys import (
     check_name,
     expired_key,
@@ -47,37 +46,35 @@ Trigger = Literal[
 """Why a ref moved. ``auto``: ``casstore watch`` acted on live figures (evidence attached)."""
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
-
-
-class Target(_Frozen):
+class Target(Record, kw_only=True):
     """One version, by semantic version and manifest digest (hex)."""
 
     version: str
     manifest: str
 
 
-class Split(_Frozen):
+class Split(Record, kw_only=True):
     """A weighted split: ``weight`` of the traffic goes to ``candidate``, the rest to ``base``."""
 
     base: Target
     candidate: Target
-    weight: float = Field(gt=0.0, lt=1.0)
+    weight: float
     steps: tuple[float, ...] = ()  # the planned weights, for ``advance``
 
+    def __post_init__(self) -> None:
+        if not 0.0 < self.weight < 1.0:
+            raise ValueError(f"a split's weight is between 0 and 1, not {self.weight!r}")
 
-class RefValue(_Frozen):
+
+class RefValue(Record, kw_only=True):
     """Where a ref points: exactly one of a single target or a split."""
 
     target: Target | None = None
     split: Split | None = None
 
-    @model_validator(mode="after")
-    def _one(self) -> RefValue:
+    def __post_init__(self) -> None:
         if (self.target is None) == (self.split is None):
             raise ValueError("a ref value is either a target or a split")
-        return self
 
     @classmethod
     def of(cls, target: Target) -> RefValue:
@@ -98,7 +95,7 @@ class RefValue(_Frozen):
         return f"{s.base.version} ({1 - s.weight:.0%}) / {s.candidate.version} ({s.weight:.0%})"
 
 
-class ReflogEntry(_Frozen):
+class ReflogEntry(Record, kw_only=True):
     """One ref move: old, new, when, who, why, and what triggered it."""
 
     model: str
@@ -113,12 +110,19 @@ class ReflogEntry(_Frozen):
     op: str = "move"
     # what an automatic move acted on (figures, violations, incident); left out when None,
     # so entries without evidence keep the bytes older readers expect
-    evidence: dict[str, Any] | None = Field(default=None, exclude_if=lambda v: v is None)
+    evidence: dict[str, Any] | None = None
     # the previous entry's time, so a walk back in time stops before reading it
-    prev_time: dt.datetime | None = Field(default=None, exclude_if=lambda v: v is None)
+    prev_time: dt.datetime | None = None
+
+    def to_builtins(self) -> dict[str, Any]:
+        out = super().to_builtins()
+        for optional in ("evidence", "prev_time"):
+            if out[optional] is None:
+                del out[optional]
+        return out
 
 
-class RefRecord(_Frozen):
+class RefRecord(Record, kw_only=True):
     """What a ref object holds: its value and the entry of the move that wrote it."""
 
     format_version: int = 1
@@ -128,6 +132,9 @@ class RefRecord(_Frozen):
     @property
     def seq(self) -> int:
         return self.entry.seq
+
+    def to_builtins(self) -> dict[str, Any]:
+        return {**super().to_builtins(), "entry": self.entry.to_builtins()}
 
 
 def default_actor() -> str:
@@ -151,8 +158,8 @@ def _expiring_msg(model: str, version: str, ref: str, done: str) -> str:
             f"{done}; choose a version the retention policy keeps (or tag it first)")
 
 
-def _dump(model: BaseModel) -> bytes:
-    return json.dumps(model.model_dump(mode="json"), sort_keys=True).encode()
+def _dump(record: RefRecord | ReflogEntry) -> bytes:
+    return json.dumps(record.to_builtins(), sort_keys=True).encode()
 
 
 class RefStore:
@@ -384,10 +391,10 @@ class RefStore:
         return None
 
     def _revert(self, model: str, ref: str, entry: ReflogEntry, token: str) -> None:
-        back = RefRecord(value=entry.old, entry=entry.model_copy(update={
-            "seq": entry.seq + 1, "old": entry.new, "new": entry.old,
-            "time": dt.datetime.now(dt.timezone.utc), "trigger": "auto-revert",
-            "op": "revert", "reason": "target is being expired by GC"}))
+        back = RefRecord(value=entry.old, entry=entry.replace(
+            seq=entry.seq + 1, old=entry.new, new=entry.old,
+            time=dt.datetime.now(dt.timezone.utc), trigger="auto-revert",
+            op="revert", reason="target is being expired by GC"))
         try:
             self.store.replace_if_match(ref_key(model, ref), _dump(back), token)
         except ConflictError:
@@ -401,8 +408,8 @@ class RefStore:
     @staticmethod
     def _parse(raw: bytes, model: str, ref: str) -> RefRecord:
         try:
-            rec = RefRecord.model_validate_json(raw)
-        except ValidationError as e:
+            rec = RefRecord.parse(json.loads(raw))
+        except (ValueError, ValidationError) as e:
             raise CorruptObjectError(f"ref {model}@{ref} is unreadable: {e}") from e
         if rec.entry.model != model or rec.entry.ref != ref:
             raise CorruptObjectError(f"ref {model}@{ref} holds another ref's record")
@@ -411,6 +418,6 @@ class RefStore:
     @staticmethod
     def _parse_entry(raw: bytes, key: str) -> ReflogEntry:
         try:
-            return ReflogEntry.model_validate_json(raw)
-        except ValidationError as e:
+            return ReflogEntry.parse(json.loads(raw))
+        except (ValueError, ValidationError) as e:
             raise CorruptObjectError(f"reflog entry {key} is unreadable: {e}") from e

@@ -16,6 +16,7 @@ from typing import Any
 
 from casstore.digest import Digest
 from casstore.errors import CorruptObjectError, InvalidInputError
+from casstore.records import to_builtins
 from casstore.repo.keys import check_name, check_semver
 from casstore.repo.manifest import VERSION_TYPES, Manifest
 from casstore.repo.versioning import semver_key
@@ -114,14 +115,14 @@ def summarize(manifest: Manifest, digest: Digest) -> Summary:
         created_by=m.created_by,
         version_type=m.version_type,
         metrics={k: float(v) for k, v in m.performance_metrics.items()},
-        training_data=m.training_data.model_dump(mode="json"),
+        training_data=to_builtins(m.training_data),
         change_log=m.change_log,
         dependencies=tuple(m.dependencies),
         parent=m.parent,
         size_bytes=m.size_bytes,
         file_count=len(m.files),
         params=dict(m.params),
-        lineage=m.lineage.model_dump(),
+        lineage=m.lineage.to_builtins(),
     )
 
 

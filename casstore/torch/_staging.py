@@ -9,11 +9,11 @@ they are older than its grace period, like any other temporary object.
 from __future__ import annotations
 
 import msgpack
-from pydantic import ValidationError
 
 from casstore.chunking import get_chunker
 from casstore.chunking.encodings import get_policy
 from casstore.errors import CorruptObjectError, InvalidInputError
+from casstore.records import ValidationError
 from casstore.repo.chunks import ChunkWriter
 from casstore.repo.keys import check_name
 from casstore.repo.manifest import FileEntry, TensorEntry
@@ -62,11 +62,11 @@ def stage_file(repo: Repository, source: SafetensorsSource) -> FileEntry:
 
 
 def encode_entry(entry: FileEntry) -> bytes:
-    return msgpack.packb(entry.model_dump(mode="python"), use_bin_type=True)
+    return msgpack.packb(entry.to_python(), use_bin_type=True)
 
 
 def decode_entry(raw: bytes, key: str) -> FileEntry:
     try:
-        return FileEntry.model_validate(msgpack.unpackb(raw, raw=False))
+        return FileEntry.parse(msgpack.unpackb(raw, raw=False))
     except (ValueError, ValidationError, msgpack.ExtraData, msgpack.FormatError) as e:
         raise CorruptObjectError(f"staged file entry {key} is unreadable: {e}") from None

@@ -146,8 +146,8 @@ def test_a_crash_between_publish_and_catalog_update_loses_nothing(
     semver = cat.reserve("m", lambda high: "1.0.1", "crashed@host")
     donor = Repository(f"memory://donor-{id(repo)}")
     put(donor, data=b"crashed")
-    m = donor.get_version("m", "latest").manifest.model_copy(update={"version": semver,
-                                                                     "name": "m_v1.0.1_x"})
+    m = donor.get_version("m", "latest").manifest.replace(version=semver,
+                                                                 name="m_v1.0.1_x")
     from casstore.digest import Digest
     from casstore.repo.manifest import encode
 

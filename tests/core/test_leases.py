@@ -175,7 +175,7 @@ def _move_and_die(url: str, target: dict, flags: str) -> None:
     # killed right after the ref write: before the second marker read or removing the session
     refs = RefStore(_AroundRefWrite(open_store(url), before=wait_for_go,
                                     after=lambda: os.kill(os.getpid(), signal.SIGKILL)))
-    refs.move("m", "prod", RefValue.of(Target.model_validate(target)))
+    refs.move("m", "prod", RefValue.of(Target.parse(target)))
 
 
 def test_defect8_a_mover_killed_right_after_its_ref_write_never_leaves_a_dangling_ref(tmp_path):
@@ -190,7 +190,7 @@ def test_defect8_a_mover_killed_right_after_its_ref_write_never_leaves_a_danglin
     target = repo.get_version("m", "1.0.0").target
     flags = tmp_path / "flags"
     flags.mkdir()
-    mover = child(_move_and_die, repo.store.url, target.model_dump(mode="json"), str(flags))
+    mover = child(_move_and_die, repo.store.url, target.to_builtins(), str(flags))
     mover.start()
     deadline = time.monotonic() + 60
     while not (flags / "ready").exists():  # past its marker read, about to write the ref

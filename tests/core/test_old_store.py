@@ -64,7 +64,7 @@ def test_old_store_accepts_new_versions_and_keeps_old_objects(old_store: Path,
 
 def test_old_config_reads_as_encoding_off_and_new_stores_encode(old_store: Path,
                                                                  tmp_path: Path) -> None:
-    from casstore.repo.config import StoreConfig, load_config, replace_config
+    from casstore.repo.config import load_config, replace_config
 
     repo = Repository(str(old_store))
     assert repo.config.encoding == "off" and repo.config.format_version == 1
@@ -75,7 +75,7 @@ def test_old_config_reads_as_encoding_off_and_new_stores_encode(old_store: Path,
     cfg = fresh.init()
     assert cfg.encoding == "fast" and cfg.format_version == 2
     assert json.loads((tmp_path / "new" / "config").read_text())["encoding"] == "fast"
-    replace_config(repo.store, StoreConfig(**{**repo.config.model_dump(), "encoding": "max"}))
+    replace_config(repo.store, repo.config.replace(encoding="max"))
     assert load_config(repo.store).format_version == 2
 
 
