@@ -10,6 +10,7 @@ interleaved with the others so a burst of load on the machine hits them alike.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import re
@@ -24,7 +25,10 @@ from benchmarks.peers import run_measured
 
 TARGET_MS = 120.0
 """Light commands: whole-process median on this machine."""
+RECORDS_FLOOR = "python -c 'import casstore.records'"
 PYDANTIC_FLOOR = "python -c 'pydantic: import + one model'"
+"""Shown where pydantic is installed: what every command paid before casstore's records moved
+from pydantic to msgspec (its import plus building one model's validator)."""
 
 
 def _store(work: Path) -> Path:
@@ -56,14 +60,15 @@ def run(runs: int = 21, workdir: Path | None = None, *, instructions: bool = Tru
         commands = {
             "python -c pass": [py, "-c", "pass"],
             "python -c 'import casstore.cli'": [py, "-c", "import casstore.cli"],
-            # the floor of any command that validates with pydantic: its import plus building
-            # one model's validator (what reading a ref or a config costs before casstore)
-            PYDANTIC_FLOOR: [py, "-c", "from pydantic import BaseModel\n"
-                             "class A(BaseModel):\n    x: int\nA(x=1)"],
+            # what casstore's own record layer costs (msgspec)
+            RECORDS_FLOOR: [py, "-c", "import casstore.records"],
             "casstore refs m": [*cas, "refs", "m"],
             "casstore log m -n 5": [*cas, "log", "m", "-n", "5"],
             "casstore rollback m --to": [*cas, "rollback", "m", "--to", "1.0.{i}"],
         }
+        if importlib.util.find_spec("pydantic"):  # for comparison: the models' old library
+            commands[PYDANTIC_FLOOR] = [py, "-c", "from pydantic import BaseModel\n"
+                                        "class A(BaseModel):\n    x: int\nA(x=1)"]
         if shutil.which("restic"):
             commands["restic version"] = ["restic", "version"]
         samples: dict[str, list[float]] = {k: [] for k in commands}
