@@ -38,7 +38,15 @@ def _policy_from_args(args: argparse.Namespace) -> Any:
         given["keep_best"] = metric
         given["keep_best_lower"] = direction == "min"
     given.update(_auto_gc_from_args(args))
-    return RetentionPolicy(**given) if given else None
+    if not given:
+        return None
+    from casstore.errors import InvalidInputError
+    from casstore.records import ValidationError
+
+    try:
+        return RetentionPolicy.parse(given)
+    except ValidationError as e:
+        raise InvalidInputError(f"bad retention policy: {e}") from None
 
 
 def _auto_gc_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -127,7 +135,7 @@ def cmd_policy(args: argparse.Namespace) -> int:
         save_policy(repo.store, model, policy)
     policy = load_policy(repo.store, model)
     doc = {"model_name": model, "policy": None if policy is None else
-           policy.model_dump(mode="json", exclude_unset=True)}
+           policy.to_builtins()}
     if args.json:
         emit_json(doc)
     else:

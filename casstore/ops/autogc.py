@@ -65,7 +65,7 @@ def configured(ctx: StoreContext, model: str) -> RetentionPolicy | None:
     """The model's effective policy if it turns automatic cleanup on (two small reads)."""
     base = load_policy(ctx.store, None) or RetentionPolicy()
     policy = base.merged(load_policy(ctx.store, model))
-    return policy if policy.auto_gc_bytes is not None else None
+    return policy if policy.get("auto_gc_bytes") is not None else None
 
 
 def after_commit(ctx: StoreContext, model: str, *, now: float | None = None
@@ -79,18 +79,18 @@ def after_commit(ctx: StoreContext, model: str, *, now: float | None = None
         if ctx.in_session():
             return AutoGcOutcome("skipped", "the caller holds a write session")
         now = time.time() if now is None else now
-        interval = policy.auto_gc_interval_seconds
+        interval = policy.get("auto_gc_interval_seconds")
         if not _claim(ctx, model, DEFAULT_INTERVAL_SECONDS if interval is None else interval,
                       now):
             return None
         policy.check()
-        grace = policy.auto_gc_grace_seconds
+        grace = policy.get("auto_gc_grace_seconds")
         collector = GarbageCollector(
             ctx, grace_seconds=DEFAULT_GRACE_SECONDS if grace is None else grace,
             wait_timeout=AUTO_WAIT,
         )
         plan = collector.plan(None, [model])
-        threshold = policy.auto_gc_bytes or 0
+        threshold = policy.get("auto_gc_bytes") or 0
         if plan.bytes_freed < threshold or not plan.bytes_freed:
             return AutoGcOutcome("below-threshold", garbage_bytes=plan.bytes_freed,
                                  threshold=threshold)

@@ -20,14 +20,16 @@ number of rollback attempts.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from msgspec.structs import force_setattr
 
 from casstore.errors import ConflictError, InvalidInputError, NotFoundError
 from casstore.ops.retention import parse_duration
 from casstore.ops.rollout import Rollout
+from casstore.records import Meta, Record, ValidationError
 
 POLICY_FORMAT = (
     '{"rules": [{"metric": NAME, "direction": "higher"|"lower", "threshold": NUMBER, '
@@ -37,11 +39,10 @@ POLICY_FORMAT = (
 """The policy file format in one line, for errors and ``--help``."""
 
 
-class MetricRule(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+class MetricRule(Record, kw_only=True):
     metric: str
     direction: Literal["higher", "lower"] = "higher"
-    threshold: float | None = Field(default=None, ge=0.0)  # allowed worsening vs baseline
+    threshold: Annotated[float, Meta(ge=0.0)] | None = None  # allowed worsening vs baseline
     relative: bool = False  # threshold is a fraction of the baseline value
     required: bool = False  # a candidate missing this metric violates the rule
     max: float | None = None  # the value itself must stay at or below this
@@ -71,11 +72,10 @@ class MetricRule(BaseModel):
         return None
 
 
-class RegressionPolicy(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+class RegressionPolicy(Record, kw_only=True):
     KIND: ClassVar[str] = "regression policy"
     FORMAT: ClassVar[str] = POLICY_FORMAT
-    rules: tuple[MetricRule, ...] = Field(min_length=1)
+    rules: Annotated[tuple[MetricRule, ...], Meta(min_length=1)]
 
     def violations(self, candidate: dict[str, float], baseline: dict[str, float]) -> list[str]:
         return [v for r in self.rules if (v := r.check(candidate, baseline)) is not None]
@@ -91,34 +91,67 @@ class RegressionPolicy(BaseModel):
         return cls.parse(text, str(path))
 
     @classmethod
-    def parse(cls, text: str, where: str = "policy") -> Self:
+    def parse(cls, text: str, where: str = "policy") -> Self:  # type: ignore[override]
+        """The policy in JSON ``text`` (unlike :meth:`Record.parse`, which takes decoded data);
+        InvalidInputError naming ``where`` and the problem when it is not one."""
         try:
-            return cls.model_validate(json.loads(text))
-        except ValidationError as e:  # one short line per problem, not pydantic's dump
-            problems = "; ".join(
-                f"{'.'.join(map(str, err['loc'])) or 'the policy'}: {err['msg']}"
-                for err in e.errors()[:5]
-            )
-            raise InvalidInputError(
-                f"{where} is not a valid {cls.KIND} ({problems}); expected {cls.FORMAT}"
-            ) from None
+            data = json.loads(text)
         except ValueError as e:
             raise InvalidInputError(f"{where} is not JSON: {e}") from None
+        try:
+            return super().parse(data)
+        except ValidationError as e:
+            raise InvalidInputError(
+                f"{where} is not a valid {cls.KIND} ({_problem(cls, e)}); expected {cls.FORMAT}"
+            ) from None
 
 
-def _seconds(value: Any) -> Any:
-    """A duration field: a number of seconds or text such as ``90s``, ``5m``."""
-    return parse_duration(value) if isinstance(value, str) else value
+def _problem(cls: type[RegressionPolicy], e: ValidationError) -> str:
+    """msgspec's "Expected `float` >= 0.0 - at `$.rules[0].threshold`" as
+    "rules.0.threshold: Expected `float` >= 0.0", a missing or unknown key and a value not
+    among a field's choices said at the key, a problem of the whole policy unchanged."""
+    msg, sep, at = str(e).rpartition(" - at `$")
+    if not sep:
+        msg, at = str(e), ""
+    path: list[str] = [m[0] or m[1] for m in re.findall(r"\.([^.\[`]+)|\[(\d+)\]", at)]
+    if m := re.fullmatch(r"Object missing required field `(.+)`", msg):
+        path, msg = [*path, m[1]], "Field required"
+    elif m := re.fullmatch(r"Object contains unknown field `(.+)`", msg):
+        path, msg = [*path, m[1]], "unknown field"
+    elif msg.startswith("Invalid enum value") and (choices := _choices(cls, path)):
+        msg = "Input should be " + " or ".join(
+            filter(None, [", ".join(map(repr, choices[:-1])), repr(choices[-1])]))
+    return f"{'.'.join(path)}: {msg}" if path else msg
 
 
-class WatchPolicy(RegressionPolicy):
+def _choices(cls: type, path: list[str]) -> tuple[Any, ...]:
+    """The values a Literal field at ``path`` (field names and indexes) allows, or ()."""
+    from msgspec import inspect
+
+    t: Any = inspect.type_info(cls)
+    for key in [*path, None]:
+        while isinstance(t, inspect.Metadata):
+            t = t.type
+        if key is None:
+            break
+        if isinstance(t, inspect.StructType):
+            t = next((f.type for f in t.fields if f.encode_name == key), None)
+        elif isinstance(t, inspect.VarTupleType | inspect.ListType) and key.isdigit():
+            t = t.item_type
+        else:
+            return ()
+    return tuple(t.values) if isinstance(t, inspect.LiteralType) else ()
+
+
+class WatchPolicy(RegressionPolicy, kw_only=True):
     """A regression policy for live figures (``casstore watch``); see the README's
     "Automatic rollback" for the file format. Durations are seconds or text (``30s``)."""
 
-    window: float = Field(default=60.0, gt=0)  # judge the figures of the last N seconds
-    min_requests: int = Field(default=100, ge=0)  # fewer requests in the window: no verdict
-    sustain: float = Field(default=0.0, ge=0)  # a violation must last this long to act
-    max_attempts: int = Field(default=3, ge=1)  # rollback targets tried (health checks)
+    # durations: seconds, or text such as "90s", "5m" that __post_init__ turns into seconds
+    window: Annotated[float, Meta(gt=0)] | str = 60.0  # judge the figures of the last N seconds
+    min_requests: Annotated[int, Meta(ge=0)] = 100  # fewer requests in the window: no verdict
+    sustain: Annotated[float, Meta(ge=0)] | str = 0.0  # a violation must last this long to act
+    max_attempts: Annotated[int, Meta(ge=1)] = 3  # rollback targets tried (health checks)
 
     KIND: ClassVar[str] = "watch policy"
     FORMAT: ClassVar[str] = (
@@ -127,7 +160,19 @@ class WatchPolicy(RegressionPolicy):
         "is required)"
     )
 
-    _durations = field_validator("window", "sustain", mode="before")(_seconds)
+    def __post_init__(self) -> None:
+        for name, positive in (("window", True), ("sustain", False)):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                try:
+                    value = parse_duration(value)
+                except InvalidInputError as e:
+                    raise ValueError(f"{name}: {e}") from None
+                if positive and value <= 0:
+                    raise ValueError(f"{name}: must be > 0, got {value:g}")
+                force_setattr(self, name, value)
+            elif isinstance(value, int) and not isinstance(value, bool):
+                force_setattr(self, name, float(value))  # 60 reads as 60.0, as a float field
 
 
 def check_regression(

@@ -22,11 +22,12 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+import msgspec
 
 from casstore.errors import AlreadyExistsError, InvalidInputError, UntrustedError
+from casstore.records import Meta, Record, ValidationError
 from casstore.repo.context import StoreContext
 from casstore.repo.keys import (
     TRUST,
@@ -42,11 +43,7 @@ if TYPE_CHECKING:  # signing code loads only where a policy exists or is written
 POLICY_PAYLOAD_TYPE = "application/vnd.casstore.trust-policy+json"
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
-
-
-class TrustedKey(_Frozen):
+class TrustedKey(Record, kw_only=True):
     """A public key the policy trusts, under a human name."""
 
     name: str
@@ -59,22 +56,22 @@ class TrustedKey(_Frozen):
         return PublicKey.from_pem(self.pem)
 
 
-class Rule(_Frozen):
+class Rule(Record, kw_only=True):
     """``model``/``ref`` (``*`` for any) require ``signatures`` valid signatures, each by a
     different trusted key (by one of ``keys``, their names, when given)."""
 
     model: str = "*"
     ref: str = "*"
-    signatures: int = Field(default=1, ge=1)
+    signatures: Annotated[int, Meta(ge=1)] = 1
     keys: tuple[str, ...] = ()
 
     def matches(self, model: str, ref: str) -> bool:
         return self.model in ("*", model) and self.ref in ("*", ref)
 
 
-class TrustPolicy(_Frozen):
+class TrustPolicy(Record, kw_only=True):
     format_version: int = 1
-    serial: int = Field(ge=0)
+    serial: Annotated[int, Meta(ge=0)]
     previous: str = ""  # SHA-256 of the previous policy object's bytes ("" for the first)
     keys: tuple[TrustedKey, ...]
     rules: tuple[Rule, ...] = ()
@@ -99,8 +96,20 @@ class TrustPolicy(_Frozen):
             return None
         return max(found, key=lambda r: (r.model != "*", r.ref != "*", r.signatures))
 
+    def payload(self) -> bytes:
+        """The JSON bytes a policy envelope signs: compact, fields in declaration order,
+        non-ASCII as UTF-8, ``created_at`` as RFC 3339; byte for byte what earlier casstore
+        versions signed (tests/core/test_trust_format.py pins it)."""
+        return msgspec.json.encode(self)
+
+    @classmethod
+    def from_payload(cls, payload: bytes) -> TrustPolicy:
+        """The policy in a signed payload; :class:`ValidationError` (or msgspec's
+        ``DecodeError`` for bytes that are not JSON) when it does not fit."""
+        return msgspec.json.decode(payload, type=cls)
+
     def to_dict(self) -> dict[str, object]:
-        d = self.model_dump(mode="json")
+        d = self.to_builtins()
         d["keys"] = [{"name": k.name, "keyid": k.public.keyid, "pem": k.pem} for k in self.keys]
         return d
 
@@ -112,7 +121,11 @@ def make_rule(text: str, signatures: int = 1, keys: Sequence[str] = ()) -> Rule:
     for kind, name in (("model", model), ("ref", ref)):
         if name != "*":
             check_name(kind, name)
-    return Rule(model=model, ref=ref, signatures=signatures, keys=tuple(keys))
+    try:  # parse: the values come from a user (``--signatures``), checked like a stored rule
+        return Rule.parse({"model": model, "ref": ref, "signatures": signatures,
+                           "keys": list(keys)})
+    except ValidationError as e:
+        raise InvalidInputError(f"bad rule {text!r}: {e}") from None
 
 
 @dataclass(frozen=True)
@@ -139,8 +152,8 @@ def _read_chain(ctx: StoreContext) -> list[_Link]:
             raise UntrustedError(f"trust policy chain has a gap before serial {serial}")
         try:
             env = json.loads(raw)
-            policy = TrustPolicy.model_validate_json(base64.b64decode(env["payload"]))
-        except (ValueError, KeyError, TypeError, ValidationError) as e:
+            policy = TrustPolicy.from_payload(base64.b64decode(env["payload"]))
+        except (ValueError, KeyError, TypeError, msgspec.DecodeError) as e:
             raise UntrustedError(f"trust policy {serial} is unreadable: {e}") from None
         signers = chain[-1].policy.trusted() if chain else policy.trusted()
         signer = _signed_by(env, signers)
@@ -230,7 +243,12 @@ def set_policy(
         created_at=dt.datetime.now(dt.timezone.utc),
         created_by=ctx.actor,
     )
-    env = seal(POLICY_PAYLOAD_TYPE, policy.model_dump_json().encode(), signer)
+    payload = policy.payload()
+    try:  # what readers will parse: a policy they refuse would break the chain for good
+        policy = TrustPolicy.from_payload(payload)
+    except msgspec.DecodeError as e:
+        raise InvalidInputError(f"invalid trust policy: {e}") from None
+    env = seal(POLICY_PAYLOAD_TYPE, payload, signer)
     if not ctx.store.put_if_absent(trust_key(serial), json.dumps(env).encode()):
         raise AlreadyExistsError(f"trust policy {serial} was written concurrently; read it again")
     return policy

@@ -119,7 +119,8 @@ def test_daily_check_policy_format_documented_and_bad_policy_one_line(store: Pat
     bad = tmp_path / "bad.json"
     for text, says in [('{"rules": [{"metric": "accuracy", "direction": "up"}]}',
                         "rules.0.direction: Input should be 'higher' or 'lower'"),
-                       ('{"rules": [{"metrc": "accuracy"}]}', "rules.0.metric: Field required"),
+                       ('{"rules": [{"metrc": "accuracy"}]}', "rules.0.metrc: unknown field"),
+                       ('{"rules": [{"threshold": 1}]}', "rules.0.metric: Field required"),
                        ("{not json", "is not JSON")]:
         bad.write_text(text)
         r = run("check", "m", "--policy", bad, store=store)

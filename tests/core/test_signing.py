@@ -155,9 +155,8 @@ def test_trust_policy_chain(tmp_path: Path):
     # an intruder appends a policy signed by their own key: the chain is broken, fail closed
     gate = TrustGate(repo.ctx)
     assert gate.refusal("m", "current", []) == ""  # reads and remembers the chain
-    forged = p1.model_copy(update={"serial": 2, "rules": ()})
-    env = seal(POLICY_PAYLOAD_TYPE, forged.model_dump_json().encode(),
-               PrivateKey.from_pem(intruder.read_bytes()))
+    forged = p1.replace(serial=2, rules=())
+    env = seal(POLICY_PAYLOAD_TYPE, forged.payload(), PrivateKey.from_pem(intruder.read_bytes()))
     repo.store.put(trust_key(2), json.dumps(env).encode())
     with pytest.raises(UntrustedError, match="policy 2 is not signed"):
         repo.trust_policy()
