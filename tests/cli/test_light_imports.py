@@ -23,8 +23,9 @@ from casstore.cli import COMMANDS, GROUPS, build_parser
 from tests.cli_helpers import run
 
 HEAVY_PACKAGES = {"torch", "numpy", "fsspec", "s3fs", "aiohttp", "botocore", "zstandard",
-                  "pyfastcdc", "safetensors", "matplotlib"}
-"""Third-party packages no light command on a local store needs."""
+                  "pyfastcdc", "safetensors", "matplotlib", "pydantic", "pydantic_core"}
+"""Third-party packages no light command on a local store needs (pydantic: casstore's records
+are msgspec structs; its import and first model build alone cost ~100 ms)."""
 
 HEAVY_MODULES = (
     "casstore.chunking.detect", "casstore.chunking.registry", "casstore.chunking.torch_pickle",
