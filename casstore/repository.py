@@ -30,7 +30,6 @@ from casstore.errors import (
 from casstore.ops.hooks import Hooks, Notifier
 from casstore.ops.rollout import DEFAULT_STEPS, MoveResult, Rollout
 from casstore.repo.catalog import Catalog, Version
-from casstore.repo.chunks import ChunkReader, Progress
 from casstore.repo.config import StoreConfig
 from casstore.repo.context import StoreContext
 from casstore.repo.keys import check_name
@@ -48,6 +47,7 @@ if TYPE_CHECKING:  # imported where used: a command loads only the code it runs
     from casstore.ops.transfer import StoreOutcome, TransferReport
     from casstore.ops.trust import Rule, TrustPolicy
     from casstore.ops.verify import VerifyReport
+    from casstore.repo.chunks import ChunkReader, Progress
     from casstore.repo.commit import CommitResult, CommitSpec, Source
     from casstore.repo.compare import Comparison
     from casstore.repo.files import VersionFile

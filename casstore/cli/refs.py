@@ -22,7 +22,7 @@ from casstore.cli._common import (
 from casstore.cli._render import emit_json, table
 from casstore.ops.hooks import CHECK_ENV, DEFAULT_CHECK_TIMEOUT, DEFAULT_NOTIFY_TIMEOUT
 from casstore.ops.rules import PREVIOUS_STABLE_RULE
-from casstore.repo.query import WHEN_HELP
+from casstore.repo.times import WHEN_HELP
 
 HOOK_ENV_HELP = "Checks run with sh -c; their environment adds " + "; ".join(
     f"{name}: {what}" for name, what in CHECK_ENV.items()
@@ -130,7 +130,7 @@ def cmd_refs(args: argparse.Namespace) -> int:
 
 
 def cmd_reflog(args: argparse.Namespace) -> int:
-    from casstore.repo.query import parse_when
+    from casstore.repo.times import parse_when
 
     repo = _repo(args)
     repo.catalog.view(args.model)  # unknown model -> exit 3, as for show (one read)

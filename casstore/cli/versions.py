@@ -29,7 +29,7 @@ from casstore.cli._render import (
     signature_rows,
     table,
 )
-from casstore.repo.query import WHEN_HELP
+from casstore.repo.times import WHEN_HELP
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -263,7 +263,8 @@ def _storage_line(st: dict[str, Any]) -> str:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    from casstore.repo.query import Query, parse_condition, parse_order, parse_when
+    from casstore.repo.query import Query, parse_condition, parse_order
+    from casstore.repo.times import parse_when
 
     q = Query(
         tags=args.tag,

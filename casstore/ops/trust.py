@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -163,7 +162,7 @@ def _read_chain(ctx: StoreContext) -> list[_Link]:
         prev = chain[-1].sha256 if chain else ""
         if policy.serial != serial or policy.previous != prev:
             raise UntrustedError(f"trust policy {serial} does not follow policy {serial - 1}")
-        chain.append(_Link(serial, hashlib.sha256(raw).hexdigest(), policy, signer))
+        chain.append(_Link(serial, _sha256(raw), policy, signer))
     return chain
 
 
@@ -312,3 +311,9 @@ class TrustGate:
         why = self.refusal(model, ref, versions)
         if why:
             raise UntrustedError(f"refused: {why}")
+
+
+def _sha256(raw: bytes) -> str:
+    import hashlib  # here: a store without a trust policy never needs it
+
+    return hashlib.sha256(raw).hexdigest()

@@ -10,13 +10,17 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from casstore.repo.catalog import Catalog, Version
-from casstore.repo.chunks import ChunkReader
 from casstore.repo.config import StoreConfig, load_config, replace_config, save_config
 from casstore.repo.leases import Leases, LeaseSettings, Session
 from casstore.repo.refs import RefStore, default_actor
 from casstore.store import ObjectStore, probe_conditional_writes
+
+if TYPE_CHECKING:
+    from casstore.repo.chunks import ChunkReader
+    from casstore.repo.manifest import Manifest
 
 
 class StoreContext:
@@ -32,11 +36,38 @@ class StoreContext:
         self.store = store
         self.actor = actor or default_actor()
         self._config: StoreConfig | None = load_config(store)
-        self.chunks = ChunkReader(store)
-        self.catalog = Catalog(store, on_manifest=self.chunks.remember_inline)
+        self._chunks: ChunkReader | None = None
+        self._chunks_lock = threading.Lock()  # one reader: it holds the inline chunks
+        self._loaded: list[Manifest] = []  # manifests loaded before the reader was built
+        self.catalog = Catalog(store, on_manifest=self._remember_inline)
         self.leases = Leases(store, lease_settings)
         self._refs: RefStore | None = None
         self._local = threading.local()
+
+    @property
+    def chunks(self) -> ChunkReader:
+        """The chunk reader, built on first use: commands that read no chunk (``refs``,
+        ``log``, ``rollback --to``) do not load the chunk and codec code."""
+        if self._chunks is None:
+            from casstore.repo.chunks import ChunkReader
+
+            with self._chunks_lock:
+                if self._chunks is None:
+                    reader = ChunkReader(self.store)
+                    for m in self._loaded:  # manifests read before: their inline chunks
+                        reader.remember_inline(m)
+                    self._loaded.clear()
+                    self._chunks = reader
+        return self._chunks
+
+    def _remember_inline(self, manifest: Manifest) -> None:
+        """Each manifest the catalog loads hands its inline chunks to the chunk reader, which
+        checks their digests; before the reader exists the manifest waits for it."""
+        with self._chunks_lock:
+            if self._chunks is None:
+                self._loaded.append(manifest)
+                return
+        self._chunks.remember_inline(manifest)
 
     # -- config --------------------------------------------------------------------------
     @property

@@ -41,7 +41,6 @@ import os
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -152,7 +151,7 @@ class Session:
 
 def _put_session(store: ObjectStore, kind: str) -> str:
     """Write a new session object (a fresh random name) and return its key."""
-    key = f"{SESSIONS}{uuid.uuid4().hex}"
+    key = f"{SESSIONS}{os.urandom(16).hex()}"
     store.put(key, _body(kind))
     return key
 

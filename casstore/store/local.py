@@ -18,11 +18,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
 import os
 import stat as stat_mod
 import threading
-import uuid
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
@@ -122,7 +120,7 @@ class LocalStore(ObjectStore):
 
     def _write_temp(self, data: bytes | memoryview, sync: bool) -> str:
         self._ensure_dir(self._tmp, sync=False)
-        tmp = os.path.join(self._tmp, f"{uuid.uuid4().hex}.tmp")
+        tmp = os.path.join(self._tmp, f"{os.urandom(16).hex()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o644)
         try:
             for part in data.buffers if isinstance(data, Parts) else (data,):
@@ -313,6 +311,8 @@ class LocalStore(ObjectStore):
     def _locked(self, key: str) -> Iterator[None]:
         """An exclusive flock on a per-key lock file; the kernel drops it if we die."""
         self._ensure_dir(self._locks, sync=False)
+        import hashlib  # here, not at import: reading commands take no lock
+
         name = os.path.join(self._locks, hashlib.sha256(key.encode()).hexdigest()[:40])
         fd = os.open(name, os.O_RDWR | os.O_CREAT | _O_CLOEXEC, 0o644)
         try:

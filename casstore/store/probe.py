@@ -7,7 +7,7 @@ Some S3-compatible servers accept ``If-None-Match`` / ``If-Match`` and silently 
 
 from __future__ import annotations
 
-import uuid
+import os
 
 from casstore.errors import ConflictError
 from casstore.store.base import ObjectStore
@@ -16,7 +16,7 @@ from casstore.store.base import ObjectStore
 def probe_conditional_writes(store: ObjectStore) -> bool:
     """True if ``store`` refused every write it should refuse. Backend errors propagate
     (an error is not an answer); the scratch key is deleted afterwards."""
-    key = f"tmp/probe-{uuid.uuid4().hex}"
+    key = f"tmp/probe-{os.urandom(16).hex()}"
     try:
         if not store.put_if_absent(key, b"first"):
             return False  # a fresh random key cannot exist

@@ -54,7 +54,7 @@ def test_daily_commit_result_repr_is_one_line(tmp_path: Path):
 def test_daily_relative_times_everywhere_a_time_is_taken(store: Path):
     import datetime as dt
 
-    from casstore.repo.query import parse_when
+    from casstore.repo.times import parse_when
 
     now = dt.datetime(2026, 12, 1, 12, tzinfo=dt.timezone.utc)
     assert parse_when("7d", now=now) == now - dt.timedelta(days=7)
