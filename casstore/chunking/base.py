@@ -19,7 +19,6 @@ ReadAt = Callable[[int, int], bytes]
 MAX_WINDOW = 16 << 20
 """No chunker reads (or yields) more than this many bytes at once."""
 
-DEFAULT_CHUNKER = "tensor/max=16777216;fastcdc/avg=65536,min=16384,max=262144"
 """The default chunker's canonical name (``make_chunker().name``; a test pins the two equal),
 spelled out so reading a store's config needs no chunker code."""
 

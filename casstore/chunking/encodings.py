@@ -28,6 +28,7 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from casstore.chunking.defaults import DEFAULT_POLICY, POLICY_NAMES
 from casstore.errors import CorruptObjectError, InvalidInputError
 
 if TYPE_CHECKING:
@@ -82,7 +83,7 @@ POLICIES: dict[str, Policy] = {
     "fast": Policy("fast", max_chain=1),
     "max": Policy("max", keep_below=0.99, max_chain=8, remote_deltas=True),
 }
-DEFAULT_POLICY = "fast"
+assert tuple(POLICIES) == POLICY_NAMES and DEFAULT_POLICY in POLICIES
 
 
 def get_policy(name: str) -> Policy:

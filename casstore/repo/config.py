@@ -12,8 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-from casstore.chunking.base import DEFAULT_CHUNKER
-from casstore.chunking.encodings import DEFAULT_POLICY, get_policy
+from casstore.chunking.defaults import DEFAULT_CHUNKER, DEFAULT_POLICY, POLICY_NAMES
 from casstore.errors import CorruptObjectError, NotFoundError, StoreFormatError
 from casstore.records import Record, ValidationError
 from casstore.repo.keys import CONFIG
@@ -59,8 +58,15 @@ def load_config(store: ObjectStore) -> StoreConfig | None:
         cfg = StoreConfig.parse(data)
     except ValidationError as e:
         raise StoreFormatError(f"{store.url}: store config not understood: {e}") from e
-    get_policy(cfg.encoding)  # an unknown encoding is refused here, not mid-read
+    _check_encoding(cfg.encoding)  # an unknown encoding is refused here, not mid-read
     return cfg
+
+
+def _check_encoding(name: str) -> None:
+    if name not in POLICY_NAMES:
+        from casstore.chunking.encodings import get_policy
+
+        get_policy(name)  # refuses it, naming the policies
 
 
 def _check(cfg: StoreConfig) -> StoreConfig:
@@ -70,7 +76,7 @@ def _check(cfg: StoreConfig) -> StoreConfig:
     from casstore.chunking.registry import get_chunker
 
     get_chunker(cfg.chunker)
-    get_policy(cfg.encoding)
+    _check_encoding(cfg.encoding)
     version = RAW_FORMAT_VERSION if cfg.encoding == "off" else STORE_FORMAT_VERSION
     return cfg.replace(format_version=version)
 

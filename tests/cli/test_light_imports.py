@@ -32,7 +32,8 @@ HEAVY_MODULES = (
     "casstore.chunking.safe_pickle", "casstore.repo.commit", "casstore.repo.checkout",
     "casstore.repo.compare", "casstore.repo.inputs", "casstore.ops.gc", "casstore.ops.transfer",
     "casstore.ops.verify", "casstore.ops.retention", "casstore.ops.regression",
-    "casstore.repo.stats", "casstore.repo.storage",
+    "casstore.repo.stats", "casstore.repo.storage", "casstore.repo.query",
+    "casstore.repo.chunks", "casstore.chunking.base", "casstore.chunking.encodings",
     "casstore.torch", "casstore.tools", "casstore.fs", "casstore.serving.",
 )
 """casstore's own code for committing, maintenance, transfers, serving and torch."""
@@ -51,7 +52,7 @@ ALLOWED = {
     "status": ("casstore.serving.acks",),
     # it lists checked signatures, and the stored bytes of the version (listed in parallel)
     "show": ("casstore.ops.signing", "casstore.ops.trust", "casstore.repo.storage",
-             "concurrent.futures"),
+             "concurrent.futures", "casstore.repo.chunks", "casstore.chunking."),
 }
 """What a command may import (module names or their prefixes) although a rule above bans it."""
 
