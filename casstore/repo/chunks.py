@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from casstore._malloc import keep_large_buffers_mapped
 from casstore.chunking import Chunker, FileLayout, ReadAt
 from casstore.chunking import encodings as E
 from casstore.chunking.base import MAX_WINDOW, TensorCursor
@@ -244,7 +243,6 @@ class ChunkWriter:
         deltas: DeltaIndex | None = None,
         reader: ChunkReader | None = None,
     ) -> None:
-        keep_large_buffers_mapped()  # else freed chunk buffers stay in malloc's heaps
         self.store = store
         self.stats = WriteStats()
         self._present: set[Digest] = set(known)
@@ -404,7 +402,6 @@ class ChunkReader:
 
     def __init__(self, store: ObjectStore, *, workers: int | None = None,
                  cache_bytes: int = 0) -> None:
-        keep_large_buffers_mapped()  # else freed chunk buffers stay in malloc's heaps
         self.store = store
         self._workers = workers or max(2, min(8, store.capabilities.concurrent_io))
         self._inline: dict[Digest, memoryview] = {}
