@@ -74,6 +74,16 @@ def test_promote_one_percent_starts_a_one_percent_canary(store: str):
     assert Repository(store).refs.get("m", "current").split.weight == pytest.approx(0.05)
 
 
+def test_promote_in_one_step_of_the_whole_traffic_moves_the_ref(store: str):
+    """``--steps 1`` (100 % at once) is a plain move; it used to build a split of weight 1
+    first and fail inside the model's validation as an internal error (exit 70)."""
+    r = run("promote", "m", "1.0.1", "--steps", "1", store=store)
+    assert r.code == 0, r.err
+    value = Repository(store).refs.get("m", "current")
+    assert value.split is None and value.target is not None
+    assert value.target.version == "1.0.1"
+
+
 @pytest.mark.parametrize(
     ("text", "steps"),
     [
