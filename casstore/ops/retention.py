@@ -18,7 +18,7 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from casstore.errors import InvalidInputError, NotFoundError
-from casstore.records import Meta, Record, ValidationError
+from casstore.records import Meta, Record
 from casstore.repo.keys import policy_key
 from casstore.store.base import ObjectStore
 
@@ -84,10 +84,7 @@ class RetentionPolicy(Record, kw_only=True):
     def validated(self) -> RetentionPolicy:
         """This policy checked and converted as a stored one is (a constructed policy is not:
         ``keep_last=-1`` is refused here, ``keep_reflog_seconds=0`` becomes ``0.0``)."""
-        try:
-            return RetentionPolicy.parse(self.to_builtins())
-        except ValidationError as e:
-            raise InvalidInputError(f"invalid retention policy: {e}") from None
+        return self.checked("retention policy")
 
     def check(self) -> RetentionPolicy:
         """This policy, validated; refused when it has no rule."""

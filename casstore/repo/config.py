@@ -70,11 +70,12 @@ def _check_encoding(name: str) -> None:
 
 
 def _check(cfg: StoreConfig) -> StoreConfig:
-    """Refuse an unknown chunker or encoding before a config is written. (A config read from
-    a store has its chunker checked when a commit first uses it, before anything is stored:
-    reading commands need no chunker code.)"""
+    """Refuse a config readers would refuse, or an unknown chunker or encoding, before it is
+    written. (A config read from a store has its chunker checked when a commit first uses it,
+    before anything is stored: reading commands need no chunker code.)"""
     from casstore.chunking.registry import get_chunker
 
+    cfg = cfg.checked("store config")
     get_chunker(cfg.chunker)
     _check_encoding(cfg.encoding)
     version = RAW_FORMAT_VERSION if cfg.encoding == "off" else STORE_FORMAT_VERSION

@@ -18,7 +18,13 @@ from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 from casstore.digest import hasher
-from casstore.errors import ConflictError, CorruptObjectError, NotFoundError, UnsupportedError
+from casstore.errors import (
+    ConflictError,
+    CorruptObjectError,
+    InvalidInputError,
+    NotFoundError,
+    UnsupportedError,
+)
 from casstore.records import Record, ValidationError
 from casstore.repo.keys import (
     check_name,
@@ -113,6 +119,14 @@ class ReflogEntry(Record, kw_only=True):
     evidence: dict[str, Any] | None = None
     # the previous entry's time, so a walk back in time stops before reading it
     prev_time: dt.datetime | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("actor", "reason", "op"):  # text, never bytes turned into base64
+            value = getattr(self, name)
+            if not isinstance(value, str):
+                raise InvalidInputError(
+                    f"invalid ref move: {name} must be text, not {type(value).__name__}"
+                )
 
     def to_builtins(self) -> dict[str, Any]:
         out = super().to_builtins()
@@ -360,7 +374,7 @@ class RefStore:
                 op=op,
                 evidence=evidence,
                 prev_time=None if rec is None else rec.entry.time,
-            )
+            ).checked("ref move")  # a reason or actor that is not text is refused, not stored
             record = RefRecord(value=new, entry=entry)
             new_token = self.store.replace_if_match(ref_key(model, ref), _dump(record), token)
             self._copy_entry(entry)
