@@ -23,7 +23,7 @@ from casstore.chunking.base import MAX_WINDOW, TensorCursor
 from casstore.digest import DIGEST_SIZE, Digest
 from casstore.errors import CorruptObjectError, NotFoundError
 from casstore.repo.keys import chunk_key
-from casstore.repo.manifest import INLINE_MAX, Manifest
+from casstore.repo.manifest import INLINE_MAX, Manifest, verified_inline
 
 if TYPE_CHECKING:  # the thread pools are imported where they start
     from concurrent.futures import Future
@@ -408,16 +408,12 @@ class ChunkReader:
         self._cache = _Decoded(cache_bytes)
 
     def remember_inline(self, manifest: Manifest) -> None:
-        for f in manifest.files:
-            for d, data in f.inline.items():
-                digest = Digest(d)
-                if digest not in self._inline:
-                    if Digest.of(data) != digest:
-                        raise CorruptObjectError(
-                            f"version {manifest.name}: inline chunk {digest.short()} of "
-                            f"{f.path} does not match its digest"
-                        )
-                    self._inline[digest] = memoryview(data)
+        self.remember_verified(verified_inline(manifest, skip=self._inline))
+
+    def remember_verified(self, chunks: Mapping[Digest, memoryview]) -> None:
+        """Inline chunks already checked against their digests (:func:`verified_inline`)."""
+        for digest, data in chunks.items():
+            self._inline.setdefault(digest, data)
 
     def read(self, digest: Digest, size: int | None = None) -> memoryview:
         """The verified bytes of a chunk; ``size`` (from the manifest) bounds decoding."""

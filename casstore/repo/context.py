@@ -15,10 +15,12 @@ from typing import TYPE_CHECKING
 from casstore.repo.catalog import Catalog, Version
 from casstore.repo.config import StoreConfig, load_config, replace_config, save_config
 from casstore.repo.leases import Leases, LeaseSettings, Session
+from casstore.repo.manifest import verified_inline
 from casstore.repo.refs import RefStore, default_actor
 from casstore.store import ObjectStore, probe_conditional_writes
 
 if TYPE_CHECKING:
+    from casstore.digest import Digest
     from casstore.repo.chunks import ChunkReader
     from casstore.repo.manifest import Manifest
 
@@ -38,7 +40,7 @@ class StoreContext:
         self._config: StoreConfig | None = load_config(store)
         self._chunks: ChunkReader | None = None
         self._chunks_lock = threading.Lock()  # one reader: it holds the inline chunks
-        self._loaded: list[Manifest] = []  # manifests loaded before the reader was built
+        self._inline: dict[Digest, memoryview] = {}  # verified before the reader was built
         self.catalog = Catalog(store, on_manifest=self._remember_inline)
         self.leases = Leases(store, lease_settings)
         self._refs: RefStore | None = None
@@ -54,18 +56,18 @@ class StoreContext:
             with self._chunks_lock:
                 if self._chunks is None:
                     reader = ChunkReader(self.store)
-                    for m in self._loaded:  # manifests read before: their inline chunks
-                        reader.remember_inline(m)
-                    self._loaded.clear()
+                    reader.remember_verified(self._inline)  # of manifests loaded before
+                    self._inline.clear()
                     self._chunks = reader
         return self._chunks
 
     def _remember_inline(self, manifest: Manifest) -> None:
-        """Each manifest the catalog loads hands its inline chunks to the chunk reader, which
-        checks their digests; before the reader exists the manifest waits for it."""
+        """Each manifest the catalog loads has its inline chunks checked against their digests
+        (a mismatch fails that manifest's load) and handed to the chunk reader, or kept for
+        it until it is built."""
         with self._chunks_lock:
             if self._chunks is None:
-                self._loaded.append(manifest)
+                self._inline.update(verified_inline(manifest, skip=self._inline))
                 return
         self._chunks.remember_inline(manifest)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Container
 from typing import Annotated, Any, Literal
 
 import msgpack
@@ -291,6 +292,24 @@ class Manifest(Record, kw_only=True):
     def all_chunks(self) -> set[Digest]:
         """Every chunk of every file, inline or not."""
         return {Digest(d) for f in self.files for d, _ in f.chunks}
+
+
+def verified_inline(manifest: Manifest, skip: Container[Digest] = ()) -> dict[Digest, memoryview]:
+    """The inline chunks of a version not in ``skip``, each checked against its digest
+    (CorruptObjectError names the version and file of one that does not match)."""
+    out: dict[Digest, memoryview] = {}
+    for f in manifest.files:
+        for d, data in f.inline.items():
+            digest = Digest(d)
+            if digest in out or digest in skip:
+                continue
+            if Digest.of(data) != digest:
+                raise CorruptObjectError(
+                    f"version {manifest.name}: inline chunk {digest.short()} of "
+                    f"{f.path} does not match its digest"
+                )
+            out[digest] = memoryview(data)
+    return out
 
 
 def version_name(model: str, semver: str, when: dt.datetime) -> str:

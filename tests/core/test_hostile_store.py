@@ -161,3 +161,22 @@ def test_defect9_gc_over_a_damaged_index_entry_deletes_nothing_a_version_needs(t
     assert r.code in (0, 5), r.err
     after = {p.relative_to(store) for p in store.rglob("*") if p.is_file()}
     assert needed <= after
+
+
+def test_a_bad_inline_chunk_fails_its_own_version_only(tmp_path):
+    """The chunk reader is built on first use (light commands need none). A manifest loaded
+    before it has its inline chunks checked at load, as before: loading the damaged version
+    fails, and the same process still reads the healthy one."""
+    from casstore.errors import CorruptObjectError
+
+    store, repo = _store(tmp_path)
+    _forge(repo, "1.0.0", _bad_inline)
+    fresh = Repository(str(store))
+    with pytest.raises(CorruptObjectError, match="inline chunk"):
+        fresh.get_version("m", "1.0.0").manifest  # noqa: B018  (loading it is the check)
+    good = (tmp_path / "v2" / "w.safetensors").read_bytes()
+    assert fresh.open_file("m", "1.0.1", "w.safetensors").read() == good
+    # the damaged inline bytes are never served: the header chunk 1.0.0 names by digest is the
+    # one 1.0.1 holds intact (same tensor names and shapes), so a read gets the true bytes
+    original = (tmp_path / "v1" / "w.safetensors").read_bytes()
+    assert fresh.open_file("m", "1.0.0", "w.safetensors").read() == original
