@@ -1,0 +1,37 @@
+"""A missed target says what bounds it, with the measurement from the same run (issue 14):
+the encoding-off figures for ingest, restore and commit memory, the per-object floor for pull."""
+
+from __future__ import annotations
+
+from benchmarks.report import targets
+
+MiB = 1 << 20
+
+
+def _results() -> dict:
+    tool = {"ingest_MBps": 400.0, "restore_MBps": 200.0, "stored_bytes": 10,
+            "stored_vs_unique": 0.8, "ingest_peak_rss": 160 * MiB, "restore_peak_rss": 90 * MiB}
+    off = {**tool, "ingest_MBps": 800.0, "restore_MBps": 390.0, "ingest_peak_rss": 130 * MiB}
+    peer = {"ingest_MBps": 300.0, "restore_MBps": 160.0}
+    return {
+        "peers": {"status": "ok", "data": {
+            "unique_tensor_bytes": 12,
+            "tools": {"casstore": tool, "casstore-off": off, "borg": peer, "restic": peer}}},
+        "push_pull": {"status": "ok", "data": {
+            "pull_vs_s3fs": 0.5, "pull_MBps": 100, "s3fs_get_MBps": 200, "pull_s": 0.8,
+            "s3fs_get_s": 0.4, "chunk_objects": 118, "s3fs_cat_chunk_objects_s": 0.42,
+            "push_vs_s3fs": 1.5, "push_MBps": 150, "s3fs_put_MBps": 100}},
+    }
+
+
+def test_missed_targets_name_their_bound() -> None:
+    lines = {t.name: t.line() for t in targets(_results())}
+    assert "MISS" in lines["ingest throughput vs borg"]
+    assert "with encoding off, same run: 800.0 MB/s, 2.67x borg" in lines[
+        "ingest throughput vs borg"]
+    assert "390.0 MB/s, 2.44x restic" in lines["restore throughput vs restic"]
+    rss = next(v for k, v in lines.items() if k.startswith("casstore peak RSS, every"))
+    assert "MISS" in rss and "commit (series) with encoding off, same run: 130" in rss
+    pull = lines["pull from S3 (moto) vs s3fs get of the same files"]
+    assert "s3fs alone fetches the same 118 chunk objects in 0.42 s" in pull
+    assert "casstore's pull 0.8 s" in pull
