@@ -46,15 +46,20 @@ class Record(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         """JSON-ready fields in declaration order (datetimes as RFC 3339 text)."""
         return msgspec.to_builtins(self, enc_hook=_enc_hook)
 
+    @classmethod
+    def from_input(cls: type[R], data: object, what: str) -> R:
+        """:meth:`parse` for values a caller gave: InvalidInputError naming ``what``."""
+        try:
+            return cls.parse(data)
+        except ValidationError as e:
+            raise InvalidInputError(f"invalid {what}: {e}") from None
+
     def checked(self: R, what: str) -> R:
         """This record as a reader will see it: converted back from its JSON form with every
         type, constraint and ``__post_init__`` rule checked, else :class:`InvalidInputError`
         naming ``what``. Writers call it on records built from a caller's values, so nothing
         they store is unreadable (``reason=123`` would otherwise be written, then refused)."""
-        try:
-            return type(self).parse(self.to_builtins())
-        except ValidationError as e:
-            raise InvalidInputError(f"invalid {what}: {e}") from None
+        return self.from_input(self.to_builtins(), what)
 
     def to_python(self) -> dict[str, Any]:
         """Fields in declaration order with bytes and datetimes kept as Python objects (what

@@ -165,28 +165,26 @@ class CommitSpec:
     ) -> Manifest:
         """The manifest this spec makes (now), checked and encodable; InvalidInputError if not."""
         now = dt.datetime.now(dt.timezone.utc)
+        m = Manifest.from_input(dict(
+            model=self.model,
+            version=semver,
+            name=version_name(self.model, semver, now),
+            created_at=now,
+            created_by=self.created_by or created_by,
+            version_type=self.version_type,
+            performance_metrics=dict(self.metrics),
+            training_data=self.training_data,
+            change_log=self.change_log,
+            tags=self.tags,
+            dependencies=self.dependencies,
+            parent=parent,
+            files=files,
+            extra=dict(self.extra),
+            params=dict(self.params),
+            lineage=self.lineage,
+        ), "version metadata")
         try:
-            m = Manifest.parse(dict(
-                model=self.model,
-                version=semver,
-                name=version_name(self.model, semver, now),
-                created_at=now,
-                created_by=self.created_by or created_by,
-                version_type=self.version_type,
-                performance_metrics=dict(self.metrics),
-                training_data=self.training_data,
-                change_log=self.change_log,
-                tags=self.tags,
-                dependencies=self.dependencies,
-                parent=parent,
-                files=files,
-                extra=dict(self.extra),
-                params=dict(self.params),
-                lineage=self.lineage,
-            ))
             encode(m)
-        except ValidationError as e:
-            raise InvalidInputError(f"invalid version metadata: {e}") from None
         except (TypeError, ValueError, OverflowError) as e:  # msgpack: not encodable
             raise InvalidInputError(f"version metadata cannot be stored: {e}") from None
         return m
@@ -533,10 +531,7 @@ def _lineage(value: Mapping[str, str | None] | Lineage | None) -> Lineage:
     for k, v in value.items():
         if v is not None and not isinstance(v, str):
             raise InvalidInputError(f"lineage {k} must be text, not {type(v).__name__}")
-    try:
-        return Lineage.parse(dict(value))
-    except ValidationError as e:
-        raise InvalidInputError(f"invalid lineage: {e}") from None
+    return Lineage.from_input(dict(value), "lineage")
 
 
 def _training_data(value: Mapping[str, Any] | TrainingData | None) -> TrainingData:

@@ -422,7 +422,7 @@ class RefStore:
     @staticmethod
     def _parse(raw: bytes, model: str, ref: str) -> RefRecord:
         try:
-            rec = RefRecord.parse(json.loads(raw))
+            rec = RefRecord.parse(json.loads(raw))  # json: reads NaN in evidence, as written
         except (ValueError, ValidationError) as e:
             raise CorruptObjectError(f"ref {model}@{ref} is unreadable: {e}") from e
         if rec.entry.model != model or rec.entry.ref != ref:

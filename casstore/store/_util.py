@@ -6,7 +6,7 @@ ranges, which the conformance suite checks.
 
 from __future__ import annotations
 
-from casstore.digest import hasher
+from casstore.digest import Digest
 from casstore.errors import InvalidInputError
 from casstore.store.base import Parts
 
@@ -74,7 +74,7 @@ def check_range(start: int | None, end: int | None) -> tuple[int, int | None]:
 def content_token(data: bytes | memoryview) -> str:
     """A CAS token derived from the bytes (same bytes, same token): blake3, already loaded for
     digests, where hashlib would load OpenSSL into every command that reads a ref."""
-    return "b3-" + hasher().update(data).digest()[:16].hex()
+    return "b3-" + Digest.of(data)[:16].hex()
 
 
 def as_bytes(data: bytes | bytearray | memoryview | Parts) -> bytes:
