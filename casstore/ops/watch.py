@@ -225,7 +225,9 @@ class Watcher:
             rep.state = "handled-elsewhere"
             rep.message = f"incident {rep.incident} is being handled by {doc['owner']}"
             return
-        lasted = now - doc["first_seen"]
+        # another watcher may have opened it after ``now`` (or on a host whose clock runs
+        # ahead): an incident never lasted less than nothing
+        lasted = max(0.0, now - doc["first_seen"])
         if lasted < self.policy.sustain:
             rep.message = (f"{j.version} violates the policy for {lasted:.1f}s of the "
                            f"{self.policy.sustain:g}s it must last: " + "; ".join(j.violations))

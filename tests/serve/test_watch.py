@@ -402,6 +402,28 @@ def test_a_watcher_that_read_the_ref_before_another_handled_it_stands_aside(thre
     assert a.check(everything_bad).state == "unresolved"
 
 
+def test_an_incident_opened_after_this_watcher_looked_is_acted_on(three: Path, tmp_path: Path,
+                                                                   monkeypatch):
+    """Watcher B opened the incident with a first-seen time later than A's clock reads (B
+    opened it just after A looked, or B's host clock runs ahead). With no sustain to wait
+    for, A acts: the race above once saw A report a bare 'violating' (it had computed a
+    negative duration and waited for it to reach zero)."""
+    import casstore.ops.watch as watch
+
+    repo = Repository(three)
+    b = watch.Watcher(repo.rollout, "m", WatchPolicy.parse(
+        policy_file(tmp_path, sustain=30).read_text()), watcher_id="b")
+    real = watch.time.time
+    monkeypatch.setattr(watch.time, "time", lambda: real() + 5)  # B's clock, 5 s ahead
+    assert b.check(BAD["versions"]).state == "violating"  # opened, waiting for its sustain
+    monkeypatch.setattr(watch.time, "time", real)
+    a = watch.Watcher(repo.rollout, "m", WatchPolicy.parse(policy_file(tmp_path).read_text()),
+                      watcher_id="a")
+    rep = a.check(BAD["versions"])
+    assert rep.state == "rolled-back", rep
+    assert repo.refs.get("m", "current").target.version == "1.0.1"
+
+
 def test_a_ref_moved_by_someone_else_stops_the_watcher(three: Path, tmp_path: Path):
     """A human promotes while the watcher's first target fails its health check: the
     watcher's next move expects the ref it left, so it stops instead of moving on."""
