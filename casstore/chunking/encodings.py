@@ -160,15 +160,21 @@ _BLOCK = 1 << 15
 the CPU cache, so a chunk of any size is read from memory once, not once per stream."""
 
 
-def _split(buf: memoryview | bytes, item: int, rotate: bool) -> list[np.ndarray]:
+def _split(buf: memoryview | bytes, item: int, rotate: bool,
+           base: memoryview | bytes | None = None) -> list[np.ndarray]:
     """Stream k = byte k of every whole value (of the values rotated left one bit if
-    ``rotate``), block by block."""
+    ``rotate``), block by block; of ``buf XOR base`` when ``base`` is given (XOR-ed a block
+    at a time: no chunk-sized copy)."""
     np = _np()
     count = len(buf) // item
     src = np.frombuffer(buf, np.uint8, count * item).reshape(count, item)
+    other = None if base is None else np.frombuffer(base, np.uint8, count * item).reshape(
+        count, item)
     rows = np.empty((item, count), np.uint8)
     for i in range(0, count, _BLOCK):
         block = src[i : i + _BLOCK]
+        if other is not None:
+            block = block ^ other[i : i + _BLOCK]
         if rotate:
             v = block.reshape(-1).view(_UINT[item])
             r = np.left_shift(v, 1)
@@ -194,9 +200,13 @@ def _code(rows: list[np.ndarray], policy: Policy, c, methods: list[int] | None =
     return out, total
 
 
-def _plan(data: memoryview, item: int, rotate: bool, policy: Policy) -> tuple[list[int], float]:
-    """Per stream: compress or store raw (from samples); and the estimated encoded/raw ratio."""
+def _plan(data: memoryview, item: int, rotate: bool, policy: Policy,
+          base: memoryview | bytes | None = None) -> tuple[list[int], float]:
+    """Per stream: compress or store raw (from samples of ``data``, or of ``data XOR base``);
+    and the estimated encoded/raw ratio."""
     sample = _sample(data, item)
+    if base is not None:
+        sample = xor(sample, _sample(memoryview(base).cast("B"), item))
     rows = [_np().frombuffer(sample, _np().uint8)] if item == 1 else _split(sample, item, rotate)
     coded, total = _code(rows, policy, _compressor(policy))
     methods = [_STREAM_RAW if isinstance(z, memoryview) else _STREAM_ZSTD for z in coded]
@@ -239,34 +249,37 @@ def encode(
                 best = Encoded(d.encoding, True, d.parts)
         return best or raw
     methods, ratio = _plan(data, item, rotate, policy)
-    buf, delta = data, False
+    delta = False
     if base is not None:
-        x = xor(data, base)
-        d_methods, d_ratio = _plan(x, item, rotate, policy)
+        d_methods, d_ratio = _plan(data, item, rotate, policy, base)
         if d_ratio < ratio - 0.02:  # a delta must pay for the base read it costs later
-            buf, delta, methods, ratio = x, True, d_methods, d_ratio
+            delta, methods, ratio = True, d_methods, d_ratio
     if ratio >= policy.keep_below or all(m == _STREAM_RAW for m in methods):
         return raw  # a delta stored raw would only add a base to read
-    enc = _whole(buf, item, rotate, policy, methods)
+    enc = _whole(data, item, rotate, policy, methods, base if delta else None)
     return raw if enc is None else Encoded(enc.encoding, delta, enc.parts)
 
 
 def _whole(buf: memoryview, item: int, rotate: bool, policy: Policy,
-           methods: list[int] | None) -> Encoded | None:
-    """``buf`` as one zstd frame (item 1) or split streams; None if it does not shrink."""
+           methods: list[int] | None, base: memoryview | bytes | None = None
+           ) -> Encoded | None:
+    """``buf`` (XOR ``base`` when given) as one zstd frame (item 1) or split streams; None if
+    it does not shrink."""
     c = _compressor(policy)
     if item == 1:
-        z = c.compress(buf)
+        z = c.compress(buf if base is None else xor(buf, base))
         return Encoded(ZSTD, False, (z,)) if len(z) < policy.keep_below * len(buf) else None
     count = len(buf) // item
-    rows = _split(buf, item, rotate)
+    rows = _split(buf, item, rotate, base)
     coded, total = _code(rows, policy, c, methods)
     if total >= policy.keep_below * count * item:
         return None
     heads = [_SPLIT_HEAD.pack(1 if rotate else 0, item)]
     heads += [_STREAM_HEAD.pack(_STREAM_RAW if isinstance(z, memoryview) else _STREAM_ZSTD,
                                 len(z)) for z in coded]
-    return Encoded(SPLIT, False, (b"".join(heads), *coded, buf[count * item :]))
+    tail = buf[count * item :] if base is None else xor(buf[count * item :],
+                                                         memoryview(base)[count * item :])
+    return Encoded(SPLIT, False, (b"".join(heads), *coded, tail))
 
 
 # -- decoding ----------------------------------------------------------------------------------

@@ -123,6 +123,21 @@ def test_small_change_is_stored_as_delta():
     assert _roundtrip(delta, w2.nbytes, w.tobytes()) == w2.tobytes()
 
 
+@pytest.mark.parametrize("dtype", ["F32", "BF16", "F64", "F8_E4M3", None])
+@pytest.mark.parametrize("policy", [E.POLICIES["fast"], ALWAYS])
+def test_a_delta_stores_the_bytes_of_its_xor(dtype, policy):
+    """A large chunk's delta is XOR-ed block by block inside the split (no chunk-sized XOR
+    copy); what it stores is byte for byte the encoding of the XOR itself."""
+    w = _gauss32((1 << 18) + 3)
+    data = (w + _gauss32(w.size, 1) * 1e-3).tobytes()[:-5]  # a length no width divides
+    base = w.tobytes()[:-5]
+    delta = E.encode(data, dtype, policy, base=base)
+    assert delta.delta
+    alone = E.encode(E.xor(data, base), dtype, policy)
+    assert (delta.encoding, b"".join(delta.parts)) == (alone.encoding, b"".join(alone.parts))
+    assert _roundtrip(delta, len(data), base) == data
+
+
 def test_off_stores_raw_without_copy():
     data = _gauss32(4096).tobytes()
     enc = E.encode(data, "F32", E.POLICIES["off"], base=data)
