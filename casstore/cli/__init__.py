@@ -81,6 +81,12 @@ COMMANDS: dict[str, str] = {
 a command builds only its group's parser and imports only that group."""
 
 
+_BULK = frozenset({"commit", "checkout", "push", "pull", "replicate", "verify", "repair", "gc",
+                   "demo", "tune"})
+"""Commands that stream chunk data through thread pools: their process shares one malloc
+arena among threads (:mod:`casstore.cli._malloc`)."""
+
+
 def _group(name: str) -> ModuleType:
     return importlib.import_module(f"casstore.cli.{name}")
 
@@ -171,6 +177,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser(_command_group(argv)).parse_args(argv)
         if not hasattr(args, "json"):
             args.json = False
+        if args.command in _BULK:
+            from casstore.cli._malloc import one_malloc_arena
+
+            one_malloc_arena()
         return int(args.func(args) or 0)
     except SystemExit as e:  # --help, --version
         return e.code if isinstance(e.code, int) else 0 if e.code is None else 2

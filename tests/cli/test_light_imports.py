@@ -34,7 +34,7 @@ HEAVY_MODULES = (
     "casstore.ops.verify", "casstore.ops.retention", "casstore.ops.regression",
     "casstore.repo.stats", "casstore.repo.storage", "casstore.repo.query",
     "casstore.repo.chunks", "casstore.chunking.base", "casstore.chunking.encodings",
-    "casstore.torch", "casstore.tools", "casstore.fs", "casstore.serving.",
+    "casstore.torch", "casstore.tools", "casstore.fs", "casstore.serving.", "casstore.cli._malloc",
 )
 """casstore's own code for committing, maintenance, transfers, serving and torch."""
 

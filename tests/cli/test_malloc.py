@@ -1,0 +1,59 @@
+"""The CLI's bulk commands run with one malloc arena shared by all threads
+(:mod:`casstore.cli._malloc`); light commands and library callers keep glibc's default.
+Checked in fresh processes by glibc itself: ``malloc_stats()`` lists every arena in use after
+a few threads have allocated."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from casstore import Repository
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc only")
+
+_PROBE = """
+import ctypes, sys, threading
+from casstore.cli import main
+code = main(sys.argv[1:])
+def work():
+    keep = [bytearray(4000) for _ in range(2000)]  # malloc'd (not pymalloc), below mmap size
+barrier = [threading.Thread(target=work) for _ in range(4)]
+for t in barrier: t.start()
+for t in barrier: t.join()
+sys.stderr.flush()
+ctypes.CDLL(None).malloc_stats()
+sys.exit(code)
+"""
+
+
+def _arenas(*argv: str, env: dict[str, str] | None = None) -> int:
+    p = subprocess.run([sys.executable, "-c", _PROBE, *argv], capture_output=True, text=True,
+                       timeout=120, env=env)
+    assert p.returncode == 0, p.stderr
+    return p.stderr.count("Arena ")
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("malloc")
+    (root / "w.bin").write_bytes(bytes(range(256)) * 4096)
+    Repository(str(root / "store")).commit("m", [root / "w.bin"])
+    return root / "store"
+
+
+def test_a_bulk_command_shares_one_arena_a_light_one_does_not(store: Path, tmp_path: Path):
+    if _arenas("--store", str(store), "refs", "m") < 2:
+        pytest.skip("this libc does not give threads arenas of their own")
+    assert _arenas("--store", str(store), "checkout", "m", "-o", str(tmp_path / "out")) == 1
+
+
+def test_the_users_malloc_arena_max_wins(store: Path, tmp_path: Path):
+    import os
+
+    env = {**os.environ, "MALLOC_ARENA_MAX": "3"}
+    assert _arenas("--store", str(store), "checkout", "m", "-o", str(tmp_path / "o"),
+                   env=env) > 1
