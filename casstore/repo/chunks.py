@@ -215,11 +215,16 @@ class ChunkWriter:
 
     Reading happens in the caller's thread (the chunker pulls from ``read_at``); hashing,
     encoding and writing run in a small pool (blake3, numpy, zstd and file I/O release the
-    GIL), so they overlap. At most ``max_inflight`` bytes are held at once, counting what
-    encoding a piece needs besides the piece (its encoded copy, a delta's base): memory does
-    not grow with file size. ``known`` seeds the set of digests known to be present (e.g. the
-    parent version's chunks), saving existence checks against a remote store; ``chains`` are
-    the delta chains of those of them stored as deltas (a manifest's
+    GIL), so they overlap. Memory is bounded by two budgets that together make
+    ``max_inflight``: half for the read windows alive (a window is paid for before it is read
+    and freed when the last of its pieces is written, whatever its pieces cost), half for what
+    encoding needs besides the piece (split streams, the encoded copy, a delta's base), taken
+    in the worker just before encoding. One piece may always encode, whatever it needs, when
+    no other does, so a piece larger than the budget still goes through (alone). Memory does
+    not grow with file size or with the number of threads. ``known`` seeds the set of digests
+    known to be present (e.g. the parent version's chunks), saving existence checks against
+    a remote store; ``chains`` are the delta chains of those of them stored as deltas (a
+    manifest's
     :meth:`~casstore.repo.manifest.Manifest.delta_chains`), so a version that reuses such a
     chunk records the bases it needs and GC keeps them.
 
@@ -250,8 +255,11 @@ class ChunkWriter:
 
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="casstore-write")
         self._budget = threading.Condition()
-        self._inflight = 0
-        self._max_inflight = max_inflight
+        self._windows = 0  # bytes of read windows alive
+        self._encoding = 0  # bytes that encoding holds besides the pieces
+        self._max_windows = max(max_inflight // 2, 2 * MAX_WINDOW)
+        self._max_encoding = max_inflight - max_inflight // 2
+        self._adding = threading.Lock()  # one file at a time (the window budget is per file)
         self._progress = progress
         self._lock = threading.Lock()
         self.inline_max = inline_max
@@ -276,53 +284,76 @@ class ChunkWriter:
         """Chunk, hash and store one file; returns its layout and ordered (digest, size).
         ``view_at`` serves piece data without copying (e.g. from a memory map); ``layout`` is
         the file's already parsed layout."""
-        layout, pieces = chunker.split(read_at, size, filename, view_at=view_at, layout=layout)
-        tensors = TensorCursor(layout.tensors)
-        futures: deque[Future[tuple[Digest, int]]] = deque()
-        out: list[tuple[Digest, int]] = []
-        pos = 0
-        try:
-            for piece in pieces:
-                n = len(piece)
-                t = tensors.at(pos, n)
-                chain = None
-                if t is not None and self._deltas is not None and n > self.inline_max:
-                    chain = self._deltas.base_for(filename, t, pos - t.offset, n)
-                cost = n + self._extra_memory(n, chain)
-                self._acquire(cost)
-                futures.append(self._pool.submit(
-                    self._store_piece, piece, n, t.dtype if t else None, chain, cost))
-                pos += n
-                while futures and futures[0].done():
-                    out.append(futures.popleft().result())
-        finally:
-            for f in futures:  # drain, raising the first error
-                out.append(f.result())
-        return layout, out
+        with self._adding:
+            windows = _Windows(self, view_at or read_at)
+            layout, pieces = chunker.split(read_at, size, filename, view_at=windows.read,
+                                           layout=layout)
+            tensors = TensorCursor(layout.tensors)
+            futures: deque[Future[tuple[Digest, int]]] = deque()
+            out: list[tuple[Digest, int]] = []
+            pos = 0
+            try:
+                for piece in pieces:
+                    n = len(piece)
+                    t = tensors.at(pos, n)
+                    chain = None
+                    if t is not None and self._deltas is not None and n > self.inline_max:
+                        chain = self._deltas.base_for(filename, t, pos - t.offset, n)
+                    window = windows.take()
+                    futures.append(self._pool.submit(
+                        self._store_piece, piece, n, t.dtype if t else None, chain, window))
+                    pos += n
+                    while futures and futures[0].done():
+                        out.append(futures.popleft().result())
+            finally:
+                windows.close()
+                for f in futures:  # drain, raising the first error
+                    out.append(f.result())
+            return layout, out
 
-    def _extra_memory(self, n: int, chain: tuple[Digest, ...] | None) -> int:
-        if not self.policy.enabled or n <= self.inline_max:
+    def _encoding_memory(self, n: int, dtype: str | None, chain: tuple[Digest, ...] | None
+                         ) -> int:
+        """What encoding a piece of ``n`` bytes may hold besides the piece: split streams
+        and their coded copies (about 2n for a float tensor, n for other data), and for a
+        delta its decoded base plus, while decoding it, the base's stored object."""
+        if not self.policy.enabled or n <= self.inline_max or n > MAX_DECODED:
             return 0
-        return n + (2 * n if chain else 0)  # encoded copy; a base and the XOR
+        floats = E.ITEM_SIZE.get(dtype or "", 1) > 1
+        return (2 * n if floats else n) + (2 * n if chain else 0)
 
     def deltas_of(self, chunks: Iterable[tuple[Digest, int]]) -> dict[bytes, tuple[bytes, ...]]:
         """Delta chains of the given chunks, for a manifest's :class:`FileEntry`."""
         return {bytes(d): tuple(bytes(b) for b in self._chains[d])
                 for d, _ in chunks if d in self._chains}
 
-    def _acquire(self, n: int) -> None:
+    def _acquire_window(self, n: int, keep: int) -> None:
+        """Wait until a window of ``n`` bytes fits; ``keep``: the bytes of the window the
+        chunker still holds (freed only after this read): with nothing else alive, go."""
         with self._budget:
-            while self._inflight > 0 and self._inflight + n > self._max_inflight:
+            while self._windows - keep > 0 and self._windows + n > self._max_windows:
                 self._budget.wait()
-            self._inflight += n
+            self._windows += n
 
-    def _release(self, n: int) -> None:
+    def _release_window(self, n: int) -> None:
         with self._budget:
-            self._inflight -= n
+            self._windows -= n
+            self._budget.notify_all()
+
+    def _acquire_encoding(self, n: int) -> None:
+        """Wait until ``n`` bytes of encoding memory fit; alone, always go (windows are freed
+        only as pieces finish, so waiting for them here could wait forever)."""
+        with self._budget:
+            while self._encoding > 0 and self._encoding + n > self._max_encoding:
+                self._budget.wait()
+            self._encoding += n
+
+    def _release_encoding(self, n: int) -> None:
+        with self._budget:
+            self._encoding -= n
             self._budget.notify_all()
 
     def _store_piece(self, piece: memoryview, n: int, dtype: str | None,
-                     chain: tuple[Digest, ...] | None, cost: int) -> tuple[Digest, int]:
+                     chain: tuple[Digest, ...] | None, window: _Window) -> tuple[Digest, int]:
         try:
             d = Digest.of(piece)
             new, stored, delta, found = False, 0, False, False
@@ -338,16 +369,23 @@ class ChunkWriter:
                 if found:
                     self._learn_chain(key, d)
                 else:
-                    obj, got = self._encode(piece, n, dtype, chain)
-                    new = self.store.put_if_absent(key, obj, sync=False)
+                    need = self._encoding_memory(n, dtype, chain)
+                    self._acquire_encoding(need)
+                    try:
+                        obj, got = self._encode(piece, n, dtype, chain)
+                        new = self.store.put_if_absent(key, obj, sync=False)
+                        stored = len(obj)
+                        del obj  # the coded copy goes before its budget does
+                    finally:
+                        self._release_encoding(need)
                     if new:
-                        stored, delta = len(obj), bool(got)
+                        delta = bool(got)
                         if got:
                             with self._lock:
                                 self._chains[d] = got
                     else:  # written meanwhile by another writer, maybe encoded otherwise
                         self._learn_chain(key, d)
-                        stored, found = len(obj), True
+                        found = True
                 self._present.add(d)
             with self._lock:
                 self.stats.add(n, new, stored, delta, found)
@@ -355,7 +393,7 @@ class ChunkWriter:
                 self._progress(n)
             return d, n
         finally:
-            self._release(cost)
+            window.done()
 
     def _encode(self, piece: memoryview, n: int, dtype: str | None,
                 chain: tuple[Digest, ...] | None) -> tuple[Parts, tuple[Digest, ...]]:
@@ -387,6 +425,72 @@ class ChunkWriter:
 
     def abort(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _Window:
+    """One read window of a file being added: its bytes stay paid for until the chunker has
+    moved past it (``closed``) and every piece cut from it has been stored."""
+
+    __slots__ = ("_writer", "closed", "pending", "size")
+
+    def __init__(self, writer: ChunkWriter, size: int) -> None:
+        self._writer, self.size, self.pending, self.closed = writer, size, 0, False
+
+    def done(self) -> None:
+        """A piece of this window was stored (or failed)."""
+        with self._writer._budget:
+            self.pending -= 1
+        self._maybe_free()
+
+    def close(self) -> None:
+        with self._writer._budget:
+            self.closed = True
+        self._maybe_free()
+
+    def _maybe_free(self) -> None:
+        with self._writer._budget:
+            if not self.closed or self.pending or self.size < 0:
+                return
+            size, self.size = self.size, -1
+        self._writer._release_window(size)
+
+
+class _Windows:
+    """The reads of one file's pieces, paid for from the writer's window budget before they
+    are made. The chunker reads a window, then cuts all its pieces, then reads the next: a
+    piece belongs to the window read last."""
+
+    def __init__(self, writer: ChunkWriter, read: ReadAt) -> None:
+        self._writer, self._read = writer, read
+        self._current: _Window | None = None
+
+    def read(self, offset: int, length: int) -> bytes | memoryview:
+        prev = self._current
+        keep = prev.size if prev is not None and prev.size > 0 else 0
+        self._writer._acquire_window(length, keep)
+        try:
+            data = self._read(offset, length)
+        except BaseException:
+            self._writer._release_window(length)
+            raise
+        self._current = _Window(self._writer, length)
+        if prev is not None:  # the chunker drops the previous window as this read returns
+            prev.close()
+        return data
+
+    def take(self) -> _Window:
+        """The window of the piece just cut, counting one more piece of it in flight."""
+        w = self._current
+        if w is None:  # a chunker that cut a piece without reading: nothing to pay for
+            w = self._current = _Window(self._writer, 0)
+        with self._writer._budget:
+            w.pending += 1
+        return w
+
+    def close(self) -> None:
+        if self._current is not None:
+            self._current.close()
+            self._current = None
 
 
 class ChunkReader:

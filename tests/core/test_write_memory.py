@@ -1,0 +1,90 @@
+"""A commit holds no more than its writer's budgets (ChunkWriter): read windows alive are paid
+for before they are read, and what encoding needs besides a piece (split streams, coded
+copies, a delta's base) is paid for before it encodes. Measured with tracemalloc, which sees
+every Python and numpy buffer, over commits of 16 MiB float tensors: a new file (split
+streams) and a fine-tune of it (deltas, each reading its base)."""
+
+from __future__ import annotations
+
+import threading
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+
+from casstore import Repository
+from casstore.chunking.base import MAX_WINDOW
+from casstore.repo.chunks import ChunkWriter
+from casstore.repo.config import StoreConfig
+from tests.series import save
+
+MiB = 1 << 20
+BUDGET = 64 * MiB  # ChunkWriter's default max_inflight
+SLACK = 6 * MiB  # manifests, samples, zstd's small outputs, the test's own lists
+
+
+def _weights(seed: int, step: float = 0.0, base: dict[str, bytes] | None = None) -> dict:
+    rng = np.random.default_rng(seed)
+    out = {}
+    for i in range(6):
+        w = (rng.standard_normal(MAX_WINDOW // 4) * 0.02).astype(np.float32)
+        if base is not None:
+            w = np.frombuffer(base[f"layer.{i}"], np.float32) + w * step
+        out[f"layer.{i}"] = w.astype(np.float32).tobytes()
+    return out
+
+
+def _peak_of(fn) -> int:  # type: ignore[no-untyped-def]
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_commit_of_big_float_tensors_holds_at_most_its_budget(tmp_path: Path):
+    base = _weights(0)
+    tuned = _weights(1, 1e-3, base)
+    a = save(tmp_path / "a" / "model.safetensors", base)
+    b = save(tmp_path / "b" / "model.safetensors", tuned)
+    del base, tuned
+    repo = Repository(str(tmp_path / "store"))
+    repo.init(StoreConfig(encoding="fast"))
+    first = _peak_of(lambda: repo.commit("m", [a]))
+    second = _peak_of(lambda: repo.commit("m", [b]))
+    v = repo.get_version("m", "latest").manifest
+    print(f"peaks {first / MiB:.1f} {second / MiB:.1f} MiB")
+    assert v.delta_chains(), "the fine-tune was expected to be stored as deltas"
+    # before the budgets counted windows and split streams, the first peaked near 90 MiB
+    assert first <= BUDGET + SLACK, first / MiB
+    # a 16 MiB delta may need 4 x 16 MiB to encode: it then encodes alone, next to at most
+    # two windows (the one being encoded and the one read ahead)
+    assert second <= 2 * MAX_WINDOW + 4 * MAX_WINDOW + SLACK, second / MiB
+
+
+def test_a_piece_bigger_than_the_encoding_budget_still_goes_through(tmp_path: Path):
+    src = save(tmp_path / "model.safetensors", _weights(2))
+    repo = Repository(str(tmp_path / "store"))
+    repo.init(StoreConfig(encoding="fast"))
+    made: list[ChunkWriter] = []
+    real = ChunkWriter.__init__
+
+    def small(self, *args, **kw):  # type: ignore[no-untyped-def]
+        kw["max_inflight"] = 2 * MiB  # far below one piece's needs
+        real(self, *args, **kw)
+        made.append(self)
+
+    ChunkWriter.__init__ = small  # type: ignore[method-assign]
+    try:
+        done = threading.Event()
+        t = threading.Thread(target=lambda: (repo.commit("m", [src]), done.set()), daemon=True)
+        t.start()
+        t.join(120)
+    finally:
+        ChunkWriter.__init__ = real  # type: ignore[method-assign]
+    assert done.is_set(), "the commit waited for memory that could never be freed"
+    assert made and made[0]._windows == 0 and made[0]._encoding == 0  # all paid back
+    out = tmp_path / "out"
+    repo.checkout("m", "latest", out)
+    assert (out / "model.safetensors").read_bytes() == src.read_bytes()
