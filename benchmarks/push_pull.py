@@ -3,7 +3,8 @@
 Both sides talk HTTP to the same local moto server in the same run, so the ratio is what
 matters (moto itself is the bottleneck, not a real network). casstore pushes the whole
 series (it sends each distinct chunk once) and pulls it into a fresh local store; s3fs
-uploads and downloads every file whole.
+uploads and downloads every file whole. Each side is timed three times, interleaved, and the
+medians are compared (moto's own speed varies a lot between single runs).
 
     python -m benchmarks.push_pull --size-mb 32
 """
@@ -14,13 +15,14 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
 
-def run(size_mb: float = 32, workdir: Path | None = None) -> dict:
+def run(size_mb: float = 32, workdir: Path | None = None, rounds: int = 3) -> dict:
     import fsspec
 
     from benchmarks.series import SERIES_CORE, make_series
@@ -40,18 +42,40 @@ def run(size_mb: float = 32, workdir: Path | None = None) -> dict:
             local.commit("series", [p], change_log=p.name)
         with moto_s3_server(serialise_writes=False) as endpoint:
             os.environ["CASSTORE_S3_ENDPOINT_URL"] = endpoint
-            url = f"s3://{BUCKET}/{uuid.uuid4().hex}"
-            counting = CountingStore(open_store(url))
-            remote = Repository(counting)
-            t0 = time.perf_counter()
-            rep = transfer(local.ctx, remote.ctx, local.versions("series"), refs=["current"])
-            push_s = time.perf_counter() - t0
-            sent = counting.bytes_written
-            pulled = Repository(str(work / "pulled"))
-            t0 = time.perf_counter()
-            transfer(Repository(url).ctx, pulled.ctx, Repository(url).versions("series"))
-            os.sync()
-            pull_s = time.perf_counter() - t0
+            fs = fsspec.filesystem("s3", client_kwargs={"endpoint_url": endpoint},
+                                   skip_instance_cache=True)
+            # moto is one Python process on the same two cores: single transfers vary by
+            # +-40 % between runs, so each side is timed ``rounds`` times, interleaved
+            # (casstore push, pull, s3fs put, get, then again), and the medians compared
+            times: dict[str, list[float]] = {"push": [], "pull": [], "put": [], "get": []}
+            for r in range(rounds):
+                url = f"s3://{BUCKET}/{uuid.uuid4().hex}"
+                counting = CountingStore(open_store(url))
+                t0 = time.perf_counter()
+                rep = transfer(local.ctx, Repository(counting).ctx, local.versions("series"),
+                               refs=["current"])
+                times["push"].append(time.perf_counter() - t0)
+                sent = counting.bytes_written
+                pulled = Repository(str(work / f"pulled{r}"))
+                t0 = time.perf_counter()
+                transfer(Repository(url).ctx, pulled.ctx, Repository(url).versions("series"))
+                os.sync()
+                times["pull"].append(time.perf_counter() - t0)
+                plain = f"{BUCKET}/plain-{uuid.uuid4().hex}"
+                t0 = time.perf_counter()
+                fs.put([str(p) for p in files], [f"{plain}/{p.name}" for p in files])
+                times["put"].append(time.perf_counter() - t0)
+                down = work / f"down{r}"
+                down.mkdir()
+                t0 = time.perf_counter()
+                fs.get([f"{plain}/{p.name}" for p in files], [str(down / p.name) for p in files])
+                os.sync()
+                times["get"].append(time.perf_counter() - t0)
+                shutil.rmtree(down)
+                shutil.rmtree(work / f"pulled{r}")
+            push_s, pull_s = statistics.median(times["push"]), statistics.median(times["pull"])
+            s3fs_put_s, s3fs_get_s = statistics.median(times["put"]), statistics.median(
+                times["get"])
             # one version: straight from s3:// vs pull into a fresh store + local checkout
             remote_read = Repository(url)
             last = remote_read.versions("series")[-1]
@@ -65,18 +89,6 @@ def run(size_mb: float = 32, workdir: Path | None = None) -> dict:
             Repository(url).checkout("series", last.version, work / "co-s3")
             os.sync()
             s3_checkout_s = time.perf_counter() - t0
-            fs = fsspec.filesystem("s3", client_kwargs={"endpoint_url": endpoint},
-                                   skip_instance_cache=True)
-            plain = f"{BUCKET}/plain-{uuid.uuid4().hex}"
-            t0 = time.perf_counter()
-            fs.put([str(p) for p in files], [f"{plain}/{p.name}" for p in files])
-            s3fs_put_s = time.perf_counter() - t0
-            down = work / "down"
-            down.mkdir()
-            t0 = time.perf_counter()
-            fs.get([f"{plain}/{p.name}" for p in files], [str(down / p.name) for p in files])
-            os.sync()
-            s3fs_get_s = time.perf_counter() - t0
             # the floor of casstore's request pattern on this server: s3fs's own async batch
             # GET (cat) and PUT (pipe) of the very chunk objects casstore moved, nothing else
             prefix = f"{url.removeprefix('s3://')}/chunks/"
@@ -106,6 +118,8 @@ def run(size_mb: float = 32, workdir: Path | None = None) -> dict:
             "s3_checkout_s": round(s3_checkout_s, 3),
             "pull_checkout_s": round(pull_checkout_s, 3),
             "s3_checkout_vs_pull": round(s3_checkout_s / pull_checkout_s, 2),
+            "rounds": rounds,
+            "round_seconds": {k: [round(x, 3) for x in v] for k, v in times.items()},
         }
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -114,5 +128,6 @@ def run(size_mb: float = 32, workdir: Path | None = None) -> dict:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--size-mb", type=float, default=32)
+    ap.add_argument("--rounds", type=int, default=3)
     a = ap.parse_args()
-    print(json.dumps(run(a.size_mb), indent=2))
+    print(json.dumps(run(a.size_mb, rounds=a.rounds), indent=2))

@@ -198,9 +198,11 @@ def latency_targets(results: dict) -> list[Target]:
                          f"{pp['chunk_objects']} chunk objects in "
                          f"{pp['s3fs_cat_chunk_objects_s']} s, the files whole in "
                          f"{pp['s3fs_get_s']} s; casstore's pull {pp['pull_s']} s")
+            rounds = f", medians of {pp['rounds']} interleaved rounds" if pp.get(
+                "rounds", 1) > 1 else ""
             out.append(Target(label, pp[key], threshold, True, "x",
                               f"{pp[what[0]]} MB/s vs {pp[what[1]]} MB/s of logical bytes"
-                              f"{floor}", issue=14))
+                              f"{rounds}{floor}", issue=14))
         else:
             out.append(Target(label, None, threshold, True, "x",
                               "push_pull section did not run", issue=14))

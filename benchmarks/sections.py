@@ -343,7 +343,8 @@ def torch_load(ctx: Context) -> dict:
          requires=("moto", "s3fs", "boto3", "torch"), render=_render_json)
 def push_pull(ctx: Context) -> dict:
     return run_json_module(
-        "benchmarks.push_pull", ["--size-mb", "2" if ctx.quick else "32"], ctx
+        "benchmarks.push_pull",
+        ["--size-mb", "2" if ctx.quick else "32", "--rounds", "1" if ctx.quick else "3"], ctx
     )
 
 
