@@ -11,6 +11,7 @@ import tracemalloc
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from casstore import Repository
 from casstore.chunking.base import MAX_WINDOW
@@ -88,3 +89,41 @@ def test_a_piece_bigger_than_the_encoding_budget_still_goes_through(tmp_path: Pa
     out = tmp_path / "out"
     repo.checkout("m", "latest", out)
     assert (out / "model.safetensors").read_bytes() == src.read_bytes()
+
+
+def test_a_read_that_fails_mid_file_pays_every_budget_back(tmp_path: Path, monkeypatch):
+    """The disk fails on the third window of a file: the commit fails, nothing is published,
+    and the writer holds no window and no encoding memory any more (every piece in flight
+    finished or failed and paid back what it held)."""
+    from casstore.errors import CasstoreError, NotFoundError
+    from casstore.repo.inputs import FileSource
+
+    src = save(tmp_path / "model.safetensors", _weights(3))
+    repo = Repository(str(tmp_path / "store"))
+    repo.init(StoreConfig(encoding="fast"))
+    made: list[ChunkWriter] = []
+    real_init, real_view = ChunkWriter.__init__, FileSource.view_at
+    calls = []
+
+    def init(self, *args, **kw):  # type: ignore[no-untyped-def]
+        real_init(self, *args, **kw)
+        made.append(self)
+
+    def failing(self, offset, length):  # type: ignore[no-untyped-def]
+        calls.append(offset)
+        if len(calls) == 3:
+            raise OSError(5, "Input/output error")
+        return real_view(self, offset, length)
+
+    monkeypatch.setattr(ChunkWriter, "__init__", init)
+    monkeypatch.setattr(FileSource, "view_at", failing)
+    try:
+        repo.commit("m", [src])
+    except (CasstoreError, OSError):
+        pass
+    else:
+        raise AssertionError("the commit went through a failed read")
+    assert len(calls) == 3 and made
+    assert (made[0]._windows, made[0]._encoding) == (0, 0)
+    with pytest.raises(NotFoundError):  # nothing was published
+        repo.get_version("m", "latest")
