@@ -24,7 +24,7 @@ from casstore.ops.signing import stored_signatures
 from casstore.repo.catalog import Version
 from casstore.repo.chunks import ChunkReader
 from casstore.repo.context import StoreContext
-from casstore.repo.deltas import chain_depths, depth_order
+from casstore.repo.deltas import delta_children, delta_rounds, depth_order
 from casstore.repo.keys import (
     chunk_key,
     expired_key,
@@ -88,7 +88,7 @@ def transfer(
         dst.catalog.ensure_catalogs()
         per_model = _known_at_destination(dst, {v.model for v in versions})
         known = set().union(*per_model.values())
-        reader = ChunkReader(src.store, cache_bytes=_BASE_CACHE)  # bases decoded once
+        reader = ChunkReader(src.store)
         todo = [v for v in versions if not _already_there(src, dst, v, known, report)]
         written = _send_chunks(src, dst, todo, known, reader, report, progress, fresh=fresh)
         counters = _counters(todo, per_model, written)
@@ -187,9 +187,11 @@ def _send_chunks(
 ) -> dict[Digest, int]:
     """Every chunk ``versions`` need that ``dst`` lacks, as one stream: the small chunks of
     many versions share batches (each batch's requests all in flight at once, up to the
-    backend's concurrency), bases before deltas, and the next batch is read while the
-    current one is verified and written. At most two batches are held at once. Returns the
-    chunks written and their sizes as stored."""
+    backend's concurrency), and the next batch is read while the current one is verified and
+    written. A batch of deltas follows the batch holding their bases (``delta_rounds``), so a
+    delta lands only after its base, and a decoded base is kept only until its deltas are
+    checked. At most two batches and one batch's decoded bases are held at once. Returns
+    the chunks written and their sizes as stored."""
     written: dict[Digest, int] = {}
     chains: dict[Digest, tuple[Digest, ...]] = {}
     sizes: dict[Digest, int] = {}
@@ -201,10 +203,23 @@ def _send_chunks(
     needed = depth_order((d for d in chunks if d not in known), chains)
     missing = needed if fresh else _missing_at(dst, needed)
     report.chunks_present += len(chunks) - len(missing)
-    batches = list(_batches(missing, sizes, _BATCH_BYTES, chain_depths(chains)))
+    children = delta_children(missing, chains)
+    batches = list(delta_rounds(missing, sizes, _BATCH_BYTES, children))
+    bases: dict[Digest, memoryview] = {}  # decoded, until their deltas here are checked
+    waiting = {d: len(c) for d, c in children.items()}
 
     def read(batch: list[Digest]) -> dict[str, bytes]:
         return src.store.get_many([chunk_key(d) for d in batch])
+
+    def check(d: Digest, raw: bytes) -> None:  # never forward corrupt bytes
+        data = reader.check(raw, d, sizes[d], bases=bases)
+        if waiting.get(d):
+            bases[d] = data
+        chain = chains.get(d)
+        if chain and chain[0] in waiting:
+            waiting[chain[0]] -= 1
+            if not waiting[chain[0]]:
+                bases.pop(chain[0], None)
 
     with ThreadPoolExecutor(1, thread_name_prefix="casstore-transfer") as pool:
         ahead = pool.submit(read, batches[0]) if batches else None
@@ -212,8 +227,8 @@ def _send_chunks(
             assert ahead is not None
             raws = ahead.result()
             ahead = pool.submit(read, batches[i + 1]) if i + 1 < len(batches) else None
-            for d in batch:  # never forward corrupt bytes; send them as stored (encoded)
-                reader.check(raws[chunk_key(d)], d, sizes[d])
+            for d in batch:  # send them as stored (encoded)
+                check(d, raws[chunk_key(d)])
                 written[d] = len(raws[chunk_key(d)])
             dst.store.put_many(raws, sync=False)
             report.chunks_sent += len(batch)
@@ -278,8 +293,7 @@ def _check_not_expired(dst: StoreContext, v: Version, label: str) -> None:
         )
 
 
-_BATCH_BYTES = 32 << 20  # two in memory at once: the one written, the one read ahead
-_BASE_CACHE = 128 << 20
+_BATCH_BYTES = 16 << 20  # two in memory at once: the one written, the one read ahead
 _PROBE = 16
 
 
@@ -293,22 +307,6 @@ def _missing_at(dst: StoreContext, needed: list[Digest]) -> list[Digest]:
     if rest and found:
         found |= dst.store.exists_many([chunk_key(d) for d in rest])
     return [d for d in needed if chunk_key(d) not in found]
-
-
-def _batches(items: list[Digest], sizes: dict[Digest, int], limit: int,
-             depths: dict[Digest, int]) -> Iterable[list[Digest]]:
-    """Batches of at most ``limit`` bytes; a new one starts where the chain depth grows, so a
-    delta is written only after the batch holding its base has landed."""
-    batch: list[Digest] = []
-    total = 0
-    for d in items:
-        if batch and (total + sizes[d] > limit or depths.get(d, 0) != depths.get(batch[0], 0)):
-            yield batch
-            batch, total = [], 0
-        batch.append(d)
-        total += sizes[d]
-    if batch:
-        yield batch
 
 
 def _copy_tags(dst: StoreContext, v: Version, *, catalog: bool = True) -> None:

@@ -20,7 +20,7 @@ from casstore.errors import CasstoreError, CorruptObjectError, NotFoundError
 from casstore.repo.catalog import parse_index_entry
 from casstore.repo.chunks import ChunkReader
 from casstore.repo.context import StoreContext
-from casstore.repo.deltas import depth_order
+from casstore.repo.deltas import delta_children, delta_rounds, depth_order
 from casstore.repo.keys import (
     chunk_key,
     expired_key,
@@ -133,32 +133,49 @@ def _check_chunks(
     chains: dict[Digest, tuple[Digest, ...]], workers: int, report: VerifyReport,
     progress: Callable[[int], None] | None,
 ) -> dict[Digest, str]:
-    """Decode and re-hash every chunk, bases before their deltas (so a base is decoded
-    once, kept in a small cache, not once per delta); returns the failures."""
-    reader = ChunkReader(ctx.store, cache_bytes=_BASE_CACHE)
+    """Decode and re-hash every chunk, in batches of at most ``_BATCH_BYTES`` stored bytes
+    (``delta_rounds``: a batch of deltas right after the batch holding their bases, so a
+    decoded base is kept only until its deltas are checked, and decoded once); returns the
+    failures. Memory: one batch in flight and one batch's decoded bases."""
+    reader = ChunkReader(ctx.store)
+    order = depth_order(digests, chains)
+    children = delta_children(order, chains)
+    waiting = {d: len(c) for d, c in children.items()}
+    bases: dict[Digest, memoryview] = {}
+    # a chunk missing from the manifests' sizes counts as small: verify finds it anyway
+    weights = {d: sizes.get(d, 0) for d in order}
 
-    def check(d: Digest) -> tuple[Digest, int, str | None]:
+    def check(d: Digest) -> tuple[Digest, int, str | None, memoryview | None]:
         try:
             raw = ctx.store.get(chunk_key(d))
-            reader.check(raw, d, sizes.get(d))
-            return d, len(raw), None
+            data = reader.check(raw, d, sizes.get(d), bases=bases)
+            return d, len(raw), None, data if waiting.get(d) else None
         except CorruptObjectError as e:
-            return d, 0, str(e)
+            return d, 0, str(e), None
         except CasstoreError as e:
-            return d, 0, f"unreadable: {e}"
+            return d, 0, f"unreadable: {e}", None
 
     failed: dict[Digest, str] = {}
     with ThreadPoolExecutor(workers) as pool:
-        for d, n, err in pool.map(check, depth_order(digests, chains)):
-            report.bytes_read += n
-            if progress:
-                progress(n)
-            if err is not None:
-                failed[d] = err
+        for batch in delta_rounds(order, weights, _BATCH_BYTES, children):
+            for d, n, err, data in pool.map(check, batch):  # bases only change in between
+                report.bytes_read += n
+                if progress:
+                    progress(n)
+                if err is not None:
+                    failed[d] = err
+                if data is not None:
+                    bases[d] = data
+                chain = chains.get(d)
+                if chain and chain[0] in waiting:
+                    waiting[chain[0]] -= 1
+                    if not waiting[chain[0]]:
+                        bases.pop(chain[0], None)
     return failed
 
 
-_BASE_CACHE = 128 << 20
+_BATCH_BYTES = 16 << 20
+_BASE_CACHE = 32 << 20  # repair: the replica's bases, for the few chunks being repaired
 
 
 def _check_catalog(ctx: StoreContext, model: str, report: VerifyReport) -> None:

@@ -9,7 +9,7 @@ stored whole instead (a keyframe), so reading any chunk needs at most ``max_chai
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from casstore.chunking.base import TensorInfo
@@ -94,3 +94,56 @@ def depth_order(digests: Iterable[Digest], chains: Mapping[Digest, Sequence[Dige
     """``digests`` with every delta after the bases it needs (keyframes first)."""
     depth = chain_depths(chains)
     return sorted(digests, key=lambda d: (depth.get(d, 0), d))
+
+
+def delta_children(items: list[Digest], chains: Mapping[Digest, Sequence[Digest]]
+                   ) -> dict[Digest, list[Digest]]:
+    """Per chunk of ``items``, the deltas among ``items`` whose direct base it is."""
+    sent = set(items)
+    out: dict[Digest, list[Digest]] = {}
+    for d in items:
+        chain = chains.get(d)
+        if chain and chain[0] in sent:
+            out.setdefault(chain[0], []).append(d)
+    return out
+
+
+def delta_rounds(items: list[Digest], sizes: Mapping[Digest, int], limit: int,
+                 children: Mapping[Digest, list[Digest]]) -> Iterator[list[Digest]]:
+    """``items`` in batches of at most ``limit`` bytes: a batch of chunks whose base is not
+    among ``items``, then batches of the deltas based on those, a level at a time, then the
+    next batch. Each batch lands before the next, so a delta is written after its base, and
+    the bases a batch of deltas needs were all decoded one batch of bases ago: a pass that
+    keeps a decoded base until its deltas are checked holds at most a batch of bases.
+    ``children``: :func:`delta_children` of ``items``. Chunks no base leads to (a chain
+    that loops, in a damaged store) come last, so every item is yielded once."""
+    based = {c for cs in children.values() for c in cs}
+    left = dict.fromkeys(items)
+    for batch in by_bytes([d for d in items if d not in based], sizes, limit):
+        yield batch
+        level = [c for d in batch for c in children.get(d, ())]
+        for d in batch:
+            left.pop(d, None)
+        while level:
+            level = [c for c in level if c in left]  # each once, whatever the chains say
+            for c in level:
+                left.pop(c, None)
+            yield from by_bytes(level, sizes, limit)
+            level = [c for d in level for c in children.get(d, ())]
+    if left:
+        yield from by_bytes(list(left), sizes, limit)
+
+
+def by_bytes(items: list[Digest], sizes: Mapping[Digest, int], limit: int
+             ) -> Iterator[list[Digest]]:
+    """``items`` in order, in batches of at most ``limit`` bytes (a bigger item alone)."""
+    batch: list[Digest] = []
+    total = 0
+    for d in items:
+        if batch and total + sizes[d] > limit:
+            yield batch
+            batch, total = [], 0
+        batch.append(d)
+        total += sizes[d]
+    if batch:
+        yield batch

@@ -203,3 +203,35 @@ def test_header_fits_in_one_small_read():
     assert len(head) <= HEAD_READ
     assert parse_header(head).chain == chain
     assert parse_header(raw[:HEAD_READ]).chain == (chain[0],)
+
+
+def _digests(n: int, seed: int = 0) -> list[Digest]:
+    return [Digest.of(f"{seed}-{i}".encode()) for i in range(n)]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_delta_rounds_yield_each_chunk_once_every_delta_a_batch_after_its_base(seed):
+    """Random forests of delta chains (and a chain that loops, as a damaged store may hold):
+    every chunk comes exactly once, a delta in a later batch than its base, batches stay
+    within the byte limit unless one chunk alone exceeds it."""
+    from casstore.repo.deltas import delta_children, delta_rounds, depth_order
+
+    rng = np.random.default_rng(seed)
+    ds = _digests(60, seed)
+    chains: dict[Digest, tuple[Digest, ...]] = {}
+    for i, d in enumerate(ds[10:], 10):  # each later chunk maybe a delta of an earlier one
+        if rng.random() < 0.7:
+            base = ds[int(rng.integers(0, i))]
+            chains[d] = (base, *chains.get(base, ()))
+    loop = _digests(2, 99 + seed)
+    chains[loop[0]], chains[loop[1]] = (loop[1],), (loop[0],)
+    items = depth_order([*ds, *loop], chains)
+    sizes = {d: int(rng.integers(1, 10)) << 20 for d in items}
+    batches = list(delta_rounds(items, sizes, 16 << 20, delta_children(items, chains)))
+    flat = [d for b in batches for d in b]
+    assert sorted(flat) == sorted(items)  # once each, none dropped
+    where = {d: i for i, b in enumerate(batches) for d in b}
+    for d, chain in chains.items():
+        if d not in loop:
+            assert where[chain[0]] < where[d]
+    assert all(len(b) == 1 or sum(sizes[d] for d in b) <= 16 << 20 for b in batches)

@@ -127,3 +127,42 @@ def test_a_read_that_fails_mid_file_pays_every_budget_back(tmp_path: Path, monke
     assert (made[0]._windows, made[0]._encoding) == (0, 0)
     with pytest.raises(NotFoundError):  # nothing was published
         repo.get_version("m", "latest")
+
+
+def test_push_and_verify_hold_a_batch_and_its_bases_not_a_cache(tmp_path: Path):
+    """A push of a version stored as deltas, and a verify that re-reads every chunk, keep a
+    decoded base only until its deltas are checked: a batch of objects in flight, the one
+    read ahead, and one batch's decoded bases. Before, both kept up to 128 MiB of decoded
+    chunks (the CLI's push and pull of the benchmark series peaked at ~290 MiB, verify
+    --read-data at ~430 MiB). Every chunk object is read once."""
+    from casstore.ops.transfer import transfer
+    from casstore.ops.verify import verify
+    from casstore.testing.stores import CountingStore
+
+    base = _weights(4)
+    a = save(tmp_path / "a" / "model.safetensors", base)
+    b = save(tmp_path / "b" / "model.safetensors", _weights(5, 1e-3, base))
+    del base
+    src = Repository(str(tmp_path / "src"))
+    src.init(StoreConfig(encoding="fast"))
+    src.commit("m", [a])
+    src.commit("m", [b])
+    assert src.get_version("m", "latest").manifest.delta_chains()
+    counting = CountingStore(src.store)
+    reading = Repository(counting)
+    dst = Repository(str(tmp_path / "dst"))
+    versions = reading.versions("m")
+    pushed = _peak_of(lambda: transfer(reading.ctx, dst.ctx, versions))
+    counts = counting.counts()
+    chunk_reads = counts["get_many"].requests  # the transfer reads chunk objects in batches
+    other_gets = counts["get"].requests  # manifests, indexes: a base re-read would add here
+    objects = len({d for v in versions for d in v.manifest.object_sizes()})
+    checked = _peak_of(lambda: verify(dst.ctx, read_data=True))
+    print(f"push {pushed / MiB:.1f} MiB, verify {checked / MiB:.1f} MiB, "
+          f"{chunk_reads} reads for {objects} objects, {other_gets} other gets")
+    batch = 16 * MiB
+    # two batches of stored objects, a batch of decoded bases, a chunk being decoded
+    assert pushed <= 2 * batch + 2 * batch + MAX_WINDOW + SLACK, pushed / MiB
+    assert checked <= batch + 2 * batch + MAX_WINDOW + SLACK, checked / MiB
+    assert chunk_reads == objects  # each object once
+    assert other_gets <= 2 * len(versions) + 2  # no base read again
