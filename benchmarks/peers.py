@@ -108,6 +108,11 @@ class Tool:
         """The command that writes version ``name`` under ``dest``, and the cwd to run it in."""
         raise NotImplementedError
 
+    def other_commands(self) -> dict[str, list[str]]:
+        """More commands over the whole series, run in order after the restore, whose peak
+        RSS is reported (not timed against the peers)."""
+        return {}
+
     def stored_bytes(self) -> int:
         return dir_bytes(self.repo)
 
@@ -143,11 +148,23 @@ class CasstoreCLI(Tool):
     def restore(self, name: str, dest: Path) -> tuple[list[str], Path | None]:
         return self._cmd("checkout", "series", self.versions[name], "-o", str(dest)), None
 
+    def other_commands(self) -> dict[str, list[str]]:
+        pushed, pulled = self.work / f"{self.name}-pushed", self.work / f"{self.name}-pulled"
+        return {
+            "push (series)": self._cmd("push", str(pushed), "series", "--all"),
+            "pull (series)": [sys.executable, "-m", "casstore", "--store", str(pulled), "pull",
+                              str(pushed), "series", "--all"],
+            "verify --read-data": self._cmd("verify", "--read-data"),
+        }
+
 
 class CasstoreOff(CasstoreCLI):
     """casstore with chunk encodings off: raw chunks, as before issue 13."""
 
     encoding = "off"
+
+    def other_commands(self) -> dict[str, list[str]]:
+        return {}
 
 
 class Restic(Tool):

@@ -147,6 +147,7 @@ def latency_targets(results: dict) -> list[Target]:
                        ("restore_peak_rss", "checkout (series)")):
         if cas and key in cas:
             peaks[label] = cas[key]
+    peaks.update((cas or {}).get("other_peak_rss") or {})  # push, pull, verify --read-data
     big = ((_data(results, "rss_2g") or {}).get("tools") or {}).get("casstore")
     if big:
         peaks["commit (2 GiB file)"] = big["peak_rss"]

@@ -129,7 +129,10 @@ def measure_tool(tool: Tool, files: list[tuple[str, Path]], ctx: Context, digest
         found = [f for f in (dest / name).rglob(path.name) if f.is_file()]
         identical[name] = len(found) == 1 and file_digest(found[0]) == digests[name]
     shutil.rmtree(dest, ignore_errors=True)
+    others = {name: run_measured(cmd, env=tool.env).max_rss
+              for name, cmd in tool.other_commands().items()}
     return {
+        "other_peak_rss": others,
         "tool": tool.describe(),
         "ingest_seconds": round(ingest_s, 3),
         "ingest_MBps": _mb_s(logical, ingest_s),
