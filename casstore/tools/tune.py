@@ -31,7 +31,6 @@ from casstore.repo.manifest import INLINE_MAX
 MiB = 1 << 20
 SMALL_READ = 1 * MiB
 DEFAULT_ENCODINGS = ("off", E.DEFAULT_POLICY)
-DELTA_MEMORY = 256 * MiB
 """Bytes of one file's tensor pieces kept as delta bases for the next file (beyond: none)."""
 """Reads up to this size are always served from the file: that is how headers are parsed."""
 
@@ -282,54 +281,65 @@ def _run_setting(
     cut_seconds = 0.0
     stored = dict.fromkeys(policies, 0)
     enc_seconds = dict.fromkeys(policies, 0.0)
-    prev: dict[tuple, bytes] = {}  # the previous file's tensor pieces: delta bases
-    for path in files:
-        sf = _StripedFile(path, sampling, largest)
-        inline: set[Digest] = set()  # tiny chunks live in each version's manifest
-        cur: dict[tuple, bytes] = {}
-        held = 0
-        try:
-            t = time.perf_counter()
-            layout, it = chunker.split(sf.read_at, sf.size, path.name)
-            tensors = TensorCursor(layout.tensors)
-            pos = 0
-            for piece in it:
-                n = len(piece)
-                counted = sf.counts(pos)
-                tensor = tensors.at(pos, n)
-                pos += n
-                if not counted:
-                    t = time.perf_counter()  # cutting skipped ranges is not charged
-                    continue
-                d = Digest.of(piece)
-                logical += n
-                pieces += 1
-                cut_seconds += time.perf_counter() - t
-                if n <= INLINE_MAX:
-                    if d not in inline:
-                        inline.add(d)
-                        inline_bytes += n
-                elif d not in seen:
-                    seen.add(d)
-                    key = None
-                    if tensor is not None:
-                        key = (tensor.name, tensor.dtype, tuple(tensor.shape),
-                               pos - n - tensor.offset, n)
-                        if held + n <= DELTA_MEMORY:
-                            cur[key] = bytes(piece)
-                            held += n
-                    base = prev.get(key) if key is not None else None
-                    dtype = tensor.dtype if tensor is not None else None
-                    for name, policy in policies.items():
-                        t0 = time.perf_counter()
-                        enc = E.encode(piece, dtype, policy, base)
-                        chain = (d,) if enc.delta else ()  # the header's size is what counts
-                        stored[name] += len(encoded_parts(enc, n, chain))
-                        enc_seconds[name] += time.perf_counter() - t0
+    # the previous file's tensor pieces, the delta bases: where they are (read again when a
+    # piece of the next file needs one: the page cache has them; memory holds none)
+    prev: dict[tuple, tuple[int, int]] = {}
+    prev_file: _StripedFile | None = None
+    try:
+        for path in files:
+            sf = _StripedFile(path, sampling, largest)
+            inline: set[Digest] = set()  # tiny chunks live in each version's manifest
+            cur: dict[tuple, tuple[int, int]] = {}
+            try:
                 t = time.perf_counter()
-        finally:
-            sf.close()
-        prev = cur
+                layout, it = chunker.split(sf.read_at, sf.size, path.name)
+                tensors = TensorCursor(layout.tensors)
+                pos = 0
+                for piece in it:
+                    n = len(piece)
+                    counted = sf.counts(pos)
+                    tensor = tensors.at(pos, n)
+                    pos += n
+                    if not counted:
+                        t = time.perf_counter()  # cutting skipped ranges is not charged
+                        continue
+                    d = Digest.of(piece)
+                    logical += n
+                    pieces += 1
+                    cut_seconds += time.perf_counter() - t
+                    if n <= INLINE_MAX:
+                        if d not in inline:
+                            inline.add(d)
+                            inline_bytes += n
+                    elif d not in seen:
+                        seen.add(d)
+                        key = None
+                        if tensor is not None:
+                            key = (tensor.name, tensor.dtype, tuple(tensor.shape),
+                                   pos - n - tensor.offset, n)
+                            cur[key] = (pos - n, n)
+                        where = prev.get(key) if key is not None else None
+                        base = (prev_file.src.read_at(*where)
+                                if where is not None and prev_file is not None else None)
+                        dtype = tensor.dtype if tensor is not None else None
+                        for name, policy in policies.items():
+                            t0 = time.perf_counter()
+                            enc = E.encode(piece, dtype, policy, base)
+                            chain = (d,) if enc.delta else ()  # the header's size counts
+                            stored[name] += len(encoded_parts(enc, n, chain))
+                            enc_seconds[name] += time.perf_counter() - t0
+                        del base, enc
+                    del piece  # its window goes before the chunker reads the next one
+                    t = time.perf_counter()
+            except BaseException:
+                sf.close()
+                raise
+            if prev_file is not None:
+                prev_file.close()
+            prev_file, prev = sf, cur
+    finally:
+        if prev_file is not None:
+            prev_file.close()
     return [
         Result(setting, name, chunker.name, logical, stored[name] + inline_bytes, len(seen),
                pieces, cut_seconds + enc_seconds[name], inline_bytes)
