@@ -12,6 +12,7 @@ import json
 import random
 import struct
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,21 +25,27 @@ MODEL = "demo-llm"
 
 def write_safetensors(path: Path, tensors: dict[str, bytes], metadata: dict[str, str]) -> None:
     """A valid safetensors file of F32 vectors (the format is a JSON header + raw payloads)."""
+    _write(path, {name: len(data) for name, data in tensors.items()}, tensors.__getitem__,
+           metadata)
+
+
+def _write(path: Path, sizes: dict[str, int], produce: Callable[[str], bytes],
+           metadata: dict[str, str]) -> None:
+    """``write_safetensors`` with each payload made by ``produce(name)`` as it is written (one
+    tensor in memory at a time)."""
     header: dict[str, Any] = {"__metadata__": metadata} if metadata else {}
     offset = 0
-    for name, data in tensors.items():
-        header[name] = {
-            "dtype": "F32",
-            "shape": [len(data) // 4],
-            "data_offsets": [offset, offset + len(data)],
-        }
-        offset += len(data)
+    for name, n in sizes.items():
+        header[name] = {"dtype": "F32", "shape": [n // 4], "data_offsets": [offset, offset + n]}
+        offset += n
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)
     with open(path, "wb") as f:
         f.write(struct.pack("<Q", len(raw)))
         f.write(raw)
-        for data in tensors.values():
+        for name, n in sizes.items():
+            data = produce(name)
+            assert len(data) == n
             f.write(data)
 
 
@@ -53,23 +60,18 @@ def _weights(rng: random.Random, n: int) -> bytes:
 
 
 def make_series(folder: Path, size_mb: int, seed: int = 0) -> list[Path]:
-    rng = random.Random(seed)
+    """Four checkpoints: a base, a fine-tune of its last third of tensors, the same weights
+    with other metadata, a regression that also changes the first sixth. Each tensor is made
+    from its own seed as it is written, so the demo holds one tensor at a time."""
     layers = 12
     per_tensor = max(4096, (size_mb << 20) // (layers * 2)) // 4 * 4
-    base = {}
-    for i in range(layers):
-        base[f"layers.{i}.attn.weight"] = _weights(rng, per_tensor)
-        base[f"layers.{i}.mlp.weight"] = _weights(rng, per_tensor)
-    tuned = dict(base)
-    for name in list(base)[-(len(base) // 3) :]:
-        tuned[name] = _weights(rng, per_tensor)
-    regressed = dict(tuned)
-    for name in list(base)[: len(base) // 6]:
-        regressed[name] = _weights(rng, per_tensor)
+    names = [f"layers.{i}.{part}.weight" for i in range(layers) for part in ("attn", "mlp")]
+    tuned = dict.fromkeys(names[-(len(names) // 3) :], 1)
+    regressed = {**tuned, **dict.fromkeys(names[: len(names) // 6], 2)}
     paths = []
-    for i, (tensors, meta) in enumerate(
+    for i, (variant, meta) in enumerate(
         [
-            (base, {"stage": "base"}),
+            ({}, {"stage": "base"}),
             (tuned, {"stage": "fine-tune"}),
             (tuned, {"stage": "fine-tune", "notes": "same weights, longer header " + "x" * 200}),
             (regressed, {"stage": "regressed"}),
@@ -77,7 +79,10 @@ def make_series(folder: Path, size_mb: int, seed: int = 0) -> list[Path]:
     ):
         p = folder / f"v{i}" / "model.safetensors"
         p.parent.mkdir(parents=True)
-        write_safetensors(p, tensors, meta)
+        _write(p, dict.fromkeys(names, per_tensor),
+               lambda name, v=variant: _weights(  # type: ignore[misc]
+                   random.Random(f"{seed}/{name}/{v.get(name, 0)}"), per_tensor),
+               meta)
         paths.append(p)
     return paths
 
