@@ -38,6 +38,7 @@ import contextlib
 import errno
 import json
 import os
+import random
 import socket
 import threading
 import time
@@ -205,8 +206,10 @@ class Leases:
             self.store.delete(key)
             if _now() > deadline:
                 raise ConflictError("a garbage collection sweep is still running; try later")
-            time.sleep(delay)
-            delay = min(delay * 2, 1.0)
+            # retry soon, at a jittered pace: a writer that backs off for seconds starves
+            # behind back-to-back sweeps (each retry lands inside the next one)
+            time.sleep(random.uniform(delay / 2, delay))
+            delay = min(delay * 2, 4 * self.settings.poll)
         s = Session(self.store, key, self.settings.session_timeout)
         try:
             yield s
