@@ -147,6 +147,24 @@ def measure_tool(tool: Tool, files: list[tuple[str, Path]], ctx: Context, digest
     }
 
 
+def _mean_run(rs: list[dict], logical: int) -> dict:
+    """One tool's runs as one: mean times (throughput from them), the highest peak RSS, and
+    every run's times kept."""
+    if len(rs) == 1:
+        return rs[0]
+    r = dict(rs[0])
+    for phase in ("ingest", "restore"):
+        seconds = sum(x[f"{phase}_seconds"] for x in rs) / len(rs)
+        r[f"{phase}_seconds"] = round(seconds, 3)
+        r[f"{phase}_MBps"] = _mb_s(logical, seconds)
+        r[f"{phase}_seconds_per_run"] = [x[f"{phase}_seconds"] for x in rs]
+        r[f"{phase}_peak_rss"] = max(x[f"{phase}_peak_rss"] for x in rs)
+    r["other_peak_rss"] = {k: max(x["other_peak_rss"].get(k, 0) for x in rs)
+                           for k in rs[0]["other_peak_rss"]}
+    r["restored_identical"] = all(x["restored_identical"] for x in rs)
+    return r
+
+
 def available_tools(ctx: Context, sub: str) -> tuple[list[Tool], dict[str, str]]:
     tools, skipped = [], {}
     for name, cls in TOOLS.items():
@@ -177,7 +195,9 @@ def _render_peers(d: dict) -> list[str]:
     rows += [f"- {name}: skipped: {why}" for name, why in d["skipped"].items()]
     rows += [
         "",
-        f"One command per version; timings include an `os.sync()` after the last command "
+        f"Each tool ran {d.get('rounds', 1)} time(s) (in order, then in reverse; times "
+        f"averaged). One command per version; timings include an `os.sync()` after the last "
+        f"command "
         f"(each tool pays for its own durable writes). Page cache: {d['cache']}. "
         f"Peak RSS: {d['rss_method']}. Stored bytes: apparent size of every file in the "
         f"tool's repository folder.",
@@ -191,14 +211,22 @@ def peers(ctx: Context) -> dict:
     info = series_info(ctx)
     files = [(k, Path(p)) for k, p in info["files"].items()]
     tools, skipped = available_tools(ctx, "peers")
-    out = {}
-    for tool in tools:
+    # the disk's speed drifts over minutes (one tool ran at 477 MB/s in one run, 962 in the
+    # next): every tool runs twice, in order and then in reverse, and its times are averaged,
+    # so a steady drift costs every tool the same
+    order = tools if ctx.quick else tools + tools[::-1]
+    runs: dict[str, list[dict]] = {}
+    for tool in order:
         ctx.log(f"  peers: {tool.name}")
-        r = measure_tool(tool, files, ctx, info["digests"])
-        r["stored_vs_unique"] = round(r["stored_bytes"] / info["unique_tensor_bytes"], 4)
-        out[tool.name] = r
+        runs.setdefault(tool.name, []).append(measure_tool(tool, files, ctx, info["digests"]))
         shutil.rmtree(tool.work, ignore_errors=True)
+    out = {}
+    for name, rs in runs.items():
+        r = _mean_run(rs, info["logical_bytes"])
+        r["stored_vs_unique"] = round(r["stored_bytes"] / info["unique_tensor_bytes"], 4)
+        out[name] = r
     return {
+        "rounds": 1 if ctx.quick else 2,
         "tools": out,
         "skipped": skipped,
         "logical_bytes": info["logical_bytes"],
