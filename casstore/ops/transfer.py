@@ -92,13 +92,22 @@ def transfer(
         todo = [v for v in versions if not _already_there(src, dst, v, known, report)]
         written = _send_chunks(src, dst, todo, known, reader, report, progress, fresh=fresh)
         counters = _counters(todo, per_model, written)
-        # chunks first, then each version's manifest, index and tags (versions in parallel)
-        with ThreadPoolExecutor(min(8, max(1, len(todo))),
+        # chunks first, then each version's manifest, index and tags: models in parallel,
+        # one model's versions in order (in parallel they only collided on the model's
+        # catalog: compare-and-swap retries, ~25 % more requests and slower on S3)
+        by_model: dict[str, list[Version]] = {}
+        for v in todo:
+            by_model.setdefault(v.model, []).append(v)
+
+        def publish(vs: list[Version]) -> list[tuple[str, int]]:
+            return [_publish_version(src, dst, v, counters[v.model, v.version]) for v in vs]
+
+        with ThreadPoolExecutor(min(8, max(1, len(by_model))),
                                 thread_name_prefix="casstore-publish") as pool:
-            for label, sent in pool.map(
-                    lambda v: _publish_version(src, dst, v, counters[v.model, v.version]), todo):
-                report.manifests_sent += sent
-                report.versions.append(label)
+            for done in pool.map(publish, by_model.values()):
+                for label, sent in done:
+                    report.manifests_sent += sent
+                    report.versions.append(label)
         for model in sorted({v.model for v in versions}):  # numbers the source ever used,
             view = src.catalog.models_catalog.read(model)  # expired ones too, stay unused
             if view is not None and view.high is not None:
