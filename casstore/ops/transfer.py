@@ -24,7 +24,7 @@ from casstore.ops.signing import stored_signatures
 from casstore.repo.catalog import Version
 from casstore.repo.chunks import ChunkReader
 from casstore.repo.context import StoreContext
-from casstore.repo.deltas import delta_children, delta_rounds, depth_order
+from casstore.repo.deltas import DecodedBases, delta_children, delta_rounds, depth_order
 from casstore.repo.keys import (
     chunk_key,
     expired_key,
@@ -214,21 +214,13 @@ def _send_chunks(
     report.chunks_present += len(chunks) - len(missing)
     children = delta_children(missing, chains)
     batches = list(delta_rounds(missing, sizes, _BATCH_BYTES, children))
-    bases: dict[Digest, memoryview] = {}  # decoded, until their deltas here are checked
-    waiting = {d: len(c) for d, c in children.items()}
+    bases = DecodedBases(children, chains)
 
     def read(batch: list[Digest]) -> dict[str, bytes]:
         return src.store.get_many([chunk_key(d) for d in batch])
 
     def check(d: Digest, raw: bytes) -> None:  # never forward corrupt bytes
-        data = reader.check(raw, d, sizes[d], bases=bases)
-        if waiting.get(d):
-            bases[d] = data
-        chain = chains.get(d)
-        if chain and chain[0] in waiting:
-            waiting[chain[0]] -= 1
-            if not waiting[chain[0]]:
-                bases.pop(chain[0], None)
+        bases.checked(d, reader.check(raw, d, sizes[d], bases=bases))
 
     with ThreadPoolExecutor(1, thread_name_prefix="casstore-transfer") as pool:
         ahead = pool.submit(read, batches[0]) if batches else None

@@ -20,7 +20,7 @@ from casstore.errors import CasstoreError, CorruptObjectError, NotFoundError
 from casstore.repo.catalog import parse_index_entry
 from casstore.repo.chunks import ChunkReader
 from casstore.repo.context import StoreContext
-from casstore.repo.deltas import delta_children, delta_rounds, depth_order
+from casstore.repo.deltas import DecodedBases, delta_children, delta_rounds, depth_order
 from casstore.repo.keys import (
     chunk_key,
     expired_key,
@@ -140,8 +140,7 @@ def _check_chunks(
     reader = ChunkReader(ctx.store)
     order = depth_order(digests, chains)
     children = delta_children(order, chains)
-    waiting = {d: len(c) for d, c in children.items()}
-    bases: dict[Digest, memoryview] = {}
+    bases = DecodedBases(children, chains)
     # a chunk missing from the manifests' sizes counts as small: verify finds it anyway
     weights = {d: sizes.get(d, 0) for d in order}
 
@@ -149,7 +148,7 @@ def _check_chunks(
         try:
             raw = ctx.store.get(chunk_key(d))
             data = reader.check(raw, d, sizes.get(d), bases=bases)
-            return d, len(raw), None, data if waiting.get(d) else None
+            return d, len(raw), None, data if bases.needed(d) else None
         except CorruptObjectError as e:
             return d, 0, str(e), None
         except CasstoreError as e:
@@ -164,13 +163,7 @@ def _check_chunks(
                     progress(n)
                 if err is not None:
                     failed[d] = err
-                if data is not None:
-                    bases[d] = data
-                chain = chains.get(d)
-                if chain and chain[0] in waiting:
-                    waiting[chain[0]] -= 1
-                    if not waiting[chain[0]]:
-                        bases.pop(chain[0], None)
+                bases.checked(d, data)
     return failed
 
 

@@ -147,3 +147,29 @@ def by_bytes(items: list[Digest], sizes: Mapping[Digest, int], limit: int
         total += sizes[d]
     if batch:
         yield batch
+
+
+class DecodedBases(dict[Digest, memoryview]):
+    """The decoded chunks a pass in :func:`delta_rounds` order keeps for the deltas still to
+    be checked (pass it as ``bases`` to ``ChunkReader.check``); a base goes once its last
+    delta here is checked. ``children``: :func:`delta_children` of the pass's chunks."""
+
+    def __init__(self, children: Mapping[Digest, list[Digest]],
+                 chains: Mapping[Digest, Sequence[Digest]]) -> None:
+        super().__init__()
+        self._waiting = {d: len(c) for d, c in children.items()}
+        self._chains = chains
+
+    def needed(self, d: Digest) -> bool:
+        """True while deltas here still need ``d`` decoded."""
+        return bool(self._waiting.get(d))
+
+    def checked(self, d: Digest, data: memoryview | None) -> None:
+        """``d`` was checked (``data`` its decoded bytes, None if it failed)."""
+        if data is not None and self.needed(d):
+            self[d] = data
+        chain = self._chains.get(d)
+        if chain and chain[0] in self._waiting:
+            self._waiting[chain[0]] -= 1
+            if not self._waiting[chain[0]]:
+                self.pop(chain[0], None)
