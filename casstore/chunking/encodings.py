@@ -32,6 +32,8 @@ from casstore.chunking.defaults import DEFAULT_POLICY, POLICY_NAMES
 from casstore.errors import CorruptObjectError, InvalidInputError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     import numpy as np
 
 RAW, ZSTD, SPLIT, DELTA = 0, 1, 2, 3
@@ -328,7 +330,51 @@ def _unzstd(payload: memoryview, size: int) -> bytes:
     return out
 
 
-def _decode_split(payload: memoryview, size: int) -> np.ndarray:
+def decode_blocks(encoding: int, payload: memoryview | bytes, size: int,
+                  out: bytearray | memoryview,
+                  base: Iterator[memoryview] | None = None) -> Iterator[memoryview]:
+    """The ``size`` decoded bytes of a payload as consecutive blocks of ``len(out)`` bytes (the
+    last may be shorter), each valid until the next is asked for: what :func:`decode` gives,
+    without holding a decoded copy of the whole chunk. ``out`` is the block buffer (its length
+    a multiple of 8); ``base``: a delta's base as blocks of the same length, XOR-ed in.
+
+    The payload's framing is checked before the first block; a payload that does not decode
+    to exactly ``size`` bytes, or a base of another length, raises
+    :class:`CorruptObjectError` (possibly after some blocks were given).
+    """
+    payload = memoryview(payload).cast("B")
+    step = len(out)
+    if encoding == RAW:
+        if len(payload) != size:
+            raise CorruptObjectError(f"raw payload has {len(payload)} bytes, expected {size}")
+        blocks: Iterator[memoryview] = (payload[i : i + step] for i in range(0, size, step))
+    elif encoding == ZSTD:
+        whole = memoryview(_unzstd(payload, size))
+        blocks = (whole[i : i + step] for i in range(0, size, step))
+    elif encoding == SPLIT:
+        blocks = _split_blocks(payload, size, out)
+    else:
+        raise CorruptObjectError(f"unknown encoding {encoding}")
+    if base is None:
+        yield from blocks
+        return
+    np = _np()
+    dest = np.frombuffer(out, np.uint8)
+    for block in blocks:
+        other = next(base, None)
+        if other is None or len(other) != len(block):
+            raise CorruptObjectError(f"delta base has other than {size} bytes")
+        n = len(block)
+        np.bitwise_xor(np.frombuffer(block, np.uint8), np.frombuffer(other, np.uint8),
+                       out=dest[:n])
+        yield memoryview(out)[:n]
+    if next(base, None) is not None:  # also lets a base that checks itself at its end do so
+        raise CorruptObjectError(f"delta base has other than {size} bytes")
+
+
+def _split_rows(payload: memoryview, size: int
+                ) -> tuple[int, int, int, list[np.ndarray], memoryview]:
+    """A split payload's format, item size, value count, streams (decompressed) and tail."""
     np = _np()
     if len(payload) < _SPLIT_HEAD.size:
         raise CorruptObjectError("split payload too short")
@@ -357,16 +403,50 @@ def _decode_split(payload: memoryview, size: int) -> np.ndarray:
     if len(tail) != size - count * item:
         raise CorruptObjectError(f"split payload: {len(tail)} trailing bytes, expected "
                                  f"{size - count * item}")
-    full = np.empty(size, np.uint8)
-    out = full[: count * item].reshape(count, item)
-    for i in range(0, count, _BLOCK):  # block by block: each block stays in the CPU cache
+    return fmt, item, count, rows, tail
+
+
+def _join(rows: list[np.ndarray], fmt: int, item: int, out: np.ndarray, first: int) -> None:
+    """Values ``first .. first + len(out)`` (``out``: shape (values, item)) from the streams,
+    a CPU-cache-sized block at a time, rotated back right one bit in format 1."""
+    for i in range(0, len(out), _BLOCK):
         block = out[i : i + _BLOCK]
+        at = first + i
         for k, row in enumerate(rows):
-            block[:, k] = row[i : i + _BLOCK]
-        if fmt == 1:  # rotate back right by one bit
+            block[:, k] = row[at : at + len(block)]
+        if fmt == 1:
             v = block.reshape(-1).view(_UINT[item])
             low = v << (8 * item - 1)
             v >>= 1
             v |= low
+
+
+def _split_blocks(payload: memoryview, size: int, out: bytearray | memoryview
+                  ) -> Iterator[memoryview]:
+    np = _np()
+    fmt, item, count, rows, tail = _split_rows(payload, size)
+    step = len(out)
+    if step % item:  # only a hand-made object has such an item size: decode it whole
+        whole = memoryview(_decode_split(payload, size))
+        yield from (whole[i : i + step] for i in range(0, size, step))
+        return
+    dest = np.frombuffer(out, np.uint8)
+    values = count * item
+    for off in range(0, size, step):
+        n = min(step, size - off)
+        m = max(0, min(n, values - off))  # bytes of whole values in this block
+        if m:
+            _join(rows, fmt, item, dest[:m].reshape(-1, item), off // item)
+        if m < n:
+            start = max(0, off - values)
+            dest[m:n] = np.frombuffer(tail[start : start + n - m], np.uint8)
+        yield memoryview(out)[:n]
+
+
+def _decode_split(payload: memoryview, size: int) -> np.ndarray:
+    np = _np()
+    fmt, item, count, rows, tail = _split_rows(payload, size)
+    full = np.empty(size, np.uint8)
+    _join(rows, fmt, item, full[: count * item].reshape(count, item), 0)
     full[count * item :] = np.frombuffer(tail, np.uint8)
     return full

@@ -11,17 +11,20 @@ How one file is written:
    ever opened for writing, and a version that itself holds names like
    ``.x.casstore-tmp`` checks out like any other.
 3. It is preallocated to its size, then filled with ``os.pwrite`` by a pool of threads, one
-   chunk per task, each chunk read (into the thread's one reused buffer on local stores) and
-   verified against its digest before a byte of it is written.
+   chunk per task, each chunk read into the thread's reused buffers (local stores) and
+   decoded a block at a time, a delta alongside its base, hashed as it goes: a chunk that
+   does not match its digest fails the checkout, and its file never gets a name.
 4. Only a complete file gets its name: ``link`` (refuses an existing name, so no overwrite
    race) or, with ``overwrite=True``, ``rename`` (which replaces a symlink at the name, never
    its target).
 
-Memory: at most ``budget`` bytes of chunk buffers (threads = budget // largest chunk, or //
-twice that when the store encodes chunks), whatever the file sizes. A failed or interrupted
-(Ctrl-C) checkout removes its temporary files, so no half-written file is left under any name;
-after SIGKILL only hidden ``.casstore-*.tmp`` files can remain. Files are not fsynced (like
-``cp``): checkout is a copy of data the store keeps.
+Memory: at most ``budget`` bytes of chunk buffers (threads = budget // largest chunk; when
+the store encodes chunks, each thread's chunk object and decoded block, plus one delta base's
+object and block that the threads take in turn), whatever the file sizes; decoding also holds
+a chunk's compressed streams decompressed (for float tensors, a quarter to half of the chunk).
+A failed or interrupted (Ctrl-C) checkout removes its temporary files, so no half-written file
+is left under any name; after SIGKILL only hidden ``.casstore-*.tmp`` files can remain. Files
+are not fsynced (like ``cp``): checkout is a copy of data the store keeps.
 """
 
 from __future__ import annotations
@@ -45,7 +48,13 @@ from casstore.errors import (
     InvalidInputError,
     NotFoundError,
 )
-from casstore.repo.chunks import HEAD_READ, ChunkReader
+from casstore.repo.chunks import (
+    BLOCK_BYTES,
+    HEAD_READ,
+    BaseBuffers,
+    BlockBuffers,
+    ChunkReader,
+)
 from casstore.repo.manifest import FileEntry, Manifest
 
 DEFAULT_BUDGET = 64 << 20
@@ -143,12 +152,14 @@ class Checkout:
         self.dest = dest
         self.overwrite = overwrite
         self.progress = progress
-        largest = max((n for f in manifest.files for _, n in f.chunks), default=0)
-        self._buffer_size = largest + HEAD_READ
+        self._largest = max((n for f in manifest.files for _, n in f.chunks), default=0)
         default = 16 if not reader.store.capabilities.local else 4
-        # an encoded chunk needs its decoded copy besides the buffer it was read into
-        per_worker = self._buffer_size * (2 if encoded else 1)
+        per_worker = self._largest + HEAD_READ
+        if encoded:  # and a decoded block; one delta base's object and block for all
+            per_worker += BLOCK_BYTES
+            budget -= per_worker
         self.workers = max(1, min(workers or default, budget // per_worker))
+        self._base = BaseBuffers(self._largest)
         self._local = threading.local()
         self._dirs: dict[tuple[str, ...], int] = {}
 
@@ -202,23 +213,23 @@ class Checkout:
                 os.ftruncate(fd, entry.size)
         return p
 
-    def _buffer(self) -> bytearray:
-        buf = getattr(self._local, "buf", None)
-        if buf is None:
-            buf = self._local.buf = bytearray(self._buffer_size)
-        return buf
+    def _buffers(self) -> BlockBuffers:
+        bufs = getattr(self._local, "bufs", None)
+        if bufs is None:
+            bufs = self._local.bufs = BlockBuffers(self._largest, self._base)
+        return bufs
 
     def _write_chunk(self, p: _Pending, index: int, offset: int) -> None:
         d, n = p.entry.chunks[index]
-        digest = Digest(d)
         try:
-            data = self.reader.read_into(digest, n, self._buffer())
+            for block in self.reader.read_blocks(Digest(d), n, self._buffers()):
+                view = memoryview(block).cast("B")
+                done = 0
+                while done < len(view):
+                    done += os.pwrite(p.fd, view[done:], offset + done)
+                offset += len(view)
         except (NotFoundError, CorruptObjectError) as e:
             raise type(e)(f"version {self.manifest.name}, file {p.entry.path}: {e}") from e
-        view = memoryview(data).cast("B")
-        done = 0
-        while done < n:
-            done += os.pwrite(p.fd, view[done:], offset + done)
         if self.progress is not None:
             self.progress(n)
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from casstore.chunking import Chunker, FileLayout, ReadAt
 from casstore.chunking import encodings as E
 from casstore.chunking.base import MAX_WINDOW, TensorCursor
-from casstore.digest import DIGEST_SIZE, Digest
+from casstore.digest import DIGEST_SIZE, Digest, hasher
 from casstore.errors import CorruptObjectError, NotFoundError
 from casstore.repo.keys import chunk_key
 from casstore.repo.manifest import INLINE_MAX, Manifest, verified_inline
@@ -150,21 +150,11 @@ def decode_chunk(
     ``size`` (what the manifest declares, when known) bounds decoding, else ``MAX_DECODED``
     does. A delta's base is fetched with ``read_base``; without one, a delta is refused.
     """
-    h = parse_header(raw, digest)
-    payload = memoryview(raw)[h.offset :]
-    if h.size is not None:
-        limit = MAX_DECODED if size is None else size
-        if h.size > limit or (size is not None and h.size != size):
-            raise CorruptObjectError(
-                f"chunk {digest.short()}: declares {h.size} bytes, expected "
-                f"{size if size is not None else f'at most {limit}'}"
-            )
+    h, payload = _framed(raw, digest, size, depth)
     base = None
     if h.is_delta:
         if read_base is None:
             raise CorruptObjectError(f"chunk {digest.short()}: delta, but no base reader")
-        if depth + len(h.chain) > MAX_CHAIN:
-            raise CorruptObjectError(f"chunk {digest.short()}: delta chain too long (a cycle?)")
         assert h.size is not None
         base = read_base(h.chain[0], h.size, depth + 1)
     try:
@@ -178,6 +168,23 @@ def decode_chunk(
     if Digest.of(data) != digest:
         raise CorruptObjectError(f"chunk {digest.short()}: content does not match its digest")
     return data
+
+
+def _framed(raw: bytes | memoryview, digest: Digest, size: int | None, depth: int
+            ) -> tuple[ChunkHeader, memoryview]:
+    """A chunk object's header and payload, its declared size checked against ``size`` (or
+    ``MAX_DECODED``) and its chain against ``MAX_CHAIN``, before anything is decoded."""
+    h = parse_header(raw, digest)
+    if h.size is not None:
+        limit = MAX_DECODED if size is None else size
+        if h.size > limit or (size is not None and h.size != size):
+            raise CorruptObjectError(
+                f"chunk {digest.short()}: declares {h.size} bytes, expected "
+                f"{size if size is not None else f'at most {limit}'}"
+            )
+    if h.is_delta and depth + len(h.chain) > MAX_CHAIN:
+        raise CorruptObjectError(f"chunk {digest.short()}: delta chain too long (a cycle?)")
+    return h, memoryview(raw)[h.offset :]
 
 
 @dataclass
@@ -547,6 +554,72 @@ class ChunkReader:
             )
         return data
 
+    def read_blocks(self, digest: Digest, size: int, buffers: BlockBuffers
+                    ) -> Iterator[memoryview]:
+        """The ``size`` bytes of a chunk as consecutive blocks, each valid until the next:
+        what :meth:`read_into` gives, without a decoded copy of the whole chunk (nor of a
+        delta's base, decoded block by block alongside). Objects are read into ``buffers``
+        on local stores.
+
+        Verified: a raw object before its first block, an encoded one (and a delta's base)
+        as its blocks are hashed, the mismatch raised after the last block. So a caller
+        writes the blocks only where a failure throws them away (checkout: a temporary file
+        that gets its name once complete).
+        """
+        inline = self._inline.get(digest)
+        if inline is not None or not self.store.capabilities.local:
+            yield self.read_into(digest, size, buffers.object)
+            return
+        h, payload = _framed(self._object(digest, buffers.object, 0), digest, size, 0)
+        if not h.is_delta and h.encoding == ENC_RAW:
+            yield self._raw(payload, digest, size)
+            return
+        if not h.is_delta:
+            yield from _verified_blocks(
+                E.decode_blocks(h.inner, payload, size, buffers.out), digest, size)
+            return
+        with buffers.base.lock:
+            base = self._base_blocks(h.chain[0], size, buffers.base)
+            yield from _verified_blocks(
+                E.decode_blocks(h.inner, payload, size, buffers.out, base), digest, size)
+
+    def _object(self, digest: Digest, buffer: bytearray, depth: int) -> memoryview:
+        """A chunk object read into ``buffer`` (or into a fresh one if it does not fit)."""
+        key = chunk_key(digest)
+        try:
+            n = self.store.get_into(key, buffer)
+            if n > len(buffer):
+                return memoryview(self.store.get(key))
+        except NotFoundError:
+            what = "chunk" if depth == 0 else "delta base chunk"
+            raise NotFoundError(f"{what} {digest.short()} is missing from the store") from None
+        return memoryview(buffer)[:n]
+
+    @staticmethod
+    def _raw(payload: memoryview, digest: Digest, size: int) -> memoryview:
+        if len(payload) != size:
+            raise CorruptObjectError(
+                f"chunk {digest.short()}: holds {len(payload)} bytes, the manifest says {size}")
+        if Digest.of(payload) != digest:
+            raise CorruptObjectError(
+                f"chunk {digest.short()}: content does not match its digest")
+        return payload
+
+    def _base_blocks(self, digest: Digest, size: int, buffers: BaseBuffers
+                     ) -> Iterator[memoryview]:
+        """A delta's base as blocks of ``len(buffers.out)`` bytes, verified (at its end)."""
+        step = len(buffers.out)
+        h, payload = _framed(self._object(digest, buffers.object, 1), digest, size, 1)
+        if h.is_delta:  # a base that is a delta itself (policy max): decoded whole
+            whole = self._read(digest, size, 1)
+        elif h.encoding == ENC_RAW:
+            whole = self._raw(payload, digest, size)
+        else:
+            yield from _verified_blocks(
+                E.decode_blocks(h.inner, payload, size, buffers.out), digest, size)
+            return
+        yield from (whole[i : i + step] for i in range(0, size, step))
+
     def check(self, raw: bytes | memoryview, digest: Digest, size: int | None = None,
               *, bases: dict[Digest, memoryview] | None = None) -> memoryview:
         """Decode and verify an object's bytes already in hand (verify, repair, transfers);
@@ -591,6 +664,55 @@ class ChunkReader:
                     yield window.popleft().result()
             while window:
                 yield window.popleft().result()
+
+
+BLOCK_BYTES = 1 << 20
+"""Decoded bytes per block when a chunk is read block by block (:meth:`ChunkReader.read_blocks`)."""
+
+
+class BaseBuffers:
+    """Buffers for decoding a delta's base block by block: its object and one decoded block.
+    One set serves all the threads of a reader (a lock), so decoding deltas in parallel does
+    not hold one base per thread."""
+
+    def __init__(self, largest: int, block: int = BLOCK_BYTES) -> None:
+        self.lock = threading.Lock()
+        self._size = largest + HEAD_READ
+        self._object: bytearray | None = None  # made when a delta first needs it
+        self.out = bytearray(block)
+
+    @property
+    def object(self) -> bytearray:
+        if self._object is None:
+            self._object = bytearray(self._size)
+        return self._object
+
+
+class BlockBuffers:
+    """One reader thread's reusable buffers for :meth:`ChunkReader.read_blocks`: a chunk
+    object, one decoded block, and the (shared) :class:`BaseBuffers` for a delta's base."""
+
+    def __init__(self, largest: int, base: BaseBuffers) -> None:
+        self.object = bytearray(largest + HEAD_READ)
+        self.out = bytearray(len(base.out))
+        self.base = base
+
+
+def _verified_blocks(blocks: Iterator[memoryview], digest: Digest, size: int
+                     ) -> Iterator[memoryview]:
+    """``blocks`` passed through and hashed; after the last, the digest and length checked."""
+    h, n = hasher(), 0
+    try:
+        for block in blocks:
+            h.update(block)
+            n += len(block)
+            yield block
+    except CorruptObjectError as e:
+        raise CorruptObjectError(f"chunk {digest.short()}: {e}") from None
+    if n != size:
+        raise CorruptObjectError(f"chunk {digest.short()}: holds {n} bytes, expected {size}")
+    if Digest(h.digest()) != digest:
+        raise CorruptObjectError(f"chunk {digest.short()}: content does not match its digest")
 
 
 class _Decoded:

@@ -66,8 +66,22 @@ def chunks(draw):
 
 
 def _roundtrip(enc: E.Encoded, size: int, base: bytes | None = None) -> bytes:
+    """Decoded whole, and block by block (blocks of a few sizes) the same."""
     payload = b"".join(bytes(p) for p in enc.parts)
-    return bytes(E.decode(enc.encoding, payload, size, base if enc.delta else None))
+    whole = bytes(E.decode(enc.encoding, payload, size, base if enc.delta else None))
+    for step in (8, 296, 1 << 16):
+        assert _blocks(enc.encoding, payload, size, step, base if enc.delta else None) == whole
+    return whole
+
+
+def _blocks(encoding: int, payload: bytes, size: int, step: int,
+            base: bytes | None = None) -> bytes:
+    """decode_blocks joined; base given as blocks of the same length, as readers do."""
+    bases = None if base is None else (memoryview(base)[i : i + step]
+                                       for i in range(0, len(base), step))
+    got = [bytes(b) for b in E.decode_blocks(encoding, payload, size, bytearray(step), bases)]
+    assert all(len(b) == step for b in got[:-1])
+    return b"".join(got)
 
 
 @settings(max_examples=150, deadline=None)
@@ -172,8 +186,11 @@ def test_damaged_payloads_raise_corrupt_or_decode(which, edits, cut, size_delta)
     try:
         out = E.decode(enc.encoding, bytes(payload), size)
     except CorruptObjectError:
+        with pytest.raises(CorruptObjectError):  # block by block too, at some block
+            _blocks(enc.encoding, bytes(payload), size, 296)
         return
     assert len(out) == size  # decoded, possibly to wrong bytes: the digest check catches those
+    assert _blocks(enc.encoding, bytes(payload), size, 296) == bytes(out)
 
 
 def test_declared_size_bounds_decoding():
@@ -204,11 +221,28 @@ def test_floats_are_rotated_so_the_exponent_is_one_stream():
     assert bytes(ints.parts[0])[:2] == bytes((0, 4))  # integers are not rotated
 
 
-@pytest.mark.parametrize("item", [2, 4, 8])
+@pytest.mark.parametrize("item", [2, 3, 4, 8, 16])
 def test_unrotated_split_objects_from_before_rotation_still_decode(item):
+    """Also any item size the format allows (3 and 16: only a hand-made object has them; block
+    by block they do not divide a block, and decode whole)."""
     data = np.random.default_rng(item).bytes(1000 * item + 3)
     count = len(data) // item
     rows = np.frombuffer(data, np.uint8, count * item).reshape(count, item).T
     head = struct.pack("<BB", 0, item) + b"".join(struct.pack("<BI", 0, count) for _ in rows)
     payload = head + b"".join(r.tobytes() for r in rows) + data[count * item :]
     assert bytes(E.decode(E.SPLIT, payload, len(data))) == data
+    for step in (8, 296, 1 << 16):
+        assert _blocks(E.SPLIT, payload, len(data), step) == data
+
+
+def test_blocks_refuse_a_base_of_another_length():
+    data = _gauss32(5000).tobytes()
+    base = bytearray(data)
+    base[7] ^= 1
+    enc = E.encode(data, "F32", ALWAYS, base=bytes(base))
+    assert enc.delta
+    payload = b"".join(bytes(p) for p in enc.parts)
+    for wrong in (bytes(base[:-4]), bytes(base) + b"1234"):
+        with pytest.raises(CorruptObjectError, match="delta base"):
+            _blocks(enc.encoding, payload, len(data), 296, wrong)
+    assert _blocks(enc.encoding, payload, len(data), 296, bytes(base)) == data
