@@ -221,8 +221,9 @@ class Checkout:
 
     def _write_chunk(self, p: _Pending, index: int, offset: int) -> None:
         d, n = p.entry.chunks[index]
+        blocks = self.reader.read_blocks(Digest(d), n, self._buffers())
         try:
-            for block in self.reader.read_blocks(Digest(d), n, self._buffers()):
+            for block in blocks:
                 view = memoryview(block).cast("B")
                 done = 0
                 while done < len(view):
@@ -230,6 +231,8 @@ class Checkout:
                 offset += len(view)
         except (NotFoundError, CorruptObjectError) as e:
             raise type(e)(f"version {self.manifest.name}, file {p.entry.path}: {e}") from e
+        finally:
+            blocks.close()  # a failed write: the shared delta base's buffers are let go now
         if self.progress is not None:
             self.progress(n)
 
