@@ -613,6 +613,10 @@ class ChunkReader:
                      ) -> Iterator[memoryview]:
         """A delta's base as blocks of ``len(buffers.out)`` bytes, verified (at its end)."""
         step = len(buffers.out)
+        if digest in self._inline:  # as the whole-chunk reader allows
+            whole = self._read(digest, size, 1)
+            yield from (whole[i : i + step] for i in range(0, size, step))
+            return
         h, payload = _framed(self._object(digest, buffers.object, 1), digest, size, 1)
         if h.is_delta:  # a base that is a delta itself (policy max): decoded whole
             whole = self._read(digest, size, 1)
