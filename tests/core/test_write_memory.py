@@ -44,6 +44,21 @@ def _peak_of(fn) -> int:  # type: ignore[no-untyped-def]
         tracemalloc.stop()
 
 
+def _stored_with_deltas(tmp_path: Path, seed: int, store: str) -> tuple[Repository, Path]:
+    """A store (encoding fast) holding 6 x 16 MiB float tensors, then their fine-tune as
+    deltas; returns it and the fine-tune's file."""
+    base = _weights(seed)
+    a = save(tmp_path / "a" / "model.safetensors", base)
+    b = save(tmp_path / "b" / "model.safetensors", _weights(seed + 1, 1e-3, base))
+    del base
+    repo = Repository(str(tmp_path / store))
+    repo.init(StoreConfig(encoding="fast"))
+    repo.commit("m", [a])
+    repo.commit("m", [b])
+    assert len(repo.get_version("m", "latest").manifest.delta_chains()) == 6
+    return repo, b
+
+
 def test_a_commit_of_big_float_tensors_holds_at_most_its_budget(tmp_path: Path):
     base = _weights(0)
     tuned = _weights(1, 1e-3, base)
@@ -139,15 +154,7 @@ def test_push_and_verify_hold_a_batch_and_its_bases_not_a_cache(tmp_path: Path):
     from casstore.ops.verify import verify
     from casstore.testing.stores import CountingStore
 
-    base = _weights(4)
-    a = save(tmp_path / "a" / "model.safetensors", base)
-    b = save(tmp_path / "b" / "model.safetensors", _weights(5, 1e-3, base))
-    del base
-    src = Repository(str(tmp_path / "src"))
-    src.init(StoreConfig(encoding="fast"))
-    src.commit("m", [a])
-    src.commit("m", [b])
-    assert src.get_version("m", "latest").manifest.delta_chains()
+    src, _ = _stored_with_deltas(tmp_path, 4, "src")
     counting = CountingStore(src.store)
     reading = Repository(counting)
     dst = Repository(str(tmp_path / "dst"))
@@ -200,15 +207,8 @@ def test_a_checkout_of_deltas_decodes_block_by_block(tmp_path: Path):
     from casstore.repo.checkout import Checkout
     from casstore.repo.chunks import BLOCK_BYTES
 
-    base = _weights(6)
-    a = save(tmp_path / "a" / "model.safetensors", base)
-    b = save(tmp_path / "b" / "model.safetensors", _weights(7, 1e-3, base))
-    del base
-    repo = Repository(str(tmp_path / "store"))
-    repo.init(StoreConfig(encoding="fast"))
-    repo.commit("m", [a])
-    v = repo.commit("m", [b]).version
-    assert len(v.manifest.delta_chains()) == 6
+    repo, b = _stored_with_deltas(tmp_path, 6, "store")
+    v = repo.get_version("m", "latest")
     assert Checkout(repo.ctx.chunks, v.manifest, tmp_path, encoded=True).workers == 2
     out = tmp_path / "out"
     peak = _peak_of(lambda: repo.checkout("m", "latest", out))
