@@ -155,9 +155,11 @@ class Checkout:
         self._largest = max((n for f in manifest.files for _, n in f.chunks), default=0)
         default = 16 if not reader.store.capabilities.local else 4
         per_worker = self._largest + HEAD_READ
-        if encoded:  # and a decoded block; one delta base's object and block for all
-            per_worker += BLOCK_BYTES
+        if encoded and reader.store.capabilities.local:
+            per_worker += BLOCK_BYTES  # and a decoded block; one delta base's set for all
             budget -= per_worker
+        elif encoded:  # a remote object is fetched whole and decoded whole
+            per_worker *= 2
         self.workers = max(1, min(workers or default, budget // per_worker))
         self._base = BaseBuffers(self._largest)
         self._local = threading.local()

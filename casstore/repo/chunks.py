@@ -572,7 +572,7 @@ class ChunkReader:
         """
         inline = self._inline.get(digest)
         if inline is not None or not self.store.capabilities.local:
-            yield self.read_into(digest, size, buffers.object)
+            yield self.read_into(digest, size, bytearray())  # no buffer is read into
             return
         h, payload = _framed(self._object(digest, buffers.object, 0), digest, size, 0)
         if not h.is_delta and h.encoding == ENC_RAW:
@@ -701,9 +701,16 @@ class BlockBuffers:
     object, one decoded block, and the (shared) :class:`BaseBuffers` for a delta's base."""
 
     def __init__(self, largest: int, base: BaseBuffers) -> None:
-        self.object = bytearray(largest + HEAD_READ)
+        self._size = largest + HEAD_READ
+        self._object: bytearray | None = None  # made when a local object is first read
         self.out = bytearray(len(base.out))
         self.base = base
+
+    @property
+    def object(self) -> bytearray:
+        if self._object is None:
+            self._object = bytearray(self._size)
+        return self._object
 
 
 def _verified_blocks(blocks: Iterator[memoryview], digest: Digest, size: int

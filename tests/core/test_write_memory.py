@@ -210,6 +210,16 @@ def test_a_checkout_of_deltas_decodes_block_by_block(tmp_path: Path):
     repo, b = _stored_with_deltas(tmp_path, 6, "store")
     v = repo.get_version("m", "latest")
     assert Checkout(repo.ctx.chunks, v.manifest, tmp_path, encoded=True).workers == 2
+    # a remote store's objects are fetched and decoded whole: twice a chunk per thread
+    import dataclasses
+
+    from casstore.repo.chunks import ChunkReader
+    from casstore.store.memory import MemoryStore
+
+    class Remote(MemoryStore):
+        capabilities = dataclasses.replace(MemoryStore.capabilities, local=False)
+
+    assert Checkout(ChunkReader(Remote()), v.manifest, tmp_path, encoded=True).workers == 1
     out = tmp_path / "out"
     peak = _peak_of(lambda: repo.checkout("m", "latest", out))
     assert (out / "model.safetensors").read_bytes() == b.read_bytes()
