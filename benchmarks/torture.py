@@ -452,15 +452,43 @@ def _fuzz_catalog() -> tuple[bytes, Callable[[bytes], object]]:
 def _fuzz_chunk() -> tuple[bytes, Callable[[bytes], object]]:
     from casstore.chunking import encodings as E
     from casstore.digest import Digest
-    from casstore.repo.chunks import decode_chunk, encode_chunk
+    from casstore.errors import CasstoreError
+    from casstore.repo.chunks import (
+        BaseBuffers,
+        BlockBuffers,
+        ChunkReader,
+        decode_chunk,
+        encode_chunk,
+    )
+    from casstore.repo.keys import chunk_key
+    from casstore.store.memory import MemoryStore
 
     payload = bytes(range(256)) * 64
     d = Digest.of(payload)
     enc = E.encode(memoryview(payload), "F32", E.POLICIES["max"], None)
     raw = encode_chunk(payload, enc)
+    store = MemoryStore()
+    reader = ChunkReader(store)
+    buffers = BlockBuffers(len(payload), BaseBuffers(len(payload), block=4096))
 
     def decode(b: bytes) -> object:
-        return decode_chunk(b, d, size=len(payload))
+        """Whole (reads, verify, transfers) and block by block (checkout): both refuse the
+        bytes (a CorruptObjectError, raised on) or both give the chunk."""
+        store.put(chunk_key(d), b)
+        out: list[bytes | CasstoreError] = []
+        for read in (lambda: bytes(decode_chunk(b, d, size=len(payload))),
+                     lambda: b"".join(bytes(x) for x in reader.read_blocks(d, len(payload),
+                                                                           buffers))):
+            try:
+                out.append(read())
+            except CasstoreError as e:
+                out.append(e)
+        whole, blocks = out
+        if isinstance(whole, CasstoreError) and isinstance(blocks, CasstoreError):
+            raise whole
+        if whole != payload or blocks != payload:
+            raise AssertionError(f"whole read {whole!r:.80} vs block read {blocks!r:.80}")
+        return whole
 
     return raw, decode
 
