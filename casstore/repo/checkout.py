@@ -158,7 +158,7 @@ class Checkout:
         if encoded and reader.store.capabilities.local:
             per_worker += BLOCK_BYTES  # and a decoded block; one delta base's set for all
             budget -= per_worker
-        elif encoded:  # a remote object is fetched whole and decoded whole
+        elif encoded:  # a remote object is fetched into a fresh buffer, a delta's base too
             per_worker *= 2
         self.workers = max(1, min(workers or default, budget // per_worker))
         self._base = BaseBuffers(self._largest)

@@ -563,18 +563,17 @@ class ChunkReader:
         """The ``size`` bytes of a chunk as consecutive blocks, each valid until the next:
         what :meth:`read_into` gives, without a decoded copy of the whole chunk (nor of a
         delta's base, decoded block by block alongside). Objects are read into ``buffers``
-        on local stores.
+        on local stores; a remote store's are fetched whole, then decoded the same way.
 
         Verified: a raw object before its first block, an encoded one (and a delta's base)
         as its blocks are hashed, the mismatch raised after the last block. So a caller
         writes the blocks only where a failure throws them away (checkout: a temporary file
         that gets its name once complete).
         """
-        inline = self._inline.get(digest)
-        if inline is not None or not self.store.capabilities.local:
+        if digest in self._inline:
             yield self.read_into(digest, size, bytearray())  # no buffer is read into
             return
-        h, payload = _framed(self._object(digest, buffers.object, 0), digest, size, 0)
+        h, payload = _framed(self._object(digest, buffers, 0), digest, size, 0)
         if not h.is_delta and h.encoding == ENC_RAW:
             yield self._raw(payload, digest, size)
             return
@@ -587,17 +586,20 @@ class ChunkReader:
             yield from _verified_blocks(
                 E.decode_blocks(h.inner, payload, size, buffers.out, base), digest, size)
 
-    def _object(self, digest: Digest, buffer: bytearray, depth: int) -> memoryview:
-        """A chunk object read into ``buffer`` (or into a fresh one if it does not fit)."""
+    def _object(self, digest: Digest, buffers: BlockBuffers | BaseBuffers, depth: int
+                ) -> memoryview:
+        """A chunk object, read into ``buffers.object`` on a local store (into a fresh buffer
+        if it does not fit), fetched whole from a remote one."""
         key = chunk_key(digest)
         try:
-            n = self.store.get_into(key, buffer)
-            if n > len(buffer):
-                return memoryview(self.store.get(key))
+            if self.store.capabilities.local:
+                n = self.store.get_into(key, buffers.object)
+                if n <= len(buffers.object):
+                    return memoryview(buffers.object)[:n]
+            return memoryview(self.store.get(key))
         except NotFoundError:
             what = "chunk" if depth == 0 else "delta base chunk"
             raise NotFoundError(f"{what} {digest.short()} is missing from the store") from None
-        return memoryview(buffer)[:n]
 
     @staticmethod
     def _raw(payload: memoryview, digest: Digest, size: int) -> memoryview:
@@ -617,7 +619,7 @@ class ChunkReader:
             whole = self._read(digest, size, 1)
             yield from (whole[i : i + step] for i in range(0, size, step))
             return
-        h, payload = _framed(self._object(digest, buffers.object, 1), digest, size, 1)
+        h, payload = _framed(self._object(digest, buffers, 1), digest, size, 1)
         if h.is_delta:  # a base that is a delta itself (policy max): decoded whole
             whole = self._read(digest, size, 1)
         elif h.encoding == ENC_RAW:

@@ -237,13 +237,23 @@ def test_delta_rounds_yield_each_chunk_once_every_delta_a_batch_after_its_base(s
     assert all(len(b) == 1 or sum(sizes[d] for d in b) <= 16 << 20 for b in batches)
 
 
+class _Remote(MemoryStore):
+    """A store whose objects are fetched whole (``get``), as from a bucket."""
+
+    import dataclasses as _dc
+
+    capabilities = _dc.replace(MemoryStore.capabilities, local=False)
+
+
+@pytest.mark.parametrize("where", ["local", "remote"])
 @pytest.mark.parametrize("base_is", ["object", "inline", "raw object", "delta object"])
-def test_read_blocks_gives_what_read_gives_whatever_the_base_is(tmp_path, base_is):
+def test_read_blocks_gives_what_read_gives_whatever_the_base_is(tmp_path, base_is, where):
     """Block by block (a delta next to its base) equals the whole-chunk read, for a base
-    stored split, stored raw, itself a delta (decoded whole), or known only inline."""
+    stored split, stored raw, itself a delta (decoded whole), or known only inline; objects
+    read into the buffers (local) or fetched whole (remote)."""
     from casstore.repo.chunks import BaseBuffers, BlockBuffers
 
-    store = open_store(str(tmp_path / "s"))
+    store = open_store(str(tmp_path / "s")) if where == "local" else _Remote()
     root = _weights(1).tobytes()
     base = (np.frombuffer(root, np.float32) + _weights(2) * 1e-3).astype(np.float32).tobytes()
     data = (np.frombuffer(base, np.float32) + _weights(3) * 1e-3).astype(np.float32).tobytes()
@@ -270,3 +280,5 @@ def test_read_blocks_gives_what_read_gives_whatever_the_base_is(tmp_path, base_i
     assert len(blocks) == len(data) // 4096 and b"".join(blocks) == data
     assert bytes(reader.read(dd, len(data))) == data
     assert not bufs.base.lock.locked()
+    if where == "remote":  # nothing was read into a buffer there
+        assert bufs._object is None and bufs.base._object is None
