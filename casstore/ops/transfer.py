@@ -220,7 +220,7 @@ def _send_chunks(
         return src.store.get_many([chunk_key(d) for d in batch])
 
     def check(d: Digest, raw: bytes) -> None:  # never forward corrupt bytes
-        bases.checked(d, reader.check(raw, d, sizes[d], bases=bases))
+        bases.checked(d, reader.check(raw, d, sizes[d], bases=bases, keep=bases.needed(d)))
 
     with ThreadPoolExecutor(1, thread_name_prefix="casstore-transfer") as pool:
         ahead = pool.submit(read, batches[0]) if batches else None

@@ -147,8 +147,8 @@ def _check_chunks(
     def check(d: Digest) -> tuple[Digest, int, str | None, memoryview | None]:
         try:
             raw = ctx.store.get(chunk_key(d))
-            data = reader.check(raw, d, sizes.get(d), bases=bases)
-            return d, len(raw), None, data if bases.needed(d) else None
+            keep = bases.needed(d)
+            return d, len(raw), None, reader.check(raw, d, sizes.get(d), bases=bases, keep=keep)
         except CorruptObjectError as e:
             return d, 0, str(e), None
         except CasstoreError as e:

@@ -15,7 +15,7 @@ import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, overload
 
 from casstore.chunking import Chunker, FileLayout, ReadAt
 from casstore.chunking import encodings as E
@@ -521,6 +521,7 @@ class ChunkReader:
         self._workers = workers or max(2, min(8, store.capabilities.concurrent_io))
         self._inline: dict[Digest, memoryview] = {}
         self._cache = _Decoded(cache_bytes)
+        self._blocks = threading.local()
 
     def remember_inline(self, manifest: Manifest) -> None:
         self.remember_verified(verified_inline(manifest, skip=self._inline))
@@ -630,16 +631,51 @@ class ChunkReader:
             return
         yield from (whole[i : i + step] for i in range(0, size, step))
 
-    def check(self, raw: bytes | memoryview, digest: Digest, size: int | None = None,
-              *, bases: dict[Digest, memoryview] | None = None) -> memoryview:
+    @overload
+    def check(self, raw: bytes | memoryview, digest: Digest, size: int | None = None, *,
+              bases: Mapping[Digest, memoryview] | None = None,
+              keep: Literal[True] = True) -> memoryview: ...
+    @overload
+    def check(self, raw: bytes | memoryview, digest: Digest, size: int | None = None, *,
+              bases: Mapping[Digest, memoryview] | None = None,
+              keep: bool) -> memoryview | None: ...
+
+    def check(self, raw: bytes | memoryview, digest: Digest, size: int | None = None, *,
+              bases: Mapping[Digest, memoryview] | None = None,
+              keep: bool = True) -> memoryview | None:
         """Decode and verify an object's bytes already in hand (verify, repair, transfers);
-        a delta's bases come from ``bases`` when there, else are read from this store."""
+        a delta's bases come from ``bases`` when there, else are read from this store.
+        Returns the decoded bytes; with ``keep=False`` (nobody needs them: not a base) and a
+        known ``size``, None: the object is decoded and hashed a block at a time, with no
+        decoded copy of it."""
         def read_base(d: Digest, n: int, depth: int) -> memoryview:
             if bases is not None and d in bases:
                 return bases[d]
             return self._read(d, n, depth)
 
-        return self._cache.put(digest, decode_chunk(raw, digest, size=size, read_base=read_base))
+        if keep or size is None:
+            return self._cache.put(digest, decode_chunk(raw, digest, size=size,
+                                                        read_base=read_base))
+        h, payload = _framed(raw, digest, size, 0)
+        if h.encoding == ENC_RAW:
+            self._raw(payload, digest, size)
+            return None
+        out = self._block()
+        base = None
+        if h.is_delta:
+            whole = read_base(h.chain[0], size, 1)
+            base = (whole[i : i + len(out)] for i in range(0, size, len(out)))
+        for _ in _verified_blocks(E.decode_blocks(h.inner, payload, size, out, base), digest,
+                                  size):
+            pass
+        return None
+
+    def _block(self) -> bytearray:
+        """This thread's decoded-block buffer for :meth:`check`."""
+        out = getattr(self._blocks, "out", None)
+        if out is None:
+            out = self._blocks.out = bytearray(BLOCK_BYTES)
+        return out
 
     def _read(self, digest: Digest, size: int | None, depth: int) -> memoryview:
         inline = self._inline.get(digest)
