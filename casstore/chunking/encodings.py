@@ -33,8 +33,6 @@ from casstore.chunking.defaults import DEFAULT_POLICY, POLICY_NAMES
 from casstore.errors import CorruptObjectError, InvalidInputError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     import numpy as np
 
 RAW, ZSTD, SPLIT, DELTA = 0, 1, 2, 3
@@ -385,6 +383,12 @@ def _unzstd(payload: memoryview, size: int) -> bytes:
     return out
 
 
+def slices(buf: memoryview, step: int) -> Iterator[memoryview]:
+    """``buf`` as consecutive views of ``step`` bytes (the last may be shorter): the blocks
+    of a chunk already whole, in step with :func:`decode_blocks`."""
+    return (buf[i : i + step] for i in range(0, len(buf), step))
+
+
 def decode_blocks(encoding: int, payload: memoryview | bytes, size: int,
                   out: bytearray | memoryview,
                   base: Iterator[memoryview] | None = None) -> Iterator[memoryview]:
@@ -402,10 +406,9 @@ def decode_blocks(encoding: int, payload: memoryview | bytes, size: int,
     if encoding == RAW:
         if len(payload) != size:
             raise CorruptObjectError(f"raw payload has {len(payload)} bytes, expected {size}")
-        blocks: Iterator[memoryview] = (payload[i : i + step] for i in range(0, size, step))
+        blocks = slices(payload, step)
     elif encoding == ZSTD:
-        whole = memoryview(_unzstd(payload, size))
-        blocks = (whole[i : i + step] for i in range(0, size, step))
+        blocks = slices(memoryview(_unzstd(payload, size)), step)
     elif encoding == SPLIT:
         blocks = _split_blocks(payload, size, out)
     else:
@@ -482,8 +485,7 @@ def _split_blocks(payload: memoryview, size: int, out: bytearray | memoryview
     fmt, item, count, rows, tail = _split_rows(payload, size)
     step = len(out)
     if step % item:  # only a hand-made object has such an item size: decode it whole
-        whole = memoryview(_decode_split(payload, size))
-        yield from (whole[i : i + step] for i in range(0, size, step))
+        yield from slices(memoryview(_decode_split(payload, size)), step)
         return
     dest = np.frombuffer(out, np.uint8)
     values = count * item

@@ -10,6 +10,7 @@ existed read unchanged. Every read decodes and re-hashes; a mismatch is a
 
 from __future__ import annotations
 
+import contextlib
 import struct
 import threading
 from collections import OrderedDict, deque
@@ -575,17 +576,19 @@ class ChunkReader:
             yield self.read_into(digest, size, bytearray())  # no buffer is read into
             return
         h, payload = _framed(self._object(digest, buffers, 0), digest, size, 0)
-        if not h.is_delta and h.encoding == ENC_RAW:
-            yield self._raw(payload, digest, size)
-            return
-        if not h.is_delta:
-            yield from _verified_blocks(
-                E.decode_blocks(h.inner, payload, size, buffers.out), digest, size)
-            return
-        with buffers.base.lock:
-            base = self._base_blocks(h.chain[0], size, buffers.base)
-            yield from _verified_blocks(
-                E.decode_blocks(h.inner, payload, size, buffers.out, base), digest, size)
+        with buffers.base.lock if h.is_delta else contextlib.nullcontext():
+            base = self._base_blocks(h.chain[0], size, buffers.base) if h.is_delta else None
+            yield from self._verified(h, payload, digest, size, buffers.out, base)
+
+    def _verified(self, h: ChunkHeader, payload: memoryview, digest: Digest, size: int,
+                  out: bytearray, base: Iterator[memoryview] | None = None
+                  ) -> Iterator[memoryview]:
+        """A framed object's decoded blocks of ``len(out)`` bytes, verified: a raw one whole
+        before its first block, an encoded one as its blocks are hashed."""
+        if h.encoding == ENC_RAW:
+            return E.slices(self._raw(payload, digest, size), len(out))
+        return _verified_blocks(E.decode_blocks(h.inner, payload, size, out, base), digest,
+                                size)
 
     def _object(self, digest: Digest, buffers: BlockBuffers | BaseBuffers, depth: int
                 ) -> memoryview:
@@ -615,21 +618,17 @@ class ChunkReader:
     def _base_blocks(self, digest: Digest, size: int, buffers: BaseBuffers
                      ) -> Iterator[memoryview]:
         """A delta's base as blocks of ``len(buffers.out)`` bytes, verified (at its end)."""
-        step = len(buffers.out)
-        if digest in self._inline:  # as the whole-chunk reader allows
+        if digest not in self._inline:
+            raw = self._object(digest, buffers, 1)
+            h, payload = _framed(raw, digest, size, 1)
+            if not h.is_delta:
+                yield from self._verified(h, payload, digest, size, buffers.out)
+                return
+            # a base that is a delta itself (policy max): decoded whole
+            whole = decode_chunk(raw, digest, size=size, read_base=self._read, depth=1)
+        else:  # as the whole-chunk reader allows
             whole = self._read(digest, size, 1)
-            yield from (whole[i : i + step] for i in range(0, size, step))
-            return
-        h, payload = _framed(self._object(digest, buffers, 1), digest, size, 1)
-        if h.is_delta:  # a base that is a delta itself (policy max): decoded whole
-            whole = self._read(digest, size, 1)
-        elif h.encoding == ENC_RAW:
-            whole = self._raw(payload, digest, size)
-        else:
-            yield from _verified_blocks(
-                E.decode_blocks(h.inner, payload, size, buffers.out), digest, size)
-            return
-        yield from (whole[i : i + step] for i in range(0, size, step))
+        yield from E.slices(whole, len(buffers.out))
 
     @overload
     def check(self, raw: bytes | memoryview, digest: Digest, size: int | None = None, *,
@@ -657,16 +656,9 @@ class ChunkReader:
             return self._cache.put(digest, decode_chunk(raw, digest, size=size,
                                                         read_base=read_base))
         h, payload = _framed(raw, digest, size, 0)
-        if h.encoding == ENC_RAW:
-            self._raw(payload, digest, size)
-            return None
         out = self._block()
-        base = None
-        if h.is_delta:
-            whole = read_base(h.chain[0], size, 1)
-            base = (whole[i : i + len(out)] for i in range(0, size, len(out)))
-        for _ in _verified_blocks(E.decode_blocks(h.inner, payload, size, out, base), digest,
-                                  size):
+        base = E.slices(read_base(h.chain[0], size, 1), len(out)) if h.is_delta else None
+        for _ in self._verified(h, payload, digest, size, out, base):
             pass
         return None
 
@@ -716,39 +708,39 @@ BLOCK_BYTES = 1 << 20
 """Decoded bytes per block when a chunk is read block by block (:meth:`ChunkReader.read_blocks`)."""
 
 
-class BaseBuffers:
+class _ObjectBuffer:
+    """A chunk object's reusable buffer, made when a local object is first read into it."""
+
+    def __init__(self, largest: int) -> None:
+        self._size = largest + HEAD_READ
+        self._object: bytearray | None = None
+
+    @property
+    def object(self) -> bytearray:
+        if self._object is None:
+            self._object = bytearray(self._size)
+        return self._object
+
+
+class BaseBuffers(_ObjectBuffer):
     """Buffers for decoding a delta's base block by block: its object and one decoded block.
     One set serves all the threads of a reader (a lock), so decoding deltas in parallel does
     not hold one base per thread."""
 
     def __init__(self, largest: int, block: int = BLOCK_BYTES) -> None:
+        super().__init__(largest)
         self.lock = threading.Lock()
-        self._size = largest + HEAD_READ
-        self._object: bytearray | None = None  # made when a delta first needs it
         self.out = bytearray(block)
 
-    @property
-    def object(self) -> bytearray:
-        if self._object is None:
-            self._object = bytearray(self._size)
-        return self._object
 
-
-class BlockBuffers:
+class BlockBuffers(_ObjectBuffer):
     """One reader thread's reusable buffers for :meth:`ChunkReader.read_blocks`: a chunk
     object, one decoded block, and the (shared) :class:`BaseBuffers` for a delta's base."""
 
     def __init__(self, largest: int, base: BaseBuffers) -> None:
-        self._size = largest + HEAD_READ
-        self._object: bytearray | None = None  # made when a local object is first read
+        super().__init__(largest)
         self.out = bytearray(len(base.out))
         self.base = base
-
-    @property
-    def object(self) -> bytearray:
-        if self._object is None:
-            self._object = bytearray(self._size)
-        return self._object
 
 
 def _verified_blocks(blocks: Iterator[memoryview], digest: Digest, size: int
