@@ -21,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.peers import run_measured
+from benchmarks.peers import installed_env, run_measured
 
 TARGET_MS = 120.0
 """Light commands: whole-process median on this machine."""
@@ -49,12 +49,7 @@ def run(runs: int = 21, workdir: Path | None = None, *, instructions: bool = Tru
     work = Path(tempfile.mkdtemp(prefix="latency-", dir=workdir))
     try:
         store = _store(work)
-        # as an installed package runs: from bytecode (pip compiles it at install time). The
-        # first round writes it under a private prefix, so the source tree stays clean even
-        # where PYTHONDONTWRITEBYTECODE is set (a third of import time is compiling source).
-        env = {k: v for k, v in os.environ.items()
-               if k not in ("CASSTORE_STORE", "PYTHONDONTWRITEBYTECODE")}
-        env["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
+        env = installed_env(work)  # from bytecode, as an installed package runs
         py = sys.executable
         cas = [py, "-m", "casstore", "--store", str(store)]
         commands = {

@@ -200,7 +200,8 @@ def _render_peers(d: dict) -> list[str]:
         f"command "
         f"(each tool pays for its own durable writes). Page cache: {d['cache']}. "
         f"Peak RSS: {d['rss_method']}. Stored bytes: apparent size of every file in the "
-        f"tool's repository folder.",
+        f"tool's repository folder. casstore's commands run from bytecode, compiled once "
+        f"before timing, as a pip-installed package runs (and borg, the other Python peer).",
     ]
     return rows
 
