@@ -167,11 +167,13 @@ the CPU cache, so a chunk of any size is read from memory once, not once per str
 
 
 def _blocks(buf: memoryview | bytes, item: int, rotate: bool,
-            base: memoryview | bytes | None = None) -> Iterator[tuple[int, np.ndarray]]:
+            base: memoryview | bytes | None = None,
+            into: dict[int, np.ndarray] | None = None) -> Iterator[tuple[int, np.ndarray]]:
     """Block by block: (first value, the block's streams as an ``(item, values)`` array, valid
     until the next block). Stream k = byte k of every whole value (of the values rotated left
     one bit if ``rotate``); of ``buf XOR base`` when ``base`` is given (XOR-ed a block at a
-    time: no chunk-sized copy).
+    time: no chunk-sized copy). The streams ``into`` names (k: a whole-chunk row) go straight
+    there instead (their rows of the block array are then left as they were).
 
     A block is copied (or XOR-ed) into an aligned buffer of unsigned integers, then stream k
     is the low byte of the values shifted right ``8k`` bits (``8k - 1`` rotated; stream 0 of
@@ -202,7 +204,8 @@ def _blocks(buf: memoryview | bytes, item: int, rotate: bool,
             else:
                 np.left_shift(v, 1, out=w)
                 np.bitwise_or(w, np.right_shift(v, top, out=spare[:n]), out=w)
-            np.copyto(st[k], w, casting="unsafe")  # the low byte
+            row = st[k] if into is None or k not in into else into[k][i : i + n]
+            np.copyto(row, w, casting="unsafe")  # the low byte
         yield i, st
 
 
@@ -210,8 +213,8 @@ def _split(buf: memoryview | bytes, item: int, rotate: bool,
            base: memoryview | bytes | None = None) -> list[np.ndarray]:
     """Every stream of :func:`_blocks`, whole."""
     rows = _np().empty((item, len(buf) // item), _np().uint8)
-    for i, block in _blocks(buf, item, rotate, base):
-        rows[:, i : i + block.shape[1]] = block
+    for _ in _blocks(buf, item, rotate, base, into=dict(enumerate(rows))):
+        pass
     return list(rows)
 
 
@@ -228,10 +231,7 @@ def _streams(buf: memoryview | bytes, item: int, rotate: bool, policy: Policy,
     coders = {k: _compressor(policy, k).compressobj(size=count)
               for k in range(item) if methods[k] == _STREAM_ZSTD}
     coded: dict[int, list[bytes]] = {k: [] for k in coders}
-    for i, block in _blocks(buf, item, rotate, base):
-        n = block.shape[1]
-        for j, k in enumerate(raw):
-            rows[j, i : i + n] = block[k]
+    for _, block in _blocks(buf, item, rotate, base, into=dict(zip(raw, rows, strict=True))):
         for k, coder in coders.items():
             coded[k].append(coder.compress(block[k]))
     out: list[memoryview | bytes] = []
@@ -242,8 +242,8 @@ def _streams(buf: memoryview | bytes, item: int, rotate: bool, policy: Policy,
                 out.append(z)
                 continue
             row = np.empty(count, np.uint8)  # mispredicted: the stream raw after all
-            for i, block in _blocks(buf, item, rotate, base):
-                row[i : i + block.shape[1]] = block[k]
+            for _ in _blocks(buf, item, rotate, base, into={k: row}):
+                pass
             out.append(memoryview(row))
         else:
             out.append(memoryview(rows[raw.index(k)]))

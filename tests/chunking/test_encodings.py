@@ -243,9 +243,16 @@ def test_split_streams_are_the_bytes_of_each_value(item, rotate, with_base, offs
     raw = rng.bytes(offset + n)
     data = memoryview(raw)[offset:]  # unaligned like a tensor inside a mapped file
     base = rng.bytes(n) if with_base else None
+    want = _reference_streams(bytes(data), item, rotate, base)
     got = np.concatenate([b.copy() for _, b in E._blocks(data, item, rotate, base)], axis=1) \
         if n >= item else np.empty((item, 0), np.uint8)
-    assert np.array_equal(got, _reference_streams(bytes(data), item, rotate, base))
+    assert np.array_equal(got, want)
+    into = {k: np.empty(n // item, np.uint8) for k in range(0, item, 2)}  # some go whole
+    for i, b in E._blocks(data, item, rotate, base, into=into):
+        for k in range(1, item, 2):
+            assert np.array_equal(b[k], want[k, i : i + b.shape[1]])
+    for k, row in into.items():
+        assert np.array_equal(row, want[k])
 
 
 @pytest.mark.parametrize("item", [2, 3, 4, 8, 16])
