@@ -76,6 +76,10 @@ def targets(results: dict) -> list[Target]:
             bound = (f"; with encoding off, same run: {off[key]:,} MB/s, "
                      f"{off[key] / tools[peer][key]:.2f}x {peer} (what the encoder costs)"
                      if off and key in off else "")
+            copy = tools.get("copy")
+            if key == "restore_MBps" and copy:  # writes the same files: `cp` shows the disk
+                bound += (f"; a plain copy, same run: {copy[key]:,} MB/s, "
+                          f"{copy[key] / tools[peer][key]:.2f}x {peer} (the disk's bound)")
             out.append(Target(label, m, threshold, True, "x",
                               f"casstore {cas[key]:,} MB/s vs {peer} {tools[peer][key]:,} MB/s"
                               f"{bound}"))
