@@ -19,6 +19,8 @@ _PROBE = """
 import ctypes, sys, threading
 from casstore.cli import main
 code = main(sys.argv[1:])
+big = bytearray(20 << 20)  # a chunk-sized buffer: from the heap, or mapped on its own
+del big
 def work():
     keep = [bytearray(4000) for _ in range(2000)]  # malloc'd (not pymalloc), below mmap size
 barrier = [threading.Thread(target=work) for _ in range(4)]
@@ -30,11 +32,22 @@ sys.exit(code)
 """
 
 
-def _arenas(*argv: str, env: dict[str, str] | None = None) -> int:
+def _stats(*argv: str, env: dict[str, str] | None = None) -> str:
     p = subprocess.run([sys.executable, "-c", _PROBE, *argv], capture_output=True, text=True,
                        timeout=120, env=env)
     assert p.returncode == 0, p.stderr
-    return p.stderr.count("Arena ")
+    return p.stderr
+
+
+def _arenas(*argv: str, env: dict[str, str] | None = None) -> int:
+    return _stats(*argv, env=env).count("Arena ")
+
+
+def _mapped_big_block(*argv: str, env: dict[str, str] | None = None) -> bool:
+    """Whether a 20 MiB block malloc'd after the command was given its own mapping (glibc's
+    default at first; the bulk commands' fixed threshold serves it from the heap)."""
+    stats = _stats(*argv, env=env)
+    return int(stats.rsplit("max mmap bytes", 1)[1].split("=")[1].split()[0]) >= 20 << 20
 
 
 @pytest.fixture(scope="module")
@@ -57,3 +70,19 @@ def test_the_users_malloc_arena_max_wins(store: Path, tmp_path: Path):
     env = {**os.environ, "MALLOC_ARENA_MAX": "3"}
     assert _arenas("--store", str(store), "checkout", "m", "-o", str(tmp_path / "o"),
                    env=env) > 1
+
+
+def test_bulk_commands_fix_the_mmap_and_trim_thresholds(store: Path, tmp_path: Path):
+    """Chunk-sized buffers come from the heap in a bulk command (reused, with a bounded top
+    left resident), whatever the order of the process's first allocations."""
+    import os
+
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
+    if not _mapped_big_block("--store", str(store), "refs", "m", env=env):
+        pytest.skip("this libc does not map large blocks by default")
+    assert not _mapped_big_block("--store", str(store), "checkout", "m", "-o",
+                                 str(tmp_path / "out"), env=env)
+    mine = {**env, "MALLOC_MMAP_THRESHOLD_": str(1 << 20)}  # the user's choice wins
+    assert _mapped_big_block("--store", str(store), "checkout", "m", "-o",
+                             str(tmp_path / "o2"), env=mine)
