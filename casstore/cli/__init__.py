@@ -178,9 +178,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not hasattr(args, "json"):
             args.json = False
         if args.command in _BULK:
-            from casstore.cli._malloc import one_malloc_arena
+            from casstore.cli._malloc import one_blas_thread, one_malloc_arena
 
             one_malloc_arena()
+            one_blas_thread()
         return int(args.func(args) or 0)
     except SystemExit as e:  # --help, --version
         return e.code if isinstance(e.code, int) else 0 if e.code is None else 2

@@ -1,4 +1,4 @@
-"""The allocator setting of a ``casstore`` process that moves chunk data.
+"""The allocator and thread settings of a ``casstore`` process that moves chunk data.
 
 A commit's writer threads each allocate and free chunk-sized buffers (read windows, split
 streams, compressed streams, decoded delta bases). glibc gives every thread its own arena and
@@ -20,8 +20,15 @@ from the heap (reused, no page faults: every chunk buffer fits) and the heap tri
 Smaller mmap thresholds bound RSS further (16 MiB: 105-111 MiB over the series) but fault in
 every 16 MiB buffer anew (+12 % series ingest time), so they are not used.
 
-Only the CLI sets this, for its own process: a library caller's process (a trainer) keeps its
-allocator as it is (``MALLOC_ARENA_MAX=1`` in its environment does the same there).
+numpy's bundled OpenBLAS starts a thread per core when numpy is imported, and that thread
+spins for a while on a core casstore's own threads need (casstore never calls BLAS): with it,
+``python -c "import numpy, time; time.sleep(0.3)"`` used 0.16 s of CPU here, without it
+0.05 s; a checkout of the benchmark's 512 MiB fine-tune 0.63-0.70 s of user CPU vs
+0.54-0.65 s (four runs each, interleaved). So a bulk command asks for one BLAS thread.
+
+Only the CLI sets these, for its own process: a library caller's process (a trainer) keeps its
+allocator and BLAS threads as they are (``MALLOC_ARENA_MAX=1`` and ``OPENBLAS_NUM_THREADS=1`` in
+its environment, before numpy is imported, do the same there).
 """
 
 from __future__ import annotations
@@ -55,4 +62,16 @@ def one_malloc_arena() -> bool:
                                                       k.endswith("_") for k in os.environ):
         mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
         mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+    return True
+
+
+_BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS")
+
+
+def one_blas_thread() -> bool:
+    """Ask numpy's OpenBLAS, before numpy is imported, for no threads of its own. False if
+    numpy is already imported or the user chose (any of its thread-count variables set)."""
+    if "numpy" in sys.modules or any(k in os.environ for k in _BLAS_THREADS):
+        return False
+    os.environ["OPENBLAS_NUM_THREADS"] = "1"
     return True

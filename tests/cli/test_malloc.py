@@ -86,3 +86,38 @@ def test_bulk_commands_fix_the_mmap_and_trim_thresholds(store: Path, tmp_path: P
     mine = {**env, "MALLOC_MMAP_THRESHOLD_": str(1 << 20)}  # the user's choice wins
     assert _mapped_big_block("--store", str(store), "checkout", "m", "-o",
                              str(tmp_path / "o2"), env=mine)
+
+
+_THREADS_PROBE = """
+import os, sys
+from casstore.cli import main
+code = main(sys.argv[1:])
+import numpy
+numpy.ones(64) @ numpy.ones(64)
+print(len(os.listdir("/proc/self/task")))
+sys.exit(code)
+"""
+
+
+def _threads_after(*argv: str, env: dict[str, str]) -> int:
+    """OS threads of a process that ran a casstore command, then imported numpy (its
+    OpenBLAS starts its threads then): 1 when BLAS was told to use one thread."""
+    p = subprocess.run([sys.executable, "-c", _THREADS_PROBE, *argv], capture_output=True,
+                       text=True, timeout=120, env=env)
+    assert p.returncode == 0, p.stderr
+    return int(p.stdout.split()[-1])
+
+
+def test_bulk_commands_keep_numpys_blas_to_one_thread(store: Path, tmp_path: Path):
+    """numpy's OpenBLAS would start a spinning thread per core, on the cores the chunk
+    threads use; a bulk command asks for none (the user's setting wins)."""
+    import os
+
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS")}
+    if _threads_after("--store", str(store), "refs", "m", env=env) < 2:
+        pytest.skip("numpy's BLAS starts no threads of its own here (one core?)")
+    assert _threads_after("--store", str(store), "checkout", "m", "-o",
+                          str(tmp_path / "out"), env=env) == 1
+    assert _threads_after("--store", str(store), "checkout", "m", "-o", str(tmp_path / "o2"),
+                          env={**env, "OPENBLAS_NUM_THREADS": "2"}) == 2
