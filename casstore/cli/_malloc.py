@@ -73,5 +73,7 @@ def one_blas_thread() -> bool:
     numpy is already imported or the user chose (any of its thread-count variables set)."""
     if "numpy" in sys.modules or any(k in os.environ for k in _BLAS_THREADS):
         return False
-    os.environ["OPENBLAS_NUM_THREADS"] = "1"
+    from casstore._own_env import set_for_self
+
+    set_for_self("OPENBLAS_NUM_THREADS", "1")  # not passed on to hooks and checks
     return True

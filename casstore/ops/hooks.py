@@ -13,10 +13,11 @@ reported: :meth:`Hooks.notify` returns what failed, and the CLI prints it and ex
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from casstore._own_env import for_children
 
 if TYPE_CHECKING:
     from casstore.repo.catalog import Version
@@ -97,7 +98,7 @@ def run_health_check(
             return False, f"{stage} raised {type(e).__name__}: {e}"
         return ok, f"{stage} passed" if ok else f"{stage} returned false"
     env = dict(
-        os.environ,
+        for_children(),
         CASSTORE_MODEL=version.model,
         CASSTORE_VERSION=version.version,
         CASSTORE_VERSION_NAME=version.name,
@@ -136,6 +137,7 @@ def notify_command(
             text=True,
             timeout=timeout,
             capture_output=True,
+            env=for_children(),
         )
     except subprocess.TimeoutExpired:
         return f"notify command timed out after {timeout:g}s: {command}"

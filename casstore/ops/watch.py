@@ -33,6 +33,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from casstore._own_env import for_children
 from casstore.errors import CasstoreError, ConflictError, NotFoundError
 from casstore.ops.hooks import HealthCheck
 from casstore.ops.regression import WatchPolicy
@@ -384,7 +385,7 @@ def metrics_from_command(command: str, *, timeout: float = 60.0
     apply to the version being judged. Returns (per version, top-level)."""
     try:
         proc = subprocess.run(command, shell=True, capture_output=True, text=True,
-                              timeout=timeout)
+                              timeout=timeout, env=for_children())
     except subprocess.TimeoutExpired:
         raise MetricsUnavailable(f"metrics command timed out after {timeout:g}s") from None
     if proc.returncode != 0:

@@ -121,3 +121,35 @@ def test_bulk_commands_keep_numpys_blas_to_one_thread(store: Path, tmp_path: Pat
                           str(tmp_path / "out"), env=env) == 1
     assert _threads_after("--store", str(store), "checkout", "m", "-o", str(tmp_path / "o2"),
                           env={**env, "OPENBLAS_NUM_THREADS": "2"}) == 2
+
+
+_CHILDREN_PROBE = r"""
+import json, os, sys, types
+from casstore.cli._malloc import one_blas_thread
+assert one_blas_thread() and os.environ["OPENBLAS_NUM_THREADS"] == "1"
+from casstore.ops.hooks import notify_command, run_health_check
+from casstore.ops.watch import metrics_from_command
+quiet = 'test -z "$OPENBLAS_NUM_THREADS"'
+version = types.SimpleNamespace(model="m", version="1.0.0", name="m_v1.0.0", id=b"\x01")
+print(json.dumps({
+    "check": run_health_check(quiet, version, "current")[0],
+    "notify": notify_command(quiet, {}),
+    "metrics": metrics_from_command("echo '{\"n\": '${#OPENBLAS_NUM_THREADS}'}'")[1],
+    "mine": os.environ.get("OPENBLAS_NUM_THREADS"),
+}))
+"""
+
+
+def test_commands_casstore_runs_do_not_inherit_its_own_settings():
+    """The BLAS setting is for casstore's process: a health check, a notification command
+    and a metrics command it runs (which may use numpy themselves) do not inherit it."""
+    import json
+    import os
+
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS")}
+    p = subprocess.run([sys.executable, "-c", _CHILDREN_PROBE], capture_output=True,
+                       text=True, timeout=120, env=env)
+    assert p.returncode == 0, p.stderr
+    got = json.loads(p.stdout.splitlines()[-1])
+    assert got == {"check": True, "notify": None, "metrics": {"n": 0}, "mine": "1"}
