@@ -84,7 +84,8 @@ a command builds only its group's parser and imports only that group."""
 _BULK = frozenset({"commit", "checkout", "push", "pull", "replicate", "verify", "repair", "gc",
                    "demo", "tune"})
 """Commands that stream chunk data through thread pools: their process shares one malloc
-arena among threads (:mod:`casstore.cli._malloc`)."""
+arena among threads, with fixed thresholds, and asks numpy's BLAS for no threads of its own
+(:mod:`casstore.cli._malloc`)."""
 
 
 def _group(name: str) -> ModuleType:
