@@ -11,7 +11,6 @@ evaluates a model with numpy would otherwise run single-threaded. They get
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 
 _SET: dict[str, str] = {}
 
@@ -22,10 +21,10 @@ def set_for_self(name: str, value: str) -> None:
     _SET[name] = value
 
 
-def for_children(env: Mapping[str, str] | None = None) -> dict[str, str]:
-    """``env`` (default: this process's environment) without the variables casstore set for
-    itself (a value someone changed since is kept)."""
-    out = dict(os.environ if env is None else env)
+def for_children() -> dict[str, str]:
+    """This process's environment without the variables casstore set for itself (a value
+    someone changed since is kept)."""
+    out = dict(os.environ)
     for name, value in _SET.items():
         if out.get(name) == value:
             del out[name]

@@ -209,12 +209,18 @@ def _blocks(buf: memoryview | bytes, item: int, rotate: bool,
         yield i, st
 
 
+def _fill(buf: memoryview | bytes, item: int, rotate: bool, base: memoryview | bytes | None,
+          into: dict[int, np.ndarray]) -> None:
+    """The streams ``into`` names, whole (see :func:`_blocks`)."""
+    for _ in _blocks(buf, item, rotate, base, into=into):
+        pass
+
+
 def _split(buf: memoryview | bytes, item: int, rotate: bool,
            base: memoryview | bytes | None = None) -> list[np.ndarray]:
     """Every stream of :func:`_blocks`, whole."""
     rows = _np().empty((item, len(buf) // item), _np().uint8)
-    for _ in _blocks(buf, item, rotate, base, into=dict(enumerate(rows))):
-        pass
+    _fill(buf, item, rotate, base, dict(enumerate(rows)))
     return list(rows)
 
 
@@ -242,8 +248,7 @@ def _streams(buf: memoryview | bytes, item: int, rotate: bool, policy: Policy,
                 out.append(z)
                 continue
             row = np.empty(count, np.uint8)  # mispredicted: the stream raw after all
-            for _ in _blocks(buf, item, rotate, base, into={k: row}):
-                pass
+            _fill(buf, item, rotate, base, {k: row})
             out.append(memoryview(row))
         else:
             out.append(memoryview(rows[raw.index(k)]))
