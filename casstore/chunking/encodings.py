@@ -427,7 +427,7 @@ def decode_blocks(encoding: int, payload: memoryview | bytes, size: int,
             raise CorruptObjectError(f"raw payload has {len(payload)} bytes, expected {size}")
         blocks = slices(payload, step)
     elif encoding == ZSTD:
-        blocks = slices(memoryview(_unzstd(payload, size)), step)
+        blocks = _zstd_blocks(payload, size, out)
     elif encoding == SPLIT:
         blocks = _split_blocks(payload, size, out)
     else:
@@ -449,10 +449,61 @@ def decode_blocks(encoding: int, payload: memoryview | bytes, size: int,
         raise CorruptObjectError(f"delta base has other than {size} bytes")
 
 
+class _Row:
+    """One split stream's bytes, taken in order a piece at a time: stored raw, a view of the
+    payload; zstd-compressed, decompressed as taken into a buffer of ``piece`` bytes, so a
+    block-by-block decode never holds a whole decompressed stream."""
+
+    def __init__(self, body: memoryview, count: int, compressed: bool, piece: int) -> None:
+        self._pos, self._count = 0, count
+        if not compressed:
+            self._raw: np.ndarray | None = _np().frombuffer(body, _np().uint8)
+            return
+        self._raw = None
+        zstandard = _zstd()
+        try:
+            declared = zstandard.frame_content_size(body)
+        except zstandard.ZstdError as e:
+            raise CorruptObjectError(f"bad zstd frame: {e}") from e
+        if declared != count:
+            raise CorruptObjectError(f"zstd frame declares {declared} bytes, expected {count}")
+        # a decompressor of its own: a stream reader works in its decompressor's context,
+        # and a split payload's streams are read in turns
+        self._reader = zstandard.ZstdDecompressor().stream_reader(body)
+        self._buf = _np().empty(min(piece, count), _np().uint8)
+
+    def take(self, n: int) -> np.ndarray:
+        """The next ``n`` bytes (at most ``piece``), valid until the next call."""
+        at, self._pos = self._pos, self._pos + n
+        if self._raw is not None:
+            return self._raw[at : at + n]
+        view, got = memoryview(self._buf)[:n], 0
+        try:
+            while got < n:
+                k = self._reader.readinto(view[got:])
+                if not k:
+                    raise CorruptObjectError(
+                        f"zstd frame decoded to {at + got} bytes, expected {self._count}")
+                got += k
+        except _zstd().ZstdError as e:
+            raise CorruptObjectError(f"zstd frame does not decode: {e}") from e
+        return self._buf[:n]
+
+
+def _zstd_blocks(payload: memoryview, size: int, out: bytearray | memoryview
+                 ) -> Iterator[memoryview]:
+    """A zstd payload's ``size`` bytes as blocks of ``len(out)``, decompressed as taken."""
+    row = _Row(payload, size, True, len(out))
+    for off in range(0, size, len(out)):
+        n = min(len(out), size - off)
+        memoryview(out)[:n] = row.take(n).data
+        yield memoryview(out)[:n]
+
+
 def _split_rows(payload: memoryview, size: int
-                ) -> tuple[int, int, int, list[np.ndarray], memoryview]:
-    """A split payload's format, item size, value count, streams (decompressed) and tail."""
-    np = _np()
+                ) -> tuple[int, int, int, list[_Row], memoryview]:
+    """A split payload's format, item size, value count, streams (as :class:`_Row`, taken
+    ``_BLOCK`` values at a time) and tail."""
     if len(payload) < _SPLIT_HEAD.size:
         raise CorruptObjectError("split payload too short")
     fmt, item = _SPLIT_HEAD.unpack_from(payload)
@@ -470,12 +521,11 @@ def _split_rows(payload: memoryview, size: int
             raise CorruptObjectError("split payload truncated")
         pos += length
         if method == _STREAM_ZSTD:
-            row = _unzstd(body, count)
+            rows.append(_Row(body, count, True, _BLOCK))
         elif method == _STREAM_RAW and length == count:
-            row = body
+            rows.append(_Row(body, count, False, _BLOCK))
         else:
             raise CorruptObjectError(f"split stream {k}: method {method}, {length} bytes")
-        rows.append(np.frombuffer(row, np.uint8))
     tail = payload[pos:]
     if len(tail) != size - count * item:
         raise CorruptObjectError(f"split payload: {len(tail)} trailing bytes, expected "
@@ -483,14 +533,13 @@ def _split_rows(payload: memoryview, size: int
     return fmt, item, count, rows, tail
 
 
-def _join(rows: list[np.ndarray], fmt: int, item: int, out: np.ndarray, first: int) -> None:
-    """Values ``first .. first + len(out)`` (``out``: shape (values, item)) from the streams,
-    a CPU-cache-sized block at a time, rotated back right one bit in format 1."""
+def _join(rows: list[_Row], fmt: int, item: int, out: np.ndarray) -> None:
+    """The next ``len(out)`` values (``out``: shape (values, item)) from the streams, a
+    CPU-cache-sized block at a time, rotated back right one bit in format 1."""
     for i in range(0, len(out), _BLOCK):
         block = out[i : i + _BLOCK]
-        at = first + i
         for k, row in enumerate(rows):
-            block[:, k] = row[at : at + len(block)]
+            block[:, k] = row.take(len(block))
         if fmt == 1:
             v = block.reshape(-1).view(_UINT[item])
             low = v << (8 * item - 1)
@@ -512,7 +561,7 @@ def _split_blocks(payload: memoryview, size: int, out: bytearray | memoryview
         n = min(step, size - off)
         m = max(0, min(n, values - off))  # bytes of whole values in this block
         if m:
-            _join(rows, fmt, item, dest[:m].reshape(-1, item), off // item)
+            _join(rows, fmt, item, dest[:m].reshape(-1, item))
         if m < n:
             start = max(0, off - values)
             dest[m:n] = np.frombuffer(tail[start : start + n - m], np.uint8)
@@ -523,6 +572,6 @@ def _decode_split(payload: memoryview, size: int) -> np.ndarray:
     np = _np()
     fmt, item, count, rows, tail = _split_rows(payload, size)
     full = np.empty(size, np.uint8)
-    _join(rows, fmt, item, full[: count * item].reshape(count, item), 0)
+    _join(rows, fmt, item, full[: count * item].reshape(count, item))
     full[count * item :] = np.frombuffer(tail, np.uint8)
     return full

@@ -7,6 +7,7 @@ compresses none) drives every code path whatever the predictor would pick.
 
 from __future__ import annotations
 
+import hashlib
 import struct
 
 import numpy as np
@@ -302,3 +303,30 @@ def test_a_stream_the_samples_mispredict_is_stored_raw():
     assert [m for m, _ in stored] == [0, 0, 0, 1]  # stream 2 raw after all
     assert stored[2][1] == count
     assert _roundtrip(enc, len(data)) == data
+
+
+@pytest.mark.parametrize("dtype", ["F32", None])
+def test_blocks_hold_no_whole_decompressed_stream(dtype):
+    """Block by block, compressed streams are decompressed as they are taken: a 16 MiB
+    chunk decodes in about a block's memory, not a whole stream's (4 MiB for the exponents
+    of 16 MiB of fp32; 16 MiB for zstd over other data), and to the same bytes."""
+    import tracemalloc
+
+    if dtype == "F32":
+        data = _gauss32(4 << 20).tobytes()
+    else:  # compressible bytes that are not floats: whole-chunk zstd
+        data = np.random.default_rng(2).integers(0, 16, 16 << 20, dtype=np.uint8).tobytes()
+    enc = E.encode(data, dtype, ALWAYS)
+    assert enc.encoding == (E.SPLIT if dtype else E.ZSTD)
+    payload = b"".join(bytes(p) for p in enc.parts)
+    out = bytearray(512 << 10)
+    digest = hashlib.blake2b()
+    tracemalloc.start()
+    try:
+        for block in E.decode_blocks(enc.encoding, payload, len(data), out):
+            digest.update(block)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert digest.digest() == hashlib.blake2b(data).digest()
+    assert peak < 1 << 20, peak
