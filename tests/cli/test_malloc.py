@@ -89,9 +89,12 @@ def test_bulk_commands_fix_the_mmap_and_trim_thresholds(store: Path, tmp_path: P
 
 
 _THREADS_PROBE = """
-import os, sys
+import os, sys, time
 from casstore.cli import main
 code = main(sys.argv[1:])
+deadline = time.monotonic() + 5
+while len(os.listdir("/proc/self/task")) > 1 and time.monotonic() < deadline:
+    time.sleep(0.01)  # the command's pool threads may still be exiting
 import numpy
 numpy.ones(64) @ numpy.ones(64)
 print(len(os.listdir("/proc/self/task")))
