@@ -18,7 +18,7 @@ from typing import Any, Literal
 from casstore.digest import Digest
 from casstore.errors import CasstoreError, CorruptObjectError, NotFoundError
 from casstore.repo.catalog import parse_index_entry
-from casstore.repo.chunks import ChunkReader
+from casstore.repo.chunks import ChunkReader, StoredBase, fetch_object
 from casstore.repo.context import StoreContext
 from casstore.repo.deltas import DecodedBases, delta_children, delta_rounds, depth_order
 from casstore.repo.keys import (
@@ -144,9 +144,9 @@ def _check_chunks(
     # a chunk missing from the manifests' sizes counts as small: verify finds it anyway
     weights = {d: sizes.get(d, 0) for d in order}
 
-    def check(d: Digest) -> tuple[Digest, int, str | None, memoryview | None]:
+    def check(d: Digest) -> tuple[Digest, int, str | None, memoryview | StoredBase | None]:
         try:
-            raw = ctx.store.get(chunk_key(d))
+            raw = fetch_object(ctx.store, chunk_key(d))
             keep = bases.needed(d)
             return d, len(raw), None, reader.check(raw, d, sizes.get(d), bases=bases, keep=keep)
         except CorruptObjectError as e:

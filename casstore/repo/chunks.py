@@ -171,6 +171,13 @@ def decode_chunk(
     return data
 
 
+def fetch_object(store: ObjectStore, key: str) -> bytes:
+    """A whole chunk object, bytes-like: read through ``get_many``, where a remote backend
+    fills one buffer as the body arrives (``get`` returns ``bytes``, joined from the pieces
+    at the end: twice the object in memory for a moment)."""
+    return store.get_many([key])[key]
+
+
 def _framed(raw: bytes | memoryview, digest: Digest, size: int | None, depth: int
             ) -> tuple[ChunkHeader, memoryview]:
     """A chunk object's header and payload, its declared size checked against ``size`` (or
@@ -600,7 +607,7 @@ class ChunkReader:
                 n = self.store.get_into(key, buffers.object)
                 if n <= len(buffers.object):
                     return memoryview(buffers.object)[:n]
-            return memoryview(self.store.get(key))
+            return memoryview(fetch_object(self.store, key))
         except NotFoundError:
             what = "chunk" if depth == 0 else "delta base chunk"
             raise NotFoundError(f"{what} {digest.short()} is missing from the store") from None
@@ -632,41 +639,55 @@ class ChunkReader:
 
     @overload
     def check(self, raw: bytes | memoryview, digest: Digest, size: int | None = None, *,
-              bases: Mapping[Digest, memoryview] | None = None,
-              keep: Literal[True] = True) -> memoryview: ...
+              bases: Mapping[Digest, memoryview | StoredBase] | None = None,
+              keep: Literal[True] = True) -> memoryview | StoredBase: ...
     @overload
     def check(self, raw: bytes | memoryview, digest: Digest, size: int | None = None, *,
-              bases: Mapping[Digest, memoryview] | None = None,
-              keep: bool) -> memoryview | None: ...
+              bases: Mapping[Digest, memoryview | StoredBase] | None = None,
+              keep: bool) -> memoryview | StoredBase | None: ...
 
     def check(self, raw: bytes | memoryview, digest: Digest, size: int | None = None, *,
-              bases: Mapping[Digest, memoryview] | None = None,
-              keep: bool = True) -> memoryview | None:
+              bases: Mapping[Digest, memoryview | StoredBase] | None = None,
+              keep: bool = True) -> memoryview | StoredBase | None:
         """Decode and verify an object's bytes already in hand (verify, repair, transfers);
         a delta's bases come from ``bases`` when there, else are read from this store.
-        Returns the decoded bytes; with ``keep=False`` (nobody needs them: not a base) and a
-        known ``size``, None: the object is decoded and hashed a block at a time, with no
-        decoded copy of it."""
-        def read_base(d: Digest, n: int, depth: int) -> memoryview:
-            if bases is not None and d in bases:
-                return bases[d]
-            return self._read(d, n, depth)
 
-        if keep or size is None:
+        With ``keep=False`` (nobody needs it: not a base) and a known ``size``, returns None:
+        the object is decoded and hashed a block at a time, with no decoded copy of it. Kept
+        for ``bases`` (a pass that checks deltas after their bases), a chunk that is not a
+        delta itself comes back as a :class:`StoredBase`: its object as stored, verified,
+        decoded again block by block alongside each delta of it, so no decoded copy of a
+        base is ever held either. Otherwise (a delta kept as a base; no ``bases``; no
+        ``size``), the decoded bytes."""
+        def read_base(d: Digest, n: int, depth: int) -> memoryview:
+            got = bases.get(d) if bases is not None else None
+            if isinstance(got, StoredBase):
+                return got.decoded()
+            return got if got is not None else self._read(d, n, depth)
+
+        h, payload = _framed(raw, digest, size, 0)
+        stored = keep and bases is not None and not h.is_delta
+        if size is None or (keep and not stored):
             return self._cache.put(digest, decode_chunk(raw, digest, size=size,
                                                         read_base=read_base))
-        h, payload = _framed(raw, digest, size, 0)
         out = self._block()
-        base = E.slices(read_base(h.chain[0], size, 1), len(out)) if h.is_delta else None
+        base = None
+        if h.is_delta:
+            got = bases.get(h.chain[0]) if bases is not None else None
+            base = (got.blocks(self._block(base=True)) if isinstance(got, StoredBase)
+                    else E.slices(read_base(h.chain[0], size, 1), len(out)))
         for _ in self._verified(h, payload, digest, size, out, base):
             pass
-        return None
+        return StoredBase(h, payload, size) if stored else None
 
-    def _block(self) -> bytearray:
-        """This thread's decoded-block buffer for :meth:`check`."""
-        out = getattr(self._blocks, "out", None)
+    def _block(self, *, base: bool = False) -> bytearray:
+        """This thread's decoded-block buffer for :meth:`check` (or for a delta's base):
+        half a read block, as fast here, and a verify runs up to 8 threads of them."""
+        name = "base" if base else "out"
+        out = getattr(self._blocks, name, None)
         if out is None:
-            out = self._blocks.out = bytearray(BLOCK_BYTES)
+            out = bytearray(BLOCK_BYTES // 2)
+            setattr(self._blocks, name, out)
         return out
 
     def _read(self, digest: Digest, size: int | None, depth: int) -> memoryview:
@@ -681,7 +702,7 @@ class ChunkReader:
         if cached is not None and (size is None or len(cached) == size):
             return cached
         try:
-            raw = self.store.get(chunk_key(digest))
+            raw = fetch_object(self.store, chunk_key(digest))
         except NotFoundError:
             what = "chunk" if depth == 0 else "delta base chunk"
             raise NotFoundError(f"{what} {digest.short()} is missing from the store") from None
@@ -706,6 +727,32 @@ class ChunkReader:
 
 BLOCK_BYTES = 1 << 20
 """Decoded bytes per block when a chunk is read block by block (:meth:`ChunkReader.read_blocks`)."""
+
+
+class StoredBase:
+    """A verified chunk object (not a delta) that deltas still to be checked decode against:
+    kept as stored, decoded again when needed (:meth:`ChunkReader.check`)."""
+
+    __slots__ = ("header", "payload", "size")
+
+    def __init__(self, header: ChunkHeader, payload: memoryview, size: int) -> None:
+        self.header, self.payload, self.size = header, payload, size
+
+    def __len__(self) -> int:
+        """Bytes held (the object as stored)."""
+        return len(self.payload)
+
+    def blocks(self, out: bytearray) -> Iterator[memoryview]:
+        """The chunk's bytes as blocks of ``len(out)`` (verified when it was kept)."""
+        if self.header.encoding == ENC_RAW:
+            return E.slices(self.payload, len(out))
+        return E.decode_blocks(self.header.inner, self.payload, self.size, out)
+
+    def decoded(self) -> memoryview:
+        """The chunk's bytes whole (for a delta that is itself a base: decoded whole)."""
+        if self.header.encoding == ENC_RAW:
+            return self.payload
+        return E.decode(self.header.inner, self.payload, self.size, None)
 
 
 class _ObjectBuffer:

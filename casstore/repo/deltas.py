@@ -9,7 +9,7 @@ stored whole instead (a keyframe), so reading any chunk needs at most ``max_chai
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
 from dataclasses import dataclass
 
 from casstore.chunking.base import TensorInfo
@@ -149,9 +149,10 @@ def by_bytes(items: list[Digest], sizes: Mapping[Digest, int], limit: int
         yield batch
 
 
-class DecodedBases(dict[Digest, memoryview]):
-    """The decoded chunks a pass in :func:`delta_rounds` order keeps for the deltas still to
-    be checked (pass it as ``bases`` to ``ChunkReader.check``); a base goes once its last
+class DecodedBases(dict[Digest, Sized]):
+    """The checked chunks a pass in :func:`delta_rounds` order keeps for the deltas still to
+    be checked (pass it as ``bases`` to ``ChunkReader.check``, which gives what to keep: a
+    chunk's verified object as stored, or a delta's decoded bytes); a base goes once its last
     delta here is checked. ``children``: :func:`delta_children` of the pass's chunks."""
 
     def __init__(self, children: Mapping[Digest, list[Digest]],
@@ -160,12 +161,17 @@ class DecodedBases(dict[Digest, memoryview]):
         self._waiting = {d: len(c) for d, c in children.items()}
         self._chains = chains
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes the kept bases hold (as stored or decoded)."""
+        return sum(len(b) for b in self.values())
+
     def needed(self, d: Digest) -> bool:
         """True while deltas here still need ``d`` decoded."""
         return bool(self._waiting.get(d))
 
-    def checked(self, d: Digest, data: memoryview | None) -> None:
-        """``d`` was checked (``data`` its decoded bytes, None if it failed)."""
+    def checked(self, d: Digest, data: Sized | None) -> None:
+        """``d`` was checked (``data`` what ``check`` kept of it, None if it failed)."""
         if data is not None and self.needed(d):
             self[d] = data
         chain = self._chains.get(d)

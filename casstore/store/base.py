@@ -125,7 +125,9 @@ class ObjectStore(abc.ABC):
             return {k for k, ok in zip(keys, found) if ok}
 
     def get_many(self, keys: Iterable[str]) -> dict[str, bytes]:
-        """Whole objects for many keys; NotFoundError if any is missing. May be batched."""
+        """Whole objects for many keys; NotFoundError if any is missing. May be batched.
+        The values are bytes-like: a backend may give the ``bytearray`` it filled as an
+        object arrived (S3), where a whole ``bytes`` would have cost a second copy."""
         keys = list(keys)
         if len(keys) <= 1:
             return {k: self.get(k) for k in keys}

@@ -168,16 +168,22 @@ class FsspecStore(ObjectStore):
             self.fs.invalidate_cache(self._path(key))
 
     # -- S3 requests ---------------------------------------------------------------------
-    async def _s3_get(self, key: str, rng: str | None = None) -> tuple[bytes, str]:
+    async def _s3_get(self, key: str, rng: str | None = None, *, into_buffer: bool = False
+                      ) -> tuple[bytes, str]:
         extra = {"Range": rng} if rng else {}
         resp = await self.fs._call_s3(
             "get_object", Bucket=self._bucket, Key=self._prefix + key, **extra
         )
         try:
-            body = await resp["Body"].read()
+            length = resp.get("ContentLength") if into_buffer else None
+            body = await (_read_into_buffer(resp["Body"], length) if length is not None
+                          else resp["Body"].read())
         finally:
             resp["Body"].close()
         return body, resp["ETag"]
+
+    async def _s3_get_buffered(self, key: str) -> tuple[bytes, str]:
+        return await self._s3_get(key, into_buffer=True)
 
     async def _s3_head(self, key: str) -> ObjectInfo | None:
         try:
@@ -313,7 +319,7 @@ class FsspecStore(ObjectStore):
         keys = [check_key(k) for k in keys]
         with self._errors("get_many"):
             if self._s3:
-                results = self._run(self._gather, self._s3_get, keys)
+                results = self._run(self._gather, self._s3_get_buffered, keys)
                 return {k: r[0] for k, r in zip(keys, results)}
             paths = [self._path(k) for k in keys]
             out = self.fs.cat_ranges(paths, [None] * len(paths), [None] * len(paths))
@@ -477,6 +483,30 @@ class FsspecStore(ObjectStore):
                 self.capabilities, atomic_create=False, conditional_replace=False
             )
         return ok
+
+
+async def _read_into_buffer(stream: Any, length: int) -> bytes:
+    """A response body read piece by piece into one ``bytearray`` of its announced length.
+
+    ``read()`` of the whole body keeps every piece aiohttp received until the last, then joins
+    them: twice the body in memory at the end of each response, and ``get_many`` has a batch
+    of them in flight. Read here, each piece is copied in as it arrives and dropped. The last
+    read returns nothing, so botocore checks the length (and a checksum the server sent)."""
+    buf = bytearray(length)
+    view, got = memoryview(buf), 0
+    while got < length:
+        piece = await stream.read(min(length - got, _BODY_PIECE))
+        if not piece:
+            break
+        view[got:got + len(piece)] = piece
+        got += len(piece)
+    if got != length or await stream.read(_BODY_PIECE):
+        raise TransientBackendError(
+            f"response body of {got}+ bytes, {length} announced: connection cut short")
+    return buf  # type: ignore[return-value]
+
+
+_BODY_PIECE = 1 << 20
 
 
 class _ResponseError(Exception):

@@ -4,6 +4,7 @@ change per changed tensor, and reads only the changed tensors."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +68,11 @@ def test_diff_tensors_reads_only_changed_tensors(two):
         def get(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
             read.add(key)
             return super().get(key, start, end)
+
+        def get_many(self, keys: Iterable[str]) -> dict[str, bytes]:
+            keys = list(keys)
+            read.update(keys)
+            return super().get_many(keys)
 
     read: set[str] = set()
     r = Repository(Keys(repo.store))

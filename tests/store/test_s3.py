@@ -223,3 +223,24 @@ def test_s3_lost_responses_with_retrying_store(s3_url: str) -> None:
         token = store.replace_if_match("ref", b"v%d" % i, token)
     assert store.get_with_token("ref") == (b"v9", token)
     assert flaky.injected["lost"] > 3
+
+
+def test_get_many_fills_one_buffer_and_refuses_a_cut_body(moto_s3: str, s3_url: str,
+                                                          monkeypatch: pytest.MonkeyPatch):
+    """``get_many`` reads each body into one buffer of its announced length as it arrives
+    (bytes-like, equal to what was put); a body cut short (headers promise more than the
+    connection delivers) is an error, never a short object."""
+    from casstore.testing.faultproxy import FaultProxy
+
+    data = {f"big/{i}": bytes([i]) * (3 << 20) + uuid.uuid4().bytes for i in range(3)}
+    key = s3_url.removeprefix("s3://").split("/", 1)[1]
+    with open_store(s3_url, retry=False) as store:
+        store.put_many(data)
+        got = store.get_many(list(data))
+        assert got == data and all(isinstance(v, bytearray) for v in got.values())
+    with FaultProxy(moto_s3, rate=1.0, faults=("truncate",)) as px:
+        monkeypatch.setenv("CASSTORE_S3_ENDPOINT_URL", px.url)
+        with open_store(f"s3://{BUCKET}/{key}", retry=False) as cut, \
+                pytest.raises(BackendError):
+            cut.get_many(["big/0", "big/1"])
+        assert px.counts["truncate"] >= 1
