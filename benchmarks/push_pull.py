@@ -16,13 +16,15 @@ import json
 import os
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
 
-def run(size_mb: float = 32, workdir: Path | None = None, rounds: int = 3) -> dict:
+def run(size_mb: float = 32, workdir: Path | None = None, rounds: int = 3,
+        commands: bool = False) -> dict:
     import fsspec
 
     from benchmarks.series import SERIES_CORE, make_series
@@ -100,6 +102,7 @@ def run(size_mb: float = 32, workdir: Path | None = None, rounds: int = 3) -> di
             t0 = time.perf_counter()
             fs.pipe({f"{again}/{i}": b for i, b in enumerate(blobs.values())})
             s3fs_pipe_chunks_s = time.perf_counter() - t0
+            cli = _cli_commands(work, endpoint, last.version) if commands else None
         return {
             "logical_bytes": logical,
             "casstore_bytes_sent": sent,
@@ -120,14 +123,45 @@ def run(size_mb: float = 32, workdir: Path | None = None, rounds: int = 3) -> di
             "s3_checkout_vs_pull": round(s3_checkout_s / pull_checkout_s, 2),
             "rounds": rounds,
             "round_seconds": {k: [round(x, 3) for x in v] for k, v in times.items()},
+            **({"s3_commands": cli} if cli else {}),
         }
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _cli_commands(work: Path, endpoint: str, version: str) -> dict[str, dict]:
+    """Peak RSS and seconds of the S3 commands as a user runs them (``casstore`` processes,
+    from bytecode, the moto server in this process): push the series to a fresh prefix,
+    ``verify --read-data`` and ``checkout`` there, pull it into a fresh local store."""
+    from benchmarks.peers import installed_env, run_measured
+    from casstore.testing.s3 import BUCKET
+
+    env = installed_env(work)
+    env["CASSTORE_S3_ENDPOINT_URL"] = endpoint
+    url = f"s3://{BUCKET}/cli-{uuid.uuid4().hex}"
+
+    def cas(store: str | Path, *args: str) -> list[str]:
+        return [sys.executable, "-m", "casstore", "--store", str(store), *args]
+
+    runs = {
+        "push to s3://": cas(work / "local", "push", url, "series", "--all"),
+        "verify --read-data on s3://": cas(url, "verify", "--read-data"),
+        "checkout from s3://": cas(url, "checkout", "series", version, "-o",
+                                   str(work / "cli-co")),
+        "pull from s3://": cas(work / "cli-pulled", "pull", url, "series", "--all"),
+    }
+    out = {}
+    for name, cmd in runs.items():
+        m = run_measured(cmd, env=env)
+        out[name] = {"seconds": round(m.seconds, 3), "peak_rss": m.max_rss}
+    return out
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--size-mb", type=float, default=32)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--commands", action="store_true",
+                    help="also run the S3 commands as CLI processes and report their peak RSS")
     a = ap.parse_args()
-    print(json.dumps(run(a.size_mb, rounds=a.rounds), indent=2))
+    print(json.dumps(run(a.size_mb, rounds=a.rounds, commands=a.commands), indent=2))

@@ -158,6 +158,8 @@ def latency_targets(results: dict) -> list[Target]:
     for name, r in ((lat or {}).get("commands") or {}).items():
         if name.startswith("casstore"):
             peaks[name.removeprefix("casstore ")] = r["peak_rss"]
+    for name, r in ((_data(results, "push_pull") or {}).get("s3_commands") or {}).items():
+        peaks[name] = r["peak_rss"]
     if peaks:
         worst = max(peaks, key=lambda k: peaks[k])
         off = ((_data(results, "peers") or {}).get("tools") or {}).get("casstore-off") or {}
@@ -191,6 +193,22 @@ def latency_targets(results: dict) -> list[Target]:
         out.append(Target("new-data ingest vs dd conv=fsync", None, 0.9, True, "x",
                           "ingest section did not run", issue=14))
     pp = _data(results, "push_pull")
+    out.extend(_transfer_targets(pp, ""))
+    if pp and "small_files" in pp:
+        out.extend(_transfer_targets(pp["small_files"], ", small files"))
+    if pp and "s3_checkout_vs_pull" in pp:
+        out.append(Target("checkout straight from s3:// vs pull + local checkout",
+                          pp["s3_checkout_vs_pull"], 1.2, False, "x",
+                          f"{pp['s3_checkout_s']} s vs {pp['pull_checkout_s']} s", issue=14))
+    return out
+
+
+def _transfer_targets(pp: dict | None, scale: str) -> list[Target]:
+    """Push and pull against s3fs moving the same files, at one scale of the series."""
+    out = []
+    size = (f" ({pp['logical_bytes'] / 1e6:.0f} MB series{scale}: {pp['chunks_sent']} chunk "
+            f"objects, {pp['casstore_bytes_sent'] / max(1, pp['chunks_sent']) / 1e3:.0f} KB "
+            "average)") if pp and "chunks_sent" in pp else ""
     for key, threshold, label, what in (
             ("pull_vs_s3fs", 1.5, "pull from S3 (moto) vs s3fs get of the same files",
              ("pull_MBps", "s3fs_get_MBps")),
@@ -205,16 +223,12 @@ def latency_targets(results: dict) -> list[Target]:
                          f"{pp['s3fs_get_s']} s; casstore's pull {pp['pull_s']} s")
             rounds = f", medians of {pp['rounds']} interleaved rounds" if pp.get(
                 "rounds", 1) > 1 else ""
-            out.append(Target(label, pp[key], threshold, True, "x",
+            out.append(Target(label + size, pp[key], threshold, True, "x",
                               f"{pp[what[0]]} MB/s vs {pp[what[1]]} MB/s of logical bytes"
                               f"{rounds}{floor}", issue=14))
         else:
             out.append(Target(label, None, threshold, True, "x",
                               "push_pull section did not run", issue=14))
-    if pp and "s3_checkout_vs_pull" in pp:
-        out.append(Target("checkout straight from s3:// vs pull + local checkout",
-                          pp["s3_checkout_vs_pull"], 1.2, False, "x",
-                          f"{pp['s3_checkout_s']} s vs {pp['pull_checkout_s']} s", issue=14))
     return out
 
 
@@ -309,14 +323,17 @@ def commands_headline(results: dict) -> list[str]:
             rows.append(f"| (peer) `restic version` median | - | {c['restic version']['median_ms']}"
                         " ms | - |")
     pp = _data(results, "push_pull")
-    if pp:
-        rows.append(f"| push to S3 (moto) | {pp['push_MBps']} MB/s | s3fs put "
-                    f"{pp['s3fs_put_MBps']} MB/s | {pp['push_vs_s3fs']}x |")
-        rows.append(f"| pull from S3 (moto) | {pp['pull_MBps']} MB/s | s3fs get "
-                    f"{pp['s3fs_get_MBps']} MB/s | {pp['pull_vs_s3fs']}x |")
-        if "s3_checkout_s" in pp:
-            rows.append(f"| checkout from s3:// | {pp['s3_checkout_s']} s | pull + local "
-                        f"checkout {pp['pull_checkout_s']} s | {pp['s3_checkout_vs_pull']}x |")
+    for scale, d in (("", pp), (", small files", (pp or {}).get("small_files"))):
+        if not d:
+            continue
+        what = f"{d['logical_bytes'] / 1e6:.0f} MB series{scale}"
+        rows.append(f"| push to S3 (moto), {what} | {d['push_MBps']} MB/s | s3fs put "
+                    f"{d['s3fs_put_MBps']} MB/s | {d['push_vs_s3fs']}x |")
+        rows.append(f"| pull from S3 (moto), {what} | {d['pull_MBps']} MB/s | s3fs get "
+                    f"{d['s3fs_get_MBps']} MB/s | {d['pull_vs_s3fs']}x |")
+    if pp and "s3_checkout_s" in pp:
+        rows.append(f"| checkout from s3:// | {pp['s3_checkout_s']} s | pull + local "
+                    f"checkout {pp['pull_checkout_s']} s | {pp['s3_checkout_vs_pull']}x |")
     return rows if len(rows) > 3 else []
 
 

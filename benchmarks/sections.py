@@ -374,10 +374,18 @@ def torch_load(ctx: Context) -> dict:
 @section("push_pull", "Push/pull to moto's S3 server vs s3fs",
          requires=("moto", "s3fs", "boto3", "torch"), render=_render_json)
 def push_pull(ctx: Context) -> dict:
-    return run_json_module(
+    """At two scales: a model of ``min(128, size)`` MiB (chunk objects ~1 MB, the files a
+    team moves), with the S3 commands' peak RSS; and a 32 MiB one whose ~120 chunk objects
+    average ~300 KB, where the server's cost per request decides (both in full runs)."""
+    if ctx.quick:
+        return run_json_module("benchmarks.push_pull",
+                               ["--size-mb", "2", "--rounds", "1", "--commands"], ctx)
+    model = run_json_module(
         "benchmarks.push_pull",
-        ["--size-mb", "2" if ctx.quick else "32", "--rounds", "1" if ctx.quick else "3"], ctx
-    )
+        ["--size-mb", str(min(128, ctx.size_mb)), "--rounds", "3", "--commands"], ctx)
+    model["small_files"] = run_json_module("benchmarks.push_pull",
+                                           ["--size-mb", "32", "--rounds", "3"], ctx)
+    return model
 
 
 # -- sweep ---------------------------------------------------------------------------------

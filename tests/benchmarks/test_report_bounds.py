@@ -24,6 +24,24 @@ def _results() -> dict:
     }
 
 
+def test_both_scales_of_push_pull_are_judged_and_s3_commands_count_for_memory() -> None:
+    results = _results()
+    pp = results["push_pull"]["data"]
+    small = {**pp, "logical_bytes": 134e6, "chunks_sent": 118, "casstore_bytes_sent": 35.4e6}
+    pp.update(logical_bytes=537e6, chunks_sent=118, casstore_bytes_sent=143.9e6,
+              pull_vs_s3fs=2.9, small_files=small,
+              s3_commands={"push to s3://": {"seconds": 2.0, "peak_rss": 140 * MiB}})
+    lines = {t.name: t.line() for t in targets(results)}
+    model = lines["pull from S3 (moto) vs s3fs get of the same files (537 MB series: 118 "
+                  "chunk objects, 1219 KB average)"]
+    assert "PASS" in model
+    tiny = lines["pull from S3 (moto) vs s3fs get of the same files (134 MB series, small "
+                 "files: 118 chunk objects, 300 KB average)"]
+    assert "MISS" in tiny and "s3fs alone fetches the same 118 chunk objects" in tiny
+    rss = next(v for k, v in lines.items() if k.startswith("casstore peak RSS, every"))
+    assert "push to s3:// 140" in rss
+
+
 def test_missed_targets_name_their_bound() -> None:
     lines = {t.name: t.line() for t in targets(_results())}
     assert "MISS" in lines["ingest throughput vs borg"]
