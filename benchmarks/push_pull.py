@@ -4,9 +4,11 @@ Both sides talk HTTP to the same local moto server in the same run, so the ratio
 matters (moto itself is the bottleneck, not a real network). casstore pushes the whole
 series (it sends each distinct chunk once) and pulls it into a fresh local store; s3fs
 uploads and downloads every file whole. Each side is timed three times, interleaved, and the
-medians are compared (moto's own speed varies a lot between single runs).
+medians are compared (moto's own speed varies a lot between single runs). With
+``--commands``, push, ``verify --read-data``, checkout and pull also run as ``casstore``
+processes against the same server, and their peak RSS is reported.
 
-    python -m benchmarks.push_pull --size-mb 32
+    python -m benchmarks.push_pull --size-mb 128 --commands
 """
 
 from __future__ import annotations
