@@ -385,7 +385,8 @@ def decode(encoding: int, payload: memoryview | bytes, size: int,
     return memoryview(out).cast("B")
 
 
-def _unzstd(payload: memoryview, size: int) -> bytes:
+def _check_frame(payload: memoryview, size: int) -> None:
+    """A zstd frame that declares the ``size`` bytes expected, before it is decoded."""
     zstandard = _zstd()
     try:
         declared = zstandard.frame_content_size(payload)
@@ -393,6 +394,11 @@ def _unzstd(payload: memoryview, size: int) -> bytes:
         raise CorruptObjectError(f"bad zstd frame: {e}") from e
     if declared != size:
         raise CorruptObjectError(f"zstd frame declares {declared} bytes, expected {size}")
+
+
+def _unzstd(payload: memoryview, size: int) -> bytes:
+    zstandard = _zstd()
+    _check_frame(payload, size)
     try:
         out = _decompressor().decompress(payload, max_output_size=size)
     except zstandard.ZstdError as e:
@@ -460,16 +466,10 @@ class _Row:
             self._raw: np.ndarray | None = _np().frombuffer(body, _np().uint8)
             return
         self._raw = None
-        zstandard = _zstd()
-        try:
-            declared = zstandard.frame_content_size(body)
-        except zstandard.ZstdError as e:
-            raise CorruptObjectError(f"bad zstd frame: {e}") from e
-        if declared != count:
-            raise CorruptObjectError(f"zstd frame declares {declared} bytes, expected {count}")
+        _check_frame(body, count)
         # a decompressor of its own: a stream reader works in its decompressor's context,
         # and a split payload's streams are read in turns
-        self._reader = zstandard.ZstdDecompressor().stream_reader(body)
+        self._reader = _zstd().ZstdDecompressor().stream_reader(body)
         self._buf = _np().empty(min(piece, count), _np().uint8)
 
     def take(self, n: int) -> np.ndarray:
