@@ -474,12 +474,18 @@ class _Row:
 
     def take(self, n: int) -> np.ndarray:
         """The next ``n`` bytes (at most ``piece``), valid until the next call."""
-        at, self._pos = self._pos, self._pos + n
         if self._raw is not None:
+            at, self._pos = self._pos, self._pos + n
             return self._raw[at : at + n]
-        view, got = memoryview(self._buf)[:n], 0
+        self.take_into(memoryview(self._buf)[:n])
+        return self._buf[:n]
+
+    def take_into(self, view: memoryview) -> None:
+        """The next ``len(view)`` bytes of a compressed stream, decompressed into ``view``."""
+        at, got = self._pos, 0
+        self._pos += len(view)
         try:
-            while got < n:
+            while got < len(view):
                 k = self._reader.readinto(view[got:])
                 if not k:
                     raise CorruptObjectError(
@@ -487,17 +493,17 @@ class _Row:
                 got += k
         except _zstd().ZstdError as e:
             raise CorruptObjectError(f"zstd frame does not decode: {e}") from e
-        return self._buf[:n]
 
 
 def _zstd_blocks(payload: memoryview, size: int, out: bytearray | memoryview
                  ) -> Iterator[memoryview]:
-    """A zstd payload's ``size`` bytes as blocks of ``len(out)``, decompressed as taken."""
-    row = _Row(payload, size, True, len(out))
+    """A zstd payload's ``size`` bytes as blocks of ``len(out)``, decompressed straight into
+    ``out`` as taken."""
+    row = _Row(payload, size, True, 0)
     for off in range(0, size, len(out)):
-        n = min(len(out), size - off)
-        memoryview(out)[:n] = row.take(n).data
-        yield memoryview(out)[:n]
+        block = memoryview(out)[: min(len(out), size - off)]
+        row.take_into(block)
+        yield block
 
 
 def _split_rows(payload: memoryview, size: int

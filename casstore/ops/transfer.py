@@ -24,7 +24,7 @@ from casstore.ops.signing import stored_signatures
 from casstore.repo.catalog import Version
 from casstore.repo.chunks import ChunkReader
 from casstore.repo.context import StoreContext
-from casstore.repo.deltas import DecodedBases, delta_children, delta_rounds, depth_order
+from casstore.repo.deltas import KeptBases, delta_children, delta_rounds, depth_order
 from casstore.repo.keys import (
     chunk_key,
     expired_key,
@@ -215,7 +215,7 @@ def _send_chunks(
     report.chunks_present += len(chunks) - len(missing)
     children = delta_children(missing, chains)
     batches = list(delta_rounds(missing, sizes, _BATCH_BYTES, children))
-    bases = DecodedBases(children, chains)
+    bases = KeptBases(children, chains)
 
     def read(batch: list[Digest]) -> dict[str, bytes]:
         return src.store.get_many([chunk_key(d) for d in batch])

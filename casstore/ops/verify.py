@@ -20,7 +20,7 @@ from casstore.errors import CasstoreError, CorruptObjectError, NotFoundError
 from casstore.repo.catalog import parse_index_entry
 from casstore.repo.chunks import ChunkReader, StoredBase, fetch_object
 from casstore.repo.context import StoreContext
-from casstore.repo.deltas import DecodedBases, delta_children, delta_rounds, depth_order
+from casstore.repo.deltas import KeptBases, delta_children, delta_rounds, depth_order
 from casstore.repo.keys import (
     chunk_key,
     expired_key,
@@ -135,12 +135,12 @@ def _check_chunks(
 ) -> dict[Digest, str]:
     """Decode and re-hash every chunk, in batches of at most ``_BATCH_BYTES`` stored bytes
     (``delta_rounds``: a batch of deltas right after the batch holding their bases, so a
-    decoded base is kept only until its deltas are checked, and decoded once); returns the
-    failures. Memory: one batch in flight and one batch's decoded bases."""
+    base is kept, as stored, only until its deltas are checked); returns the failures.
+    Memory: one batch in flight and one batch's bases as stored."""
     reader = ChunkReader(ctx.store)
     order = depth_order(digests, chains)
     children = delta_children(order, chains)
-    bases = DecodedBases(children, chains)
+    bases = KeptBases(children, chains)
     # a chunk missing from the manifests' sizes counts as small: verify finds it anyway
     weights = {d: sizes.get(d, 0) for d in order}
 

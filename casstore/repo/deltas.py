@@ -113,8 +113,8 @@ def delta_rounds(items: list[Digest], sizes: Mapping[Digest, int], limit: int,
     """``items`` in batches of at most ``limit`` bytes: a batch of chunks whose base is not
     among ``items``, then batches of the deltas based on those, a level at a time, then the
     next batch. Each batch lands before the next, so a delta is written after its base, and
-    the bases a batch of deltas needs were all decoded one batch of bases ago: a pass that
-    keeps a decoded base until its deltas are checked holds at most a batch of bases.
+    the bases a batch of deltas needs were all checked one batch of bases ago: a pass that
+    keeps a base until its deltas are checked holds at most a batch of bases.
     ``children``: :func:`delta_children` of ``items``. Chunks no base leads to (a chain
     that loops, in a damaged store) come last, so every item is yielded once."""
     based = {c for cs in children.values() for c in cs}
@@ -149,7 +149,7 @@ def by_bytes(items: list[Digest], sizes: Mapping[Digest, int], limit: int
         yield batch
 
 
-class DecodedBases(dict[Digest, Sized]):
+class KeptBases(dict[Digest, Sized]):
     """The checked chunks a pass in :func:`delta_rounds` order keeps for the deltas still to
     be checked (pass it as ``bases`` to ``ChunkReader.check``, which gives what to keep: a
     chunk's verified object as stored, or a delta's decoded bytes); a base goes once its last

@@ -23,6 +23,7 @@ import os
 import random
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from functools import partial
 from typing import Any, TypeVar
 
 import fsspec
@@ -182,9 +183,6 @@ class FsspecStore(ObjectStore):
             resp["Body"].close()
         return body, resp["ETag"]
 
-    async def _s3_get_buffered(self, key: str) -> tuple[bytes, str]:
-        return await self._s3_get(key, into_buffer=True)
-
     async def _s3_head(self, key: str) -> ObjectInfo | None:
         try:
             out = await self.fs._call_s3("head_object", Bucket=self._bucket, Key=self._prefix + key)
@@ -319,7 +317,7 @@ class FsspecStore(ObjectStore):
         keys = [check_key(k) for k in keys]
         with self._errors("get_many"):
             if self._s3:
-                results = self._run(self._gather, self._s3_get_buffered, keys)
+                results = self._run(self._gather, partial(self._s3_get, into_buffer=True), keys)
                 return {k: r[0] for k, r in zip(keys, results)}
             paths = [self._path(k) for k in keys]
             out = self.fs.cat_ranges(paths, [None] * len(paths), [None] * len(paths))

@@ -32,11 +32,17 @@ sys.exit(code)
 """
 
 
-def _stats(*argv: str, env: dict[str, str] | None = None) -> str:
-    p = subprocess.run([sys.executable, "-c", _PROBE, *argv], capture_output=True, text=True,
+def _probe(probe: str, argv: tuple[str, ...], env: dict[str, str] | None
+           ) -> subprocess.CompletedProcess[str]:
+    """Run a casstore command inside ``probe`` (a Python program) in a fresh process."""
+    p = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True,
                        timeout=120, env=env)
     assert p.returncode == 0, p.stderr
-    return p.stderr
+    return p
+
+
+def _stats(*argv: str, env: dict[str, str] | None = None) -> str:
+    return _probe(_PROBE, argv, env).stderr
 
 
 def _arenas(*argv: str, env: dict[str, str] | None = None) -> int:
@@ -105,10 +111,7 @@ sys.exit(code)
 def _threads_after(*argv: str, env: dict[str, str]) -> int:
     """OS threads of a process that ran a casstore command, then imported numpy (its
     OpenBLAS starts its threads then): 1 when BLAS was told to use one thread."""
-    p = subprocess.run([sys.executable, "-c", _THREADS_PROBE, *argv], capture_output=True,
-                       text=True, timeout=120, env=env)
-    assert p.returncode == 0, p.stderr
-    return int(p.stdout.split()[-1])
+    return int(_probe(_THREADS_PROBE, argv, env).stdout.split()[-1])
 
 
 def test_bulk_commands_keep_numpys_blas_to_one_thread(store: Path, tmp_path: Path):
