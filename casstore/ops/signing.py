@@ -293,6 +293,8 @@ def stored_signatures(ctx: StoreContext, model: str, semver: str) -> dict[str, b
     """keyid -> bundle bytes of every signature stored with a version (one listing)."""
     prefix = signatures_prefix(model, semver)
     keys = [i.key for i in ctx.store.list(prefix)]
+    if not keys:
+        return {}
     try:
         raws = ctx.store.get_many(keys)
     except NotFoundError:  # replaced between list and get: the next check sees it

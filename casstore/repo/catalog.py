@@ -9,7 +9,7 @@ from the manifests when missing or damaged. Manifests are cached in memory by di
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from casstore.digest import Digest
@@ -237,6 +237,14 @@ class Catalog:
             except CorruptObjectError:
                 continue
         return {d: self._manifests[d] for d in digests if d in self._manifests}
+
+    def load(self, versions: Iterable[Version]) -> None:
+        """Read the manifests of ``versions`` not loaded yet in one batch (versions listed
+        by another catalog of the same store too); a missing one stays unloaded."""
+        todo = [v for v in versions if v._manifest is None]
+        found = self.manifests([v.id for v in todo]) if todo else {}
+        for v in todo:
+            v._manifest = found.get(v.id)
 
     # -- versions --------------------------------------------------------------------------
     def version_index(self, model: str) -> dict[str, Digest]:

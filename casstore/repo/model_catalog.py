@@ -322,12 +322,41 @@ class ModelCatalog:
             return semver
         return self.update(model, fn)
 
+    def reserve_numbers(self, model: str, semvers: Iterable[str], actor: str) -> list[str]:
+        """Reserve numbers chosen by the caller (a transfer copies versions whose numbers are
+        fixed) in one compare-and-swap. A number already reserved or in the tail is left to
+        the writer holding it (the caller's index entry decides); returns those reserved."""
+        wanted = list(semvers)
+
+        def fn(head: Head) -> list[str]:
+            self._resolve_pending(head)
+            taken = []
+            for semver in wanted:
+                if semver in head.pending or semver in head.tail:
+                    continue
+                head.pending[semver] = {"t": time.time(), "by": actor}
+                head.raise_high(semver)
+                taken.append(semver)
+            return taken
+        return self.update(model, fn)
+
     def finalize(self, model: str, entry: Entry | None, semver: str,
                  counters: dict[str, int] | None = None) -> None:
         """Fold a published version in (or, with ``entry=None``, drop a reservation)."""
+        self.finalize_many(model, [(semver, entry, counters)])
+
+    def finalize_many(
+        self, model: str, items: Iterable[tuple[str, Entry | None, dict[str, int] | None]]
+    ) -> None:
+        """:meth:`finalize` for several versions ``(semver, entry, counters)`` in one
+        compare-and-swap."""
+        items = list(items)
+
         def fn(head: Head) -> None:
-            head.pending.pop(semver, None)
-            if entry is not None:
+            for semver, entry, counters in items:
+                head.pending.pop(semver, None)
+                if entry is None:
+                    continue
                 if semver not in head.tail and not self._sealed_has(head, semver):
                     head.tail[semver] = entry
                     _count(head, entry.summary, +1)

@@ -34,15 +34,19 @@ class OpCount:
 
 class CountingStore(WrappingStore):
     """Counts requests and bytes per operation. Batch calls count one request per key.
-    Conditional writes count their bytes as written even when refused (they are sent)."""
+    Conditional writes count their bytes as written even when refused (they are sent).
+    ``reads`` counts the reads of each key (every kind of get)."""
 
     def __init__(self, inner: ObjectStore) -> None:
         super().__init__(inner)
         self._lock = threading.Lock()
         self._counts: dict[str, OpCount] = {}
+        self.reads: Counter[str] = Counter()
 
-    def _add(self, op: str, requests: int = 1, read: int = 0, written: int = 0) -> None:
+    def _add(self, op: str, requests: int = 1, read: int = 0, written: int = 0,
+             keys: Iterable[str] = ()) -> None:
         with self._lock:
+            self.reads.update(keys)
             c = self._counts.get(op, OpCount())
             self._counts[op] = replace(
                 c,
@@ -59,6 +63,7 @@ class CountingStore(WrappingStore):
     def reset(self) -> None:
         with self._lock:
             self._counts.clear()
+            self.reads.clear()
 
     @property
     def requests(self) -> int:
@@ -73,19 +78,19 @@ class CountingStore(WrappingStore):
         return sum(c.bytes_written for c in self.counts().values())
 
     def get(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
-        self._add("get")
+        self._add("get", keys=[key])
         data = self.inner.get(key, start, end)
         self._add("get", 0, read=len(data))
         return data
 
     def get_into(self, key: str, buffer: bytearray | memoryview) -> int:
-        self._add("get")
+        self._add("get", keys=[key])
         n = self.inner.get_into(key, buffer)
         self._add("get", 0, read=min(n, len(buffer)))
         return n
 
     def get_with_token(self, key: str) -> tuple[bytes, str]:
-        self._add("get_with_token")
+        self._add("get_with_token", keys=[key])
         data, token = self.inner.get_with_token(key)
         self._add("get_with_token", 0, read=len(data))
         return data, token
@@ -109,7 +114,7 @@ class CountingStore(WrappingStore):
 
     def get_many(self, keys: Iterable[str]) -> dict[str, bytes]:
         keys = list(keys)
-        self._add("get_many", len(keys))
+        self._add("get_many", len(keys), keys=keys)
         out = self.inner.get_many(keys)
         self._add("get_many", 0, read=sum(len(v) for v in out.values()))
         return out
