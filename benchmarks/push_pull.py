@@ -6,7 +6,9 @@ series (it sends each distinct chunk once) and pulls it into a fresh local store
 uploads and downloads every file whole. Each side is timed three times, interleaved, and the
 medians are compared (moto's own speed varies a lot between single runs). With
 ``--commands``, push, ``verify --read-data``, checkout and pull also run as ``casstore``
-processes against the same server, and their peak RSS is reported.
+processes against the same server, and their peak RSS is reported. With ``--link``, 20 small
+versions are pushed and pulled between local folders whose every call waits a 20 ms round
+trip (:func:`over_a_link`): the round trips a transfer waits for, apart from any server.
 
     python -m benchmarks.push_pull --size-mb 128 --commands
 """
@@ -25,8 +27,46 @@ import uuid
 from pathlib import Path
 
 
+def over_a_link(work: Path, rtt: float = 0.02, versions: int = 20) -> dict:
+    """Push and pull ``versions`` small versions (a 256 KiB adapter each) between local
+    folders, every store call made to wait ``rtt`` first, as a bucket one round trip away
+    would (a batch call waits once, as its requests are in flight together): what the
+    transfer's own sequence of round trips costs, with no server in the way."""
+    import numpy as np
+
+    from casstore import Repository
+    from casstore.ops.transfer import transfer
+    from casstore.store import open_store
+    from casstore.testing.stores import CountingStore, FaultInjectingStore
+
+    rng = np.random.default_rng(7)
+    local = Repository(str(work / "link-src"))
+    for _ in range(versions):
+        data = rng.standard_normal(1 << 16, dtype=np.float32).tobytes()
+        local.commit_sources("adapter", [("adapter.bin", len(data),
+                                          lambda o, n, d=data: d[o : o + n])])
+
+    def far(path: Path) -> tuple[Repository, CountingStore]:
+        counting = CountingStore(open_store(str(path)))
+        return Repository(FaultInjectingStore(counting, delay_rate=1.0, delay=rtt)), counting
+
+    remote, pushed = far(work / "link-remote")
+    t0 = time.perf_counter()
+    transfer(local.ctx, remote.ctx, local.versions("adapter"), refs=["current"])
+    push_s = time.perf_counter() - t0
+    source, pulled = far(work / "link-remote")
+    t0 = time.perf_counter()
+    transfer(source.ctx, Repository(str(work / "link-pulled")).ctx,
+             source.versions("adapter"), refs=["current"])
+    pull_s = time.perf_counter() - t0
+    return {"rtt_ms": rtt * 1e3, "versions": versions,
+            "push_s": round(push_s, 3), "pull_s": round(pull_s, 3),
+            "push_round_trips": round(push_s / rtt, 1), "pull_round_trips": round(pull_s / rtt, 1),
+            "push_requests": pushed.requests, "pull_requests": pulled.requests}
+
+
 def run(size_mb: float = 32, workdir: Path | None = None, rounds: int = 3,
-        commands: bool = False) -> dict:
+        commands: bool = False, link: bool = False) -> dict:
     import fsspec
 
     from benchmarks.series import SERIES_CORE, make_series
@@ -126,6 +166,7 @@ def run(size_mb: float = 32, workdir: Path | None = None, rounds: int = 3,
             "rounds": rounds,
             "round_seconds": {k: [round(x, 3) for x in v] for k, v in times.items()},
             **({"s3_commands": cli} if cli else {}),
+            **({"link": over_a_link(work)} if link else {}),
         }
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -165,5 +206,8 @@ if __name__ == "__main__":
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--commands", action="store_true",
                     help="also run the S3 commands as CLI processes and report their peak RSS")
+    ap.add_argument("--link", action="store_true",
+                    help="also push and pull 20 small versions over a 20 ms round trip")
     a = ap.parse_args()
-    print(json.dumps(run(a.size_mb, rounds=a.rounds, commands=a.commands), indent=2))
+    print(json.dumps(run(a.size_mb, rounds=a.rounds, commands=a.commands, link=a.link),
+                     indent=2))

@@ -331,6 +331,13 @@ def commands_headline(results: dict) -> list[str]:
                     f"{d['s3fs_put_MBps']} MB/s | {d['push_vs_s3fs']}x |")
         rows.append(f"| pull from S3 (moto), {what} | {d['pull_MBps']} MB/s | s3fs get "
                     f"{d['s3fs_get_MBps']} MB/s | {d['pull_vs_s3fs']}x |")
+    link = (pp or {}).get("link") or ((pp or {}).get("small_files") or {}).get("link")
+    if link:
+        for way in ("push", "pull"):
+            rows.append(f"| {way} of {link['versions']} small versions over a "
+                        f"{link['rtt_ms']:.0f} ms round trip | {link[f'{way}_s']} s "
+                        f"({link[f'{way}_round_trips']} round trips, "
+                        f"{link[f'{way}_requests']} requests) | - | - |")
     if pp and "s3_checkout_s" in pp:
         rows.append(f"| checkout from s3:// | {pp['s3_checkout_s']} s | pull + local "
                     f"checkout {pp['pull_checkout_s']} s | {pp['s3_checkout_vs_pull']}x |")

@@ -376,15 +376,17 @@ def torch_load(ctx: Context) -> dict:
 def push_pull(ctx: Context) -> dict:
     """At two scales: a model of ``min(128, size)`` MiB (chunk objects ~1 MB, the files a
     team moves), with the S3 commands' peak RSS; and a 32 MiB one whose ~120 chunk objects
-    average ~300 KB, where the server's cost per request decides (both in full runs)."""
+    average ~300 KB, where the server's cost per request decides (both in full runs); and 20
+    small versions over a 20 ms round trip (``--link``)."""
     if ctx.quick:
         return run_json_module("benchmarks.push_pull",
-                               ["--size-mb", "2", "--rounds", "1", "--commands"], ctx)
+                               ["--size-mb", "2", "--rounds", "1", "--commands", "--link"], ctx)
     model = run_json_module(
         "benchmarks.push_pull",
         ["--size-mb", str(min(128, ctx.size_mb)), "--rounds", "3", "--commands"], ctx)
     model["small_files"] = run_json_module("benchmarks.push_pull",
-                                           ["--size-mb", "32", "--rounds", "3"], ctx)
+                                           ["--size-mb", "32", "--rounds", "3", "--link"],
+                                           ctx)
     return model
 
 

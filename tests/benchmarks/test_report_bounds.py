@@ -53,3 +53,18 @@ def test_missed_targets_name_their_bound() -> None:
     pull = lines["pull from S3 (moto) vs s3fs get of the same files"]
     assert "s3fs alone fetches the same 118 chunk objects in 0.42 s" in pull
     assert "casstore's pull 0.8 s" in pull
+
+
+def test_the_link_rows_report_round_trips_waited() -> None:
+    from benchmarks.report import commands_headline
+
+    results = _results()
+    pp = results["push_pull"]["data"]
+    pp.update(logical_bytes=134e6)
+    pp["small_files"] = {**pp, "link": {
+        "rtt_ms": 20.0, "versions": 20, "push_s": 0.8, "pull_s": 0.27, "push_round_trips": 40.0,
+        "pull_round_trips": 13.5, "push_requests": 169, "pull_requests": 145}}
+    rows = "\n".join(commands_headline(results))
+    assert "| push of 20 small versions over a 20 ms round trip | 0.8 s (40.0 round trips, " \
+           "169 requests) |" in rows
+    assert "| pull of 20 small versions over a 20 ms round trip | 0.27 s (13.5" in rows
