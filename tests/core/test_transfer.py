@@ -146,3 +146,32 @@ def test_rollback_across_buckets(local: Repository, s3_url: str, tmp_path: Path)
     assert r.code == 0, r.err
     assert [s["ok"] for s in r.json()["stores"]] == [True, True]
     assert remote.resolve("m").version == "1.0.0"
+
+
+def test_rollback_across_checks_and_switches_the_buckets_at_once(local: Repository,
+                                                                 tmp_path: Path):
+    """Each bucket's ref is read for the check and swapped for the switch while the others'
+    are: a rollback across N buckets waits for the slowest, not for their sum. Each store
+    here stops its ref compare-and-swap at a barrier the other must reach too (sequential
+    switches would break it: the first waits alone, then fails)."""
+    import threading
+
+    from casstore.store.wrappers import WrappingStore
+
+    barrier = threading.Barrier(2, timeout=20)
+
+    class Meeting(WrappingStore):
+        def replace_if_match(self, key: str, data: bytes, token: str | None) -> str:
+            if "/refs/" in key:
+                barrier.wait()
+            return self.inner.replace_if_match(key, data, token)
+
+    stores = []
+    for name in ("a", "b"):
+        r = Repository(str(tmp_path / name))
+        transfer(local.ctx, r.ctx, local.versions("m"), refs=["current"])
+        r.promote("m", "1.0.1")
+        stores.append(Repository(Meeting(r.store)))
+    outcomes = rollback_across([s.rollout for s in stores], "m", to="1.0.0")
+    assert [o.ok for o in outcomes] == [True, True], outcomes
+    assert [s.resolve("m").version for s in stores] == ["1.0.0", "1.0.0"]
