@@ -116,9 +116,11 @@ def transfer(
             view = src.catalog.models_catalog.read(model)  # expired ones too, stay unused
             if view is not None and view.high is not None:
                 dst.catalog.models_catalog.raise_high(model, view.high)
+        placed = {f"{v.model}@{v.version}": v.id.hex() for v in versions}
+        placed = {label: placed[label] for label in report.versions}  # indexed at dst
         for ref in refs:
             for model in sorted({v.model for v in versions}):
-                _copy_ref(src, mover, model, ref, report)
+                _copy_ref(src, mover, model, ref, report, placed)
     report.seconds = time.perf_counter() - t0
     return report
 
@@ -355,12 +357,16 @@ def _copy_signatures(src: StoreContext, dst: StoreContext, v: Version) -> None:
         dst.store.put_if_absent(signature_key(v.model, v.version, keyid), raw)
 
 
-def _copy_ref(
-    src: StoreContext, mover: Rollout, model: str, ref: str, report: TransferReport
-) -> None:
+def _copy_ref(src: StoreContext, mover: Rollout, model: str, ref: str,
+              report: TransferReport, placed: dict[str, str]) -> None:
+    """Move ``ref`` at the destination as at the source, once each version it names is
+    indexed there (then complete: chunks go in first); ``placed``: label -> manifest of the
+    versions this transfer indexed or found indexed there (no need to ask again)."""
     dst = mover.ctx
     value = src.refs.get(model, ref)
-    for t in value.versions():  # indexed at dst = complete there (chunks go in first)
+    for t in value.versions():
+        if placed.get(f"{model}@{t.version}") == t.manifest:
+            continue
         v = dst.get_version(model, t.version)
         if v.id.hex() != t.manifest:
             raise AlreadyExistsError(f"{model}@{ref}: {t.version} differs at {dst.store.url}")
