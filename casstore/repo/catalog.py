@@ -242,9 +242,11 @@ class Catalog:
         """Read the manifests of ``versions`` not loaded yet in one batch (versions listed
         by another catalog of the same store too); a missing one stays unloaded."""
         todo = [v for v in versions if v._manifest is None]
-        found = self.manifests([v.id for v in todo]) if todo else {}
-        for v in todo:
-            v._manifest = found.get(v.id)
+        for i in range(0, len(todo), 256):  # raw bytes of a group held at once, not of all
+            group = todo[i : i + 256]
+            found = self.manifests([v.id for v in group])
+            for v in group:
+                v._manifest = found.get(v.id)
 
     # -- versions --------------------------------------------------------------------------
     def version_index(self, model: str) -> dict[str, Digest]:
