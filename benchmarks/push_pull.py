@@ -1,7 +1,9 @@
 """Push and pull throughput to moto's S3 server, against a plain s3fs copy of the same files.
 
 Both sides talk HTTP to the same local moto server in the same run, so the ratio is what
-matters (moto itself is the bottleneck, not a real network). casstore pushes the whole
+matters (moto itself is the bottleneck, not a real network). The server runs in a process of
+its own, as a real one would: in the benchmark's own process it competed with its clients for
+the GIL, charging every client-side cycle twice. casstore pushes the whole
 series (it sends each distinct chunk once) and pulls it into a fresh local store; s3fs
 uploads and downloads every file whole. Each side is timed three times, interleaved, and the
 medians are compared (moto's own speed varies a lot between single runs). With
@@ -73,7 +75,7 @@ def run(size_mb: float = 32, workdir: Path | None = None, rounds: int = 3,
     from casstore import Repository
     from casstore.ops.transfer import transfer
     from casstore.store import open_store
-    from casstore.testing.s3 import BUCKET, moto_s3_server
+    from casstore.testing.s3 import BUCKET, moto_s3_process
     from casstore.testing.stores import CountingStore
 
     work = Path(tempfile.mkdtemp(dir=workdir))
@@ -84,13 +86,14 @@ def run(size_mb: float = 32, workdir: Path | None = None, rounds: int = 3,
         local = Repository(str(work / "local"))
         for p in files:
             local.commit("series", [p], change_log=p.name)
-        with moto_s3_server(serialise_writes=False) as endpoint:
+        with moto_s3_process(serialise_writes=False) as endpoint:
             os.environ["CASSTORE_S3_ENDPOINT_URL"] = endpoint
             fs = fsspec.filesystem("s3", client_kwargs={"endpoint_url": endpoint},
                                    skip_instance_cache=True)
-            # moto is one Python process on the same two cores: single transfers vary by
-            # +-40 % between runs, so each side is timed ``rounds`` times, interleaved
-            # (casstore push, pull, s3fs put, get, then again), and the medians compared
+            # moto runs in a process of its own (a server does not share its clients' GIL),
+            # on the same two cores: single transfers vary by +-40 % between runs, so each
+            # side is timed ``rounds`` times, interleaved (casstore push, pull, s3fs put,
+            # get, then again), and the medians compared
             times: dict[str, list[float]] = {"push": [], "pull": [], "put": [], "get": []}
             for r in range(rounds):
                 url = f"s3://{BUCKET}/{uuid.uuid4().hex}"
@@ -174,7 +177,7 @@ def run(size_mb: float = 32, workdir: Path | None = None, rounds: int = 3,
 
 def _cli_commands(work: Path, endpoint: str, version: str) -> dict[str, dict]:
     """Peak RSS and seconds of the S3 commands as a user runs them (``casstore`` processes,
-    from bytecode, the moto server in this process): push the series to a fresh prefix,
+    from bytecode, against the same moto server): push the series to a fresh prefix,
     ``verify --read-data`` and ``checkout`` there, pull it into a fresh local store."""
     from benchmarks.peers import installed_env, run_measured
     from casstore.testing.s3 import BUCKET

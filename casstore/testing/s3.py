@@ -115,3 +115,46 @@ def moto_s3_server(bucket: str = BUCKET, *, serialise_writes: bool = True) -> It
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+@contextmanager
+def moto_s3_process(bucket: str = BUCKET, *, serialise_writes: bool = True) -> Iterator[str]:
+    """:func:`moto_s3_server` in a process of its own, as a real server is: it then does not
+    share the client's interpreter (and GIL), so the client's own work is not slowed by the
+    server's. Yields the endpoint URL; sets the dummy credentials in ``os.environ`` as
+    :func:`moto_s3_server` does (and restores them). The server's requests are not counted
+    in :func:`http_requests`."""
+    import subprocess
+    import sys
+
+    args = [sys.executable, "-m", "casstore.testing.s3", bucket]
+    if not serialise_writes:
+        args.append("--concurrent-writes")
+    saved = {k: os.environ.get(k) for k in (*_ENV, *_UNSET)}
+    proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        endpoint = proc.stdout.readline().strip()
+        if not endpoint.startswith("http://"):
+            raise RuntimeError(f"moto's S3 server did not start (exit {proc.wait()})")
+        os.environ.update(_ENV)
+        for k in _UNSET:
+            os.environ.pop(k, None)
+        yield endpoint
+    finally:
+        proc.terminate()  # stdin closes with it: the server's process ends either way
+        proc.wait()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+if __name__ == "__main__":  # the server of moto_s3_process: runs until stdin closes
+    import sys
+
+    with moto_s3_server(sys.argv[1], serialise_writes="--concurrent-writes" not in sys.argv) \
+            as _endpoint:
+        print(_endpoint, flush=True)
+        sys.stdin.read()

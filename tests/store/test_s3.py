@@ -244,3 +244,22 @@ def test_get_many_fills_one_buffer_and_refuses_a_cut_body(moto_s3: str, s3_url: 
                 pytest.raises(BackendError):
             cut.get_many(["big/0", "big/1"])
         assert px.counts["truncate"] >= 1
+
+
+def test_moto_in_a_process_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The benchmark's server (moto_s3_process): a casstore store works against it over
+    HTTP, with conditional writes decided; the server is gone with the context."""
+    import os
+    import socket
+
+    from casstore.testing.s3 import moto_s3_process
+
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)
+    with moto_s3_process() as endpoint:
+        store = open_store(f"s3://{BUCKET}/{uuid.uuid4().hex}", endpoint_url=endpoint)
+        assert store.put_if_absent("k", b"1") and not store.put_if_absent("k", b"2")
+        assert store.get("k") == b"1"
+    assert "AWS_ACCESS_KEY_ID" not in os.environ  # restored
+    host, port = endpoint.removeprefix("http://").split(":")
+    with pytest.raises(ConnectionRefusedError), socket.create_connection((host, int(port)), 2):
+        pass
