@@ -17,7 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from casstore.digest import Digest
-from casstore.errors import AlreadyExistsError, CasstoreError, InvalidInputError, NotFoundError
+from casstore.errors import (
+    AlreadyExistsError,
+    CasstoreError,
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+)
 from casstore.ops.hooks import Hooks
 from casstore.ops.rollout import MoveResult, Rollout
 from casstore.ops.signing import stored_signatures
@@ -373,15 +379,23 @@ def _copy_ref(src: StoreContext, mover: Rollout, model: str, ref: str,
     rec, _ = dst.refs.read(model, ref)
     if rec is not None and rec.value == value:
         return
-    mover.move(
-        model,
-        ref,
-        value,
-        expected_seq=None if rec is None else rec.seq,
-        reason=f"replicated from {src.store.url}",
-        trigger="replicate",
-        op="replicate",
-    )
+    try:
+        mover.move(
+            model,
+            ref,
+            value,
+            expected_seq=None if rec is None else rec.seq,
+            reason=f"replicated from {src.store.url}",
+            trigger="replicate",
+            op="replicate",
+        )
+    except ConflictError:
+        # moved meanwhile: fine if to this very value (two pushes of one ref), else the
+        # other move stands and this transfer says so
+        now, _ = dst.refs.read(model, ref)
+        if now is None or now.value != value:
+            raise
+        return
     report.refs_moved.append(f"{model}@{ref}")
 
 

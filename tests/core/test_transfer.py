@@ -175,3 +175,45 @@ def test_rollback_across_checks_and_switches_the_buckets_at_once(local: Reposito
     outcomes = rollback_across([s.rollout for s in stores], "m", to="1.0.0")
     assert [o.ok for o in outcomes] == [True, True], outcomes
     assert [s.resolve("m").version for s in stores] == ["1.0.0", "1.0.0"]
+
+
+def test_two_pushes_of_one_ref_both_succeed(local: Repository, tmp_path: Path):
+    """Two CI jobs push the same versions and ``current`` into one store at once: both read
+    the ref absent, one swap wins, and the other, refused, finds the ref already where it
+    meant to put it: success, not a conflict. (A ref moved elsewhere meanwhile still
+    refuses the push: the other move stands.) Each job's ref swap waits at a barrier for the
+    other's, so both have read the ref before either writes it."""
+    import threading
+
+    from casstore.store.wrappers import WrappingStore
+
+    barrier = threading.Barrier(2, timeout=20)
+
+    class Meeting(WrappingStore):
+        def replace_if_match(self, key: str, data: bytes, token: str | None) -> str:
+            if "/refs/" in key:
+                barrier.wait()
+            return self.inner.replace_if_match(key, data, token)
+
+    Repository(str(tmp_path / "dst")).init()
+    errors: list[BaseException] = []
+    reports = []
+
+    def push() -> None:
+        try:
+            dst = Repository(Meeting(open_store(str(tmp_path / "dst"))))
+            reports.append(transfer(local.ctx, dst.ctx, local.versions("m"), refs=["current"]))
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    jobs = [threading.Thread(target=push) for _ in range(2)]
+    for j in jobs:
+        j.start()
+    for j in jobs:
+        j.join()
+    assert not errors, errors
+    assert sorted(len(r.refs_moved) for r in reports) == [0, 1]  # one of them moved it
+    dst = Repository(str(tmp_path / "dst"))
+    assert dst.resolve("m").version == local.resolve("m").version
+    assert [v.version for v in dst.versions("m")] == ["1.0.0", "1.0.1"]
+    assert verify(dst.ctx, read_data=True).ok
