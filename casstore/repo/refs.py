@@ -208,14 +208,16 @@ class RefStore:
         return rec.value
 
     def list(self, model: str) -> dict[str, RefRecord]:
+        """Every ref of ``model`` that points somewhere: one listing, the records read in
+        one batch (on S3 their requests in flight together)."""
         prefix = refs_prefix(model)
-        out = {}
-        for info in self.store.list(prefix):
-            name = info.key[len(prefix) :]
-            rec, _ = self.read(model, name)
-            if rec is not None and rec.value is not None:
-                out[name] = rec
-        return dict(sorted(out.items()))
+        names = [info.key[len(prefix) :] for info in self.store.list(prefix)]
+        try:
+            raws = self.store.get_many([ref_key(model, n) for n in names])
+            recs = {n: self._parse(raws[ref_key(model, n)], model, n) for n in names}
+        except NotFoundError:  # one removed since the listing: read them one at a time
+            recs = {n: self.read(model, n)[0] for n in names}
+        return {n: r for n, r in sorted(recs.items()) if r is not None and r.value is not None}
 
     def resolve(self, model: str, ref: str, request_key: str | None = None) -> Target:
         """The version a ref sends ``request_key`` to (the base of a split without a key)."""

@@ -340,3 +340,24 @@ def test_backend_ignoring_preconditions_is_refused(tmp_path: Path):
     single = Repository(IgnoresPreconditions(LocalStore(tmp_path / "t")))
     single.init(StoreConfig(single_writer=True))
     assert single.commit("m", [f]).ref_moved == "current"
+
+
+def test_listing_reads_the_refs_in_one_batch_and_survives_one_vanishing(three: Repository):
+    """``refs`` lists the refs and reads their records in one batch; a ref listed and gone
+    before it is read (removed meanwhile) is left out instead of failing the listing."""
+    from casstore.repo.keys import ref_key
+    from casstore.store.base import ObjectInfo
+    from casstore.testing.stores import CountingStore
+
+    three.promote("m", "1.0.0", ref="staging")
+
+    class Vanishing(CountingStore):
+        def list(self, prefix: str):  # type: ignore[no-untyped-def]
+            yield from self.inner.list(prefix)
+            if prefix.endswith("/refs/"):
+                yield ObjectInfo(ref_key("m", "gone"), 10, 0.0)
+
+    store = CountingStore(three.store)
+    assert list(Repository(store).refs.list("m")) == ["current", "staging"]
+    assert store.counts()["get_many"].requests == 2 and "get_with_token" not in store.counts()
+    assert list(Repository(Vanishing(three.store)).refs.list("m")) == ["current", "staging"]
