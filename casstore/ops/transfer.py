@@ -1,11 +1,11 @@
 """Moving versions between stores: push, pull, replicate, and rollback across buckets.
 
 A transfer sends only the chunks the destination lacks. It learns what the destination has
-from the destination's own manifests first (versions already there answer for all their
-chunks without a request each), then checks the rest in batches. Order is the same as a
-commit: chunks -> manifest -> version index -> tags -> ref, so the destination's ref moves
-only after everything it points at is present. Re-running an interrupted transfer sends only
-what is still missing.
+from the destination's own manifests first (its newest versions, and the versions being sent
+that are already there, answer for all their chunks without a request each), then checks the
+rest in batches. Order is the same as a commit: chunks -> manifest -> version index -> tags ->
+ref, so the destination's ref moves only after everything it points at is present.
+Re-running an interrupted transfer sends only what is still missing.
 """
 
 from __future__ import annotations
@@ -132,13 +132,15 @@ def transfer(
 
 
 def _known_at_destination(dst: StoreContext, models: set[str]) -> dict[str, set[Digest]]:
-    """Per model, the chunks the destination's own versions vouch for (a stored version has
-    all its chunks)."""
+    """Per model, the chunks the destination's newest versions vouch for (a stored version
+    has all its chunks): the versions a new one most likely derives from, read in one batch,
+    however long the history there (a commit counts what is new to its model against its
+    parent and the newest versions too). Chunks of older versions are found by asking."""
     known: dict[str, set[Digest]] = {}
     for model in models:
         known[model] = set()
         try:
-            versions = dst.versions(model)
+            versions = dst.catalog.newest(model, _KNOWN_VERSIONS)
         except NotFoundError:
             continue
         dst.catalog.load(versions)
@@ -334,6 +336,7 @@ def _check_not_expired(dst: StoreContext, vs: list[Version]) -> None:
 
 _BATCH_BYTES = 16 << 20
 _PUBLISH_GROUP = 64  # versions published together (their manifests are held at once)
+_KNOWN_VERSIONS = 8  # newest versions at the destination whose manifests are read
 _HELD_BYTES = 2 * _BATCH_BYTES
 _PROBE = 16
 

@@ -185,3 +185,29 @@ def test_a_push_publishes_its_versions_together(tmp_path: Path):
             v.version for v in versions]
         assert Repository(dst).get_version("m", "1.0.1").tags == ("t",)
     assert lone[2] == lone[12], lone
+
+
+def test_a_push_reads_the_manifests_of_the_newest_versions_there_only(tmp_path: Path):
+    """However long the model's history at the destination, a push reads the manifests of
+    its newest versions there (8), not of every version, and asks about the other chunks it
+    needs: a new version whose content an old version there already has sends no chunk."""
+    import random
+
+    from casstore.ops.transfer import transfer
+
+    def commit(repo: Repository, seed: int) -> None:
+        data = random.Random(seed).randbytes(256 << 10)
+        repo.commit_sources("m", [("w.bin", len(data), lambda o, n: data[o : o + n])])
+
+    src = Repository(str(tmp_path / "src"))
+    for i in range(30):
+        commit(src, i)
+    dst = CountingStore(open_store(str(tmp_path / "dst")))
+    transfer(src.ctx, Repository(dst).ctx, src.versions("m"))
+    commit(src, 3)  # the content of 1.0.3, far from the newest versions there
+    dst.reset()
+    report = transfer(src.ctx, Repository(dst).ctx, [src.versions("m")[-1]])
+    manifests = [k for k in dst.reads if k.startswith("manifests/")]
+    assert len(manifests) <= 8, len(manifests)
+    assert report.chunks_sent == 0 and report.chunks_present > 0
+    assert Repository(str(tmp_path / "dst")).get_version("m", "1.0.30").name
