@@ -89,12 +89,15 @@ def _open(url: str) -> tuple[Any, Any]:
 
 def one_model(kind: str, ns: list[int], workdir: Path) -> dict[str, Any]:
     """Grow one model through ``ns``; measure every operation at each N."""
+    from casstore import Repository
     from casstore.ops.gc import GarbageCollector
     from casstore.ops.retention import RetentionPolicy
+    from casstore.ops.transfer import transfer
     from casstore.repo.query import Query, parse_order
 
     rows: dict[str, dict[str, Any]] = {}
     build: list[dict[str, Any]] = []
+    source = Repository(tempfile.mkdtemp(prefix="scale-source-", dir=workdir))
     with _stores(kind, workdir) as (url, s3):
         writer, _ = _open(url)
         done = 0
@@ -123,6 +126,10 @@ def one_model(kind: str, ns: list[int], workdir: Path) -> dict[str, Any]:
                 "models": lambda r: r.models(),
                 "gc --dry-run": lambda r: GarbageCollector(r.ctx).plan(
                     RetentionPolicy(keep_last=10)),
+                # a version made elsewhere, pushed in (it reads the newest manifests here)
+                "push one version in": lambda r, n=n: transfer(source.ctx, r.ctx, [
+                    source.get_version("m", _commit(source, "m", 10**6 + n,
+                                                    version=f"9.{n}.0"))]),
             }
             for name, op in ops.items():
                 repo, counting = _open(url)
