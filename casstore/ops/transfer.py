@@ -437,6 +437,7 @@ def rollback_across(
     target = (
         first.ctx.get_version(model, to) if to is not None else first.previous_stable(model, ref)
     )
+
     def check(r: Rollout) -> StoreOutcome:
         try:
             there = r.ctx.get_version(model, target.version)
@@ -471,6 +472,7 @@ def rollback_across(
                 for c in checks
             ]
         return list(pool.map(switch, repos))
+
 
 __all__ = [
     "StoreOutcome",
