@@ -86,30 +86,17 @@ def _server_class(serialise_writes: bool) -> type:
 
 
 @contextmanager
-def moto_s3_server(bucket: str = BUCKET, *, serialise_writes: bool = True) -> Iterator[str]:
-    """Start moto's S3 server on a free port, create ``bucket``, yield the endpoint URL.
-
-    Sets dummy ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` / ``AWS_DEFAULT_REGION`` in
-    ``os.environ`` (so subprocesses inherit them) and restores the old values afterwards.
-    """
-    import boto3
-
+def dummy_credentials() -> Iterator[None]:
+    """Dummy ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` / ``AWS_DEFAULT_REGION`` in
+    ``os.environ`` (so subprocesses inherit them; session tokens and profiles unset), the old
+    values restored afterwards."""
     saved = {k: os.environ.get(k) for k in (*_ENV, *_UNSET)}
     os.environ.update(_ENV)
     for k in _UNSET:
         os.environ.pop(k, None)
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
-    cls = _server_class(serialise_writes)
-    server = cls(ip_address="127.0.0.1", port=free_port(), verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
     try:
-        client = boto3.client("s3", endpoint_url=endpoint, region_name=REGION)
-        client.create_bucket(Bucket=bucket)
-        yield endpoint
+        yield
     finally:
-        server.stop()
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
@@ -118,37 +105,49 @@ def moto_s3_server(bucket: str = BUCKET, *, serialise_writes: bool = True) -> It
 
 
 @contextmanager
+def moto_s3_server(bucket: str = BUCKET, *, serialise_writes: bool = True) -> Iterator[str]:
+    """Start moto's S3 server on a free port, create ``bucket``, yield the endpoint URL, with
+    :func:`dummy_credentials`."""
+    import boto3
+
+    with dummy_credentials():
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
+        cls = _server_class(serialise_writes)
+        server = cls(ip_address="127.0.0.1", port=free_port(), verbose=False)
+        server.start()
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        try:
+            client = boto3.client("s3", endpoint_url=endpoint, region_name=REGION)
+            client.create_bucket(Bucket=bucket)
+            yield endpoint
+        finally:
+            server.stop()
+
+
+@contextmanager
 def moto_s3_process(bucket: str = BUCKET, *, serialise_writes: bool = True) -> Iterator[str]:
     """:func:`moto_s3_server` in a process of its own, as a real server is: it then does not
     share the client's interpreter (and GIL), so the client's own work is not slowed by the
-    server's. Yields the endpoint URL; sets the dummy credentials in ``os.environ`` as
-    :func:`moto_s3_server` does (and restores them). The server's requests are not counted
-    in :func:`http_requests`."""
+    server's. Yields the endpoint URL, with :func:`dummy_credentials`. The server's requests
+    are not counted in :func:`http_requests`."""
     import subprocess
     import sys
 
     args = [sys.executable, "-m", "casstore.testing.s3", bucket]
     if not serialise_writes:
         args.append("--concurrent-writes")
-    saved = {k: os.environ.get(k) for k in (*_ENV, *_UNSET)}
     proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
         endpoint = proc.stdout.readline().strip()
         if not endpoint.startswith("http://"):
             raise RuntimeError(f"moto's S3 server did not start (exit {proc.wait()})")
-        os.environ.update(_ENV)
-        for k in _UNSET:
-            os.environ.pop(k, None)
-        yield endpoint
+        with dummy_credentials():
+            yield endpoint
     finally:
         proc.terminate()  # stdin closes with it: the server's process ends either way
         proc.wait()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 if __name__ == "__main__":  # the server of moto_s3_process: runs until stdin closes

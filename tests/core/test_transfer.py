@@ -7,6 +7,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -154,18 +155,7 @@ def test_rollback_across_checks_and_switches_the_buckets_at_once(local: Reposito
     are: a rollback across N buckets waits for the slowest, not for their sum. Each store
     here stops its ref compare-and-swap at a barrier the other must reach too (sequential
     switches would break it: the first waits alone, then fails)."""
-    import threading
-
-    from casstore.store.wrappers import WrappingStore
-
-    barrier = threading.Barrier(2, timeout=20)
-
-    class Meeting(WrappingStore):
-        def replace_if_match(self, key: str, data: bytes, token: str | None) -> str:
-            if "/refs/" in key:
-                barrier.wait()
-            return self.inner.replace_if_match(key, data, token)
-
+    Meeting = _meeting_at_ref_swaps(2)
     stores = []
     for name in ("a", "b"):
         r = Repository(str(tmp_path / name))
@@ -183,18 +173,7 @@ def test_two_pushes_of_one_ref_both_succeed(local: Repository, tmp_path: Path):
     meant to put it: success, not a conflict. (A ref moved elsewhere meanwhile still
     refuses the push: the other move stands.) Each job's ref swap waits at a barrier for the
     other's, so both have read the ref before either writes it."""
-    import threading
-
-    from casstore.store.wrappers import WrappingStore
-
-    barrier = threading.Barrier(2, timeout=20)
-
-    class Meeting(WrappingStore):
-        def replace_if_match(self, key: str, data: bytes, token: str | None) -> str:
-            if "/refs/" in key:
-                barrier.wait()
-            return self.inner.replace_if_match(key, data, token)
-
+    Meeting = _meeting_at_ref_swaps(2)
     Repository(str(tmp_path / "dst")).init()
     errors: list[BaseException] = []
     reports = []
@@ -217,3 +196,19 @@ def test_two_pushes_of_one_ref_both_succeed(local: Repository, tmp_path: Path):
     assert dst.resolve("m").version == local.resolve("m").version
     assert [v.version for v in dst.versions("m")] == ["1.0.0", "1.0.1"]
     assert verify(dst.ctx, read_data=True).ok
+
+
+def _meeting_at_ref_swaps(parties: int) -> type:
+    """A store wrapper whose ref compare-and-swaps wait at one barrier of ``parties``: each
+    proceeds only once all have reached their swap (sequential ones break the barrier)."""
+    from casstore.store.wrappers import WrappingStore
+
+    barrier = threading.Barrier(parties, timeout=20)
+
+    class Meeting(WrappingStore):
+        def replace_if_match(self, key: str, data: bytes, token: str | None) -> str:
+            if "/refs/" in key:
+                barrier.wait()
+            return self.inner.replace_if_match(key, data, token)
+
+    return Meeting
