@@ -361,3 +361,52 @@ def test_listing_reads_the_refs_in_one_batch_and_survives_one_vanishing(three: R
     assert list(Repository(store).refs.list("m")) == ["current", "staging"]
     assert store.counts()["get_many"].requests == 2 and "get_with_token" not in store.counts()
     assert list(Repository(Vanishing(three.store)).refs.list("m")) == ["current", "staging"]
+
+
+def test_a_ref_move_on_a_remote_store_asks_two_things_at_once(tmp_path: Path):
+    """On a remote store a ref move reads GC's expiry marker and the ref together, and after
+    the swap writes the reflog entry while it reads the marker again: two round trips fewer
+    per move (a rollback on S3 waits ~13, not ~15). Each pair meets at a barrier here, which
+    calls made one after the other would break."""
+    import dataclasses
+    import threading
+
+    from casstore.store import open_store
+    from casstore.store.wrappers import WrappingStore
+
+    barrier = threading.Barrier(2, timeout=20)
+    met: list[str] = []
+
+    class Remote(WrappingStore):
+        @property
+        def capabilities(self):  # type: ignore[no-untyped-def]
+            return dataclasses.replace(self.inner.capabilities, local=False)
+
+        def _meet(self, what: str) -> None:
+            met.append(what)
+            barrier.wait()
+
+        def get(self, key, start=None, end=None):  # type: ignore[no-untyped-def]
+            if "/expired/" in key:
+                self._meet("marker")
+            return self.inner.get(key, start, end)
+
+        def get_with_token(self, key):  # type: ignore[no-untyped-def]
+            if "/refs/" in key:
+                self._meet("ref")
+            return self.inner.get_with_token(key)
+
+        def put_if_absent(self, key, data, *, sync=True):  # type: ignore[no-untyped-def]
+            if "/reflog/" in key:
+                self._meet("reflog")
+            return self.inner.put_if_absent(key, data, sync=sync)
+
+    local = Repository(str(tmp_path / "store"))
+    for i in range(2):
+        f = series.save(tmp_path / f"v{i}" / "m.safetensors", series.tensors(n=1, seed=i))
+        local.commit("m", [f])
+    remote = Repository(Remote(open_store(str(tmp_path / "store"))))
+    value = RefValue.of(remote.get_version("m", "1.0.0").target)
+    remote.refs.move("m", "canary", value, expected_seq=None, reason="first canary")
+    assert sorted(met) == ["marker", "marker", "ref", "reflog"]
+    assert local.refs.get("m", "canary") == value
