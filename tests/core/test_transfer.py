@@ -212,3 +212,29 @@ def _meeting_at_ref_swaps(parties: int) -> type:
             return self.inner.replace_if_match(key, data, token)
 
     return Meeting
+
+
+def test_a_number_taken_meanwhile_is_refused_after_the_rest_are_published(
+        local: Repository, tmp_path: Path):
+    """A version indexed at the destination by another writer between the transfer's look
+    and its index entry (here: the look is made blind to index entries): that one version is
+    refused with a clear error, the others of the batch are published, the destination keeps
+    its own version under that number, and no reservation is left behind in its catalog."""
+    from casstore.store.wrappers import WrappingStore
+
+    class Blind(WrappingStore):
+        def exists_many(self, keys):  # type: ignore[no-untyped-def]
+            return {k for k in self.inner.exists_many(keys) if "/versions/" not in k}
+
+    dst = Repository(str(tmp_path / "dst"))
+    theirs = dst.commit("m", [series.save(tmp_path / "x.safetensors",
+                                          series.tensors(n=1, seed=9))]).version
+    blind = Repository(Blind(open_store(str(tmp_path / "dst"))))
+    with pytest.raises(AlreadyExistsError, match=r"m@1\.0\.0 was created .* meanwhile"):
+        transfer(local.ctx, blind.ctx, local.versions("m"))
+    dst = Repository(str(tmp_path / "dst"))
+    assert dst.get_version("m", "1.0.0").id == theirs.id
+    assert dst.get_version("m", "1.0.1").id == local.get_version("m", "1.0.1").id
+    assert [v.version for v in dst.versions("m")] == ["1.0.0", "1.0.1"]
+    assert not dst.catalog.models_catalog.head("m").pending
+    assert verify(dst.ctx, read_data=True).ok
