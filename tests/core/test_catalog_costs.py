@@ -211,3 +211,26 @@ def test_a_push_reads_the_manifests_of_the_newest_versions_there_only(tmp_path: 
     assert len(manifests) <= 8, len(manifests)
     assert report.chunks_sent == 0 and report.chunks_present > 0
     assert Repository(str(tmp_path / "dst")).get_version("m", "1.0.30").name
+
+
+def test_a_push_run_again_asks_about_its_versions_together(tmp_path: Path):
+    """Pushing versions the destination already has (a CI job re-running ``push --all``):
+    their index entries are read in one batch and their tags asked about in one, so a re-run
+    over 12 versions makes the same lone GETs as over 2; a tag added at the source since the
+    first push is copied."""
+    from casstore.ops.transfer import transfer
+
+    src = Repository(str(tmp_path / "src"))
+    for i in range(12):
+        put(src, i, tags=["t"] if i % 2 else [])
+    lone = {}
+    for n in (2, 12):
+        versions = src.versions("m")[:n]
+        transfer(src.ctx, Repository(str(tmp_path / f"dst{n}")).ctx, versions)
+        src.tag("m", "1.0.0", f"late{n}")
+        dst = CountingStore(open_store(str(tmp_path / f"dst{n}")))
+        report = transfer(src.ctx, Repository(dst).ctx, src.versions("m")[:n])
+        assert report.chunks_sent == 0 and len(report.versions) == n
+        lone[n] = dst.counts()["get"].requests
+        assert f"late{n}" in Repository(str(tmp_path / f"dst{n}")).get_version("m", "1.0.0").tags
+    assert lone[2] == lone[12], lone
