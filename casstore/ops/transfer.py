@@ -10,7 +10,6 @@ Re-running an interrupted transfer sends only what is still missing.
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -101,7 +100,7 @@ def transfer(
             version_key(v.model, v.version) for v in versions)
         there = _already_there(src, dst, [v for v in versions if version_key(
             v.model, v.version) in indexed], known, report)
-        todo = [v for v in versions if f"{v.model}@{v.version}" not in there]
+        todo = [v for v in versions if _label(v) not in there]
         written = _send_chunks(src, dst, todo, known, reader, report, progress, fresh=fresh)
         counters = _counters(todo, per_model, written)
         # chunks first, then the versions' manifests, index entries and tags: models in
@@ -124,8 +123,8 @@ def transfer(
             view = src.catalog.models_catalog.read(model)  # expired ones too, stay unused
             if view is not None and view.high is not None:
                 dst.catalog.models_catalog.raise_high(model, view.high)
-        placed = {f"{v.model}@{v.version}": v.id.hex() for v in versions}
-        placed = {label: placed[label] for label in report.versions}  # indexed at dst
+        indexed_here = set(report.versions)  # copied or found indexed at dst
+        placed = {_label(v): v.id.hex() for v in versions if _label(v) in indexed_here}
         for ref in refs:
             for model in sorted({v.model for v in versions}):
                 _copy_ref(src, mover, model, ref, report, placed)
@@ -186,13 +185,7 @@ def _already_there(src: StoreContext, dst: StoreContext, vs: list[Version],
     in one, signatures copied together: a re-run push of N versions waits for a few round
     trips, not N."""
     keys = [version_key(v.model, v.version) for v in vs]
-    try:
-        raws = dst.store.get_many(keys)
-    except NotFoundError:  # one removed since it was asked about: read them one at a time
-        raws = {}
-        for k in keys:
-            with contextlib.suppress(NotFoundError):
-                raws[k] = dst.store.get(k)
+    raws = dst.store.get_found(keys)  # one removed since it was asked about: left out
     there = []
     for v, k in zip(vs, keys):
         if k not in raws:
@@ -212,13 +205,11 @@ def _already_there(src: StoreContext, dst: StoreContext, vs: list[Version],
             lacking.setdefault((v.model, v.version), []).append(t)
     for (model, semver), missing in lacking.items():  # rare: tagged at the source since
         dst.catalog.models_catalog.change_tags(model, semver, add=missing)
-    if there:
-        with ThreadPoolExecutor(min(len(there), 8), thread_name_prefix="casstore-publish") as pool:
-            list(pool.map(lambda v: _copy_signatures(src, dst, v), there))
+    _copy_signatures(src, dst, there)
     for v in there:
         known |= v.manifest.chunk_set()
-        report.versions.append(f"{v.model}@{v.version}")
-    return {f"{v.model}@{v.version}" for v in there}
+        report.versions.append(_label(v))
+    return {_label(v) for v in there}
 
 
 def _send_chunks(
@@ -323,12 +314,12 @@ def _publish_model(src: StoreContext, dst: StoreContext, vs: list[Version],
                                {**c, "ref_manifests": len(raws[k]),
                                 "stored": c["stored"] + n * len(raws[k])}))
         cat.finalize_many(model, finals)
-        list(pool.map(lambda v: _copy_signatures(src, dst, v), ours))
+    _copy_signatures(src, dst, ours)
     if clashes:
         v = clashes[0]
         raise AlreadyExistsError(f"{model}@{v.version} was created at {dst.store.url} "
                                  "meanwhile with different content")
-    return [(f"{model}@{v.version}", n) for v, n in zip(vs, sent) if v.version not in clashed]
+    return [(_label(v), n) for v, n in zip(vs, sent) if v.version not in clashed]
 
 
 def _index_entry(dst: StoreContext, v: Version) -> Version | None:
@@ -336,8 +327,8 @@ def _index_entry(dst: StoreContext, v: Version) -> Version | None:
     index = json.dumps({"manifest": v.id.hex(), "name": v.name}).encode()
     if dst.store.put_if_absent(version_key(v.model, v.version), index):
         return None
-    there = json.loads(dst.store.get(version_key(v.model, v.version)))["manifest"]
-    return None if there == v.id.hex() else v
+    key = version_key(v.model, v.version)
+    return None if parse_index_entry(key, dst.store.get(key)) == v.id else v
 
 
 def _check_not_expired(dst: StoreContext, vs: list[Version]) -> None:
@@ -376,10 +367,20 @@ def _missing_at(dst: StoreContext, needed: list[Digest]) -> list[Digest]:
     return [d for d in needed if chunk_key(d) not in found]
 
 
-def _copy_signatures(src: StoreContext, dst: StoreContext, v: Version) -> None:
-    """Signatures travel with the version (one never overwrites a signature there)."""
-    for keyid, raw in stored_signatures(src, v.model, v.version).items():
-        dst.store.put_if_absent(signature_key(v.model, v.version, keyid), raw)
+def _copy_signatures(src: StoreContext, dst: StoreContext, vs: list[Version]) -> None:
+    """Signatures travel with their versions (one never overwrites a signature there); the
+    versions' at once."""
+    def copy(v: Version) -> None:
+        for keyid, raw in stored_signatures(src, v.model, v.version).items():
+            dst.store.put_if_absent(signature_key(v.model, v.version, keyid), raw)
+
+    if vs:
+        with ThreadPoolExecutor(min(len(vs), 8), thread_name_prefix="casstore-publish") as pool:
+            list(pool.map(copy, vs))
+
+
+def _label(v: Version) -> str:
+    return f"{v.model}@{v.version}"
 
 
 def _copy_ref(src: StoreContext, mover: Rollout, model: str, ref: str,

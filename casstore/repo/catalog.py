@@ -219,15 +219,7 @@ class Catalog:
     def manifests(self, digests: list[Digest]) -> dict[Digest, Manifest]:
         """The manifests among ``digests`` that exist and decode (batched reads)."""
         missing = [d for d in digests if d not in self._manifests]
-        try:
-            raws = self.store.get_many([manifest_key(d) for d in missing])
-        except NotFoundError:
-            raws = {}
-            for d in missing:
-                try:
-                    raws[manifest_key(d)] = self.store.get(manifest_key(d))
-                except NotFoundError:
-                    continue
+        raws = self.store.get_found([manifest_key(d) for d in missing])
         for d in missing:
             raw = raws.get(manifest_key(d))
             if raw is None:

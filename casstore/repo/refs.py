@@ -215,12 +215,10 @@ class RefStore:
         one batch (on S3 their requests in flight together)."""
         prefix = refs_prefix(model)
         names = [info.key[len(prefix) :] for info in self.store.list(prefix)]
-        try:
-            raws = self.store.get_many([ref_key(model, n) for n in names])
-            recs = {n: self._parse(raws[ref_key(model, n)], model, n) for n in names}
-        except NotFoundError:  # one removed since the listing: read them one at a time
-            recs = {n: self.read(model, n)[0] for n in names}
-        return {n: r for n, r in sorted(recs.items()) if r is not None and r.value is not None}
+        raws = self.store.get_found([ref_key(model, n) for n in names])  # one gone since: out
+        recs = {n: self._parse(raws[ref_key(model, n)], model, n) for n in names
+                if ref_key(model, n) in raws}
+        return {n: r for n, r in sorted(recs.items()) if r.value is not None}
 
     def resolve(self, model: str, ref: str, request_key: str | None = None) -> Target:
         """The version a ref sends ``request_key`` to (the base of a split without a key)."""

@@ -136,6 +136,21 @@ class ObjectStore(abc.ABC):
         with ThreadPoolExecutor(self.capabilities.concurrent_io) as pool:
             return dict(zip(keys, pool.map(self.get, keys)))
 
+    def get_found(self, keys: Iterable[str]) -> dict[str, bytes]:
+        """:meth:`get_many` of the ``keys`` that exist, a missing one left out: one batch,
+        and one request at a time only when one turned out missing."""
+        keys = list(keys)
+        try:
+            return self.get_many(keys)
+        except NotFoundError:
+            out = {}
+            for k in keys:
+                try:
+                    out[k] = self.get(k)
+                except NotFoundError:
+                    continue
+            return out
+
     # -- writes --------------------------------------------------------------------------
     @abc.abstractmethod
     def put(self, key: str, data: bytes | memoryview, *, sync: bool = True) -> None:
