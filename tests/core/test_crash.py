@@ -26,6 +26,10 @@ def test_sigkill_during_commit(tmp_path: Path):
     repo = Repository(str(store))
     repo.commit("m", [first])
     rng = random.Random(1234)
+    # The kill lands at a random fraction of how long a whole commit takes on this machine
+    # (the first trial runs to the end and measures it; a trial that finishes before its kill
+    # shortens the estimate), so a faster or slower machine still kills mid-commit.
+    whole: float | None = None
     killed = trial = 0
     while killed < 4 and trial < 16:  # fresh data each time, so every commit has real work
         big = tmp_path / f"big{trial}"
@@ -33,13 +37,18 @@ def test_sigkill_during_commit(tmp_path: Path):
             series.save(big / f"part{i}.safetensors",
                         series.tensors(n=6, size=4 << 20, seed=1000 * trial + i))
         env = dict(os.environ, CASSTORE_STORE=str(store))
+        start = time.monotonic()
         p = subprocess.Popen([sys.executable, "-m", "casstore", "commit", "m", str(big)], env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        time.sleep(rng.uniform(0.25, 0.8))
-        if p.poll() is None:
+        try:
+            p.wait(timeout=None if whole is None else rng.uniform(0.05, 0.95) * whole)
+            took = time.monotonic() - start
+            assert p.returncode == 0, p.stderr.read().decode() if p.stderr else ""
+            whole = took if whole is None else min(whole, took)
+        except subprocess.TimeoutExpired:
             p.send_signal(signal.SIGKILL)
             killed += 1
-        p.wait()
+            p.wait()
         reopened = Repository(str(store))
         for v in reopened.history("m"):  # every version that landed reads back intact
             out = tmp_path / f"out{trial}-{v.version}"
