@@ -11,7 +11,12 @@ that session, so casstore decides which requests carry preconditions:
   uploads are used because some emulators (fake-gcs-server) ignore preconditions on media and
   resumable uploads;
 * a download returns bytes and ``x-goog-generation`` in one response (a consistent pair);
-* no request is retried here: transient failures surface as
+* an upload that fails on its connection is sent again once, on a fresh one, as aiohttp
+  does by itself for idempotent methods but not for POST (every upload): a plain upload
+  always (it is idempotent), a conditional one only when its body could not be written (the
+  server never received it: :func:`_unsent`); a pooled keep-alive connection the server
+  had closed fails like that;
+* no other request is retried here: transient failures surface as
   :class:`~casstore.errors.TransientBackendError` and :class:`~casstore.store.RetryingStore`
   retries and confirms uncertain conditional writes by content.
 
@@ -49,6 +54,15 @@ def _timestamp(text: str | None) -> float:
     if not text:
         return 0.0
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def _unsent(e: Exception) -> bool:
+    """The request's body could not be written (typically a pooled keep-alive connection the
+    server had closed as it was reused): the server cannot have acted on an upload it did
+    not receive whole, so a conditional upload may be sent again. Any other failure of a
+    conditional upload (the connection lost after the request went out) is uncertain: it
+    surfaces as TransientBackendError, and RetryingStore confirms it by content."""
+    return "Can not write request body" in str(e)  # aiohttp's words for it
 
 
 class GcsStore(ObjectApiStore):
@@ -135,12 +149,20 @@ class GcsStore(ObjectApiStore):
         params = {"uploadType": "multipart"}
         if generation is not None:
             params["ifGenerationMatch"] = generation
-        with aiohttp.MultipartWriter("related") as body:
-            body.append_json({"name": self._prefix + key})
-            body.append(data, {"Content-Type": "application/octet-stream"})
-        status, _, out = await self._request(
-            "POST", url, params=params, data=body, ok=(200, 404, 412)
-        )
+        for attempt in (1, 2):
+            with aiohttp.MultipartWriter("related") as body:
+                body.append_json({"name": self._prefix + key})
+                body.append(data, {"Content-Type": "application/octet-stream"})
+            try:
+                status, _, out = await self._request(
+                    "POST", url, params=params, data=body, ok=(200, 404, 412)
+                )
+                break
+            except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError) as e:
+                # a plain upload is idempotent (aiohttp itself sends a PUT again on a
+                # connection that failed); a conditional one only if it never left
+                if attempt == 2 or (generation is not None and not _unsent(e)):
+                    raise
         if status == 404:
             await self._check_bucket()
             if generation in (None, "0"):

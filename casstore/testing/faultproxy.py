@@ -8,7 +8,11 @@ Each request, with probability ``rate``, suffers one fault chosen by a seeded RN
 * ``truncate``  the headers promise the whole body, half of it is sent, then the connection
                 closes;
 * ``duplicate`` the request is sent to the server twice (a retry that landed twice); the
-                client sees the second answer.
+                client sees the second answer;
+* ``stale``     the connection is aborted once the request's headers are read, before its
+                body: a pooled keep-alive connection the server had closed as it was reused
+                (with a body larger than the sockets' buffers, the client fails writing it);
+                nothing reaches the server.
 
 :meth:`FaultProxy.outage` closes the listening socket for a while (connections refused) and
 drops the connections already open, as a real outage does: a client's pooled keep-alive
@@ -29,7 +33,7 @@ from contextlib import contextmanager
 
 import aiohttp
 
-FAULTS = ("refuse", "reset", "slow", "truncate", "duplicate")
+FAULTS = ("refuse", "reset", "slow", "truncate", "duplicate", "stale")
 _HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host",
         "proxy-connection", "te", "trailer", "upgrade", "expect"}
 
@@ -38,9 +42,11 @@ class FaultProxy:
     """``http://127.0.0.1:<port>`` forwarding to ``upstream`` with injected faults."""
 
     def __init__(self, upstream: str, *, rate: float = 0.1, seed: int = 0,
-                 faults: tuple[str, ...] = FAULTS, slow_seconds: float = 1.5) -> None:
+                 faults: tuple[str, ...] = FAULTS, slow_seconds: float = 1.5,
+                 max_faults: int | None = None) -> None:
         self.upstream = upstream.rstrip("/")
         self.rate, self.faults, self.slow_seconds = rate, faults, slow_seconds
+        self.max_faults = max_faults  # None: no limit
         self.rng = random.Random(seed)
         self.counts: Counter[str] = Counter()
         self.requests = 0
@@ -116,6 +122,8 @@ class FaultProxy:
         self.requests += 1
         if not self.enabled or self.rng.random() >= self.rate:
             return None
+        if self.max_faults is not None and sum(self.counts.values()) >= self.max_faults:
+            return None
         fault = self.rng.choice(self.faults)
         self.counts[fault] += 1
         return fault
@@ -148,12 +156,15 @@ class FaultProxy:
         if lower.get("expect", "").lower() == "100-continue":
             writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             await writer.drain()
+        fault = self._pick()
+        if fault == "stale":
+            writer.transport.abort()
+            return False
         body = b""
         if "content-length" in lower:
             body = await reader.readexactly(int(lower["content-length"]))
         elif lower.get("transfer-encoding", "").lower() == "chunked":
             body = await _read_chunked(reader)
-        fault = self._pick()
         if fault == "refuse":
             writer.transport.abort()
             return False

@@ -100,3 +100,43 @@ def test_gcs_http_errors_are_translated(status: int, expected: type) -> None:
 
     err = translate_error(GcsHttpError(status, "message"), op="get", where="gs://b/k")
     assert type(err) is expected and "gs://b/k" in str(err)
+
+
+@pytest.mark.parametrize("write", ["put", "put_if_absent", "replace_if_match"])
+def test_an_upload_on_a_connection_the_server_closed(fake_gcs: str, write: str) -> None:
+    """The server aborts the connection once an upload's headers are in, before its body (a
+    pooled keep-alive connection it had closed): nothing reaches the server. aiohttp sends
+    idempotent methods again by itself, never POST (every GCS upload). A plain upload is
+    sent again and lands. A conditional one is sent again when its body could not be
+    written; when the client instead first reads the reset (a race between its writer and
+    reader), it cannot tell whether the server acted, and raises TransientBackendError with
+    the store unchanged; RetryingStore, which every opened store has, then lands it."""
+    from casstore.testing.faultproxy import FaultProxy
+
+    data = bytes(range(256)) * (64 << 10)  # 16 MiB: more than the sockets buffer
+    with FaultProxy(fake_gcs, rate=1.0, faults=("stale",), max_faults=1) as px:
+        url = f"gs://{gcs.BUCKET}/{uuid.uuid4().hex}"
+        raw = open_store(url, retry=False, endpoint_url=px.url)
+        px.enabled = False
+        raw.put("setup", b"x")
+        old = raw.get_with_token("setup")[1]
+        key = "setup" if write == "replace_if_match" else "k"
+        for store in (raw, open_store(url, endpoint_url=px.url)):
+            px.enabled, px.max_faults = True, sum(px.counts.values()) + 1
+            try:
+                if write == "put":
+                    store.put("k", data)
+                elif write == "put_if_absent":
+                    assert store.put_if_absent("k", data)
+                else:
+                    store.replace_if_match("setup", data, old)
+            except TransientBackendError:
+                assert write != "put" and store is raw  # only the uncertain case
+                assert (raw.get(key) == b"x") if key == "setup" else not raw.exists(key)
+                continue
+            assert raw.get(key) == data
+            break
+        assert sum(px.counts.values()) >= 1  # the fault was met
+        assert raw.get(key) == data
+        if write == "put_if_absent":
+            assert not raw.put_if_absent("k", b"other")  # landed once, precondition holds
