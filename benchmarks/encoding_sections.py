@@ -53,6 +53,14 @@ def _render_training(d: dict) -> list[str]:
                 f"{t['stored_vs_logical']:.3f} | {t['ingest_MBps']:,} | {t['restore_MBps']:,} "
                 f"| {'yes' if t['restored_identical'] else '**NO**'} |")
     rows += [f"- {name}: skipped: {why}" for name, why in d["skipped"].items()]
+    if d.get("entropy"):
+        rows += ["", "What coding byte-grouped streams can reach on these files (order-0 "
+                 "entropy of each tensor's byte streams, values rotated as casstore's are; "
+                 "`benchmarks.training.stream_entropy`), as a fraction of the files' bytes:",
+                 "", "| series | each alone | XOR with the previous checkpoint | each byte "
+                 "given the previous checkpoint's |", "|---|---:|---:|---:|"]
+        rows += [f"| {kind} | {e['plain']:.3f} | {e['xor_previous']:.3f} | "
+                 f"{e['given_previous']:.3f} |" for kind, e in d["entropy"].items()]
     return rows + ["", "One command per checkpoint, each kind in its own repository; "
                    "timings include an `os.sync()` (see the peers section)."]
 
@@ -79,8 +87,12 @@ def training(ctx: Context) -> dict:
             r["stored_vs_logical"] = round(r["stored_bytes"] / logical, 4)
             kinds[kind][tool.name] = r
             shutil.rmtree(tool.work, ignore_errors=True)
+    from benchmarks.training import stream_entropy
+
+    bounds = {kind: stream_entropy(info["files"][kind]) for kind in ("fp32", "bf16")}
     return {k: v for k, v in info.items() if k != "files"} | {
-        "kinds": kinds, "skipped": skipped, "checkpoints": len(info["files"]["fp32"])}
+        "kinds": kinds, "skipped": skipped, "checkpoints": len(info["files"]["fp32"]),
+        "entropy": bounds}
 
 
 def _render_codecs(d: dict) -> list[str]:

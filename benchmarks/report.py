@@ -255,9 +255,14 @@ def encoding_targets(results: dict) -> list[Target]:
     tr = _data(results, "training")
     for kind, limit in (("fp32", 0.75), ("bf16", 0.50)):
         t = (tr or {}).get("kinds", {}).get(kind, {}).get("casstore")
+        e = (tr or {}).get("entropy", {}).get(kind)
+        bound = (f"; the bound, same files (order-0 entropy of the byte streams): each alone "
+                 f"{e['plain']:.3f}, XOR with the previous checkpoint {e['xor_previous']:.3f}"
+                 f", each byte given the previous checkpoint's {e['given_previous']:.3f} "
+                 "(a context model reading the parent)") if e else ""
         add(f"training run, {kind} weights stored vs logical", t and t["stored_vs_logical"],
-            limit, False, "x", f"{t['stored_bytes']:,} / {t['logical_bytes']:,} bytes" if t
-            else "training section did not run")
+            limit, False, "x", f"{t['stored_bytes']:,} / {t['logical_bytes']:,} bytes{bound}"
+            if t else "training section did not run")
 
     def ratio(name: str, a: dict | None, b: dict | None, key: str, threshold: float,
               what: str) -> None:

@@ -88,6 +88,8 @@ def test_other_sections_have_data(quick_run):
         cas = tr["kinds"][kind]["casstore"]
         assert cas["restored_identical"] and len(cas["restored_identical_files"]) == saves >= 4
         assert tr["kinds"][kind]["casstore-off"]["stored_vs_logical"] > 0.99
+    for e in tr["entropy"].values():  # the bound the training targets are reported with
+        assert 0 < e["given_previous"] <= e["xor_previous"] + 1e-4 and e["plain"] < 1
     rows = s["codecs"]["data"]["rows"]
     assert all(r["round_trip"] for r in rows if r["codec"].startswith("casstore"))
     assert {r["mode"] for r in rows} == {"plain", "xor"}
