@@ -196,8 +196,22 @@ def check_keyid(keyid: object) -> str:
     return keyid
 
 
+def is_keyid(text: str) -> bool:
+    """``text`` is a key id as signature keys hold them (64 lowercase hex digits)."""
+    try:
+        check_keyid(text)
+    except InvalidInputError:
+        return False
+    return True
+
+
+def model_signatures_prefix(model: str) -> str:
+    """Every signature of every version of ``model`` lies below this."""
+    return f"{model_prefix(model)}signatures/"
+
+
 def signatures_prefix(model: str, semver: str) -> str:
-    return f"{model_prefix(model)}signatures/{check_semver(semver)}/"
+    return f"{model_signatures_prefix(model)}{check_semver(semver)}/"
 
 
 def signature_key(model: str, semver: str, keyid: str) -> str:

@@ -263,6 +263,36 @@ def test_push_carries_signatures(tmp_path: Path):
     assert [s.ok for s in dst.signatures("m", "1.0.0")] == [True]
 
 
+def test_a_push_finds_the_signatures_of_its_versions_in_one_listing(tmp_path: Path):
+    """Several versions of a model: one listing of the model's signatures (not one per
+    version), and exactly the pushed versions' signatures land; one version: its own."""
+    from casstore.store import open_store
+
+    admin, _ = key_pair(tmp_path / "keys", "admin")
+    other, _ = key_pair(tmp_path / "keys", "other")
+    src = Repository(CountingStore(open_store(str(tmp_path / "a"))))
+    for i in range(4):
+        src.commit("m", [_model_dir(tmp_path, i)])
+    src.sign("m", "1.0.0", admin.read_bytes())
+    src.sign("m", "1.0.0", other.read_bytes())
+    src.sign("m", "1.0.2", admin.read_bytes())
+    src.sign("m", "1.0.3", admin.read_bytes())  # not pushed: stays behind
+    counting = src.store
+    assert isinstance(counting, CountingStore)
+    for dst, pushed, lists in ((Repository(str(tmp_path / "b")), ["1.0.0", "1.0.1", "1.0.2"], 1),
+                               (Repository(str(tmp_path / "c")), ["1.0.3"], 1)):
+        counting.reset()
+        src.push(dst, [src.get_version("m", v) for v in pushed])
+        assert counting.counts()["list"].requests == lists
+        held = {v: len(list(dst.store.list(signatures_prefix("m", v))))
+                for v in ("1.0.0", "1.0.1", "1.0.2", "1.0.3")}
+        expected = {"1.0.0": 2, "1.0.1": 0, "1.0.2": 1, "1.0.3": 1}
+        assert held == {v: expected[v] if v in pushed else 0 for v in held}
+        for v in pushed:  # the very bundles
+            keys = [i.key for i in counting.inner.list(signatures_prefix("m", v))]
+            assert {k: dst.store.get(k) for k in keys} == {k: counting.inner.get(k) for k in keys}
+
+
 def test_gc_drops_the_signatures_of_expired_versions(tmp_path: Path):
     from casstore import RetentionPolicy
 
