@@ -28,6 +28,8 @@ from casstore.repo.catalog import Version, parse_index_entry
 from casstore.repo.context import StoreContext
 from casstore.repo.keys import check_keyid, chunk_key, manifest_key, version_key
 from casstore.repo.refs import ReflogEntry, RefStore, RefValue, Split, Target, Trigger
+from casstore.repo.versioning import parse_spec
+from casstore.store.base import together
 
 if TYPE_CHECKING:
     from casstore.ops.trust import TrustGate
@@ -203,8 +205,9 @@ class Rollout:
         ``expected_seq``: the ref move the caller decided on (ConflictError if the ref moved
         since); by default whatever this call reads. ``revert=False`` leaves a version that
         failed its health check in place (the caller decides what comes next)."""
-        target = self.ctx.get_version(model, spec)
-        rec, _ = self.refs.read(model, ref)
+        # the version and the ref are asked for together (one round trip on a remote store)
+        target, (rec, _) = together(self.ctx.store, lambda: self.ctx.get_version(model, spec),
+                                    lambda: self.refs.read(model, ref))
         seq = None if rec is None else rec.seq
         if expected_seq != "read" and expected_seq != seq:
             raise ConflictError(f"ref {model}@{ref} moved (now at #{seq}); re-read and retry")
@@ -226,6 +229,7 @@ class Rollout:
             revert=revert,
             pre_check=pre_check,
             verify=verify,
+            indexed=parse_spec(model, spec).semver is not None,
         )
 
     def _switch(
@@ -247,13 +251,19 @@ class Rollout:
         revert: bool = True,
         pre_check: HealthCheck | None = None,
         verify: bool = False,
+        indexed: bool = False,
     ) -> MoveResult:
         """Verify the target, run the pre-check, move the ref, run the health check (its
-        failure moves the ref back). A refused move leaves the ref untouched."""
+        failure moves the ref back). A refused move leaves the ref untouched.
+
+        ``indexed``: the caller read the target's index entry a moment ago, which is all
+        :meth:`check_version` asks without ``verify``; it is not asked again (a GC that
+        expires the version meanwhile is caught by the ref move, which reads GC's marker)."""
         def refused(why: str) -> MoveResult:
             return MoveResult(model, ref, False, old, old, [], f"refused: {why}")
 
-        problems = self.check_version(check_version, chunks=verify, read_data=verify_data)
+        problems = [] if indexed and not (verify or verify_data) else self.check_version(
+            check_version, chunks=verify, read_data=verify_data)
         if problems:
             return refused(f"{check_version.name} is incomplete: " + "; ".join(problems[:5]))
         if pre_check is not None:

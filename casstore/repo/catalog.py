@@ -28,7 +28,7 @@ from casstore.repo.model_catalog import Entry, ModelCatalog, View, index_digest
 from casstore.repo.refs import RefStore, Target
 from casstore.repo.summary import Summary, summarize
 from casstore.repo.versioning import parse_spec
-from casstore.store.base import ObjectStore
+from casstore.store.base import ObjectStore, together
 
 
 class Version:
@@ -297,19 +297,30 @@ class Catalog:
             semver, digest = top[0].summary.version, top[0].summary.id
         else:
             assert s.semver is not None
-            try:
-                raw = self.store.get(version_key(model, s.semver))
-            except NotFoundError:
-                if self.models_catalog.read(model) is None:
-                    raise NotFoundError(f"unknown model {model!r}") from None
-                raise NotFoundError(f"model {model!r} has no version {spec!r}") from None
+            key = version_key(model, s.semver)
+
+            def indexed() -> bytes | None:
+                try:
+                    return self.store.get(key)
+                except NotFoundError:
+                    return None
+
+            # the index entry and the catalog (for the tags) are asked for together
+            raw, view = together(self.store, indexed, lambda: self.models_catalog.read(model))
+            if raw is None:
+                if view is None:
+                    raise NotFoundError(f"unknown model {model!r}")
+                raise NotFoundError(f"model {model!r} has no version {spec!r}")
             semver, digest = s.semver, index_digest(raw, model, s.semver)
-        m = self.manifest(digest)
+        if s.ref is not None:  # a ref's version: its manifest and the catalog together
+            m, view = together(self.store, lambda: self.manifest(digest),
+                               lambda: self.models_catalog.read(model))
+        else:
+            m = self.manifest(digest)
         if m.model != model or m.version != semver:
             raise CorruptObjectError(f"index entry for {model} v{semver} names another version")
         if s.full_name is not None and m.name != s.full_name:
             raise NotFoundError(f"model {model!r} has no version {spec!r} (v{semver} is {m.name})")
-        view = view or self.models_catalog.read(model)
         entry = view.get(semver) if view is not None else None
         tags = entry.tags if entry is not None else tuple(sorted(m.tags))
         return Version.of(m, digest, tags)

@@ -15,7 +15,7 @@ import getpass
 import json
 import socket
 from collections.abc import Callable, Iterator
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from casstore.digest import hasher
 from casstore.errors import (
@@ -35,10 +35,7 @@ from casstore.repo.keys import (
     refs_prefix,
 )
 from casstore.repo.leases import move_session
-from casstore.store.base import ObjectStore
-
-A = TypeVar("A")
-B = TypeVar("B")
+from casstore.store.base import ObjectStore, together
 
 Trigger = Literal[
     "user",
@@ -352,8 +349,8 @@ class RefStore:
         check_name("ref", ref)
         self.check_writable()
         with move_session(self.store):  # GC waits for it before it re-reads the refs
-            expired, (rec, token) = self._together(
-                lambda: self._expired_target(model, new), lambda: self.read(model, ref))
+            expired, (rec, token) = together(
+                self.store, lambda: self._expired_target(model, new), lambda: self.read(model, ref))
             if expired is not None:
                 raise ConflictError(_expiring_msg(model, expired, ref, "not moved"))
             seq = -1 if rec is None else rec.seq
@@ -380,24 +377,12 @@ class RefStore:
             ).checked("ref move")  # a reason or actor that is not text is refused, not stored
             record = RefRecord(value=new, entry=entry)
             new_token = self.store.replace_if_match(ref_key(model, ref), _dump(record), token)
-            _, expired = self._together(lambda: self._copy_entry(entry),
-                                        lambda: self._expired_target(model, new))
+            _, expired = together(self.store, lambda: self._copy_entry(entry),
+                                  lambda: self._expired_target(model, new))
             if expired is not None:  # GC took this mover's session for stale (slow, elsewhere)
                 self._revert(model, ref, entry, new_token)
                 raise ConflictError(_expiring_msg(model, expired, ref, "moved back"))
             return entry
-
-    def _together(self, first: Callable[[], A], second: Callable[[], B]) -> tuple[A, B]:
-        """Both results: on a remote store the two calls' requests in flight together (one
-        round trip, not two), on a local one made one after the other."""
-        if self.store.capabilities.local:
-            return first(), second()
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(1, thread_name_prefix="casstore-ref") as pool:
-            a = pool.submit(first)
-            b = second()
-            return a.result(), b
 
     def _expired_target(self, model: str, value: RefValue | None) -> str | None:
         """The version of ``value`` that GC has marked expired, if any.

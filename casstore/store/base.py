@@ -30,8 +30,9 @@ Guarantees every backend must give (the conformance suite in
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 from casstore.errors import NotFoundError
 
@@ -200,3 +201,25 @@ class ObjectStore(abc.ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
+
+
+A = TypeVar("A")
+B = TypeVar("B")
+
+
+def together(store: ObjectStore, first: Callable[[], A], second: Callable[[], B]) -> tuple[A, B]:
+    """Both results of two independent calls on ``store``: on a remote store their requests
+    are in flight together (one round trip, not two); on a local one they are made one
+    after the other (no thread, no import for the light commands). An exception of either
+    is raised once both are done."""
+    if store.capabilities.local:
+        return first(), second()
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1, thread_name_prefix="casstore-together") as pool:
+        a = pool.submit(first)
+        try:
+            b = second()
+        finally:
+            a.exception()  # wait for it either way
+        return a.result(), b

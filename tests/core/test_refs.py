@@ -410,3 +410,61 @@ def test_a_ref_move_on_a_remote_store_asks_two_things_at_once(tmp_path: Path):
     remote.refs.move("m", "canary", value, expected_seq=None, reason="first canary")
     assert sorted(met) == ["marker", "marker", "ref", "reflog"]
     assert local.refs.get("m", "canary") == value
+
+
+def test_a_rollback_on_a_remote_store_asks_for_the_version_and_the_ref_at_once(tmp_path: Path):
+    """Before it moves anything, a rollback (``set_ref``) on a remote store asks for the
+    target's index entry, the model's catalog (its tags) and the ref in one round trip, and
+    does not read the index entry again before the move (the move reads GC's marker, which
+    is what guards against an expiry meanwhile): a rollback one 20 ms round trip away waits
+    ~11 round trips, not ~14. The three first reads meet at a barrier here, which reads made
+    one after the other would break."""
+    import dataclasses
+    import threading
+    from collections import Counter
+
+    from casstore.store import open_store
+    from casstore.store.wrappers import WrappingStore
+
+    barrier = threading.Barrier(3, timeout=20)
+    first: set[str] = set()
+    reads: Counter[str] = Counter()
+    lock = threading.Lock()
+
+    class Remote(WrappingStore):
+        @property
+        def capabilities(self):  # type: ignore[no-untyped-def]
+            return dataclasses.replace(self.inner.capabilities, local=False)
+
+        def _meet(self, what: str) -> None:
+            with lock:
+                new = what not in first
+                first.add(what)
+            if new:
+                barrier.wait()
+
+        def get(self, key, start=None, end=None):  # type: ignore[no-untyped-def]
+            reads[key] += 1
+            if "/versions/" in key:
+                self._meet("index entry")
+            return self.inner.get(key, start, end)
+
+        def get_with_token(self, key):  # type: ignore[no-untyped-def]
+            if "/refs/" in key:
+                self._meet("ref")
+            elif key.startswith("catalog/heads/"):
+                self._meet("catalog")
+            return self.inner.get_with_token(key)
+
+    local = Repository(str(tmp_path / "store"))
+    for i in range(3):
+        f = series.save(tmp_path / f"v{i}" / "m.safetensors", series.tensors(n=1, seed=i))
+        local.commit("m", [f], ref="current")
+    res = Repository(Remote(open_store(str(tmp_path / "store")))).rollback("m", to="1.0.0")
+    assert res.ok and local.resolve("m").version == "1.0.0"
+    assert first == {"index entry", "ref", "catalog"}
+    assert reads["models/m/versions/1.0.0"] == 1
+    # a version that is not there is still refused, the ref untouched
+    with pytest.raises(NotFoundError, match="no version"):
+        Repository(Remote(open_store(str(tmp_path / "store")))).rollback("m", to="1.0.9")
+    assert local.resolve("m").version == "1.0.0"
