@@ -189,6 +189,9 @@ class RefStore:
     ) -> None:
         self.store = store
         self.actor = actor or default_actor()
+        # the reflog entry of each ref's record as last read here (remote stores): a move
+        # copies it while it reads the ref again, not after
+        self._seen: dict[tuple[str, str], ReflogEntry] = {}
         self.single_writer = single_writer
         self.conditional = conditional and store.capabilities.conditional_replace
 
@@ -199,7 +202,10 @@ class RefStore:
             raw, token = self.store.get_with_token(ref_key(model, ref))
         except NotFoundError:
             return None, None
-        return self._parse(raw, model, ref), token
+        rec = self._parse(raw, model, ref)
+        if not self.store.capabilities.local:
+            self._seen[(model, ref)] = rec.entry
+        return rec, token
 
     def get(self, model: str, ref: str) -> RefValue:
         rec, _ = self.read(model, ref)
@@ -349,8 +355,19 @@ class RefStore:
         check_name("ref", ref)
         self.check_writable()
         with move_session(self.store):  # GC waits for it before it re-reads the refs
+            # the record's reflog entry must be stored before the record is replaced (a
+            # mover killed after its swap left it only there); one read earlier here is
+            # copied while the ref is read again (an older entry copied is still its own)
+            seen = self._seen.get((model, ref))
+
+            def read_ref() -> tuple[RefRecord | None, str | None]:
+                if seen is None:
+                    return self.read(model, ref)
+                return together(self.store, lambda: self.read(model, ref),
+                                lambda: self._copy_entry(seen))[0]
+
             expired, (rec, token) = together(
-                self.store, lambda: self._expired_target(model, new), lambda: self.read(model, ref))
+                self.store, lambda: self._expired_target(model, new), read_ref)
             if expired is not None:
                 raise ConflictError(_expiring_msg(model, expired, ref, "not moved"))
             seq = -1 if rec is None else rec.seq
@@ -359,7 +376,7 @@ class RefStore:
                 or (expected_seq is not None and expected_seq != seq)
             ):
                 raise ConflictError(f"ref {model}@{ref} moved (now at #{seq}); re-read and retry")
-            if rec is not None:
+            if rec is not None and rec.entry != seen:
                 self._copy_entry(rec.entry)
             entry = ReflogEntry(
                 model=model,

@@ -468,3 +468,67 @@ def test_a_rollback_on_a_remote_store_asks_for_the_version_and_the_ref_at_once(t
     with pytest.raises(NotFoundError, match="no version"):
         Repository(Remote(open_store(str(tmp_path / "store")))).rollback("m", to="1.0.9")
     assert local.resolve("m").version == "1.0.0"
+
+
+def test_a_remote_ref_move_copies_the_record_it_read_while_it_reads_the_ref_again(
+        tmp_path: Path):
+    """A record's reflog entry must be stored before the record is replaced (a mover killed
+    after its swap left it only in the record). A rollback on a remote store read the ref
+    already: that record's entry is copied while the move reads the marker and the ref
+    again (one round trip fewer), and never twice. A chain whose last entry was lost comes
+    out whole."""
+    import dataclasses
+    import threading
+    from collections import Counter
+
+    from casstore.repo.keys import reflog_key
+    from casstore.store import open_store
+    from casstore.store.wrappers import WrappingStore
+
+    barrier = threading.Barrier(3, timeout=20)
+    meeting = {"on": False}
+    puts: Counter[str] = Counter()
+
+    class Remote(WrappingStore):
+        @property
+        def capabilities(self):  # type: ignore[no-untyped-def]
+            return dataclasses.replace(self.inner.capabilities, local=False)
+
+        def _meet(self) -> None:
+            if meeting["on"]:
+                barrier.wait()
+
+        def get(self, key, start=None, end=None):  # type: ignore[no-untyped-def]
+            if "/expired/" in key:
+                self._meet()
+            return self.inner.get(key, start, end)
+
+        def get_with_token(self, key):  # type: ignore[no-untyped-def]
+            if "/refs/" in key:
+                self._meet()
+            return self.inner.get_with_token(key)
+
+        def put(self, key, data, *, sync=True):  # type: ignore[no-untyped-def]
+            if key.startswith("sessions/"):  # the move's session: the three reads meet
+                meeting["on"] = True
+            return self.inner.put(key, data, sync=sync)
+
+        def put_if_absent(self, key, data, *, sync=True):  # type: ignore[no-untyped-def]
+            if "/reflog/" in key:
+                puts[key] += 1
+                self._meet()
+                meeting["on"] = False  # after the first wave, one call at a time
+            return self.inner.put_if_absent(key, data, sync=sync)
+
+    local = Repository(str(tmp_path / "store"))
+    for i in range(3):
+        f = series.save(tmp_path / f"v{i}" / "m.safetensors", series.tensors(n=1, seed=i))
+        local.commit("m", [f], ref="current")
+    last = max(e.seq for e in local.refs.reflog("m", "current"))
+    local.store.delete(reflog_key("m", "current", last))  # its mover was killed after the swap
+    res = Repository(Remote(open_store(str(tmp_path / "store")))).rollback("m", to="1.0.0")
+    assert res.ok and local.resolve("m").version == "1.0.0"
+    assert puts[reflog_key("m", "current", last)] == 1  # copied once, with the reads
+    log = sorted(local.refs.reflog("m", "current"), key=lambda e: e.seq)
+    assert [e.seq for e in log] == list(range(last + 2))  # the lost entry is back
+    assert log[-1].new == local.refs.read("m", "current")[0].value
