@@ -31,15 +31,16 @@ from pathlib import Path
 
 def over_a_link(work: Path, rtt: float = 0.02, versions: int = 20) -> dict:
     """Push and pull ``versions`` small versions (a 256 KiB adapter each) between local
-    folders, every store call made to wait ``rtt`` first, as a bucket one round trip away
-    would (a batch call waits once, as its requests are in flight together): what the
-    transfer's own sequence of round trips costs, with no server in the way."""
+    folders, the far one declared remote (as a bucket is) and every call to it made to wait
+    ``rtt`` first, as a bucket one round trip away would (a batch call waits once, as its
+    requests are in flight together): what the transfer's own sequence of round trips
+    costs, with no server in the way."""
     import numpy as np
 
     from casstore import Repository
     from casstore.ops.transfer import transfer
     from casstore.store import open_store
-    from casstore.testing.stores import CountingStore, FaultInjectingStore
+    from casstore.testing.stores import CountingStore, FaultInjectingStore, RemoteLookingStore
 
     rng = np.random.default_rng(7)
     local = Repository(str(work / "link-src"))
@@ -50,7 +51,8 @@ def over_a_link(work: Path, rtt: float = 0.02, versions: int = 20) -> dict:
 
     def far(path: Path) -> tuple[Repository, CountingStore]:
         counting = CountingStore(open_store(str(path)))
-        return Repository(FaultInjectingStore(counting, delay_rate=1.0, delay=rtt)), counting
+        far = FaultInjectingStore(counting, delay_rate=1.0, delay=rtt)
+        return Repository(RemoteLookingStore(far)), counting  # remote, as a bucket is
 
     remote, pushed = far(work / "link-remote")
     t0 = time.perf_counter()

@@ -110,9 +110,18 @@ def transfer(
         for v in todo:
             by_model.setdefault(v.model, []).append(v)
 
+        # numbers the source ever used, expired ones too, stay unused at the destination:
+        # raised by the compare-and-swap that finalizes a model's versions
+        highs = {}
+        for model in sorted({v.model for v in versions}):
+            view = src.catalog.models_catalog.read(model)
+            if view is not None and view.high is not None:
+                highs[model] = view.high
+
         def publish(vs: list[Version]) -> list[tuple[str, int]]:
             return [done for i in range(0, len(vs), _PUBLISH_GROUP)
-                    for done in _publish_model(src, dst, vs[i : i + _PUBLISH_GROUP], counters)]
+                    for done in _publish_model(src, dst, vs[i : i + _PUBLISH_GROUP], counters,
+                                               highs.get(vs[0].model))]
 
         with ThreadPoolExecutor(min(8, max(1, len(by_model))),
                                 thread_name_prefix="casstore-publish") as pool:
@@ -120,10 +129,8 @@ def transfer(
                 for label, sent in done:
                     report.manifests_sent += sent
                     report.versions.append(label)
-        for model in sorted({v.model for v in versions}):  # numbers the source ever used,
-            view = src.catalog.models_catalog.read(model)  # expired ones too, stay unused
-            if view is not None and view.high is not None:
-                dst.catalog.models_catalog.raise_high(model, view.high)
+        for model in sorted(set(highs) - set(by_model)):  # nothing published to raise it
+            dst.catalog.models_catalog.raise_high(model, highs[model])
         indexed_here = set(report.versions)  # copied or found indexed at dst
         placed = {_label(v): v.id.hex() for v in versions if _label(v) in indexed_here}
         for ref in refs:
@@ -185,6 +192,8 @@ def _already_there(src: StoreContext, dst: StoreContext, vs: list[Version],
     under the same number is refused. Index entries are read in one batch, tags asked about
     in one, signatures copied together: a re-run push of N versions waits for a few round
     trips, not N."""
+    if not vs:
+        return set()
     keys = [version_key(v.model, v.version) for v in vs]
     raws = dst.store.get_found(keys)  # one removed since it was asked about: left out
     there = []
@@ -282,7 +291,8 @@ def _send_chunks(
 
 
 def _publish_model(src: StoreContext, dst: StoreContext, vs: list[Version],
-                   counters: dict[tuple[str, str], dict[str, int]]) -> list[tuple[str, int]]:
+                   counters: dict[tuple[str, str], dict[str, int]],
+                   high: str | None = None) -> list[tuple[str, int]]:
     """Index one model's copied versions at ``dst`` as commits with explicit numbers do:
     manifests, reservations, index entries, tags, then finalize; each version becomes
     visible complete. Done for all of ``vs`` at once (requests of a step in flight together,
@@ -314,7 +324,7 @@ def _publish_model(src: StoreContext, dst: StoreContext, vs: list[Version],
                 finals.append((v.version, Entry(v.summary, tuple(sorted(v.tags))),
                                {**c, "ref_manifests": len(raws[k]),
                                 "stored": c["stored"] + n * len(raws[k])}))
-        cat.finalize_many(model, finals)
+        cat.finalize_many(model, finals, high=high)
     _copy_signatures(src, dst, ours)
     if clashes:
         v = clashes[0]

@@ -346,13 +346,16 @@ class ModelCatalog:
         self.finalize_many(model, [(semver, entry, counters)])
 
     def finalize_many(
-        self, model: str, items: Iterable[tuple[str, Entry | None, dict[str, int] | None]]
+        self, model: str, items: Iterable[tuple[str, Entry | None, dict[str, int] | None]],
+        *, high: str | None = None,
     ) -> None:
         """:meth:`finalize` for several versions ``(semver, entry, counters)`` in one
-        compare-and-swap."""
+        compare-and-swap; ``high``: as :meth:`raise_high`, in the same swap."""
         items = list(items)
 
         def fn(head: Head) -> None:
+            if high is not None:
+                head.raise_high(high)
             for semver, entry, counters in items:
                 head.pending.pop(semver, None)
                 if entry is None:

@@ -151,6 +151,17 @@ _WRITES = frozenset(
 )
 
 
+class RemoteLookingStore(WrappingStore):
+    """A store that says it is remote (``capabilities.local`` False), as a bucket does: the
+    code paths that differ for remote stores (batches read ahead, independent requests in
+    flight together, objects fetched whole) run over any store; over a
+    :class:`FaultInjectingStore` that delays every call, as if one round trip away."""
+
+    @property
+    def capabilities(self):  # type: ignore[no-untyped-def]
+        return replace(self.inner.capabilities, local=False)
+
+
 class FaultInjectingStore(WrappingStore):
     """Injects TransientBackendError into a seeded fraction of calls.
 

@@ -368,20 +368,15 @@ def test_a_ref_move_on_a_remote_store_asks_two_things_at_once(tmp_path: Path):
     the swap writes the reflog entry while it reads the marker again: two round trips fewer
     per move (a rollback on S3 waits ~13, not ~15). Each pair meets at a barrier here, which
     calls made one after the other would break."""
-    import dataclasses
     import threading
 
     from casstore.store import open_store
-    from casstore.store.wrappers import WrappingStore
+    from casstore.testing.stores import RemoteLookingStore
 
     barrier = threading.Barrier(2, timeout=20)
     met: list[str] = []
 
-    class Remote(WrappingStore):
-        @property
-        def capabilities(self):  # type: ignore[no-untyped-def]
-            return dataclasses.replace(self.inner.capabilities, local=False)
-
+    class Remote(RemoteLookingStore):
         def _meet(self, what: str) -> None:
             met.append(what)
             barrier.wait()
@@ -419,23 +414,18 @@ def test_a_rollback_on_a_remote_store_asks_for_the_version_and_the_ref_at_once(t
     is what guards against an expiry meanwhile): a rollback one 20 ms round trip away waits
     ~11 round trips, not ~14. The three first reads meet at a barrier here, which reads made
     one after the other would break."""
-    import dataclasses
     import threading
     from collections import Counter
 
     from casstore.store import open_store
-    from casstore.store.wrappers import WrappingStore
+    from casstore.testing.stores import RemoteLookingStore
 
     barrier = threading.Barrier(3, timeout=20)
     first: set[str] = set()
     reads: Counter[str] = Counter()
     lock = threading.Lock()
 
-    class Remote(WrappingStore):
-        @property
-        def capabilities(self):  # type: ignore[no-untyped-def]
-            return dataclasses.replace(self.inner.capabilities, local=False)
-
+    class Remote(RemoteLookingStore):
         def _meet(self, what: str) -> None:
             with lock:
                 new = what not in first
@@ -477,23 +467,18 @@ def test_a_remote_ref_move_copies_the_record_it_read_while_it_reads_the_ref_agai
     already: that record's entry is copied while the move reads the marker and the ref
     again (one round trip fewer), and never twice. A chain whose last entry was lost comes
     out whole."""
-    import dataclasses
     import threading
     from collections import Counter
 
     from casstore.repo.keys import reflog_key
     from casstore.store import open_store
-    from casstore.store.wrappers import WrappingStore
+    from casstore.testing.stores import RemoteLookingStore
 
     barrier = threading.Barrier(3, timeout=20)
     meeting = {"on": False}
     puts: Counter[str] = Counter()
 
-    class Remote(WrappingStore):
-        @property
-        def capabilities(self):  # type: ignore[no-untyped-def]
-            return dataclasses.replace(self.inner.capabilities, local=False)
-
+    class Remote(RemoteLookingStore):
         def _meet(self) -> None:
             if meeting["on"]:
                 barrier.wait()

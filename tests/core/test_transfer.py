@@ -238,3 +238,23 @@ def test_a_number_taken_meanwhile_is_refused_after_the_rest_are_published(
     assert [v.version for v in dst.versions("m")] == ["1.0.0", "1.0.1"]
     assert not dst.catalog.models_catalog.head("m").pending
     assert verify(dst.ctx, read_data=True).ok
+
+
+def test_numbers_the_source_used_stay_unused_at_the_destination(tmp_path: Path):
+    """A version removed at the source (its number never reused there) is not pushed, yet
+    its number is not given out at the destination either: the push raises the
+    destination's high-water mark, in the swap that finalizes its versions, or on its own
+    when every version was there already."""
+    src = Repository(str(tmp_path / "src"))
+    for i in range(4):
+        src.commit("m", [series.save(tmp_path / f"v{i}.safetensors", series.tensors(n=1, seed=i))])
+    src.rm("m", "1.0.3")
+    for dst_name, first in (("a", None), ("b", ["1.0.0", "1.0.1", "1.0.2"])):
+        dst = Repository(str(tmp_path / dst_name))
+        if first:  # every version there already: nothing to publish
+            transfer(src.ctx, dst.ctx, [src.get_version("m", v) for v in first])
+            dst.catalog.models_catalog.update("m", lambda h: setattr(h, "high", "1.0.2"))
+        transfer(src.ctx, dst.ctx, src.versions("m"))
+        res = dst.commit("m", [series.save(tmp_path / "new.safetensors",
+                                           series.tensors(n=1, seed=99))])
+        assert res.version.version == "1.0.4"

@@ -7,7 +7,6 @@ the benchmark series is in the benchmark report."""
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import tracemalloc
 from collections.abc import Iterable
@@ -20,8 +19,8 @@ from casstore import Repository
 from casstore.chunking.base import MAX_WINDOW
 from casstore.repo.chunks import ChunkWriter
 from casstore.repo.config import StoreConfig
-from casstore.store.base import Capabilities, ObjectStore
-from casstore.store.wrappers import WrappingStore
+from casstore.store.base import ObjectStore
+from casstore.testing.stores import RemoteLookingStore
 from tests.series import save
 
 MiB = 1 << 20
@@ -178,17 +177,13 @@ def test_push_and_verify_hold_a_batch_and_its_bases_as_stored(tmp_path: Path):
     assert len(chunk_reads) == objects and set(chunk_reads.values()) == {1}  # each once
 
 
-class _Remote(WrappingStore):
+class _Remote(RemoteLookingStore):
     """A local store that says it is remote (as S3 is): a transfer reads it ahead. Records
     the threads its batches are read in."""
 
     def __init__(self, inner: ObjectStore) -> None:
         super().__init__(inner)
         self.threads: list[str] = []
-
-    @property
-    def capabilities(self) -> Capabilities:
-        return dataclasses.replace(self.inner.capabilities, local=False)
 
     def get_many(self, keys: Iterable[str]) -> dict[str, bytes]:
         self.threads.append(threading.current_thread().name)
