@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from casstore import (
 )
 from casstore.repo.refs import RefValue
 from casstore.testing.children import CONTEXT, child
+from casstore.testing.stores import RemoteLookingStore
 from tests import series
 from tests.core.conftest import needs_another_process
 
@@ -363,6 +365,41 @@ def test_listing_reads_the_refs_in_one_batch_and_survives_one_vanishing(three: R
     assert list(Repository(Vanishing(three.store)).refs.list("m")) == ["current", "staging"]
 
 
+class _Watched(RemoteLookingStore):
+    """A folder that says it is remote (so independent requests go out together) and calls
+    ``seen(operation, key)`` before each read and write the ref tests below look at."""
+
+    def __init__(self, path: Path, seen: Callable[[str, str], None]) -> None:
+        from casstore.store import open_store
+
+        super().__init__(open_store(str(path)))
+        self.seen = seen
+
+    def get(self, key, start=None, end=None):  # type: ignore[no-untyped-def]
+        self.seen("get", key)
+        return self.inner.get(key, start, end)
+
+    def get_with_token(self, key):  # type: ignore[no-untyped-def]
+        self.seen("get_with_token", key)
+        return self.inner.get_with_token(key)
+
+    def put(self, key, data, *, sync=True):  # type: ignore[no-untyped-def]
+        self.seen("put", key)
+        return self.inner.put(key, data, sync=sync)
+
+    def put_if_absent(self, key, data, *, sync=True):  # type: ignore[no-untyped-def]
+        self.seen("put_if_absent", key)
+        return self.inner.put_if_absent(key, data, sync=sync)
+
+
+def _three_versions(tmp_path: Path, n: int = 3, ref: str | None = "current") -> Repository:
+    local = Repository(str(tmp_path / "store"))
+    for i in range(n):
+        f = series.save(tmp_path / f"v{i}" / "m.safetensors", series.tensors(n=1, seed=i))
+        local.commit("m", [f], ref=ref)
+    return local
+
+
 def test_a_ref_move_on_a_remote_store_asks_two_things_at_once(tmp_path: Path):
     """On a remote store a ref move reads GC's expiry marker and the ref together, and after
     the swap writes the reflog entry while it reads the marker again: two round trips fewer
@@ -370,37 +407,19 @@ def test_a_ref_move_on_a_remote_store_asks_two_things_at_once(tmp_path: Path):
     calls made one after the other would break."""
     import threading
 
-    from casstore.store import open_store
-    from casstore.testing.stores import RemoteLookingStore
-
     barrier = threading.Barrier(2, timeout=20)
     met: list[str] = []
+    kinds = {("get", "/expired/"): "marker", ("get_with_token", "/refs/"): "ref",
+             ("put_if_absent", "/reflog/"): "reflog"}
 
-    class Remote(RemoteLookingStore):
-        def _meet(self, what: str) -> None:
-            met.append(what)
-            barrier.wait()
+    def seen(op: str, key: str) -> None:
+        for (o, part), what in kinds.items():
+            if o == op and part in key:
+                met.append(what)
+                barrier.wait()
 
-        def get(self, key, start=None, end=None):  # type: ignore[no-untyped-def]
-            if "/expired/" in key:
-                self._meet("marker")
-            return self.inner.get(key, start, end)
-
-        def get_with_token(self, key):  # type: ignore[no-untyped-def]
-            if "/refs/" in key:
-                self._meet("ref")
-            return self.inner.get_with_token(key)
-
-        def put_if_absent(self, key, data, *, sync=True):  # type: ignore[no-untyped-def]
-            if "/reflog/" in key:
-                self._meet("reflog")
-            return self.inner.put_if_absent(key, data, sync=sync)
-
-    local = Repository(str(tmp_path / "store"))
-    for i in range(2):
-        f = series.save(tmp_path / f"v{i}" / "m.safetensors", series.tensors(n=1, seed=i))
-        local.commit("m", [f])
-    remote = Repository(Remote(open_store(str(tmp_path / "store"))))
+    local = _three_versions(tmp_path, 2, ref=None)
+    remote = Repository(_Watched(tmp_path / "store", seen))
     value = RefValue.of(remote.get_version("m", "1.0.0").target)
     remote.refs.move("m", "canary", value, expected_seq=None, reason="first canary")
     assert sorted(met) == ["marker", "marker", "ref", "reflog"]
@@ -417,46 +436,34 @@ def test_a_rollback_on_a_remote_store_asks_for_the_version_and_the_ref_at_once(t
     import threading
     from collections import Counter
 
-    from casstore.store import open_store
-    from casstore.testing.stores import RemoteLookingStore
-
     barrier = threading.Barrier(3, timeout=20)
     first: set[str] = set()
     reads: Counter[str] = Counter()
     lock = threading.Lock()
 
-    class Remote(RemoteLookingStore):
-        def _meet(self, what: str) -> None:
-            with lock:
-                new = what not in first
-                first.add(what)
-            if new:
-                barrier.wait()
-
-        def get(self, key, start=None, end=None):  # type: ignore[no-untyped-def]
+    def seen(op: str, key: str) -> None:
+        if op == "get":
             reads[key] += 1
-            if "/versions/" in key:
-                self._meet("index entry")
-            return self.inner.get(key, start, end)
+        what = ("index entry" if op == "get" and "/versions/" in key
+                else "ref" if op == "get_with_token" and "/refs/" in key
+                else "catalog" if op == "get_with_token" and key.startswith("catalog/heads/")
+                else None)
+        if what is None:
+            return
+        with lock:
+            new = what not in first
+            first.add(what)
+        if new:
+            barrier.wait()
 
-        def get_with_token(self, key):  # type: ignore[no-untyped-def]
-            if "/refs/" in key:
-                self._meet("ref")
-            elif key.startswith("catalog/heads/"):
-                self._meet("catalog")
-            return self.inner.get_with_token(key)
-
-    local = Repository(str(tmp_path / "store"))
-    for i in range(3):
-        f = series.save(tmp_path / f"v{i}" / "m.safetensors", series.tensors(n=1, seed=i))
-        local.commit("m", [f], ref="current")
-    res = Repository(Remote(open_store(str(tmp_path / "store")))).rollback("m", to="1.0.0")
+    local = _three_versions(tmp_path)
+    res = Repository(_Watched(tmp_path / "store", seen)).rollback("m", to="1.0.0")
     assert res.ok and local.resolve("m").version == "1.0.0"
     assert first == {"index entry", "ref", "catalog"}
     assert reads["models/m/versions/1.0.0"] == 1
     # a version that is not there is still refused, the ref untouched
     with pytest.raises(NotFoundError, match="no version"):
-        Repository(Remote(open_store(str(tmp_path / "store")))).rollback("m", to="1.0.9")
+        Repository(_Watched(tmp_path / "store", lambda op, key: None)).rollback("m", to="1.0.9")
     assert local.resolve("m").version == "1.0.0"
 
 
@@ -471,47 +478,26 @@ def test_a_remote_ref_move_copies_the_record_it_read_while_it_reads_the_ref_agai
     from collections import Counter
 
     from casstore.repo.keys import reflog_key
-    from casstore.store import open_store
-    from casstore.testing.stores import RemoteLookingStore
 
     barrier = threading.Barrier(3, timeout=20)
     meeting = {"on": False}
     puts: Counter[str] = Counter()
 
-    class Remote(RemoteLookingStore):
-        def _meet(self) -> None:
-            if meeting["on"]:
-                barrier.wait()
-
-        def get(self, key, start=None, end=None):  # type: ignore[no-untyped-def]
-            if "/expired/" in key:
-                self._meet()
-            return self.inner.get(key, start, end)
-
-        def get_with_token(self, key):  # type: ignore[no-untyped-def]
-            if "/refs/" in key:
-                self._meet()
-            return self.inner.get_with_token(key)
-
-        def put(self, key, data, *, sync=True):  # type: ignore[no-untyped-def]
-            if key.startswith("sessions/"):  # the move's session: the three reads meet
-                meeting["on"] = True
-            return self.inner.put(key, data, sync=sync)
-
-        def put_if_absent(self, key, data, *, sync=True):  # type: ignore[no-untyped-def]
+    def seen(op: str, key: str) -> None:
+        if op == "put" and key.startswith("sessions/"):  # the move's session: three meet
+            meeting["on"] = True
+        if op == "put_if_absent" and "/reflog/" in key:
+            puts[key] += 1
+        if meeting["on"] and (("/expired/" in key and op == "get") or "/reflog/" in key
+                              or ("/refs/" in key and op == "get_with_token")):
+            barrier.wait()
             if "/reflog/" in key:
-                puts[key] += 1
-                self._meet()
                 meeting["on"] = False  # after the first wave, one call at a time
-            return self.inner.put_if_absent(key, data, sync=sync)
 
-    local = Repository(str(tmp_path / "store"))
-    for i in range(3):
-        f = series.save(tmp_path / f"v{i}" / "m.safetensors", series.tensors(n=1, seed=i))
-        local.commit("m", [f], ref="current")
+    local = _three_versions(tmp_path)
     last = max(e.seq for e in local.refs.reflog("m", "current"))
     local.store.delete(reflog_key("m", "current", last))  # its mover was killed after the swap
-    res = Repository(Remote(open_store(str(tmp_path / "store")))).rollback("m", to="1.0.0")
+    res = Repository(_Watched(tmp_path / "store", seen)).rollback("m", to="1.0.0")
     assert res.ok and local.resolve("m").version == "1.0.0"
     assert puts[reflog_key("m", "current", last)] == 1  # copied once, with the reads
     log = sorted(local.refs.reflog("m", "current"), key=lambda e: e.seq)
