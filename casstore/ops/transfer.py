@@ -41,6 +41,7 @@ from casstore.repo.keys import (
     version_key,
 )
 from casstore.repo.model_catalog import Entry
+from casstore.store.base import together
 
 
 @dataclass
@@ -93,12 +94,14 @@ def transfer(
     mover = Rollout(dst, hooks)
     with dst.writing("transfer"):
         dst.catalog.ensure_catalogs()
-        per_model = _known_at_destination(dst, {v.model for v in versions})
+        # what the destination's newest versions hold, and which of these it has indexed
+        per_model, indexed = together(
+            dst.store, lambda: _known_at_destination(dst, {v.model for v in versions}),
+            lambda: set() if fresh else dst.store.exists_many(
+                version_key(v.model, v.version) for v in versions))
         known = set().union(*per_model.values())
         reader = ChunkReader(src.store)
         src.catalog.load(versions)  # one batch, not a request per version as each is asked
-        indexed = set() if fresh else dst.store.exists_many(
-            version_key(v.model, v.version) for v in versions)
         there = _already_there(src, dst, [v for v in versions if version_key(
             v.model, v.version) in indexed], known, report)
         todo = [v for v in versions if _label(v) not in there]
@@ -309,8 +312,10 @@ def _publish_model(src: StoreContext, dst: StoreContext, vs: list[Version],
                                 "digest")
     with ThreadPoolExecutor(min(len(vs), dst.store.capabilities.concurrent_io),
                             thread_name_prefix="casstore-publish") as pool:
-        sent = list(pool.map(lambda k: int(dst.store.put_if_absent(k, raws[k])), keys))
-        _check_not_expired(dst, vs)
+        sent, _ = together(  # numbers expired there are refused: asked meanwhile
+            dst.store, lambda: list(pool.map(lambda k: int(dst.store.put_if_absent(k, raws[k])),
+                                             keys)),
+            lambda: _check_not_expired(dst, vs))
         cat.reserve_numbers(model, [v.version for v in vs], dst.actor)
         clashes = [c for c in pool.map(lambda v: _index_entry(dst, v), vs) if c is not None]
         clashed = {c.version for c in clashes}
@@ -412,15 +417,15 @@ def _copy_ref(src: StoreContext, mover: Rollout, model: str, ref: str,
     versions this transfer indexed or found indexed there (no need to ask again)."""
     dst = mover.ctx
     value = src.refs.get(model, ref)
+    rec, _ = dst.refs.read(model, ref)
+    if rec is not None and rec.value == value:
+        return  # there already (its versions were there when it moved): nothing to ask
     for t in value.versions():
         if placed.get(f"{model}@{t.version}") == t.manifest:
             continue
         v = dst.get_version(model, t.version)
         if v.id.hex() != t.manifest:
             raise AlreadyExistsError(f"{model}@{ref}: {t.version} differs at {dst.store.url}")
-    rec, _ = dst.refs.read(model, ref)
-    if rec is not None and rec.value == value:
-        return
     try:
         mover.move(
             model,

@@ -163,7 +163,9 @@ class ModelCatalog:
         self.store = store
         self._manifests = manifests  # digest -> manifest, for the ones that exist
         self._segments: dict[str, list[Entry]] = {}  # by digest: immutable, safe to cache
-        self._last: dict[str, tuple[bytes, str]] = {}  # model -> head bytes and token we wrote
+        # model -> the head's bytes and token as this process last read or wrote them: an
+        # update swaps against them first (no read when nobody wrote since)
+        self._last: dict[str, tuple[bytes, str]] = {}
 
     # -- reading ---------------------------------------------------------------------------
     def read(self, model: str) -> View | None:
@@ -183,9 +185,11 @@ class ModelCatalog:
         except NotFoundError:
             return None, None
         try:
-            return Head.decode(raw, model), token
+            head = Head.decode(raw, model)
         except CorruptObjectError:
             return self.rebuild(model), token
+        self._last[model] = (raw, token)  # the next update tries it (a stale one: re-read)
+        return head, token
 
     def head(self, model: str) -> Head | None:
         """The stored head (None if absent or unreadable)."""
@@ -252,11 +256,12 @@ class ModelCatalog:
         (``fn`` runs again on the fresh head). A missing or torn head is rebuilt first."""
         check_name("model", model)
         for i in range(attempts):
-            last = self._last.pop(model, None)  # what this process wrote last: often current
+            last = self._last.pop(model, None)  # as last read or written here: often current
             if last is not None:
                 head, token = Head.decode(last[0], model), last[1]
             else:
                 head, token = self._read_head(model)
+                self._last.pop(model, None)  # this very read: after a conflict, read again
             if head is None:
                 head = self.rebuild(model) if self._has_versions(model) else Head(model)
             try:

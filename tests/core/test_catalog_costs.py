@@ -234,3 +234,76 @@ def test_a_push_run_again_asks_about_its_versions_together(tmp_path: Path):
         lone[n] = dst.counts()["get"].requests
         assert f"late{n}" in Repository(str(tmp_path / f"dst{n}")).get_version("m", "1.0.0").tags
     assert lone[2] == lone[12], lone
+
+
+def test_a_catalog_change_after_a_read_swaps_without_reading_again(tmp_path: Path):
+    """The catalog's head as this process last read it is what an update swaps against
+    first: no second read when nobody wrote since (a push reads the head to learn what the
+    destination holds, then reserves its numbers). A head changed by another writer in
+    between makes that swap fail and the update read again: both changes stand."""
+    store = CountingStore(open_store(str(tmp_path / "s")))
+    repo = Repository(store)
+    put(repo, 0)
+    cat = Repository(store).catalog.models_catalog
+    assert cat.read("m") is not None
+    store.reset()
+    cat.raise_high("m", "1.0.5")
+    counts = store.counts()
+    assert "get_with_token" not in counts and counts["replace_if_match"].requests == 1
+    other = Repository(str(tmp_path / "s")).catalog.models_catalog  # another writer
+    cat.read("m")
+    other.raise_high("m", "1.0.7")
+    cat.change_tags("m", "1.0.0", add=["stable"])
+    fresh = Repository(str(tmp_path / "s")).catalog.models_catalog.read("m")
+    assert fresh is not None and fresh.high == "1.0.7"
+    assert Repository(str(tmp_path / "s")).get_version("m", "1.0.0").tags == ("stable",)
+
+
+def test_a_push_asks_independent_things_together(tmp_path: Path):
+    """A push to a remote store asks what the destination's newest versions hold and which
+    of its versions are indexed there at once, and writes the manifests while it asks
+    whether any of the numbers were expired there. Each pair meets at a barrier here, which
+    requests made one after the other would break."""
+    import threading
+
+    from casstore.ops.transfer import transfer
+    from casstore.testing.stores import RemoteLookingStore
+
+    local = Repository(str(tmp_path / "src"))
+    for i in range(3):
+        put(local, i)
+    dst = Repository(str(tmp_path / "dst"))
+    transfer(local.ctx, dst.ctx, local.versions("m")[:2])
+    put(local, 3)
+    pairs = {"head": threading.Barrier(2, timeout=20), "manifest": threading.Barrier(2, timeout=20)}
+    met: list[str] = []
+
+    class Watched(RemoteLookingStore):
+        def get_with_token(self, key):  # type: ignore[no-untyped-def]
+            if key.startswith("catalog/heads/") and "head" not in met:
+                met.append("head")
+                pairs["head"].wait()
+            return self.inner.get_with_token(key)
+
+        def exists_many(self, keys):  # type: ignore[no-untyped-def]
+            keys = list(keys)
+            if any("/versions/" in k for k in keys) and "indexed" not in met:
+                met.append("indexed")
+                pairs["head"].wait()
+            if any("/expired/" in k for k in keys) and "expired" not in met:
+                met.append("expired")
+                pairs["manifest"].wait()
+            return self.inner.exists_many(keys)
+
+        def put_if_absent(self, key, data, *, sync=True):  # type: ignore[no-untyped-def]
+            if key.startswith("manifests/") and "manifest" not in met:
+                met.append("manifest")
+                pairs["manifest"].wait()
+            return self.inner.put_if_absent(key, data, sync=sync)
+
+    far = Repository(Watched(open_store(str(tmp_path / "dst"))))
+    report = transfer(local.ctx, far.ctx, local.versions("m"), refs=["current"])
+    assert sorted(met) == ["expired", "head", "indexed", "manifest"]
+    assert [v.version for v in Repository(str(tmp_path / "dst")).versions("m")] == [
+        "1.0.0", "1.0.1", "1.0.2", "1.0.3"]
+    assert report.versions
