@@ -63,10 +63,29 @@ def over_a_link(work: Path, rtt: float = 0.02, versions: int = 20) -> dict:
     transfer(source.ctx, Repository(str(work / "link-pulled")).ctx,
              source.versions("adapter"), refs=["current"])
     pull_s = time.perf_counter() - t0
+    # the everyday cases: one new version pushed into the bucket (moving ``current`` to it),
+    # then ``current`` rolled back there; medians of 3
+    one_s, back_s = [], []
+    for _ in range(3):
+        data = rng.standard_normal(1 << 16, dtype=np.float32).tobytes()
+        new = local.commit_sources("adapter", [("adapter.bin", len(data),
+                                                lambda o, n, d=data: d[o : o + n])],
+                                   ref="current").version
+        remote, _ = far(work / "link-remote")
+        t0 = time.perf_counter()
+        transfer(local.ctx, remote.ctx, [new], refs=["current"])
+        one_s.append(time.perf_counter() - t0)
+        remote, _ = far(work / "link-remote")
+        t0 = time.perf_counter()
+        remote.rollback("adapter", to="1.0.0")
+        back_s.append(time.perf_counter() - t0)
+    one, back = statistics.median(one_s), statistics.median(back_s)
     return {"rtt_ms": rtt * 1e3, "versions": versions,
             "push_s": round(push_s, 3), "pull_s": round(pull_s, 3),
             "push_round_trips": round(push_s / rtt, 1), "pull_round_trips": round(pull_s / rtt, 1),
-            "push_requests": pushed.requests, "pull_requests": pulled.requests}
+            "push_requests": pushed.requests, "pull_requests": pulled.requests,
+            "push_one_s": round(one, 3), "push_one_round_trips": round(one / rtt, 1),
+            "rollback_s": round(back, 3), "rollback_round_trips": round(back / rtt, 1)}
 
 
 def run(size_mb: float = 32, workdir: Path | None = None, rounds: int = 3,

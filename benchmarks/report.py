@@ -345,6 +345,13 @@ def commands_headline(results: dict) -> list[str]:
                         f"{link['rtt_ms']:.0f} ms round trip | {link[f'{way}_s']} s "
                         f"({link[f'{way}_round_trips']} round trips, "
                         f"{link[f'{way}_requests']} requests) | - | - |")
+        for key, what in (("push_one", f"push of one new version into a bucket of "
+                                       f"{link['versions']}, moving current"),
+                          ("rollback", "rollback of current in that bucket")):
+            if f"{key}_s" in link:
+                rows.append(f"| {what}, {link['rtt_ms']:.0f} ms round trip | "
+                            f"{link[f'{key}_s']} s ({link[f'{key}_round_trips']} round trips) "
+                            "| - | - |")
     if pp and "s3_checkout_s" in pp:
         rows.append(f"| checkout from s3:// | {pp['s3_checkout_s']} s | pull + local "
                     f"checkout {pp['pull_checkout_s']} s | {pp['s3_checkout_vs_pull']}x |")

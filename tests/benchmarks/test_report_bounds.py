@@ -63,8 +63,14 @@ def test_the_link_rows_report_round_trips_waited() -> None:
     pp.update(logical_bytes=134e6)
     pp["small_files"] = {**pp, "link": {
         "rtt_ms": 20.0, "versions": 20, "push_s": 0.8, "pull_s": 0.27, "push_round_trips": 40.0,
-        "pull_round_trips": 13.5, "push_requests": 169, "pull_requests": 145}}
+        "pull_round_trips": 13.5, "push_requests": 169, "pull_requests": 145,
+        "push_one_s": 0.28, "push_one_round_trips": 14.0, "rollback_s": 0.17,
+        "rollback_round_trips": 8.5}}
     rows = "\n".join(commands_headline(results))
     assert "| push of 20 small versions over a 20 ms round trip | 0.8 s (40.0 round trips, " \
            "169 requests) |" in rows
     assert "| pull of 20 small versions over a 20 ms round trip | 0.27 s (13.5" in rows
+    assert "| push of one new version into a bucket of 20, moving current, 20 ms round trip " \
+           "| 0.28 s (14.0 round trips) |" in rows
+    assert "| rollback of current in that bucket, 20 ms round trip | 0.17 s (8.5 round " \
+           "trips) |" in rows
