@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING
 
 from casstore.repo.catalog import Catalog, Version
@@ -18,6 +18,7 @@ from casstore.repo.leases import Leases, LeaseSettings, Session
 from casstore.repo.manifest import verified_inline
 from casstore.repo.refs import RefStore, default_actor
 from casstore.store import ObjectStore, probe_conditional_writes
+from casstore.store.base import together
 
 if TYPE_CHECKING:
     from casstore.digest import Digest
@@ -143,7 +144,11 @@ class StoreContext:
         if current is not None:
             yield current
             return
-        with self.leases.session(kind) as s:
+        with ExitStack() as stack:
+            # on a remote store, whether the store has catalogs (every writer's first
+            # question, asked once per process) is asked while the session is opened
+            _, s = together(self.store, self.catalog.migrated,
+                            lambda: stack.enter_context(self.leases.session(kind)))
             self._local.session = s
             try:
                 yield s

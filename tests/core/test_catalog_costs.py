@@ -307,3 +307,35 @@ def test_a_push_asks_independent_things_together(tmp_path: Path):
     assert [v.version for v in Repository(str(tmp_path / "dst")).versions("m")] == [
         "1.0.0", "1.0.1", "1.0.2", "1.0.3"]
     assert report.versions
+
+
+def test_a_writer_on_a_remote_store_opens_its_session_while_it_asks_for_the_catalogs(
+        tmp_path: Path):
+    """Every writer's first question (does the store have catalogs, once per process) goes
+    out with its session on a remote store: they meet at a barrier here, which requests
+    made one after the other would break. The commit lands as usual."""
+    import threading
+
+    from casstore.testing.stores import RemoteLookingStore
+
+    Repository(str(tmp_path / "s")).init()
+    barrier = threading.Barrier(2, timeout=20)
+    met: list[str] = []
+
+    class Watched(RemoteLookingStore):
+        def get(self, key, start=None, end=None):  # type: ignore[no-untyped-def]
+            if key == "catalog/format" and "format" not in met:
+                met.append("format")
+                barrier.wait()
+            return self.inner.get(key, start, end)
+
+        def put(self, key, data, *, sync=True):  # type: ignore[no-untyped-def]
+            if key.startswith("sessions/") and "session" not in met:
+                met.append("session")
+                barrier.wait()
+            return self.inner.put(key, data, sync=sync)
+
+    repo = Repository(Watched(open_store(str(tmp_path / "s"))))
+    assert put(repo, 1) == "1.0.0"
+    assert sorted(met) == ["format", "session"]
+    assert Repository(str(tmp_path / "s")).get_version("m", "1.0.0").version == "1.0.0"
