@@ -116,8 +116,10 @@ class Rollout:
         failed among them is appended to ``notify_failures`` (the move stands either way).
         UntrustedError if the trust policy refuses one of the versions of ``new`` (None
         deletes the ref), ConflictError if ``expected_seq`` is stale."""
-        if new is not None:
-            self.trust.require(model, ref, [(t.version, t.manifest) for t in new.versions()])
+        def trusted() -> None:
+            if new is not None:
+                self.trust.require(model, ref, [(t.version, t.manifest) for t in new.versions()])
+
         entry = self.refs.move(
             model,
             ref,
@@ -128,6 +130,7 @@ class Rollout:
             op=op,
             actor=actor,
             evidence=evidence,
+            check=trusted,
         )
         failed = self.hooks.notify({"event": "ref-moved", **entry.to_builtins()})
         if notify_failures is not None:

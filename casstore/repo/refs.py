@@ -345,8 +345,12 @@ class RefStore:
         trigger: Trigger = "user",
         op: str = "move",
         evidence: dict[str, Any] | None = None,
+        check: Callable[[], None] | None = None,
     ) -> ReflogEntry:
         """Move ``ref`` to ``new`` by compare-and-swap.
+
+        ``check`` (e.g. the trust policy's) runs before the swap, its requests in flight
+        with the move's first reads on a remote store; what it raises refuses the move.
 
         ``expected_seq`` is the sequence number the caller read (``None``: the ref must not
         exist yet); if the ref moved since, ConflictError. With "any" the move applies on top
@@ -366,8 +370,12 @@ class RefStore:
                 return together(self.store, lambda: self.read(model, ref),
                                 lambda: self._copy_entry(seen))[0]
 
-            expired, (rec, token) = together(
-                self.store, lambda: self._expired_target(model, new), read_ref)
+            def expired_target() -> str | None:
+                if check is None:
+                    return self._expired_target(model, new)
+                return together(self.store, lambda: self._expired_target(model, new), check)[0]
+
+            expired, (rec, token) = together(self.store, expired_target, read_ref)
             if expired is not None:
                 raise ConflictError(_expiring_msg(model, expired, ref, "not moved"))
             seq = -1 if rec is None else rec.seq

@@ -391,6 +391,10 @@ class _Watched(RemoteLookingStore):
         self.seen("put_if_absent", key)
         return self.inner.put_if_absent(key, data, sync=sync)
 
+    def list(self, prefix):  # type: ignore[no-untyped-def]
+        self.seen("list", prefix)
+        return self.inner.list(prefix)
+
 
 def _three_versions(tmp_path: Path, n: int = 3, ref: str | None = "current") -> Repository:
     local = Repository(str(tmp_path / "store"))
@@ -503,3 +507,39 @@ def test_a_remote_ref_move_copies_the_record_it_read_while_it_reads_the_ref_agai
     log = sorted(local.refs.reflog("m", "current"), key=lambda e: e.seq)
     assert [e.seq for e in log] == list(range(last + 2))  # the lost entry is back
     assert log[-1].new == local.refs.read("m", "current")[0].value
+
+
+def test_a_remote_ref_move_checks_the_trust_policy_with_its_first_reads(tmp_path: Path):
+    """The trust policy is read (and the versions' signatures checked) under the move's
+    session while GC's marker and the ref are read: one round trip, not two. A version the
+    policy refuses is still refused, the ref untouched; once signed, it moves."""
+    import threading
+
+    from casstore.ops.trust import make_rule
+    from tests.keys import key_pair
+
+    admin, admin_pub = key_pair(tmp_path / "keys", "admin")
+    local = _three_versions(tmp_path)
+    local.set_trust_policy([("admin", admin_pub.read_bytes())], [make_rule("current")],
+                           admin.read_bytes(), force_init=True)
+    barrier = threading.Barrier(2, timeout=20)  # cyclic: once per rollback
+    first_marker = {"read": False}
+    met: list[str] = []
+
+    def seen(op: str, key: str) -> None:
+        if (op, key) == ("list", "trust/"):
+            met.append("trust")
+            barrier.wait()
+        elif (op, key) == ("get", "models/m/expired/1.0.1") and not first_marker["read"]:
+            first_marker["read"] = True  # the read after the swap goes alone
+            met.append("marker")
+            barrier.wait()
+
+    res = Repository(_Watched(tmp_path / "store", seen)).rollback("m", to="1.0.1")
+    assert not res.ok and "signature" in res.message
+    assert local.resolve("m").version == "1.0.2"
+    local.sign("m", "1.0.1", admin.read_bytes())
+    first_marker["read"] = False
+    res = Repository(_Watched(tmp_path / "store", seen)).rollback("m", to="1.0.1")
+    assert res.ok and local.resolve("m").version == "1.0.1"
+    assert sorted(met) == ["marker", "marker", "trust", "trust"]
