@@ -24,7 +24,7 @@ import base64
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,7 +37,7 @@ from casstore.errors import (
 )
 from casstore.repo.catalog import Version
 from casstore.repo.context import StoreContext
-from casstore.repo.keys import signature_key, signatures_prefix
+from casstore.repo.keys import model_signatures_prefix, signature_key, signatures_prefix
 from casstore.repo.manifest import FileEntry
 
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
@@ -291,15 +291,30 @@ def _info(
 
 def stored_signatures(ctx: StoreContext, model: str, semver: str) -> dict[str, bytes]:
     """keyid -> bundle bytes of every signature stored with a version (one listing)."""
-    prefix = signatures_prefix(model, semver)
-    keys = [i.key for i in ctx.store.list(prefix)]
-    if not keys:
+    return signatures_of(ctx, model, [semver]).get(semver, {})
+
+
+def signatures_of(ctx: StoreContext, model: str, semvers: Collection[str]
+                  ) -> dict[str, dict[str, bytes]]:
+    """semver -> keyid -> bundle bytes of the signatures stored with these versions of
+    ``model``: one listing (the version's signatures for one version, the model's for
+    several: a request per 1,000, not one per version) and one batch read (a signature
+    replaced between the two is left out: the next check sees it)."""
+    top = model_signatures_prefix(model)
+    wanted = set(semvers)
+    if not wanted:
         return {}
-    try:
-        raws = ctx.store.get_many(keys)
-    except NotFoundError:  # replaced between list and get: the next check sees it
-        raws = {}
-    return {k[len(prefix) :]: v for k, v in raws.items()}
+    prefix = signatures_prefix(model, next(iter(wanted))) if len(wanted) == 1 else top
+    found: dict[str, tuple[str, str]] = {}
+    for info in ctx.store.list(prefix):
+        semver, _, keyid = info.key[len(top) :].partition("/")
+        if semver in wanted:
+            found[info.key] = (semver, keyid)
+    out: dict[str, dict[str, bytes]] = {}
+    for key, raw in ctx.store.get_found(found).items():
+        semver, keyid = found[key]
+        out.setdefault(semver, {})[keyid] = raw
+    return out
 
 
 def signature_bundle(ctx: StoreContext, model: str, semver: str, keyid: str | None = None) -> bytes:

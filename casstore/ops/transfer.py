@@ -26,6 +26,7 @@ from casstore.errors import (
 )
 from casstore.ops.hooks import Hooks
 from casstore.ops.rollout import MoveResult, Rollout
+from casstore.ops.signing import signatures_of
 from casstore.repo.catalog import Version, parse_index_entry
 from casstore.repo.chunks import ChunkReader
 from casstore.repo.context import StoreContext
@@ -35,8 +36,7 @@ from casstore.repo.keys import (
     expired_key,
     is_keyid,
     manifest_key,
-    model_signatures_prefix,
-    signatures_prefix,
+    signature_key,
     tag_key,
     version_key,
 )
@@ -384,26 +384,20 @@ def _missing_at(dst: StoreContext, needed: list[Digest]) -> list[Digest]:
 
 
 def _copy_signatures(src: StoreContext, dst: StoreContext, vs: list[Version]) -> None:
-    """Signatures travel with their versions (one never overwrites a signature there). Found
-    by one listing per model (of the version's signatures for one version, of the model's
-    for several: a request per 1,000 signatures, not one per version), read in one batch,
-    written at once."""
+    """Signatures travel with their versions (one never overwrites a signature there):
+    found by one listing per model (:func:`~casstore.ops.signing.signatures_of`), written
+    at once; an object whose name is not a key id is not a signature and stays behind."""
     wanted: dict[str, set[str]] = {}
     for v in vs:
         wanted.setdefault(v.model, set()).add(v.version)
-    keys: list[str] = []
-    for model, versions in wanted.items():
-        top = model_signatures_prefix(model)
-        prefix = signatures_prefix(model, next(iter(versions))) if len(versions) == 1 else top
-        for info in src.store.list(prefix):
-            semver, _, keyid = info.key[len(top) :].partition("/")
-            if semver in versions and is_keyid(keyid):
-                keys.append(info.key)
-    if not keys:
-        return
-    raws = src.store.get_found(keys)  # one replaced meanwhile: the next transfer sees it
-    with ThreadPoolExecutor(min(len(raws) or 1, 8), thread_name_prefix="casstore-publish") as pool:
-        list(pool.map(lambda kv: dst.store.put_if_absent(*kv), raws.items()))
+    copies = {signature_key(model, semver, keyid): raw
+              for model, versions in wanted.items()
+              for semver, bundles in signatures_of(src, model, versions).items()
+              for keyid, raw in bundles.items() if is_keyid(keyid)}
+    if copies:
+        with ThreadPoolExecutor(min(len(copies), 8), thread_name_prefix="casstore-publish"
+                                ) as pool:
+            list(pool.map(lambda kv: dst.store.put_if_absent(*kv), copies.items()))
 
 
 def _label(v: Version) -> str:

@@ -172,14 +172,17 @@ class ModelCatalog:
         """The model's catalog as readers see it (None: no such model). O(1) requests plus
         one GET per pending reservation; rebuilt in memory from the manifests if the head
         is missing or unreadable (nothing is written)."""
-        head, _ = self._read_head(model)
+        head, _ = self._read_head(model, remember=True)
         if head is None:
             if not self._has_versions(model):
                 return None
             head = self.rebuild(model)
         return View(self, head)
 
-    def _read_head(self, model: str) -> tuple[Head | None, str | None]:
+    def _read_head(self, model: str, *, remember: bool = False
+                   ) -> tuple[Head | None, str | None]:
+        """The stored head and its token; ``remember``: kept as what the next update swaps
+        against first (a stale one fails the swap and is read again)."""
         try:
             raw, token = self.store.get_with_token(catalog_head_key(model))
         except NotFoundError:
@@ -188,7 +191,8 @@ class ModelCatalog:
             head = Head.decode(raw, model)
         except CorruptObjectError:
             return self.rebuild(model), token
-        self._last[model] = (raw, token)  # the next update tries it (a stale one: re-read)
+        if remember:
+            self._last[model] = (raw, token)
         return head, token
 
     def head(self, model: str) -> Head | None:
@@ -261,7 +265,6 @@ class ModelCatalog:
                 head, token = Head.decode(last[0], model), last[1]
             else:
                 head, token = self._read_head(model)
-                self._last.pop(model, None)  # this very read: after a conflict, read again
             if head is None:
                 head = self.rebuild(model) if self._has_versions(model) else Head(model)
             try:
