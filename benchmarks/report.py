@@ -80,6 +80,7 @@ def targets(results: dict) -> list[Target]:
             if key == "restore_MBps" and copy:  # writes the same files: `cp` shows the disk
                 bound += (f"; a plain copy, same run: {copy[key]:,} MB/s, "
                           f"{copy[key] / tools[peer][key]:.2f}x {peer} (the disk's bound)")
+            bound += _disk_bound(peers, key, cas, tools[peer][key], peer)
             out.append(Target(label, m, threshold, True, "x",
                               f"casstore {cas[key]:,} MB/s vs {peer} {tools[peer][key]:,} MB/s"
                               f"{bound}"))
@@ -117,6 +118,24 @@ def targets(results: dict) -> list[Target]:
         out.append(Target("rollback of a >=1 GB model vs 1 MB model", None, 1.2, False, "x",
                           "rollback section did not run"))
     return out + latency_targets(results) + encoding_targets(results)
+
+
+def _disk_bound(peers: dict, key: str, cas: dict, peer_mbps: float, peer: str) -> str:
+    """What the disk alone allows, measured in the same run (``dd conv=fsync`` of the
+    series' biggest file to new blocks, as every tool met the disk): a restore writes every
+    logical byte, an ingest the bytes casstore stores."""
+    rates = (peers.get("disk") or {}).get("dd_fsync_MBps")
+    if not rates:
+        return ""
+    rate = sum(rates) / len(rates)  # MB/s
+    logical = peers["logical_bytes"] / 1e6
+    written = logical if key == "restore_MBps" else cas["stored_bytes"] / 1e6
+    ceiling = logical / (written / rate)
+    what = "every restore writes" if key == "restore_MBps" else "casstore's commits write"
+    return (f"; the disk, same run: dd conv=fsync writes new blocks at {rate:,.0f} MB/s and "
+            f"{what} {written:,.0f} MB, so it cannot finish the {logical:,.0f} MB in less "
+            f"than {written / rate:.2f} s: at most {ceiling:,.0f} MB/s, "
+            f"{ceiling / peer_mbps:.2f}x {peer}")
 
 
 LIGHT = ("casstore refs m", "casstore log m -n 5", "casstore rollback m --to")
@@ -265,17 +284,18 @@ def encoding_targets(results: dict) -> list[Target]:
             if t else "training section did not run")
 
     def ratio(name: str, a: dict | None, b: dict | None, key: str, threshold: float,
-              what: str) -> None:
+              what: str, peer: str = "") -> None:
         if a and b and b[key]:
+            bound = _disk_bound(peers, key, a, b[key], peer) if peer else ""
             add(name, a[key] / b[key], threshold, True, "x",
-                f"{a[key]:,} MB/s vs {b[key]:,} MB/s ({what})")
+                f"{a[key]:,} MB/s vs {b[key]:,} MB/s ({what}){bound}")
         else:
             add(name, None, threshold, True, "x", "not measured (peers section, tools)")
 
     ratio("ingest, default encoding vs encoding off", cas, off, "ingest_MBps", 1.0,
           "benchmark series")
     ratio("ingest, default encoding vs borg", cas, tools.get("borg"), "ingest_MBps", 2.0,
-          "benchmark series")
+          "benchmark series", "borg")
     ratio("restore, encoded vs raw", cas, off, "restore_MBps", 0.8, "benchmark series")
     co = _data(results, "codecs")
     rows = [r for r in (co or {}).get("rows", []) if r["codec"] == "casstore fast"]

@@ -25,6 +25,7 @@ from pathlib import Path
 import blake3
 
 from benchmarks import plots
+from benchmarks.disk import SETTLE_S, dd_fsync, discards, settle
 from benchmarks.peers import RSS_METHOD, TOOLS, Measured, Tool, run_measured
 from benchmarks.registry import Context, Skip, section
 
@@ -52,7 +53,10 @@ def drop_caches() -> bool:
 
 
 def prepare_phase(ctx: Context, inputs: list[Path]) -> None:
-    """Before a timed phase: cold -> drop caches; warm -> read the inputs into the cache."""
+    """Before a timed phase: the same disk for every tool (:func:`benchmarks.disk.settle`,
+    except in a quick run); cold -> drop caches; warm -> read the inputs into the cache."""
+    if not ctx.quick:
+        settle(ctx.work)
     if ctx.cold:
         if not drop_caches():
             raise Skip("--cold needs root to drop the page cache")
@@ -203,6 +207,16 @@ def _render_peers(d: dict) -> list[str]:
         f"tool's repository folder. casstore's commands run from bytecode, compiled once "
         f"before timing, as a pip-installed package runs (and borg, the other Python peer).",
     ]
+    if "disk" in d:
+        k = d["disk"]
+        rows += ["", f"The disk, as every tool met it: `dd conv=fsync` of {k['dd_bytes']:,} "
+                 "bytes of the series to a new file, before the first tool and after the last: "
+                 + " and ".join(f"{x:,} MB/s" for x in k["dd_fsync_MBps"]) + ". Before each "
+                 "timed phase the page cache is written back"
+                 + (f" and, since this file system discards freed blocks, {k['settle_s']:g} s "
+                    "pass for the blocks the last tool freed to go cold (written right after a "
+                    "deletion, they run up to 6x faster: `benchmarks/disk.py`)"
+                    if k["settle_s"] else "") + "."]
     return rows
 
 
@@ -217,10 +231,16 @@ def peers(ctx: Context) -> dict:
     # so a steady drift costs every tool the same
     order = tools if ctx.quick else tools + tools[::-1]
     runs: dict[str, list[dict]] = {}
+    biggest = max((p for _, p in files), key=lambda p: p.stat().st_size)
+    disk: list[float] = []  # the disk's own write rate, as each tool meets it, first and last
+    if not ctx.quick:
+        disk.append(dd_fsync(biggest, biggest.stat().st_size, ctx.work))
     for tool in order:
         ctx.log(f"  peers: {tool.name}")
         runs.setdefault(tool.name, []).append(measure_tool(tool, files, ctx, info["digests"]))
         shutil.rmtree(tool.work, ignore_errors=True)
+    if not ctx.quick:
+        disk.append(dd_fsync(biggest, biggest.stat().st_size, ctx.work))
     out = {}
     for name, rs in runs.items():
         r = _mean_run(rs, info["logical_bytes"])
@@ -236,6 +256,11 @@ def peers(ctx: Context) -> dict:
         "cache": "cold (dropped before each timed phase)" if ctx.cold
         else "warm (inputs read once before each timed phase)",
         "rss_method": RSS_METHOD,
+        **({"disk": {
+            "dd_fsync_MBps": [round(x / 1e6, 1) for x in disk],
+            "dd_bytes": biggest.stat().st_size,
+            "settle_s": SETTLE_S if discards(ctx.work) else 0.0,
+        }} if disk else {}),
     }
 
 
@@ -306,7 +331,7 @@ def ingest(ctx: Context) -> dict:
     from benchmarks.ingest_speed import run
 
     files = series_info(ctx)["files"]
-    return run([Path(files["base"]), Path(files["finetune.pt"])], ctx.work)
+    return run([Path(files["base"]), Path(files["finetune.pt"])], ctx.work, settled=not ctx.quick)
 
 
 # -- command latency -----------------------------------------------------------------------

@@ -74,3 +74,25 @@ def test_the_link_rows_report_round_trips_waited() -> None:
            "| 0.28 s (14.0 round trips) |" in rows
     assert "| rollback of current in that bucket, 20 ms round trip | 0.17 s (8.5 round " \
            "trips) |" in rows
+
+
+def test_disk_bound_of_ingest_and_restore() -> None:
+    """With the disk measured in the same run, ingest and restore say what the disk alone
+    allows: a restore writes every logical byte, an ingest what casstore stores."""
+    results = _results()
+    peers = results["peers"]["data"]
+    peers.update(logical_bytes=3_000_000_000, disk={"dd_fsync_MBps": [350.0, 450.0],
+                                                    "dd_bytes": 1, "settle_s": 8.0})
+    peers["tools"]["casstore"]["stored_bytes"] = 1_200_000_000
+    lines = {t.name: t.line() for t in targets(results)}
+    # 1,200 MB at 400 MB/s: 3.00 s for 3,000 MB, at most 1,000 MB/s = 3.33x borg's 300
+    assert ("dd conv=fsync writes new blocks at 400 MB/s and casstore's commits write "
+            "1,200 MB, so it cannot finish the 3,000 MB in less than 3.00 s: at most "
+            "1,000 MB/s, 3.33x borg") in lines["ingest throughput vs borg"]
+    # every restore writes 3,000 MB: 7.50 s, 400 MB/s = 2.50x restic's 160
+    assert ("every restore writes 3,000 MB, so it cannot finish the 3,000 MB in less than "
+            "7.50 s: at most 400 MB/s, 2.50x restic") in lines["restore throughput vs restic"]
+    assert "at most 1,000 MB/s, 3.33x borg" in lines["ingest, default encoding vs borg"]
+    del peers["disk"]  # a quick run measures no disk: no bound claimed
+    lines = {t.name: t.line() for t in targets(results)}
+    assert "dd conv=fsync" not in lines["ingest throughput vs borg"]
