@@ -29,11 +29,13 @@ RESTIC_PASSWORD = "casstore-bench"
 
 @dataclass
 class Measured:
-    """One command: wall seconds and the peak RSS (bytes) of its process."""
+    """One command: wall seconds, the peak RSS (bytes) of its process and the CPU seconds
+    (user + system) it and its children used."""
 
     seconds: float
     max_rss: int
     stdout: str = ""
+    cpu_seconds: float = 0.0
 
 
 # A process's ru_maxrss also counts the memory of the process it was forked from (Linux keeps
@@ -43,7 +45,8 @@ class Measured:
 TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
 _LAUNCHER = (
     "import os,sys;pid=os.posix_spawnp(sys.argv[2],sys.argv[2:],os.environ);"
-    "_,s,r=os.wait4(pid,0);open(sys.argv[1],'w').write(str(r.ru_maxrss));"
+    "_,s,r=os.wait4(pid,0);"
+    "open(sys.argv[1],'w').write(f'{r.ru_utime+r.ru_stime} {r.ru_maxrss}');"
     "sys.exit(os.waitstatus_to_exitcode(s))"
 )
 RSS_METHOD = (
@@ -57,7 +60,7 @@ def run_measured(cmd: list[str], *, cwd: Path | None = None, env: dict | None = 
     with tempfile.TemporaryDirectory() as d:
         rss_file = Path(d, "rss")
         if TIME:
-            wrapped = [TIME, "-f", "%M", "-o", str(rss_file), *cmd]
+            wrapped = [TIME, "-f", "%U %S %M", "-o", str(rss_file), *cmd]
         else:
             wrapped = [sys.executable, "-S", "-c", _LAUNCHER, str(rss_file), *cmd]
         t0 = time.perf_counter()
@@ -65,8 +68,8 @@ def run_measured(cmd: list[str], *, cwd: Path | None = None, env: dict | None = 
         seconds = time.perf_counter() - t0
         if p.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed ({p.returncode}): {p.stderr[-2000:]}")
-        kib = int(rss_file.read_text().split()[-1])
-    return Measured(seconds, kib * 1024, p.stdout)
+        *cpu, kib = rss_file.read_text().split()[-3:] if TIME else rss_file.read_text().split()
+    return Measured(seconds, int(kib) * 1024, p.stdout, sum(float(x) for x in cpu))
 
 
 def dir_bytes(path: Path) -> int:

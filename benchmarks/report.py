@@ -132,10 +132,17 @@ def _disk_bound(peers: dict, key: str, cas: dict, peer_mbps: float, peer: str) -
     written = logical if key == "restore_MBps" else cas["stored_bytes"] / 1e6
     ceiling = logical / (written / rate)
     what = "every restore writes" if key == "restore_MBps" else "casstore's commits write"
-    return (f"; the disk, same run: dd conv=fsync writes new blocks at {rate:,.0f} MB/s and "
-            f"{what} {written:,.0f} MB, so it cannot finish the {logical:,.0f} MB in less "
-            f"than {written / rate:.2f} s: at most {ceiling:,.0f} MB/s, "
-            f"{ceiling / peer_mbps:.2f}x {peer}")
+    out = (f"; the disk, same run: dd conv=fsync writes new blocks at {rate:,.0f} MB/s and "
+           f"{what} {written:,.0f} MB, so it cannot finish the {logical:,.0f} MB in less "
+           f"than {written / rate:.2f} s: at most {ceiling:,.0f} MB/s, "
+           f"{ceiling / peer_mbps:.2f}x {peer}")
+    phase = key.removesuffix("_MBps")
+    cpu, cores = cas.get(f"{phase}_cpu_seconds"), peers.get("cores")
+    if cpu and cores:  # the work itself, spread over every core with nothing else running
+        out += (f"; its CPU: {cpu:.1f} CPU-seconds, on {cores} cores at least "
+                f"{cpu / cores:.2f} s: at most {logical / (cpu / cores):,.0f} MB/s, "
+                f"{logical / (cpu / cores) / peer_mbps:.2f}x {peer}")
+    return out
 
 
 LIGHT = ("casstore refs m", "casstore log m -n 5", "casstore rollback m --to")

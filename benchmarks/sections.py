@@ -142,10 +142,12 @@ def measure_tool(tool: Tool, files: list[tuple[str, Path]], ctx: Context, digest
         "ingest_MBps": _mb_s(logical, ingest_s),
         "ingest_command_seconds": [round(m.seconds, 3) for m in per],
         "ingest_peak_rss": max(m.max_rss for m in per),
+        "ingest_cpu_seconds": round(sum(m.cpu_seconds for m in per), 2),
         "stored_bytes": stored,
         "restore_seconds": round(restore_s, 3),
         "restore_MBps": _mb_s(logical, restore_s),
         "restore_peak_rss": max(m.max_rss for m in back),
+        "restore_cpu_seconds": round(sum(m.cpu_seconds for m in back), 2),
         "restored_identical": all(identical.values()),
         "restored_identical_files": identical,
     }
@@ -163,6 +165,7 @@ def _mean_run(rs: list[dict], logical: int) -> dict:
         r[f"{phase}_MBps"] = _mb_s(logical, seconds)
         r[f"{phase}_seconds_per_run"] = [x[f"{phase}_seconds"] for x in rs]
         r[f"{phase}_peak_rss"] = max(x[f"{phase}_peak_rss"] for x in rs)
+        r[f"{phase}_cpu_seconds"] = round(sum(x[f"{phase}_cpu_seconds"] for x in rs) / len(rs), 2)
     r["other_peak_rss"] = {k: max(x["other_peak_rss"].get(k, 0) for x in rs)
                            for k in rs[0]["other_peak_rss"]}
     r["restored_identical"] = all(x["restored_identical"] for x in rs)
@@ -184,14 +187,16 @@ def available_tools(ctx: Context, sub: str) -> tuple[list[Tool], dict[str, str]]
 def _render_peers(d: dict) -> list[str]:
     rows = [
         "| tool | ingest MB/s | stored bytes | stored / unique | restore MB/s "
-        "| ingest peak RSS MiB | restore peak RSS MiB | restore identical |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
+        "| ingest peak RSS MiB | restore peak RSS MiB | ingest CPU s | restore CPU s "
+        "| restore identical |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for name, t in d["tools"].items():
         rows.append(
             f"| {name} | {t['ingest_MBps']:,} | {t['stored_bytes']:,} | "
             f"{t['stored_vs_unique']:.3f} | {t['restore_MBps']:,} | "
             f"{t['ingest_peak_rss'] / MiB:.0f} | {t['restore_peak_rss'] / MiB:.0f} | "
+            f"{t.get('ingest_cpu_seconds', '-')} | {t.get('restore_cpu_seconds', '-')} | "
             f"{'yes' if t['restored_identical'] else '**NO**'} |"
         )
     rows.append("")
@@ -202,7 +207,9 @@ def _render_peers(d: dict) -> list[str]:
         f"Each tool ran {d.get('rounds', 1)} time(s) (in order, then in reverse; times "
         f"averaged). One command per version; timings include an `os.sync()` after the last "
         f"command "
-        f"(each tool pays for its own durable writes). Page cache: {d['cache']}. "
+        f"(each tool pays for its own durable writes). CPU s: user + system seconds of "
+        f"the tool's processes (the machine has {d.get('cores', '?')} cores). "
+        f"Page cache: {d['cache']}. "
         f"Peak RSS: {d['rss_method']}. Stored bytes: apparent size of every file in the "
         f"tool's repository folder. casstore's commands run from bytecode, compiled once "
         f"before timing, as a pip-installed package runs (and borg, the other Python peer).",
@@ -256,6 +263,7 @@ def peers(ctx: Context) -> dict:
         "cache": "cold (dropped before each timed phase)" if ctx.cold
         else "warm (inputs read once before each timed phase)",
         "rss_method": RSS_METHOD,
+        "cores": os.cpu_count(),
         **({"disk": {
             "dd_fsync_MBps": [round(x / 1e6, 1) for x in disk],
             "dd_bytes": biggest.stat().st_size,

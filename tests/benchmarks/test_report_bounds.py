@@ -1,5 +1,6 @@
 """A missed target says what bounds it, with the measurement from the same run (issue 14):
-the encoding-off figures for ingest, restore and commit memory, the per-object floor for pull."""
+the encoding-off figures for ingest, restore and commit memory, the per-object floor for pull,
+the disk's write rate and casstore's CPU seconds for ingest and restore."""
 
 from __future__ import annotations
 
@@ -83,12 +84,17 @@ def test_disk_bound_of_ingest_and_restore() -> None:
     peers = results["peers"]["data"]
     peers.update(logical_bytes=3_000_000_000, disk={"dd_fsync_MBps": [350.0, 450.0],
                                                     "dd_bytes": 1, "settle_s": 8.0})
-    peers["tools"]["casstore"]["stored_bytes"] = 1_200_000_000
+    peers["tools"]["casstore"].update(stored_bytes=1_200_000_000, ingest_cpu_seconds=12.0)
+    peers["cores"] = 2
     lines = {t.name: t.line() for t in targets(results)}
     # 1,200 MB at 400 MB/s: 3.00 s for 3,000 MB, at most 1,000 MB/s = 3.33x borg's 300
     assert ("dd conv=fsync writes new blocks at 400 MB/s and casstore's commits write "
             "1,200 MB, so it cannot finish the 3,000 MB in less than 3.00 s: at most "
             "1,000 MB/s, 3.33x borg") in lines["ingest throughput vs borg"]
+    # and its CPU: 12 CPU-seconds on 2 cores, 6.00 s at least: 500 MB/s, 1.67x borg
+    assert ("its CPU: 12.0 CPU-seconds, on 2 cores at least 6.00 s: at most 500 MB/s, "
+            "1.67x borg") in lines["ingest throughput vs borg"]
+    assert "CPU" not in lines["restore throughput vs restic"]  # not measured for restore
     # every restore writes 3,000 MB: 7.50 s, 400 MB/s = 2.50x restic's 160
     assert ("every restore writes 3,000 MB, so it cannot finish the 3,000 MB in less than "
             "7.50 s: at most 400 MB/s, 2.50x restic") in lines["restore throughput vs restic"]
