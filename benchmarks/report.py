@@ -249,6 +249,11 @@ def _transfer_targets(pp: dict | None, scale: str) -> list[Target]:
                          f"{pp['chunk_objects']} chunk objects in "
                          f"{pp['s3fs_cat_chunk_objects_s']} s, the files whole in "
                          f"{pp['s3fs_get_s']} s; casstore's pull {pp['pull_s']} s")
+            if key == "push_vs_s3fs" and "s3fs_pipe_chunk_objects_s" in pp:
+                floor = (f"; the per-object floor: s3fs alone puts the same "
+                         f"{pp['chunk_objects']} chunk objects in "
+                         f"{pp['s3fs_pipe_chunk_objects_s']} s, the files whole in "
+                         f"{pp['s3fs_put_s']} s; casstore's push {pp['push_s']} s")
             rounds = f", medians of {pp['rounds']} interleaved rounds" if pp.get(
                 "rounds", 1) > 1 else ""
             out.append(Target(label + size, pp[key], threshold, True, "x",
