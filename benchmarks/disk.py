@@ -62,19 +62,16 @@ def settle(path: Path) -> float:
     return SETTLE_S
 
 
-def dd_fsync(source: Path | None, size: int, work: Path, *, settled: bool = True) -> float:
-    """Bytes per second of ``dd ... conv=fsync`` writing ``size`` bytes (of ``source``, or
-    zeros) to a new file under ``work``, after :func:`settle` (unless ``settled`` is False:
-    the caller did); the file is removed."""
+def dd_fsync(source: Path, work: Path, *, settled: bool = True) -> float:
+    """Bytes per second of ``dd ... conv=fsync`` copying ``source`` to a new file under
+    ``work``, after :func:`settle` (unless ``settled`` is False: the caller did); the file is
+    removed."""
     out = work / "dd.out"
     if settled:
         settle(work)
-    src = str(source) if source is not None else "/dev/zero"
-    count = [] if source is not None else [f"count={max(1, size >> 24)}"]
     t0 = time.perf_counter()
-    subprocess.run(["dd", f"if={src}", f"of={out}", "bs=16M", *count, "conv=fsync",
-                    "status=none"], check=True)
+    subprocess.run(["dd", f"if={source}", f"of={out}", "bs=16M", "conv=fsync", "status=none"],
+                   check=True)
     seconds = time.perf_counter() - t0
-    written = out.stat().st_size
     out.unlink()
-    return written / seconds
+    return source.stat().st_size / seconds

@@ -74,7 +74,7 @@ def run(files: list[Path], workdir: Path | None = None, *, settled: bool = True)
             off_s = time.perf_counter() - t0
             off.store.close()
             shutil.rmtree(store)
-            dd = dd_fsync(path, size, work, settled=settled) / 1e9
+            dd = dd_fsync(path, work, settled=settled) / 1e9
             b3 = _blake3_gbps(path)
             rows[path.name] = {
                 "bytes": size,

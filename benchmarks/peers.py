@@ -68,7 +68,7 @@ def run_measured(cmd: list[str], *, cwd: Path | None = None, env: dict | None = 
         seconds = time.perf_counter() - t0
         if p.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed ({p.returncode}): {p.stderr[-2000:]}")
-        *cpu, kib = rss_file.read_text().split()[-3:] if TIME else rss_file.read_text().split()
+        *cpu, kib = rss_file.read_text().split()[-3:]  # user, system (GNU time), peak KiB
     return Measured(seconds, int(kib) * 1024, p.stdout, sum(float(x) for x in cpu))
 
 

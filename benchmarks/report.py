@@ -80,7 +80,7 @@ def targets(results: dict) -> list[Target]:
             if key == "restore_MBps" and copy:  # writes the same files: `cp` shows the disk
                 bound += (f"; a plain copy, same run: {copy[key]:,} MB/s, "
                           f"{copy[key] / tools[peer][key]:.2f}x {peer} (the disk's bound)")
-            bound += _disk_bound(peers, key, cas, tools[peer][key], peer)
+            bound += _disk_and_cpu_bound(peers, key, cas, tools[peer][key], peer)
             out.append(Target(label, m, threshold, True, "x",
                               f"casstore {cas[key]:,} MB/s vs {peer} {tools[peer][key]:,} MB/s"
                               f"{bound}"))
@@ -120,7 +120,7 @@ def targets(results: dict) -> list[Target]:
     return out + latency_targets(results) + encoding_targets(results)
 
 
-def _disk_bound(peers: dict, key: str, cas: dict, peer_mbps: float, peer: str) -> str:
+def _disk_and_cpu_bound(peers: dict, key: str, cas: dict, peer_mbps: float, peer: str) -> str:
     """What the disk alone allows, measured in the same run (``dd conv=fsync`` of the
     series' biggest file to new blocks, as every tool met the disk): a restore writes every
     logical byte, an ingest the bytes casstore stores."""
@@ -298,7 +298,7 @@ def encoding_targets(results: dict) -> list[Target]:
     def ratio(name: str, a: dict | None, b: dict | None, key: str, threshold: float,
               what: str, peer: str = "") -> None:
         if a and b and b[key]:
-            bound = _disk_bound(peers, key, a, b[key], peer) if peer else ""
+            bound = _disk_and_cpu_bound(peers, key, a, b[key], peer) if peer else ""
             add(name, a[key] / b[key], threshold, True, "x",
                 f"{a[key]:,} MB/s vs {b[key]:,} MB/s ({what}){bound}")
         else:

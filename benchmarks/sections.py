@@ -55,13 +55,14 @@ def drop_caches() -> bool:
 def prepare_phase(ctx: Context, inputs: list[Path]) -> None:
     """Before a timed phase: the same disk for every tool (:func:`benchmarks.disk.settle`,
     except in a quick run); cold -> drop caches; warm -> read the inputs into the cache."""
-    if not ctx.quick:
-        settle(ctx.work)
+    if ctx.quick:
+        os.sync()
+    else:
+        settle(ctx.work)  # writes back the page cache too
     if ctx.cold:
         if not drop_caches():
             raise Skip("--cold needs root to drop the page cache")
         return
-    os.sync()
     for p in inputs:
         with open(p, "rb") as f:
             while f.read(16 * MiB):
@@ -241,13 +242,13 @@ def peers(ctx: Context) -> dict:
     biggest = max((p for _, p in files), key=lambda p: p.stat().st_size)
     disk: list[float] = []  # the disk's own write rate, as each tool meets it, first and last
     if not ctx.quick:
-        disk.append(dd_fsync(biggest, biggest.stat().st_size, ctx.work))
+        disk.append(dd_fsync(biggest, ctx.work))
     for tool in order:
         ctx.log(f"  peers: {tool.name}")
         runs.setdefault(tool.name, []).append(measure_tool(tool, files, ctx, info["digests"]))
         shutil.rmtree(tool.work, ignore_errors=True)
     if not ctx.quick:
-        disk.append(dd_fsync(biggest, biggest.stat().st_size, ctx.work))
+        disk.append(dd_fsync(biggest, ctx.work))
     out = {}
     for name, rs in runs.items():
         r = _mean_run(rs, info["logical_bytes"])
